@@ -61,3 +61,9 @@ class MultiBoxLoss(nn.Module):
         cls_loss = conf_loss[positive | negative].sum()
         loc_loss, cls_loss = loc_loss / num_pos, cls_loss / num_pos
         return {"loss": loc_loss + cls_loss, "loc": loc_loss, "conf": cls_loss}
+
+
+def targets_to_fractions(targets: list[dict[str, torch.Tensor]], height: int, width: int) -> list[dict[str, torch.Tensor]]:
+    """Scale targets' (G, 4) xyxy pixel boxes to image fractions, as the loss expects."""
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    return [{**t, "boxes": t["boxes"].float() / scale} for t in targets]
