@@ -1,0 +1,140 @@
+"""Findings and the rule catalogue: every rule has a stable code, a name, why it matters and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    name: str
+    summary: str
+    why: str
+    fix: str
+
+    @property
+    def docs(self) -> str:
+        return f"docs/rules/{self.code}.md"
+
+
+RULES: dict[str, Rule] = {
+    r.code: r
+    for r in (
+        Rule(
+            "R001",
+            "module-in-container",
+            "nn.Module kept in a plain list, tuple, dict, set or deque",
+            "model.parameters(), state_dict(), .to() and .train()/.eval() do not see modules in plain containers: "
+            "the optimizer never updates them and a reloaded checkpoint leaves them random.",
+            "wrap the container: nn.ModuleList([...]), nn.ModuleDict({...}) or nn.Sequential(...)",
+        ),
+        Rule(
+            "R002",
+            "parameter-in-container",
+            "nn.Parameter kept in a plain container or object",
+            "parameters outside nn.Module's registry are not trained by an optimizer built from model.parameters() "
+            "and are not saved in state_dict().",
+            "use nn.ParameterList([...]) or nn.ParameterDict({...}), or assign each to self.<name>",
+        ),
+        Rule(
+            "R003",
+            "module-in-plain-object",
+            "nn.Module reachable only through a non-Module object, a closure or a functools.partial",
+            "a helper object, dataclass, namedtuple, SimpleNamespace or closure hides its modules from the registry, "
+            "with the same consequences as a plain list.",
+            "make the helper an nn.Module (or assign its modules to the model), so they become submodules",
+        ),
+        Rule(
+            "R004",
+            "tensor-attribute",
+            "plain tensor attribute used by the model, neither parameter nor buffer",
+            "a plain tensor does not move with .to(device)/.half() and is not saved in state_dict().",
+            "self.register_buffer(name, tensor) (persistent=False for derived values such as priors)",
+        ),
+        Rule(
+            "R005",
+            "unregistered-call",
+            "a module runs during forward() but is not part of the model",
+            "a module built inside forward() is re-created (re-initialised) on every call and never trained; "
+            "one hidden where no attribute reaches it is missing from parameters() and state_dict().",
+            "build the module once in __init__ and assign it to self.<name> (or use torch.nn.functional)",
+        ),
+        Rule(
+            "R006",
+            "mode-not-propagated",
+            "a stateful, parameter-free module (Dropout, BatchNorm without affine) that .eval() will not reach",
+            "it loses no parameters, but model.eval() leaves it in training mode, so inference becomes random "
+            "or uses batch statistics.",
+            "register it: nn.ModuleList / nn.ModuleDict / an attribute of the model",
+        ),
+        Rule(
+            "N001",
+            "tied-weights",
+            "the same parameter is registered under several names",
+            "tied weights are counted once here and saved once by torch.save; naive counters count them twice.",
+            "nothing to fix; informational",
+        ),
+        Rule(
+            "N002",
+            "frozen-parameters",
+            "registered parameters with requires_grad=False",
+            "frozen parameters are saved but not trained; intended when fine-tuning, a bug otherwise.",
+            "set requires_grad=True on them if they should train",
+        ),
+        Rule(
+            "N003",
+            "probe-skipped",
+            "no example input: the forward probe did not run",
+            "modules created inside forward() (R005) and whether tensor attributes are used (R004) need a forward pass.",
+            "define example_input() in the model file or pass --input-shape 1,3,H,W",
+        ),
+    )
+}
+
+
+@dataclass
+class Finding:
+    """One problem (or note) found in a model: where, what, how many parameters, and the fix."""
+
+    rule: str
+    severity: Severity
+    path: str
+    message: str
+    params: int = 0
+    modules: int = 0
+    location: str | None = None
+    # The unregistered objects behind the finding, by the dotted name they would get once fixed.
+    members: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return RULES[self.rule].name
+
+    @property
+    def fix(self) -> str:
+        return RULES[self.rule].fix
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "name": self.name,
+            "severity": self.severity.value,
+            "path": self.path,
+            "params": self.params,
+            "modules": self.modules,
+            "message": self.message,
+            "fix": self.fix,
+            "location": self.location,
+        }
