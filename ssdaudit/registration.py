@@ -197,9 +197,20 @@ def _caller_location() -> str | None:
     while frame is not None:
         filename = frame.f_code.co_filename
         if not any(part in filename for part in ("/torch/", "/ssdaudit/", "<frozen")):
-            return f"{filename}:{frame.f_lineno}"
+            return f"{_relative(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None
+
+
+def _relative(filename: str) -> str:
+    """A path relative to the working directory when it lies below it (shorter, stable in reports)."""
+    import os
+
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if rel.startswith("..") else rel
 
 
 def _assignment_location(owner: nn.Module, attr: str) -> str | None:
@@ -215,7 +226,7 @@ def _assignment_location(owner: nn.Module, attr: str) -> str | None:
             continue
         for offset, line in enumerate(lines):
             if pattern.search(line):
-                return f"{filename}:{start + offset}"
+                return f"{_relative(filename)}:{start + offset}"
     return None
 
 

@@ -1,0 +1,200 @@
+"""Loading what the user names: "file.py[:NAME]", "package.module:NAME", or a checkpoint file.
+
+Every user mistake becomes a ``LoadError`` with a one-line message that names the problem and the fix.
+Checkpoints are read with ``torch.load(weights_only=True)`` (never arbitrary unpickling) or safetensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".tar", ".ckpt")
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "network", "weights")
+
+
+class LoadError(Exception):
+    """A target, reference or checkpoint could not be loaded; the message is one line for the user."""
+
+
+@dataclass
+class LoadedTarget:
+    spec: str
+    model: Any = None  # nn.Module, or None for a checkpoint target
+    state_dict: dict | None = None  # for a checkpoint target
+    example_input: Any = None
+    module: Any = None  # the Python module the model came from
+
+
+def is_checkpoint_path(spec: str) -> bool:
+    return spec.lower().endswith(CHECKPOINT_SUFFIXES)
+
+
+def load_target(spec: str, device: str = "cpu", want_input: bool = True) -> LoadedTarget:
+    """Build the model (or read the checkpoint) that ``spec`` names, on ``device`` ("cpu" or "meta")."""
+    if is_checkpoint_path(spec):
+        return LoadedTarget(spec, state_dict=load_state_dict(spec))
+    module, name = _import_spec(spec)
+    factory = _find_factory(module, name, spec)
+    model = _call_factory(factory, spec, device)
+    example = None
+    if want_input and callable(getattr(module, "example_input", None)):
+        try:
+            with _device_context(device):
+                example = module.example_input()
+        except Exception as exc:
+            raise LoadError(f"example_input() in {spec.split(':')[0]} raised {exc.__class__.__name__}: {exc}") from exc
+    return LoadedTarget(spec, model=model, example_input=example, module=module)
+
+
+def _import_spec(spec: str):
+    path_part, _, name = spec.partition(":") if ":" in spec and not _is_drive(spec) else (spec, "", "")
+    if path_part.endswith(".py") or "/" in path_part or Path(path_part).exists():
+        path = Path(path_part)
+        if not path.exists():
+            raise LoadError(f"no such file: {path} (give a model file, 'file.py:NAME', 'package.module:NAME' or a checkpoint)")
+        if path.is_dir():
+            raise LoadError(f"{path} is a directory: name a model file (file.py[:NAME]) or a checkpoint")
+        if path.suffix != ".py":
+            raise LoadError(f"{path} is neither a Python file nor a checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
+        return _import_file(path), name or None
+    if not name:
+        raise LoadError(f"cannot tell what {spec!r} is: give 'file.py[:NAME]', 'package.module:NAME' or a checkpoint file")
+    try:
+        return importlib.import_module(path_part), name
+    except ImportError as exc:
+        raise LoadError(f"cannot import module {path_part!r}: {exc}") from exc
+    except SyntaxError as exc:
+        raise LoadError(f"syntax error in {exc.filename} line {exc.lineno}: {exc.msg}") from exc
+
+
+def _is_drive(spec: str) -> bool:
+    return len(spec) > 2 and spec[1] == ":" and spec[0].isalpha() and spec[2] in "\\/"
+
+
+def _import_file(path: Path):
+    module_name = f"_ssdaudit_target_{abs(hash(str(path.resolve())))}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.resolve().parent))  # the file may import its neighbours
+    try:
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(module_name, None)
+        raise LoadError(f"syntax error in {path} line {exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise LoadError(f"importing {path} raised {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    return module
+
+
+def _find_factory(module, name: str | None, spec: str):
+    from torch import nn
+
+    if name:
+        if not hasattr(module, name):
+            raise LoadError(f"{spec}: no attribute {name!r} in {getattr(module, '__file__', module.__name__)}")
+        return getattr(module, name)
+    if callable(getattr(module, "build_model", None)):
+        return module.build_model
+    candidates = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__ and _zero_arg(obj)
+    ]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise LoadError(f"{spec}: no build_model() and no nn.Module subclass that takes no arguments; name one with {spec}:NAME")
+    names = ", ".join(sorted(c.__name__ for c in candidates))
+    raise LoadError(f"{spec}: several nn.Module classes ({names}); pick one with {spec}:NAME")
+
+
+def _zero_arg(cls) -> bool:
+    try:
+        params = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+
+def _device_context(device: str):
+    import torch
+
+    return torch.device(device) if device != "cpu" else contextlib.nullcontext()
+
+
+def _call_factory(factory, spec: str, device: str):
+    from torch import nn
+
+    if isinstance(factory, nn.Module):
+        return factory
+    if not callable(factory):
+        raise LoadError(f"{spec} is a {type(factory).__name__}, not a factory or nn.Module")
+    try:
+        with _device_context(device):
+            model = factory()
+    except Exception as exc:
+        raise LoadError(f"{spec}: the factory raised {exc.__class__.__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise LoadError(f"{spec}: the factory returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """Tensors of a checkpoint: a state_dict, or a dict wrapping one ("state_dict", "model", ...)."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise LoadError(f"no such checkpoint: {path}")
+    if path.is_dir():
+        raise LoadError(f"{path} is a directory, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise LoadError(f"{path} is empty (0 bytes): not a checkpoint")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise LoadError("reading .safetensors needs the safetensors package: pip install 'ssdaudit[safetensors]'") from None
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise LoadError(f"cannot read {path} as safetensors: {exc}") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        try:  # old (non-zip) torch.save files cannot be memory-mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise LoadError(f"cannot read checkpoint {path}: {first[:200]} (only torch.save files of tensors are read, weights_only=True)") from exc
+    state = unwrap_state_dict(obj)
+    if state is None:
+        raise LoadError(f"{path} holds no state_dict (a dict of tensors, possibly under 'state_dict' or 'model')")
+    return state
+
+
+def unwrap_state_dict(obj: Any) -> dict | None:
+    import torch
+
+    if isinstance(obj, dict):
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj):
+            return dict(obj)
+        for key in STATE_DICT_KEYS:
+            inner = unwrap_state_dict(obj.get(key)) if key in obj else None
+            if inner:
+                return inner
+    return None

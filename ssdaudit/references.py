@@ -1,0 +1,29 @@
+"""Built-in reference models to compare against."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+
+def _ssds(preset: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import ssdlite_model
+
+        return ssdlite_model.build_ssdlite(getattr(ssdlite_model, preset)())
+
+    return build
+
+
+def _torchvision_ssdlite() -> nn.Module:
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    return ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+
+
+BUILTIN_REFERENCES: dict[str, tuple[str, Callable[[], nn.Module]]] = {
+    "ssds-voc": ("ssds.pytorch SSDLite-MobileNetV2, VOC (21 classes): 4,577,792 parameters", _ssds("ssds_voc")),
+    "ssds-coco": ("ssds.pytorch SSDLite-MobileNetV2, COCO (81 classes): 9,245,312 parameters", _ssds("ssds_coco")),
+    "torchvision-ssdlite": ("torchvision ssdlite320_mobilenet_v3_large (91 classes)", _torchvision_ssdlite),
+}
