@@ -95,7 +95,7 @@ def params(
 
       ssdaudit params big_model.py:build --device meta --input-shape 1,128
     """
-    from .loading import LoadError, is_checkpoint_path, load_state_dict, load_target
+    from .loading import LoadError, load_state_dict, load_target
 
     try:
         loaded = load_target(target, device=device.value)
@@ -109,13 +109,13 @@ def params(
     except (LoadError, ValueError) as exc:
         _fail(str(exc), debug, exc)
     from .findings import Severity
-    from .params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, predict_checkpoint_bytes, state_dict_params
+    from .params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
     from .registration import ProbeError
 
     if loaded.model is None:  # a checkpoint target: counts from its tensors
         state = loaded.state_dict
         total = state_dict_params(state)
-        size, exact = predict_checkpoint_bytes(state)
+        size, exact = Path(target).stat().st_size, True  # the real file: no prediction needed
         groups = group_state_dict(state, depth)
         report = ParamsReport(target, total, total, 0, total, size, size, exact, groups, [])
         if ref_obj is not None:

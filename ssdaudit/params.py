@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,7 +128,8 @@ def predict_checkpoint_bytes(state: Mapping[str, torch.Tensor]) -> tuple[int, bo
     """
     from torch.serialization import skip_data
 
-    state = dict(state)
+    # Keep the OrderedDict and its `_metadata` (module versions): torch.save pickles them too.
+    state = state if isinstance(state, dict) else dict(state)
     sink = _SizeCounter()
     if not any(t.is_meta for t in state.values()):
         with skip_data():
@@ -136,7 +138,9 @@ def predict_checkpoint_bytes(state: Mapping[str, torch.Tensor]) -> tuple[int, bo
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
-        fakes, by_storage = {}, {}
+        fakes, by_storage = collections.OrderedDict(), {}
+        if hasattr(state, "_metadata"):
+            fakes._metadata = state._metadata
         for key, t in state.items():
             storage_key = (t.untyped_storage()._cdata, t.dtype)
             if storage_key not in by_storage:
@@ -185,7 +189,7 @@ def group_state_dict(state: Mapping[str, torch.Tensor], depth: int = 1) -> list[
 
 def _fixed_state(model: nn.Module, findings: list[Finding]) -> dict[str, torch.Tensor]:
     """The state_dict the model would have with every finding fixed (members registered under their names)."""
-    state = dict(model.state_dict())
+    state = model.state_dict()
     for f in findings:
         for name, obj in f.members.items():
             if isinstance(obj, nn.Module):

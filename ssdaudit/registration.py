@@ -16,6 +16,7 @@ import re
 import types
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -191,12 +192,15 @@ def probe_forward(model: nn.Module, example_input: Any, extra_modules: list[nn.M
     return result
 
 
+_SKIP_DIRS = (str(Path(torch.__file__).parent), str(Path(__file__).parent))
+
+
 def _caller_location() -> str | None:
     """file:line of the first frame outside torch and ssdaudit (where a module was constructed)."""
     frame = inspect.currentframe()
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not any(part in filename for part in ("/torch/", "/ssdaudit/", "<frozen")):
+        if not filename.startswith(_SKIP_DIRS) and not filename.startswith("<frozen"):
             return f"{_relative(filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return None
