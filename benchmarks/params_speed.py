@@ -1,0 +1,63 @@
+"""`ssdaudit params` on SSDLite against torchinfo.summary on the same model, in one run.
+
+Goal (issue: ssdaudit params): the audit adds less than 0.5 s beyond `import torch, torchvision`.
+Run: python benchmarks/params_speed.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REPEATS = 3
+
+
+def wall(cmd: list[str]) -> float:
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=False, capture_output=True, cwd=ROOT)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def in_process() -> tuple[float, float]:
+    import torch
+    import torchinfo
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import fixed_modulelist
+
+    from ssdaudit import audit_params
+
+    model, x = fixed_modulelist.build_model(), fixed_modulelist.example_input()
+    start = time.perf_counter()
+    audit_params(model, example_input=x)
+    audit = time.perf_counter() - start
+    start = time.perf_counter()
+    torchinfo.summary(model, input_data=x, verbose=0)
+    info = time.perf_counter() - start
+    del torch
+    return audit, info
+
+
+def main() -> None:
+    py = sys.executable
+    floor = wall([py, "-c", "import torch, torchvision"])
+    cli = wall([py, "-m", "ssdaudit.cli", "params", "examples/fixed_modulelist.py", "--reference", "ssds-voc"])
+    audit, info = in_process()
+    print(f"{'measurement':<52} {'seconds':>8}")
+    print(f"{'import torch, torchvision (floor)':<52} {floor:>8.2f}")
+    print(f"{'ssdaudit params fixed_modulelist.py -r ssds-voc':<52} {cli:>8.2f}")
+    print(f"{'  beyond the floor (goal < 0.5 s)':<52} {cli - floor:>8.2f}")
+    print(f"{'audit_params() in process (walk+probe+bytes)':<52} {audit:>8.2f}")
+    print(f"{'torchinfo.summary() in process':<52} {info:>8.2f}")
+    print(f"{'ratio audit / torchinfo':<52} {audit / info:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
