@@ -1,0 +1,81 @@
+"""Audit a 7-billion-parameter transformer definition on the meta device: seconds and peak memory.
+
+torchinfo is tried on the same meta model for comparison (a CPU build would need ~27 GB for fp32 weights,
+more than this 24 GiB machine has). Run: python benchmarks/meta_7b.py
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import torch
+from torch import nn
+
+VOCAB, DIM, LAYERS, HIDDEN, HEADS = 32_000, 4096, 32, 11_008, 32
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.RMSNorm(DIM), nn.RMSNorm(DIM)
+        self.attn = nn.MultiheadAttention(DIM, HEADS, bias=False, batch_first=True)
+        self.gate, self.up = nn.Linear(DIM, HIDDEN, bias=False), nn.Linear(DIM, HIDDEN, bias=False)
+        self.down = nn.Linear(HIDDEN, DIM, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        h = self.norm2(x)
+        return x + self.down(nn.functional.silu(self.gate(h)) * self.up(h))
+
+
+class Llama7B(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, DIM)
+        self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
+        self.norm = nn.RMSNorm(DIM)
+        self.lm_head = nn.Linear(DIM, VOCAB, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.norm(x))
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    from ssdaudit import audit_params
+
+    base = peak_mb()
+    start = time.perf_counter()
+    with torch.device("meta"):
+        model = Llama7B()
+        tokens = torch.zeros(1, 16, dtype=torch.long)
+    report = audit_params(model, example_input=tokens)
+    audit_s = time.perf_counter() - start
+    audit_peak = peak_mb()
+    print(f"{'measurement':<44} {'value':>16}")
+    print(f"{'parameters (registered)':<44} {report.registered_params:>16,}")
+    print(f"{'predicted checkpoint bytes (fp32)':<44} {report.checkpoint_bytes:>16,}")
+    print(f"{'error findings':<44} {len(report.errors):>16}")
+    print(f"{'ssdaudit build + audit, seconds':<44} {audit_s:>16.2f}")
+    print(f"{'peak RSS before / after, MB':<44} {base:>7.0f} / {audit_peak:>6.0f}")
+    try:
+        import torchinfo
+
+        start = time.perf_counter()
+        torchinfo.summary(model, input_data=tokens, device="meta", verbose=0)
+        print(f"{'torchinfo.summary on meta, seconds':<44} {time.perf_counter() - start:>16.2f}")
+    except Exception as exc:  # torchinfo reads tensor values, which meta tensors lack
+        print(f"{'torchinfo.summary on meta':<44} failed: {exc.__class__.__name__}: {str(exc)[:80]}")
+    print(f"{'peak RSS at the end, MB':<44} {peak_mb():>16.0f}")
+
+
+if __name__ == "__main__":
+    main()
