@@ -64,7 +64,7 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _console(fmt: Format):
+def _console():
     from rich.console import Console
 
     # Colour only on a terminal; rich checks isatty itself, NO_COLOR is honoured.
@@ -142,7 +142,7 @@ def params(
     else:
         from .report import render_params_text
 
-        render_params_text(report, _console(fmt))
+        render_params_text(report, _console())
     failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
     broken_ckpt = report.checkpoint is not None and (report.checkpoint.missing_keys or report.checkpoint.shape_mismatch)
     raise typer.Exit(1 if any(f.severity in failing for f in report.findings) or broken_ckpt else 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,7 +56,6 @@ class ParamsReport:
     findings: list[Finding]
     reference: ReferenceComparison | None = None
     checkpoint: CheckpointComparison | None = None
-    unregistered_groups: dict[str, int] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Finding]:

@@ -57,7 +57,7 @@ def test_r001_nested_containers_and_dicts():
     assert set(f.members) == {"stages.a.0", "stages.b.0.deep"}
 
 
-@pytest.mark.parametrize("wrap", [nn.ModuleList, nn.Sequential.__call__ if False else (lambda xs: nn.Sequential(*xs))])
+@pytest.mark.parametrize("wrap", [nn.ModuleList, lambda xs: nn.Sequential(*xs)], ids=["ModuleList", "Sequential"])
 def test_r001_registered_containers_are_clean(wrap):
     assert errors(ListNet(wrap)) == []
 
