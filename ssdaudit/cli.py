@@ -11,6 +11,7 @@ import typer
 app = typer.Typer(
     help="Find the parameters a PyTorch model uses but never registers.\n\n"
     "Examples:\n\n"
+    "  ssdaudit diff run/epoch1.pth run/epoch30.pth\n\n"
     "  ssdaudit params examples/buggy_plain_list.py --reference ssds-voc\n\n"
     "  ssdaudit params mypkg.models:build --input-shape 1,3,224,224 --format json\n\n"
     "  ssdaudit params checkpoint.pth",
@@ -163,6 +164,89 @@ def _load_reference(spec: str, device: str):
         return load_target(spec, device=device, want_input=False).model, spec
     names = ", ".join(BUILTIN_REFERENCES)
     raise LoadError(f"unknown reference {spec!r}: use one of {names}, a file.py[:NAME] or a checkpoint")
+
+
+class MapMode(str, Enum):
+    auto = "auto"
+    none = "none"
+
+
+@app.command()
+def diff(
+    a: Path = typer.Argument(..., help="First checkpoint: .pt/.pth/.bin/.tar, .safetensors, or a directory of shards."),
+    b: Path = typer.Argument(..., help="Second checkpoint, compared against the first."),
+    rtol: float = typer.Option(0.0, "--rtol", min=0.0, help="Relative tolerance: tensors within it count as equal."),
+    atol: float = typer.Option(0.0, "--atol", min=0.0, help="Absolute tolerance."),
+    map_mode: MapMode = typer.Option(MapMode.auto, "--map", help="auto: pair keys across prefixes and naming schemes; none: equal names only."),
+    write_mapped: Path = typer.Option(None, "--write-mapped", help="Write B's tensors under A's names to this file (.pth or .safetensors)."),
+    top: int = typer.Option(10, "--top", min=1, help="How many changed tensors and renamed keys to list."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text or json."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Unpickle files that hold Python objects (runs their code: only for files you trust)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load errors."),
+) -> None:
+    """Compare two checkpoints: missing keys, shapes, dtypes, changed and unchanged tensors, NaN/Inf, file size.
+
+    Files are read with torch.load(weights_only=True, mmap=True) or safetensors, one tensor at a time.
+
+    Exit codes: 0 identical (within tolerance), 1 different, 2 unreadable, refused or not a checkpoint.
+
+    Examples:
+
+      ssdaudit diff run/epoch1.pth run/epoch30.pth
+
+      ssdaudit diff ours.pth ssds_port.pth --map auto --write-mapped ported.pth
+
+      ssdaudit diff model.safetensors shards/ --rtol 1e-3 --format json
+    """
+    from .checkpoints import open_checkpoint
+    from .loading import LoadError
+
+    try:
+        ca = open_checkpoint(a, trust_pickle)
+        cb = open_checkpoint(b, trust_pickle)
+    except LoadError as exc:
+        _fail(str(exc), debug, exc)
+    from .diff import diff_checkpoints, write_mapped as write_b
+
+    with _byte_progress(ca.tensor_bytes + cb.tensor_bytes, "comparing", fmt is Format.text) as advance:
+        report = diff_checkpoints(ca, cb, rtol, atol, map_mode.value, progress=advance)
+    if write_mapped is not None:
+        if report.mapping is None or not report.mapping.pairs:
+            _fail("--write-mapped: no key of B could be paired with A (try --map auto)", debug)
+        try:
+            n = write_b(cb, report.mapping, write_mapped)
+        except OSError as exc:
+            _fail(f"cannot write {write_mapped}: {exc.strerror or exc}", debug, exc)
+        typer.echo(f"wrote {n} tensors of B under A's names to {write_mapped}", err=True)
+    if fmt is Format.json:
+        from .report import render_json
+
+        typer.echo(render_json(report.to_dict()))
+    else:
+        from .report import render_diff_text
+
+        render_diff_text(report, _console(), top)
+    raise typer.Exit(0 if report.identical else 1)
+
+
+def _byte_progress(total: int, label: str, enabled: bool):
+    """A transient progress bar on stderr (terminal only) for work measured in bytes; yields ``advance(key, n)``."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def bar():
+        if not enabled or not sys.stderr.isatty() or total < 64 * 2**20:
+            yield None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        with Progress(f"[progress.description]{label}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task(label, total=total)
+            yield lambda _key, n: progress.advance(task, n)
+
+    return bar()
 
 
 def main() -> None:

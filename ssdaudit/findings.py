@@ -80,6 +80,50 @@ RULES: dict[str, Rule] = {
             "register it: nn.ModuleList / nn.ModuleDict / an attribute of the model",
         ),
         Rule(
+            "C001",
+            "missing-keys",
+            "tensors present in one checkpoint and absent from the other",
+            "load_state_dict(strict=True) fails on them; with strict=False the model keeps random weights there, "
+            "which is how an unregistered backbone ships as a checkpoint 8 MB too small.",
+            "register the missing modules (nn.ModuleList) and re-save, or map the names with --map auto",
+        ),
+        Rule(
+            "C002",
+            "shape-mismatch",
+            "a tensor has different shapes in the two checkpoints",
+            "the checkpoint belongs to another configuration (classes, width, aspect ratios); loading it fails.",
+            "build the model with the checkpoint's configuration, or re-initialise the mismatched head",
+        ),
+        Rule(
+            "C003",
+            "dtype-change",
+            "a tensor has different dtypes in the two checkpoints",
+            "a half-precision copy loses precision silently and changes the file size by a factor of two.",
+            "save in the dtype you train in (model.float() before saving), or convert explicitly",
+        ),
+        Rule(
+            "C004",
+            "unchanged-group",
+            "every parameter under a prefix is bitwise unchanged while other parts changed",
+            "a part that never changes between two training checkpoints is not learning: frozen by mistake, "
+            "missing from the optimizer, or unregistered.",
+            "check requires_grad and the optimizer's param_groups for that part (ssdaudit gradflow names the cause)",
+        ),
+        Rule(
+            "C005",
+            "non-finite",
+            "a tensor holds NaN or Inf values",
+            "one NaN spreads through every forward pass; the checkpoint is unusable from that tensor on.",
+            "resume from the last finite checkpoint; lower the learning rate or clip gradients",
+        ),
+        Rule(
+            "C006",
+            "size-mismatch",
+            "the file is much larger than the tensors it holds",
+            "torch.save writes the whole storage behind a view, so saving slices of a large tensor bloats the file.",
+            "save t.clone() (or .contiguous()) copies of views, or use safetensors",
+        ),
+        Rule(
             "N001",
             "tied-weights",
             "the same parameter is registered under several names",

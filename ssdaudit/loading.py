@@ -154,36 +154,9 @@ def _call_factory(factory, spec: str, device: str):
 
 def load_state_dict(path: str | Path) -> dict:
     """Tensors of a checkpoint: a state_dict, or a dict wrapping one ("state_dict", "model", ...)."""
-    import torch
+    from .checkpoints import open_checkpoint
 
-    path = Path(path)
-    if not path.exists():
-        raise LoadError(f"no such checkpoint: {path}")
-    if path.is_dir():
-        raise LoadError(f"{path} is a directory, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise LoadError(f"{path} is empty (0 bytes): not a checkpoint")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise LoadError("reading .safetensors needs the safetensors package: pip install 'ssdaudit[safetensors]'") from None
-        try:
-            return load_file(str(path))
-        except Exception as exc:
-            raise LoadError(f"cannot read {path} as safetensors: {exc}") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        try:  # old (non-zip) torch.save files cannot be memory-mapped
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-            raise LoadError(f"cannot read checkpoint {path}: {first[:200]} (only torch.save files of tensors are read, weights_only=True)") from exc
-    state = unwrap_state_dict(obj)
-    if state is None:
-        raise LoadError(f"{path} holds no state_dict (a dict of tensors, possibly under 'state_dict' or 'model')")
-    return state
+    return open_checkpoint(path).state_dict()
 
 
 def unwrap_state_dict(obj: Any) -> dict | None:

@@ -76,3 +76,59 @@ def render_findings_text(findings, console: Console, show_notes: bool = True) ->
         if f.severity is not Severity.INFO:
             console.print(f"    fix: {escape(f.fix)}")
             console.print(f"    why: {RULES[f.rule].why}", style="dim")
+
+
+def _human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def render_diff_text(report, console: Console, top: int = 10) -> None:
+    """The terminal view of a DiffReport: the two files, key differences, changed tensors, unchanged groups."""
+    from .diff import prefix_of
+
+    table = Table(title="Checkpoints", title_justify="left")
+    for col in ("", "path", "file bytes", "tensor bytes", "tensors", "params", "under key"):
+        numeric = "bytes" in col or col in ("tensors", "params")
+        table.add_column(col, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+    for name, c in (("A", report.a), ("B", report.b)):
+        table.add_row(name, escape(str(c.path)), f"{c.file_bytes:,}", f"{c.tensor_bytes:,}", f"{len(c.tensors):,}",
+                      f"{c.params:,}", c.wrapper_key or "(top level)")
+    console.print(table)
+    m = report.mapping
+    if m is not None and m.renamed:
+        counts = ", ".join(f"{n} by {how}" for how, n in m.counts().items())
+        console.print(f"key mapping (--map auto): {len(m.pairs)} of A's keys paired ({counts}), confidence {m.confidence:.2f}")
+        for ka, kb in list(m.renamed.items())[:top]:
+            how = escape(f"[{m.method[ka]}{', ambiguous' if ka in m.ambiguous else ''}]")
+            console.print(f"    {escape(kb)}  ->  {escape(ka)}  {how}")
+        if len(m.renamed) > top:
+            console.print(f"    ... {len(m.renamed) - top} more (--format json lists all)")
+    if report.changed:
+        t = Table(title=f"Changed tensors (largest relative change first, top {top} of {len(report.changed)})", title_justify="left")
+        t.add_column("key")
+        t.add_column("max |a-b|", justify="right")
+        t.add_column("relative L2 change", justify="right")
+        for c in sorted(report.changed, key=lambda c: -c["rel_change"])[:top]:
+            t.add_row(escape(c["key"]), f"{c['max_abs_diff']:.3g}", f"{c['rel_change']:.3g}")
+        console.print(t)
+    groups: dict[str, list[int]] = {}
+    for k in report.unchanged:
+        g = groups.setdefault(prefix_of(k), [0, 0])
+        g[0] += 1
+        g[1] += report.a.tensors[k].numel
+    if groups and (report.changed or report.close):
+        for prefix, (n, params) in groups.items():
+            console.print(f"unchanged: {escape(prefix)}.*: {n} tensors, {_human(params)} parameters bitwise equal in A and B")
+    if report.close:
+        console.print(f"{len(report.close)} tensors differ within rtol={report.rtol}, atol={report.atol}")
+    render_findings_text(report.findings, console)
+    console.print()
+    verdict = "[green]identical[/]" if report.identical else "[red]different[/]"
+    console.print(
+        f"{verdict}: {len(report.unchanged)} unchanged, {len(report.close)} within tolerance, {len(report.changed)} changed, "
+        f"{len(report.only_in_a)} only in A, {len(report.only_in_b)} only in B, {len(report.shape_mismatch)} shape and "
+        f"{len(report.dtype_mismatch)} dtype mismatches"
+    )

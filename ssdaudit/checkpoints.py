@@ -1,0 +1,327 @@
+"""Reading checkpoints safely and lazily: torch.save files, safetensors, sharded directories.
+
+Nothing here runs code from a pickle: torch.save files are read with ``torch.load(weights_only=True,
+mmap=True)`` unless the caller explicitly trusts the file. Tensors are fetched one at a time, and
+``release()`` hands the pages of a memory-mapped tensor back to the kernel, so comparing two large
+checkpoints keeps only the tensors in hand resident, not the files.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .loading import STATE_DICT_KEYS, LoadError
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".tar", ".ckpt")
+INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def is_buffer_name(key: str) -> bool:
+    """BatchNorm statistics: the buffers a state_dict holds beside parameters (a naming heuristic)."""
+    return key.rsplit(".", 1)[-1] in BUFFER_SUFFIXES
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What a checkpoint says about one tensor, without reading its data."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str  # "float32", "int64", ...
+    numel: int
+    nbytes: int
+
+
+@dataclass
+class CheckpointFile:
+    """An opened checkpoint: tensor metadata up front, data on demand (``get``), pages dropped on ``release``."""
+
+    path: Path
+    file_bytes: int
+    tensors: dict[str, TensorInfo]
+    wrapper_key: str | None = None  # e.g. "model" when the state_dict sat inside {"model": ..., "epoch": ...}
+    object_tensor_bytes: int = 0  # bytes of every storage in the file (optimizer state too), 0 when unknown
+    trusted_pickle: bool = False
+    _getter: Callable[[str], Any] = field(default=None, repr=False)
+    # Whether tensors from _getter live in a read-only file mapping (then release() may drop their pages).
+    _releaser: Callable[[str, Any], None] | None = field(default=None, repr=False)
+
+    def get(self, key: str):
+        return self._getter(key)
+
+    def release(self, key: str, tensor) -> None:
+        """Done with ``tensor`` (from ``get(key)``): give its memory back where that is safe."""
+        if self._releaser is not None:
+            self._releaser(key, tensor)
+
+    @property
+    def params(self) -> int:
+        """Values in parameter tensors (BatchNorm statistics, by name, excluded)."""
+        return sum(t.numel for t in self.tensors.values() if not is_buffer_name(t.key))
+
+    @property
+    def tensor_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def state_dict(self) -> dict:
+        return {k: self.get(k) for k in self.tensors}
+
+
+def open_checkpoint(path: str | Path, trust_pickle: bool = False) -> CheckpointFile:
+    """Open a checkpoint file or a directory of shards; raise ``LoadError`` with a one-line reason otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise LoadError(f"no such checkpoint: {path}")
+    if path.is_dir():
+        return _open_directory(path, trust_pickle)
+    if path.stat().st_size == 0:
+        raise LoadError(f"{path} is empty (0 bytes): not a checkpoint")
+    if path.suffix == ".safetensors":
+        return _open_safetensors(path)
+    return _open_torch(path, trust_pickle)
+
+
+def _info(key: str, t) -> TensorInfo:
+    return TensorInfo(key, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel(), t.numel() * t.element_size())
+
+
+def _open_torch(path: Path, trust_pickle: bool) -> CheckpointFile:
+    import torch
+
+    if _looks_like_text(_head(path)):
+        raise LoadError(f"{path} is a text file, not a checkpoint (torch.save or .safetensors)")
+    mapped = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol notices about foreign pickles: the refusal below says more
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        obj, mapped = _load_unmapped(path, exc, trust_pickle), False
+    wrapper, state = find_state_dict(obj)
+    if state is None:
+        kind = type(obj).__name__
+        raise LoadError(
+            f"{path} holds a {kind} with no tensors to compare: expected a state_dict or a dict wrapping one "
+            f"(under {', '.join(repr(k) for k in STATE_DICT_KEYS[:4])}, ...)"
+        )
+    tensors = {k: _info(k, v) for k, v in state.items()}
+    object_bytes = _object_tensor_bytes(obj)
+    releaser = (lambda _key, t: drop_mapped_pages(t)) if mapped else None
+    return CheckpointFile(
+        path, path.stat().st_size, tensors, wrapper, object_bytes, trust_pickle, state.__getitem__, releaser
+    )
+
+
+def _object_tensor_bytes(obj: Any) -> int:
+    """Bytes of the distinct tensors reachable in a loaded object (optimizer state too; tied tensors once)."""
+    import torch
+
+    seen: dict[tuple, int] = {}
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            ident = (o.untyped_storage().data_ptr() or id(o), o.storage_offset(), tuple(o.shape), o.dtype)
+            seen[ident] = o.numel() * o.element_size()
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif isinstance(o, torch.nn.Module):
+            stack.append(o.state_dict())
+    return sum(seen.values())
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(64)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if head.startswith((b"PK", b"\x80")):  # zip (torch.save) or a raw pickle
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c >= 32 or c in b"\t\r\n" for c in head)
+
+
+def _load_unmapped(path: Path, first: Exception, trust_pickle: bool):
+    """A file torch.load could not map: legacy format, a pickle that needs code, or not a checkpoint."""
+    import pickle
+
+    import torch
+
+    message = str(first).strip()
+    needs_code = "Unsupported global" in message or "weights_only" in message and "GLOBAL" in message
+    if needs_code or isinstance(first, pickle.UnpicklingError) and "GLOBAL" in message:
+        what = _unsupported_global(message)
+        if not trust_pickle:
+            raise LoadError(
+                f"refused to unpickle {path}: it needs {what}, i.e. it stores Python objects, not only tensors, "
+                "and unpickling them can run arbitrary code; re-save it as a state_dict, or pass --trust-pickle "
+                "if you trust where it came from"
+            ) from first
+        print(f"warning: --trust-pickle: unpickling {path} with weights_only=False runs any code it contains", file=sys.stderr)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise LoadError(f"cannot unpickle {path} even with --trust-pickle: {_first_line(exc)}") from exc
+    try:  # legacy (non-zip) torch.save files cannot be memory-mapped
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "Unsupported global" in str(exc):
+            return _load_unmapped(path, exc, trust_pickle)
+        raise LoadError(
+            f"cannot read checkpoint {path}: {_first_line(first)} (truncated or not a torch.save file?)"
+        ) from first
+
+
+def _unsupported_global(message: str) -> str:
+    for line in message.splitlines():
+        if "Unsupported global" in line:
+            return line.split("Unsupported global:", 1)[-1].strip().rstrip(".").replace("GLOBAL ", "") or "a Python global"
+    return "Python globals"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else exc.__class__.__name__)[:200]
+
+
+def find_state_dict(obj: Any, _prefix: str | None = None) -> tuple[str | None, dict | None]:
+    """The state_dict in ``obj`` and the key it was under: a dict of tensors, a wrapping dict, or an nn.Module."""
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return _prefix, obj.state_dict()
+    if isinstance(obj, dict):
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj):
+            return _prefix, dict(obj)
+        for key in STATE_DICT_KEYS:
+            if key in obj:
+                found_key, inner = find_state_dict(obj[key], key if _prefix is None else f"{_prefix}.{key}")
+                if inner:
+                    return found_key, inner
+    return _prefix, None
+
+
+def _open_safetensors(path: Path) -> CheckpointFile:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise LoadError("reading .safetensors needs the safetensors package: pip install 'ssdaudit[safetensors]'") from None
+    try:
+        handle = safe_open(str(path), framework="pt")
+        tensors = {}
+        for key in handle.keys():
+            s = handle.get_slice(key)
+            shape = tuple(s.get_shape())
+            dtype = _SAFETENSORS_DTYPES.get(s.get_dtype(), s.get_dtype().lower())
+            numel = 1
+            for d in shape:
+                numel *= d
+            tensors[key] = TensorInfo(key, shape, dtype, numel, numel * _itemsize(dtype))
+    except Exception as exc:
+        raise LoadError(f"cannot read {path} as safetensors: {_first_line(exc)}") from exc
+    return CheckpointFile(
+        path, path.stat().st_size, tensors, None, sum(t.nbytes for t in tensors.values()), False, handle.get_tensor
+    )
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+
+
+def _itemsize(dtype: str) -> int:
+    import torch
+
+    return torch.empty((), dtype=getattr(torch, dtype)).element_size()
+
+
+def _open_directory(path: Path, trust_pickle: bool) -> CheckpointFile:
+    index = next((path / n for n in INDEX_NAMES if (path / n).exists()), None)
+    if index is None:
+        indexes = sorted(path.glob("*.index.json"))
+        index = indexes[0] if indexes else None
+    if index is not None:
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LoadError(f"{index} is not a shard index (a JSON object with a 'weight_map'): {_first_line(exc)}") from exc
+        shard_names = sorted(set(weight_map.values()))
+    else:
+        shard_names = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", *TORCH_SUFFIXES) and p.is_file())
+        weight_map = None
+    if not shard_names:
+        raise LoadError(f"{path} is a directory with no checkpoint in it (no *.index.json, .safetensors or .pt/.pth/.bin file)")
+    shards = {}
+    for name in shard_names:
+        shard_path = path / name
+        if not shard_path.exists():
+            raise LoadError(f"{index} names shard {name}, which is missing from {path}")
+        shards[name] = open_checkpoint(shard_path, trust_pickle)
+    tensors: dict[str, TensorInfo] = {}
+    owner: dict[str, CheckpointFile] = {}
+    for name, shard in shards.items():
+        for key, info in shard.tensors.items():
+            if weight_map is not None and weight_map.get(key) != name:
+                continue  # the index decides where a key lives
+            tensors[key] = info
+            owner[key] = shard
+    if weight_map is not None:
+        missing = [k for k in weight_map if k not in tensors]
+        if missing:
+            raise LoadError(f"{index} lists {len(missing)} tensors its shards lack, e.g. {missing[0]}")
+    total = sum(s.file_bytes for s in shards.values())
+    return CheckpointFile(
+        path, total, tensors, None, sum(s.object_tensor_bytes for s in shards.values()), trust_pickle, lambda k: owner[k].get(k), lambda k, t: owner[k].release(k, t)
+    )
+
+
+# --- handing memory-mapped pages back -------------------------------------------------------------
+
+_MADV_DONTNEED = 4
+_libc = None
+
+
+def drop_mapped_pages(tensor) -> None:
+    """Drop the resident pages behind a tensor of a read-only file mapping (Linux); touched again, they are re-read.
+
+    Only for tensors of ``torch.load(mmap=True)``: on ordinary memory MADV_DONTNEED would zero the data. Without this, walking a mapped 1 GB checkpoint leaves 1 GB resident in the process by the end.
+    """
+    global _libc
+    if not sys.platform.startswith("linux") or tensor.device.type != "cpu":
+        return
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _libc = False
+    if not _libc:
+        return
+    storage = tensor.untyped_storage()
+    start, nbytes = storage.data_ptr(), storage.nbytes()
+    page = 4096
+    first = (start + page - 1) // page * page  # never touch a page shared with memory before the storage
+    last = (start + nbytes) // page * page
+    if last > first:
+        # Only file-backed private pages that were never written are dropped; madvise fails harmlessly elsewhere.
+        _libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)

@@ -1,0 +1,284 @@
+"""`ssdaudit diff` on real files written here: every difference kind, naming schemes, formats, safety, bad input."""
+
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from typer.testing import CliRunner
+
+from ssdaudit.checkpoints import TensorInfo, open_checkpoint
+from ssdaudit.cli import app
+from ssdaudit.diff import align_keys, diff_checkpoints
+from ssdlite_model import build_ssdlite
+from ssdlite_model.config import tiny
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def run_diff(*args):
+    result = runner.invoke(app, ["diff", *map(str, args), "--format", "json"])
+    data = json.loads(result.stdout) if result.exit_code in (0, 1) else None
+    return result, data
+
+
+def small_state():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+@pytest.fixture
+def base(tmp_path):
+    state = small_state()
+    path = tmp_path / "a.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_identical_exits_0(tmp_path, base):
+    path, state = base
+    other = tmp_path / "b.pth"
+    torch.save(state, other)
+    result, data = run_diff(path, other)
+    assert result.exit_code == 0
+    assert data["identical"] and len(data["unchanged"]) == len(state) and not data["findings"]
+    assert data["a"]["tensors"] == len(state) and data["a"]["bytes"] == path.stat().st_size
+    assert data["a"]["params"] == sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k)
+
+
+def test_one_tensor_changed(tmp_path, base):
+    path, state = base
+    state["3.weight"] = state["3.weight"] + 0.5
+    torch.save(state, tmp_path / "b.pth")
+    result, data = run_diff(path, tmp_path / "b.pth")
+    assert result.exit_code == 1
+    (changed,) = data["changed"]
+    assert changed["key"] == "3.weight" and changed["max_abs_diff"] == pytest.approx(0.5)
+    assert changed["rel_change"] > 0
+    assert "3.weight" not in data["unchanged"] and "0.weight" in data["unchanged"]
+
+
+def test_tolerance_makes_small_changes_equal(tmp_path, base):
+    path, state = base
+    state["3.weight"] = state["3.weight"] + 1e-6
+    torch.save(state, tmp_path / "b.pth")
+    assert run_diff(path, tmp_path / "b.pth")[0].exit_code == 1
+    result, data = run_diff(path, tmp_path / "b.pth", "--atol", "1e-5")
+    assert result.exit_code == 0 and data["close"] == ["3.weight"]
+
+
+def test_missing_key_shape_and_dtype(tmp_path, base):
+    path, state = base
+    del state["3.bias"]
+    state["0.weight"] = torch.zeros(5, 3, 3, 3)
+    state["1.weight"] = state["1.weight"].half()
+    torch.save(state, tmp_path / "b.pth")
+    result, data = run_diff(path, tmp_path / "b.pth", "--map", "none")
+    assert result.exit_code == 1
+    assert [x["key"] for x in data["only_in_a"]] == ["3.bias"] and data["only_in_a"][0]["shape"] == [2]
+    assert data["shape_mismatch"] == [{"key": "0.weight", "shape_a": [4, 3, 3, 3], "shape_b": [5, 3, 3, 3]}]
+    assert data["dtype_mismatch"] == [{"key": "1.weight", "dtype_a": "float32", "dtype_b": "float16"}]
+    rules = {f["rule"]: f for f in data["findings"]}
+    assert {"C001", "C002", "C003"} <= set(rules)
+    assert rules["C001"]["path"] == "3.*" and rules["C001"]["params"] == 2
+
+
+def test_module_prefix_is_mapped(tmp_path, base):
+    path, state = base
+    torch.save({f"module._orig_mod.{k}": v for k, v in state.items()}, tmp_path / "ddp.pth")
+    result, data = run_diff(path, tmp_path / "ddp.pth")
+    assert result.exit_code == 0
+    assert data["mapping"]["3.weight"] == "module._orig_mod.3.weight" and data["mapping_confidence"] == 1.0
+    result, data = run_diff(path, tmp_path / "ddp.pth", "--map", "none")
+    assert result.exit_code == 1 and len(data["only_in_b"]) == len(state) and data["mapping"] is None
+
+
+def test_nested_checkpoint_is_unwrapped(tmp_path, base):
+    path, state = base
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
+    torch.save({"model": state, "optimizer": opt.state_dict(), "epoch": 3}, tmp_path / "full.pth")
+    result, data = run_diff(path, tmp_path / "full.pth")
+    assert result.exit_code == 0 and data["b"]["state_dict_key"] == "model"
+
+
+def test_safetensors_and_sharded_directory(tmp_path, base):
+    path, state = base
+    save_file(state, tmp_path / "a.safetensors")
+    result, data = run_diff(path, tmp_path / "a.safetensors")
+    assert result.exit_code == 0 and data["b"]["tensors"] == len(state)
+    shards = tmp_path / "sharded"
+    shards.mkdir()
+    keys = list(state)
+    half = len(keys) // 2
+    save_file({k: state[k] for k in keys[:half]}, shards / "model-00001-of-00002.safetensors")
+    torch.save({k: state[k] for k in keys[half:]}, shards / "model-00002-of-00002.bin")
+    weight_map = {k: "model-00001-of-00002.safetensors" if i < half else "model-00002-of-00002.bin" for i, k in enumerate(keys)}
+    (shards / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    result, data = run_diff(path, shards)
+    assert result.exit_code == 0 and data["b"]["tensors"] == len(state)
+    state["3.bias"] = state["3.bias"] * 2
+    save_file(state, tmp_path / "changed.safetensors")
+    result, data = run_diff(shards, tmp_path / "changed.safetensors")
+    assert result.exit_code == 1 and [c["key"] for c in data["changed"]] == ["3.bias"]
+
+
+def test_non_finite_and_view_bloat(tmp_path, base):
+    path, state = base
+    state["3.weight"][0, 0] = float("nan")
+    big = torch.zeros(1_000_000)
+    state["extra"] = big[:10]  # torch.save writes the whole 4 MB storage behind this view
+    torch.save(state, tmp_path / "b.pth")
+    result, data = run_diff(path, tmp_path / "b.pth")
+    rules = {f["rule"]: f for f in data["findings"]}
+    assert rules["C005"]["path"] == "3.weight" and "1 in B" in rules["C005"]["message"]
+    assert rules["C006"]["path"].endswith("b.pth")
+    assert all(f["rule"] != "C006" or f["path"].endswith("b.pth") for f in data["findings"])
+
+
+class _CreatesFile:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.target),))
+
+
+def test_malicious_pickle_is_refused_and_not_run(tmp_path, base):
+    path, _ = base
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"w": torch.zeros(2), "payload": _CreatesFile(marker)}, evil)
+    assert not marker.exists()
+    result = runner.invoke(app, ["diff", str(path), str(evil)])
+    assert result.exit_code == 2
+    assert "refused" in result.stderr and "--trust-pickle" in result.stderr
+    assert not marker.exists()
+    raw = tmp_path / "raw.pkl.pth"  # a plain pickle, not even torch.save's zip
+    raw.write_bytes(pickle.dumps(_CreatesFile(marker)))
+    assert runner.invoke(app, ["diff", str(path), str(raw)]).exit_code == 2
+    assert not marker.exists()
+
+
+def test_full_module_pickle_needs_trust(tmp_path):
+    net = nn.Sequential(nn.Linear(2, 2))
+    torch.save(net.state_dict(), tmp_path / "sd.pth")
+    torch.save(net, tmp_path / "module.pth")
+    result = runner.invoke(app, ["diff", str(tmp_path / "sd.pth"), str(tmp_path / "module.pth")])
+    assert result.exit_code == 2 and "--trust-pickle" in result.stderr and "Sequential" in result.stderr
+    result = runner.invoke(app, ["diff", str(tmp_path / "sd.pth"), str(tmp_path / "module.pth"), "--trust-pickle"])
+    assert result.exit_code == 0, result.output
+    assert "warning: --trust-pickle" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.write_text("hello, I am a text file\n"), "text file"),
+        (lambda p: None, "no such checkpoint"),
+    ],
+)
+def test_bad_files(tmp_path, base, make, expected):
+    path, _ = base
+    bad = tmp_path / "bad.pth"
+    make(bad)
+    result = runner.invoke(app, ["diff", str(path), str(bad)])
+    assert result.exit_code == 2
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_truncated_file_and_empty_directory(tmp_path, base):
+    path, _ = base
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    result = runner.invoke(app, ["diff", str(path), str(cut)])
+    assert result.exit_code == 2 and "cannot read checkpoint" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["diff", str(path), str(empty)])
+    assert result.exit_code == 2 and "no checkpoint in it" in result.stderr
+
+
+def test_seed_story_missing_backbone(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import buggy_plain_list
+        import fixed_modulelist
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    torch.save(buggy_plain_list.build_model().state_dict(), tmp_path / "buggy.pth")
+    torch.save(fixed_modulelist.build_model().state_dict(), tmp_path / "fixed.pth")
+    result, data = run_diff(tmp_path / "fixed.pth", tmp_path / "buggy.pth")
+    assert result.exit_code == 1
+    assert len(data["only_in_a"]) == 312 and all(x["key"].startswith("backbone.") for x in data["only_in_a"])
+    (c001,) = [f for f in data["findings"] if f["rule"] == "C001"]
+    assert c001["path"] == "backbone.*" and c001["params"] == 1_812_800
+    assert "312 tensors" in c001["message"] and "BatchNorm" in c001["message"]
+
+
+def test_frozen_backbone_shows_unchanged_group(tmp_path):
+    torch.manual_seed(0)
+    model = build_ssdlite(tiny())
+    torch.save(model.state_dict(), tmp_path / "epoch1.pth")
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)  # the mistake
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loc, conf = model(torch.rand(2, 3, 96, 96))
+    (loc.square().mean() + conf.square().mean()).backward()
+    opt.step()
+    torch.save(model.state_dict(), tmp_path / "epoch2.pth")
+    result, data = run_diff(tmp_path / "epoch1.pth", tmp_path / "epoch2.pth")
+    assert result.exit_code == 1
+    c004 = {f["path"]: f for f in data["findings"] if f["rule"] == "C004"}
+    assert "backbone.*" in c004 and "extras.*" not in c004
+    assert c004["backbone.*"]["params"] == sum(p.numel() for p in model.backbone.parameters())
+
+
+def test_port_from_ssds_names(tmp_path):
+    torch.manual_seed(1)
+    model = build_ssdlite(tiny())
+    ours = model.state_dict()
+    torch.save(ours, tmp_path / "ours.pth")
+    # ssds.pytorch names: the backbone is "base", block internals renumbered flat.
+    theirs = {}
+    for k, v in ours.items():
+        if k.startswith("backbone."):
+            parts = k.split(".")
+            k = "base." + parts[1] + "." + "_".join(parts[2:-1]) + "." + parts[-1]
+        theirs[k] = v.clone()
+    torch.save(theirs, tmp_path / "ssds.pth")
+    out = tmp_path / "ported.pth"
+    result = runner.invoke(app, ["diff", str(tmp_path / "ours.pth"), str(tmp_path / "ssds.pth"), "--write-mapped", str(out)])
+    assert result.exit_code == 0, result.output
+    fresh = build_ssdlite(tiny())
+    fresh.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in ours.items())
+    assert not list(tmp_path.glob(".ported.pth.*"))  # no temporary file left behind
+
+
+def test_align_keys_pairs_groups_by_shape_order():
+    def table(keys):
+        return {k: TensorInfo(k, (2,), "float32", 2, 8) for k in keys}
+
+    a = table(["x.0.weight", "y.0.weight"])
+    b = table(["p.0.weight", "y.1.weight"])
+    m = align_keys(a, b)
+    assert m.pairs == {"x.0.weight": "p.0.weight", "y.0.weight": "y.1.weight"}
+    assert m.method == {"x.0.weight": "shape-order", "y.0.weight": "shape-order"}
+    assert align_keys(a, b, "none").pairs == {}
+
+
+def test_diff_checkpoints_library_call(tmp_path, base):
+    path, state = base
+    state["3.bias"] += 1
+    torch.save(state, tmp_path / "b.pth")
+    report = diff_checkpoints(open_checkpoint(path), open_checkpoint(tmp_path / "b.pth"))
+    assert not report.identical and [c["key"] for c in report.changed] == ["3.bias"]
