@@ -303,7 +303,7 @@ _libc = None
 
 
 def drop_mapped_pages(tensor) -> None:
-    """Drop the resident pages behind a tensor of a read-only file mapping (Linux); touched again, they are re-read.
+    """Drop the resident pages behind a tensor (or a contiguous slice of one) of a read-only file mapping (Linux); touched again, they are re-read.
 
     Only for tensors of ``torch.load(mmap=True)``: on ordinary memory MADV_DONTNEED would zero the data. Without this, walking a mapped 1 GB checkpoint leaves 1 GB resident in the process by the end.
     """
@@ -317,8 +317,11 @@ def drop_mapped_pages(tensor) -> None:
             _libc = False
     if not _libc:
         return
-    storage = tensor.untyped_storage()
-    start, nbytes = storage.data_ptr(), storage.nbytes()
+    if not tensor.is_contiguous():
+        storage = tensor.untyped_storage()
+        start, nbytes = storage.data_ptr(), storage.nbytes()
+    else:  # just this tensor's bytes: a chunk of a larger tensor can be dropped on its own
+        start, nbytes = tensor.data_ptr(), tensor.numel() * tensor.element_size()
     page = 4096
     first = (start + page - 1) // page * page  # never touch a page shared with memory before the storage
     last = (start + nbytes) // page * page

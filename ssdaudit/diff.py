@@ -171,38 +171,50 @@ def _nonfinite(t) -> int:
 
     if not t.is_floating_point() or t.numel() == 0:
         return 0
-    lo, hi = torch.aminmax(t.reshape(-1))  # one pass; NaN and Inf show in the extremes
+    lo, hi = torch.aminmax(t)  # one pass; NaN and Inf show in the extremes
     if bool(torch.isfinite(lo) & torch.isfinite(hi)):
         return 0
     return int((~torch.isfinite(t)).sum())
 
 
-def compare_tensors(a, b, rtol: float = 0.0, atol: float = 0.0) -> TensorComparison:
-    """Compare two tensors of one shape, in flattened chunks; dtypes may differ (values are compared)."""
+def compare_tensors(
+    a, b, rtol: float = 0.0, atol: float = 0.0, after_chunk: Callable[[int, int], None] | None = None
+) -> TensorComparison:
+    """Compare two tensors of one shape in flattened chunks; dtypes may differ (then values are compared).
+
+    ``after_chunk(start, stop)`` (element offsets) is called once a chunk is done, so the caller can drop the pages
+    behind it: peak memory stays at a chunk, not a tensor.
+    """
     import torch
 
     fa, fb = a.reshape(-1), b.reshape(-1)
-    nonfinite_a, nonfinite_b = _nonfinite(fa), _nonfinite(fb)
-    if a.dtype == b.dtype and a.element_size() in _INT_VIEW:
-        view = getattr(torch, _INT_VIEW[a.element_size()])
-        if torch.equal(fa.contiguous().view(view), fb.contiguous().view(view)):
-            return TensorComparison(True, True, 0.0, 0.0, nonfinite_a, nonfinite_b)
-    work = torch.float64 if torch.float64 in (a.dtype, b.dtype) or not (a.is_floating_point() and b.is_floating_point()) else torch.float32
-    max_abs, sq_diff, sq_a, close = 0.0, 0.0, 0.0, True
+    same_bits = a.dtype == b.dtype and a.element_size() in _INT_VIEW
+    view = getattr(torch, _INT_VIEW[a.element_size()]) if same_bits else None
+    floating = a.is_floating_point() and b.is_floating_point()
+    work = torch.float32 if floating and torch.float64 not in (a.dtype, b.dtype) else torch.float64
+    bitwise, close = True, True
+    max_abs, sq_diff, sq_a, nonfinite_a, nonfinite_b = 0.0, 0.0, 0.0, 0, 0
     for start in range(0, fa.numel(), CHUNK_ELEMENTS):
-        ca = fa[start:start + CHUNK_ELEMENTS].to(work)
-        cb = fb[start:start + CHUNK_ELEMENTS].to(work)
-        d = ca - cb
-        lo, hi = torch.aminmax(d)
-        max_abs = max(max_abs, float(hi), -float(lo))
-        sq_diff += float(torch.linalg.vector_norm(d)) ** 2
-        sq_a += float(torch.linalg.vector_norm(ca)) ** 2
-        if close and (rtol or atol):
-            close = bool(torch.isclose(ca, cb, rtol=rtol, atol=atol, equal_nan=True).all())
-        elif not (rtol or atol):
-            close = close and bool(torch.equal(ca, cb))
+        stop = min(start + CHUNK_ELEMENTS, fa.numel())
+        ca, cb = fa[start:stop], fb[start:stop]
+        nonfinite_a += _nonfinite(ca)
+        nonfinite_b += _nonfinite(cb)
+        equal_bits = same_bits and torch.equal(ca.contiguous().view(view), cb.contiguous().view(view))
+        wa = ca.to(work)
+        sq_a += float(torch.linalg.vector_norm(wa)) ** 2
+        if not equal_bits:
+            bitwise = False
+            wb = cb.to(work)
+            d = wa - wb
+            lo, hi = torch.aminmax(d)
+            max_abs = max(max_abs, float(hi), -float(lo))
+            sq_diff += float(torch.linalg.vector_norm(d)) ** 2
+            if close:
+                close = bool(torch.isclose(wa, wb, rtol=rtol, atol=atol, equal_nan=True).all())
+        if after_chunk is not None:
+            after_chunk(start, stop)
+    bitwise = bitwise and same_bits
     rel = (sq_diff ** 0.5) / (sq_a ** 0.5) if sq_a > 0 else (float("inf") if sq_diff > 0 else 0.0)
-    bitwise = close and a.dtype == b.dtype and max_abs == 0.0 and nonfinite_a == 0 and nonfinite_b == 0
     return TensorComparison(bitwise, close, max_abs, rel, nonfinite_a, nonfinite_b)
 
 
@@ -295,9 +307,12 @@ def diff_checkpoints(
         if ia.dtype != ib.dtype:
             dtype_mm.append((ka, ia.dtype, ib.dtype))
         ta, tb = a.get(ka), b.get(kb)
-        cmp = compare_tensors(ta, tb, rtol, atol)
-        a.release(ka, ta)
-        b.release(kb, tb)
+
+        def done(start: int, stop: int, ta=ta, tb=tb, ka=ka, kb=kb) -> None:
+            a.release(ka, ta.reshape(-1)[start:stop])
+            b.release(kb, tb.reshape(-1)[start:stop])
+
+        cmp = compare_tensors(ta, tb, rtol, atol, done)
         del ta, tb
         if cmp.nonfinite_a or cmp.nonfinite_b:
             nonfinite[ka] = (cmp.nonfinite_a, cmp.nonfinite_b)
