@@ -11,6 +11,7 @@ import typer
 app = typer.Typer(
     help="Find the parameters a PyTorch model uses but never registers.\n\n"
     "Examples:\n\n"
+    "  ssdaudit gradflow examples/buggy_plain_list.py --steps 2 --out out/gradflow\n\n"
     "  ssdaudit diff run/epoch1.pth run/epoch30.pth\n\n"
     "  ssdaudit params examples/buggy_plain_list.py --reference ssds-voc\n\n"
     "  ssdaudit params mypkg.models:build --input-shape 1,3,224,224 --format json\n\n"
@@ -164,6 +165,138 @@ def _load_reference(spec: str, device: str):
         return load_target(spec, device=device, want_input=False).model, spec
     names = ", ".join(BUILTIN_REFERENCES)
     raise LoadError(f"unknown reference {spec!r}: use one of {names}, a file.py[:NAME] or a checkpoint")
+
+
+@app.command()
+def gradflow(
+    target: str = typer.Argument(..., help="model.py[:NAME], package.module:NAME, or a RUN_DIR with a gradflow log."),
+    steps: int = typer.Option(3, "--steps", min=1, help="Training steps of the probe."),
+    input_shape: str = typer.Option(None, "--input-shape", help="Probe input shape, e.g. 8,3,300,300 (when the file has no example_input())."),
+    batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per step for this project's SSDLite models."),
+    lr: float = typer.Option(0.01, "--lr", help="Learning rate of the default SGD optimizer."),
+    out: Path = typer.Option(None, "--out", help="Write the log and the PNG plots here."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text or json."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load and probe errors."),
+) -> None:
+    """Follow gradients through a few training steps (or a logged run) and name the parameters that do not learn.
+
+    For a model file: input from example_input() or --input-shape, optimizer from build_optimizer(model) or SGD over
+    model.parameters(), loss from compute_loss(output) or the sum of the outputs' means. This project's SSDLite
+    models train on synthetic shapes with the MultiBox loss.
+
+    Exit codes: 0 clean, 1 an error finding (G001-G004, G006), 2 could not run (load, probe or log problem).
+
+    Examples:
+
+      ssdaudit gradflow examples/buggy_plain_list.py --steps 2 --out out/gradflow
+
+      ssdaudit gradflow runs/shapes            # a RUN_DIR written by `ssdlite train --gradflow`
+
+      ssdaudit gradflow mynet.py:build --input-shape 8,3,224,224 --format json
+    """
+    from .loading import LoadError
+
+    try:
+        run, title = _gradflow_run(target, steps, input_shape, batch_size, lr, out, fmt)
+    except (LoadError, ValueError) as exc:
+        _fail(str(exc), debug, exc)
+    from .gradflow import analyse_gradflow
+    from .findings import Severity
+
+    findings, layers = analyse_gradflow(run)
+    plots = []
+    if out is not None:
+        from .plots import plot_gradflow_run
+
+        try:
+            plots = plot_gradflow_run(run, layers, out, title)
+        except OSError as exc:
+            _fail(f"cannot write plots to {out}: {exc.strerror or exc}", debug, exc)
+    if fmt is Format.json:
+        from .report import render_json
+
+        data = {
+            "target": target,
+            "steps": int(len(run.steps)),
+            "findings": [f.to_dict() for f in findings],
+            "layers": [ls.to_dict() for ls in layers],
+            "plots": [str(p) for p in plots],
+            "warnings": run.warnings,
+        }
+        typer.echo(render_json(data))
+    else:
+        from .report import render_gradflow_text
+
+        render_gradflow_text(target, run, findings, layers, plots, _console())
+    raise typer.Exit(1 if any(f.severity is Severity.ERROR for f in findings) else 0)
+
+
+def _gradflow_run(target: str, steps: int, input_shape, batch_size: int, lr: float, out, fmt):
+    """A logged run read back, or a probe run of a model target."""
+    from .gradflow import find_log_dir, read_gradflow_log
+
+    path = Path(target)
+    if path.is_dir():
+        run = read_gradflow_log(path)
+        for w in run.warnings:
+            typer.echo(f"warning: {w}", err=True)
+        return run, f"Gradient flow: {path} ({len(run.steps)} steps)"
+    import torch
+
+    from .gradflow import default_loss, probe_training, ssdlite_probe
+    from .loading import LoadError, load_target
+    from .registration import ProbeError
+
+    loaded = load_target(target)
+    model, module = loaded.model, loaded.module
+    from ssdlite_model.detector import SSDLite
+
+    if isinstance(model, SSDLite):
+        make_batch, compute_loss = ssdlite_probe(model, batch_size)
+    else:
+        example = loaded.example_input
+        if example is None and input_shape:
+            example = torch.rand(_parse_shape(input_shape))
+        if example is None:
+            raise LoadError(f"{target}: no example_input() in the file: give --input-shape, e.g. 2,3,224,224")
+        user_loss = getattr(module, "compute_loss", None)
+        make_batch = lambda _step: (example, None)  # noqa: E731
+        compute_loss = (lambda output, _t: user_loss(output)) if callable(user_loss) else default_loss
+    build_opt = getattr(module, "build_optimizer", None)
+    try:
+        optimizer = build_opt(model) if callable(build_opt) else torch.optim.SGD(model.parameters(), lr=lr)
+    except Exception as exc:
+        raise LoadError(f"build_optimizer(model) in {target} raised {exc.__class__.__name__}: {exc}") from exc
+    log_dir = out / "gradflow" if out is not None else None
+    if log_dir is not None and find_log_dir(log_dir):
+        for old in log_dir.glob("chunk_*.npz"):  # a fresh probe replaces an old log, never mixes with it
+            old.unlink()
+    with _step_progress(steps, "probe steps", fmt is Format.text) as advance:
+        try:
+            run = probe_training(model, steps, make_batch, compute_loss, optimizer, log_dir, advance)
+        except ProbeError as exc:
+            raise LoadError(f"the gradflow probe failed at {exc} (check example_input(), --input-shape or compute_loss)") from exc
+    return run, f"Gradient flow: {target} ({steps} steps)"
+
+
+def _step_progress(total: int, label: str, enabled: bool):
+    """A transient progress bar on stderr (terminal only) counting steps; yields ``advance(step)`` or None."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def bar():
+        if not enabled or not sys.stderr.isatty():
+            yield None
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        with Progress(f"[progress.description]{label}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task(label, total=total)
+            yield lambda step: progress.update(task, completed=step)
+
+    return bar()
 
 
 class MapMode(str, Enum):

@@ -80,6 +80,51 @@ RULES: dict[str, Rule] = {
             "register it: nn.ModuleList / nn.ModuleDict / an attribute of the model",
         ),
         Rule(
+            "G001",
+            "orphan-gradient",
+            "a tensor gets gradients but is not a registered parameter",
+            "the optimizer, built from model.parameters(), never applies those gradients: the tensors keep their "
+            "initial values while the loss curve suggests training works, and state_dict() does not save them.",
+            "register the module or tensor (nn.ModuleList / nn.ParameterList / an attribute of the model)",
+        ),
+        Rule(
+            "G002",
+            "no-gradient",
+            "a trainable registered parameter that no gradient reaches",
+            "a .detach(), an unused branch or a no_grad block cuts it off: it never trains, and DDP fails on the "
+            "next iteration with 'parameters that were not used in producing loss'.",
+            "remove the detach/unused branch, set requires_grad=False on purpose, or find_unused_parameters=True in DDP",
+        ),
+        Rule(
+            "G003",
+            "not-in-optimizer",
+            "a parameter that gets gradients is in no optimizer param_group (or the optimizer holds strangers)",
+            "its gradients are computed every step and thrown away; an optimizer holding tensors that are not the "
+            "model's parameters updates copies nobody uses.",
+            "build the optimizer from model.parameters() after the model is final (after .to(device), rebuilds)",
+        ),
+        Rule(
+            "G004",
+            "never-updated",
+            "a parameter in the optimizer that gets gradients but never changes",
+            "lr 0 in its param_group, a scheduler that zeroed it, or a group with only weight decay leave it frozen.",
+            "check the param_group's lr and the scheduler for that group",
+        ),
+        Rule(
+            "G005",
+            "vanishing-or-exploding",
+            "a layer's gradient norm far below or above the median layer's",
+            "layers whose gradients vanish stop learning; exploding ones make training unstable.",
+            "check initialisation and normalisation around the layer; clip gradients or lower the learning rate",
+        ),
+        Rule(
+            "G006",
+            "non-finite-gradient",
+            "a gradient became NaN or Inf",
+            "one NaN gradient turns the weights it touches into NaN at the next step, and the loss after them.",
+            "lower the learning rate, clip gradients, check the loss for log(0) or division by zero; use bf16 over fp16",
+        ),
+        Rule(
             "C001",
             "missing-keys",
             "tensors present in one checkpoint and absent from the other",

@@ -365,3 +365,21 @@ def _probe_findings(walker: _Walker, probe: ProbeResult, counted: set[int]) -> l
         message = f"{_describe(modules)} with {n:,} parameters {where}"
         findings.append(Finding("R005", severity, path, message, n, len(modules), location, {f"{path}.{i}": m for i, m in enumerate(modules)}))
     return findings
+
+
+def unregistered_tensor_names(model: nn.Module) -> dict[int, str]:
+    """id(tensor) -> the dotted name it would have once registered, for tensors the attribute walk reaches
+    but ``model.parameters()``/``buffers()`` do not (parameters of modules in plain lists, loose parameters,
+    plain tensor attributes)."""
+    walker = _Walker(model)
+    walker.run()
+    names: dict[int, str] = {}
+    for hit in walker.hits:
+        if isinstance(hit.obj, nn.Module):
+            for n, t in list(hit.obj.named_parameters()) + list(hit.obj.named_buffers()):
+                names.setdefault(id(t), f"{hit.member_path}.{n}")
+        else:
+            names.setdefault(id(hit.obj), hit.member_path)
+    for path, tensor, _owner, _name in walker.tensor_attrs:
+        names.setdefault(id(tensor), path)
+    return names

@@ -132,3 +132,26 @@ def render_diff_text(report, console: Console, top: int = 10) -> None:
         f"{len(report.only_in_a)} only in A, {len(report.only_in_b)} only in B, {len(report.shape_mismatch)} shape and "
         f"{len(report.dtype_mismatch)} dtype mismatches"
     )
+
+
+def render_gradflow_text(target: str, run, findings, layers, plots, console: Console, top: int = 8) -> None:
+    """Findings first, then the layers with the weakest and strongest gradients, then where the plots are."""
+    for w in run.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    reached = [ls for ls in layers if ls.reached and ls.grad_norm_mean > 0]
+    if reached:
+        t = Table(title=f"Layers by mean gradient norm ({len(layers)} layers, {len(run.steps)} recorded steps)", title_justify="left")
+        for col in ("layer", "params", "grad norm", "max |grad|", "update/weight"):
+            t.add_column(col, justify="left" if col == "layer" else "right", no_wrap=col != "layer")
+        ordered = sorted(reached, key=lambda ls: ls.grad_norm_mean)
+        shown = ordered if len(ordered) <= 2 * top else ordered[:top] + [None] + ordered[-top:]
+        for ls in shown:
+            if ls is None:
+                t.add_row("...", "", "", "", "")
+                continue
+            ratio = f"{ls.update_ratio_mean:.2g}" if ls.registered else "[red]never[/]"
+            t.add_row(escape(ls.path), f"{ls.params:,}", f"{ls.grad_norm_mean:.3g}", f"{ls.grad_max_mean:.3g}", ratio)
+        console.print(t)
+    render_findings_text(findings, console)
+    for p in plots:
+        console.print(f"plot: {escape(str(p))}")
