@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
     help="SSDLite with a MobileNetV2 backbone, built the way ssds.pytorch builds it.\n\n"
-    "Examples:\n\n  ssdlite info ssds-voc\n\n  ssdlite info paper-coco --macs",
+    "Examples:\n\n  ssdlite info ssds-voc\n\n"
+    "  ssdlite train --data synthetic --epochs 8 --image-size 160 --width-mult 0.5 --out runs/shapes\n\n"
+    "  ssdlite eval runs/shapes/best.pth --data synthetic\n\n"
+    "  ssdlite detect runs/shapes/best.pth image.png --out detections/\n\n"
+    "  ssdlite export runs/shapes/best.pth --onnx ssdlite.onnx\n\n"
+    "  ssdlite data synth --out data/shapes-voc --n 500 --format voc",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
 )
+data_app = typer.Typer(help="Datasets on disk.", no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+app.add_typer(data_app, name="data")
 
 PRESETS = {"ssds-voc": "ssds_voc", "ssds-coco": "ssds_coco", "paper-coco": "paper_coco", "tiny": "tiny"}
 # Published figures to print beside ours.
@@ -69,6 +78,230 @@ def info(
         typer.echo(f"  MAdds     {count_macs(model, config.image_size) / 1e9:>12.3f} G")
     if preset in PUBLISHED:
         typer.echo(f"  published: {PUBLISHED[preset]}")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def train(
+    data: str = typer.Option("synthetic", "--data", help="synthetic | voc:ROOT | coco:IMAGES,ANNOTATIONS[,VAL_ANNOTATIONS]"),
+    epochs: int = typer.Option(10, "--epochs", min=1),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per step (per process under torchrun)."),
+    lr: float = typer.Option(0.01, "--lr", min=0.0, help="Peak SGD learning rate (momentum 0.9)."),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay", min=0.0, help="On conv weights; never on BatchNorm or biases."),
+    warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", min=0.0),
+    image_size: int = typer.Option(300, "--image-size", min=32),
+    width_mult: float = typer.Option(1.0, "--width-mult", min=0.05),
+    out: Path = typer.Option(Path("runs/ssdlite"), "--out", help="RUN_DIR: checkpoints, metrics.jsonl, training.png."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    seed: int = typer.Option(0, "--seed"),
+    n_train: int = typer.Option(2000, "--n-train", min=1, help="Synthetic training images."),
+    n_val: int = typer.Option(200, "--n-val", min=1, help="Synthetic validation images."),
+    augment: str = typer.Option("auto", "--augment", help="auto | ssd | light | none"),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    gradflow: bool = typer.Option(False, "--gradflow", help="Log gradient flow to RUN_DIR/gradflow (ssdaudit gradflow RUN_DIR)."),
+    amp: str = typer.Option("auto", "--amp", help="auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    time_budget: float = typer.Option(None, "--time-budget", help="Minutes: stop, evaluate and checkpoint when spent."),
+) -> None:
+    """Train SSDLite from scratch. Under torchrun it trains with DistributedDataParallel.
+
+    Exit codes: 0 trained, 1 the loss diverged (NaN/Inf; the last good checkpoint is kept), 2 a data, run-directory
+    or resume problem.
+
+    Examples:
+
+      ssdlite train --data synthetic --epochs 8 --image-size 160 --width-mult 0.5 --out runs/shapes
+
+      ssdlite train --data voc:data/shapes-voc --epochs 30 --out runs/voc --gradflow
+
+      ssdlite train --out runs/shapes --epochs 12 --resume
+
+      torchrun --nproc_per_node=2 -m ssdlite_model.cli train --data synthetic --epochs 4 --out runs/ddp
+    """
+    from .train import Diverged, Trainer, TrainError, TrainSettings
+
+    settings = TrainSettings(
+        data=data, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+        image_size=image_size, width_mult=width_mult, out=str(out), resume=resume, seed=seed, n_train=n_train,
+        n_val=n_val, augment=augment, workers=workers, gradflow=gradflow, amp=amp, device=device,
+        time_budget_min=time_budget,
+    )
+    try:
+        trainer = Trainer(settings)
+        records = trainer.fit()
+    except TrainError as exc:
+        _fail(str(exc))
+    except Diverged as exc:
+        _fail(str(exc), 1)
+    except ValueError as exc:  # an invalid SSDLiteConfig (sizes too small for the feature maps, ...)
+        _fail(str(exc))
+    if trainer.dist.main and records:
+        last = records[-1]
+        summary = f"trained to epoch {last['epoch']}: loss {last['loss']:.3f}"
+        if "map50" in last:
+            summary += f", mAP@0.5 {last['map50']:.3f}"
+        typer.echo(f"{summary}; checkpoint {out / 'last.pth'}, metrics {out / 'metrics.jsonl'}")
+
+
+def _load(checkpoint: Path, preset: str | None):
+    import ssdlite_model
+
+    from .train import TrainError, load_checkpoint_model
+
+    fallback = getattr(ssdlite_model, PRESETS[preset])() if preset in PRESETS else None
+    if preset is not None and preset not in PRESETS:
+        _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    try:
+        return load_checkpoint_model(checkpoint, fallback)
+    except TrainError as exc:
+        _fail(str(exc))
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ssdlite train` (or a state_dict with --preset)."),
+    data: str = typer.Option("synthetic", "--data", help="synthetic | voc:ROOT | coco:IMAGES,ANNOTATIONS"),
+    n_val: int = typer.Option(200, "--n-val", min=1, help="Synthetic validation images."),
+    seed: int = typer.Option(None, "--seed", help="Synthetic data seed (default: the checkpoint's training seed)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    preset: str = typer.Option(None, "--preset", help="Model for a bare state_dict: " + ", ".join(PRESETS)),
+    fmt: str = typer.Option("text", "--format", help="text or json."),
+) -> None:
+    """Evaluate a checkpoint: VOC07 mAP@0.5 (all-point and 11-point), COCO mAP@[.5:.95], per-class AP.
+
+    Example: ssdlite eval runs/shapes/best.pth --data synthetic
+    """
+    import json
+
+    from .data import DataError
+    from .evaluate import evaluate_model
+    from .train import TrainError, TrainSettings, build_datasets
+
+    model, state = _load(checkpoint, preset)
+    settings = dict(state.get("settings", {}))
+    cfg = model.config
+    s = TrainSettings(data=data, image_size=cfg.image_size, n_val=n_val, n_train=1,
+                      seed=seed if seed is not None else settings.get("seed", 0),
+                      num_shapes=max(1, min(cfg.num_classes - 1, 6)))
+    try:
+        _, val, names = build_datasets(s)
+        if cfg.class_names and tuple(names) != tuple(cfg.class_names)[: len(names)]:
+            _fail(f"the data's classes {list(names)} differ from the checkpoint's {list(cfg.class_names)}")
+        metrics = evaluate_model(model, val, batch_size)
+    except (TrainError, DataError) as exc:
+        _fail(str(exc))
+    if fmt == "json":
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "images": len(val), **metrics.to_dict()}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{checkpoint}: {len(val)} images of {data}", title_justify="left")
+    for col in ("class", "ground truth", "AP@0.5", "AP@0.5 (11-pt)", "AP@[.5:.95]"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, v in metrics.per_class.items():
+        table.add_row(name, str(v["gt"]), f"{v['ap50']:.3f}", f"{v['ap50_11pt']:.3f}", f"{v['ap']:.3f}")
+    table.add_row("[bold]mean[/]", "", f"[bold]{metrics.map50:.3f}[/]", f"{metrics.map50_11pt:.3f}", f"{metrics.coco_map:.3f}")
+    Console(highlight=False).print(table)
+
+
+@app.command()
+def detect(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ssdlite train`."),
+    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG)."),
+    out: Path = typer.Option(Path("detections"), "--out", help="Folder for the annotated PNGs."),
+    score: float = typer.Option(0.3, "--score", min=0.0, max=1.0, help="Draw detections at or above this score."),
+    preset: str = typer.Option(None, "--preset", help="Model for a bare state_dict."),
+) -> None:
+    """Draw detections (boxes, labels, scores) on images and write them as PNGs.
+
+    Example: ssdlite detect runs/shapes/best.pth a.png b.jpg --out detections/
+    """
+    import torch
+    from torchvision.transforms.v2.functional import resize
+
+    from ssdaudit.atomic import atomic_write
+
+    from .data.files import DataError, _read_image
+    from .drawing import draw_detections
+
+    model, _ = _load(checkpoint, preset)
+    size = model.config.image_size
+    names = model.config.class_names or tuple(f"class{k}" for k in range(1, model.config.num_classes))
+    for path in images:
+        try:
+            image = _read_image(path) if path.is_file() else _fail(f"no such image: {path}")
+        except DataError as exc:
+            _fail(str(exc))
+        h, w = image.shape[-2:]
+        with torch.no_grad():
+            det = model.detect(resize(image, [size, size], antialias=True)[None], score_threshold=score)[0]
+        det["boxes"] = det["boxes"] * torch.tensor([w / size, h / size, w / size, h / size])
+        png = draw_detections(image, det, names, score)
+        target = out / f"{path.stem}_detections.png"
+        try:
+            atomic_write(target, lambda f: f.write(png))
+        except OSError as exc:
+            _fail(f"cannot write {target}: {exc.strerror or exc}")
+        typer.echo(f"{path}: {len(det['boxes'])} detections >= {score} -> {target}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ssdlite train`."),
+    onnx: Path = typer.Option(..., "--onnx", help="Output .onnx file."),
+    preset: str = typer.Option(None, "--preset", help="Model for a bare state_dict."),
+    opset: int = typer.Option(17, "--opset"),
+) -> None:
+    """Export the network's forward (images -> loc, conf) to ONNX and check it against PyTorch with onnxruntime.
+
+    Example: ssdlite export runs/shapes/best.pth --onnx ssdlite.onnx
+    """
+    from .export import ExportError, export_onnx
+
+    model, _ = _load(checkpoint, preset)
+    try:
+        report = export_onnx(model, onnx, opset)
+    except ExportError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {onnx} ({report['bytes']:,} bytes); onnxruntime vs PyTorch: max |diff| loc "
+               f"{report['max_abs_diff_loc']:.2e}, conf {report['max_abs_diff_conf']:.2e}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write."),
+    n: int = typer.Option(200, "--n", min=1, help="Number of images."),
+    fmt: str = typer.Option("voc", "--format", help="voc or coco."),
+    image_size: int = typer.Option(300, "--image-size", min=32),
+    num_shapes: int = typer.Option(3, "--num-shapes", min=1, max=6),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write the synthetic shapes dataset as a Pascal VOC tree or a COCO folder.
+
+    Examples:
+
+      ssdlite data synth --out data/shapes-voc --n 500 --format voc      (then --data voc:data/shapes-voc)
+
+      ssdlite data synth --out data/shapes-coco --n 500 --format coco
+      (then --data coco:data/shapes-coco/images,data/shapes-coco/annotations/instances_train.json)
+    """
+    from .data import ShapesDataset, write_coco, write_voc
+
+    if fmt not in ("voc", "coco"):
+        _fail(f"unknown --format {fmt!r}: use voc or coco")
+    dataset = ShapesDataset(n, image_size, num_shapes, seed=seed)
+    try:
+        writer = write_voc if fmt == "voc" else write_coco
+        where = writer(dataset, out, val_fraction)
+    except OSError as exc:
+        _fail(f"cannot write to {out}: {exc.strerror or exc}")
+    typer.echo(f"wrote {n} images ({fmt}) to {where}")
 
 
 def main() -> None:

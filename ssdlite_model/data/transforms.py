@@ -1,0 +1,63 @@
+"""SSD augmentation with torchvision.transforms.v2: photometric distortion, zoom-out, IoU crop, flip, resize.
+
+Every pipeline takes ``(image, {"boxes": (N, 4) xyxy pixels, "labels": (N,)})`` with the image as a (3, H, W)
+float tensor in [0, 1] or uint8, and returns the same structure at ``size`` x ``size`` with a float image in
+[0, 1] and plain tensors; boxes made degenerate by a crop are removed with their labels (SanitizeBoundingBoxes).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+# ImageNet mean in [0, 1]: zoom-out fills the canvas with it, so the normalised fill is zero.
+FILL = (0.485, 0.456, 0.406)
+
+
+def ssd_train_transform(size: int, strong: bool = True) -> v2.Compose:
+    """ssds.pytorch's training augmentation. ``strong=False`` keeps only flip and photometric distortion
+    (for short CPU runs on synthetic data, where crops mostly cost time)."""
+    steps: list = [v2.ToDtype(torch.float32, scale=True), v2.RandomPhotometricDistort(p=0.5)]
+    if strong:
+        steps += [
+            v2.RandomZoomOut(fill={tv_tensors.Image: FILL, "others": 0}, side_range=(1.0, 4.0), p=0.5),
+            v2.RandomIoUCrop(),
+        ]
+    steps += [
+        v2.RandomHorizontalFlip(p=0.5),
+        v2.Resize((size, size), antialias=True),
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(min_size=1.0),
+    ]
+    return v2.Compose(steps)
+
+
+def eval_transform(size: int) -> v2.Compose:
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Resize((size, size), antialias=True)])
+
+
+def apply(transform: v2.Compose, image: torch.Tensor, target: dict[str, torch.Tensor]):
+    """Run a v2 pipeline on plain tensors and return plain tensors (image clamped to [0, 1])."""
+    h, w = image.shape[-2:]
+    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
+    out_image, out = transform(tv_tensors.Image(image), {"boxes": boxes, "labels": target["labels"]})
+    return (
+        out_image.as_subclass(torch.Tensor).clamp(0, 1),
+        {"boxes": out["boxes"].as_subclass(torch.Tensor).float(), "labels": out["labels"].long()},
+    )
+
+
+class Transformed(torch.utils.data.Dataset):
+    """A detection dataset with a v2 pipeline applied to each item."""
+
+    def __init__(self, dataset, transform: v2.Compose) -> None:
+        self.dataset, self.transform = dataset, transform
+        self.class_names = getattr(dataset, "class_names", ())
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, target = self.dataset[index]
+        return apply(self.transform, image, target)

@@ -1,0 +1,170 @@
+"""Detection metrics: Pascal VOC AP@0.5 (11-point and all-point) and COCO mAP@[.5:.95] (our own, and pycocotools).
+
+Inputs everywhere: per image ``detections[i] = {"boxes" (D, 4) xyxy pixels, "scores" (D,), "labels" (D,)}`` and
+``targets[i] = {"boxes" (G, 4) xyxy pixels, "labels" (G,)}``, labels in 1..K (0 is background).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+COCO_IOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2))
+
+
+@dataclass
+class DetectionMetrics:
+    map50: float  # VOC all-point AP@0.5, mean over classes with ground truth
+    map50_11pt: float  # VOC07 11-point AP@0.5
+    coco_map: float  # AP@[.5:.95], 101-point, COCO matching
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {"ap50", "ap50_11pt", "ap", "gt"}
+
+    def to_dict(self) -> dict:
+        return {"map50": self.map50, "map50_11pt": self.map50_11pt, "coco_map": self.coco_map, "per_class": self.per_class}
+
+
+def _ap_all_points(recall: np.ndarray, precision: np.ndarray) -> float:
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.concatenate([[0.0], precision, [0.0]])
+    p = np.maximum.accumulate(p[::-1])[::-1]  # the precision envelope
+    i = np.nonzero(r[1:] != r[:-1])[0]
+    return float(np.sum((r[i + 1] - r[i]) * p[i + 1]))
+
+
+def _ap_11_points(recall: np.ndarray, precision: np.ndarray) -> float:
+    return float(np.mean([precision[recall >= t].max() if np.any(recall >= t) else 0.0 for t in np.arange(0, 1.1, 0.1)]))
+
+
+def _ap_101_points(recall: np.ndarray, precision: np.ndarray) -> float:
+    """COCO's interpolation: the envelope sampled at recall 0, 0.01, ..., 1 (searchsorted, side='left')."""
+    p = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+    idx = np.searchsorted(recall, np.linspace(0, 1, 101), side="left")
+    return float(np.mean([p[i] if i < len(p) else 0.0 for i in idx]))
+
+
+def _class_matches(detections, targets, cls: int, iou: float, coco: bool, max_dets: int):
+    """(scores, is_true_positive, number of ground-truth boxes) for one class at one IoU threshold."""
+    scores_all, tps_all, n_gt = [], [], 0
+    for det, tgt in zip(detections, targets):
+        gt = tgt["boxes"][tgt["labels"] == cls].float()
+        n_gt += len(gt)
+        if coco:  # COCO keeps each image's top max_dets over all classes, then filters the class
+            order = torch.argsort(-det["scores"], stable=True)[:max_dets]
+            d_boxes, d_scores, d_labels = det["boxes"][order], det["scores"][order], det["labels"][order]
+        else:
+            d_boxes, d_scores, d_labels = det["boxes"], det["scores"], det["labels"]
+        mask = d_labels == cls
+        boxes, scores = d_boxes[mask].float(), d_scores[mask].float()
+        order = torch.argsort(-scores, stable=True)
+        boxes, scores = boxes[order], scores[order]
+        tp = np.zeros(len(boxes), dtype=bool)
+        if len(gt) and len(boxes):
+            ious = box_iou(boxes, gt).numpy()
+            taken = np.zeros(len(gt), dtype=bool)
+            for k in range(len(boxes)):
+                if coco:  # the best still-unmatched ground truth at or above the threshold
+                    best, m = min(iou, 1 - 1e-10), -1
+                    for g in range(len(gt)):
+                        if not taken[g] and ious[k, g] >= best:
+                            best, m = ious[k, g], g
+                    if m >= 0:
+                        taken[m], tp[k] = True, True
+                else:  # VOC: the best ground truth overall; a second hit on it is a false positive
+                    g = int(ious[k].argmax())
+                    if ious[k, g] >= iou and not taken[g]:
+                        taken[g], tp[k] = True, True
+        scores_all.append(scores.numpy())
+        tps_all.append(tp)
+    return np.concatenate(scores_all) if scores_all else np.zeros(0), np.concatenate(tps_all) if tps_all else np.zeros(0, bool), n_gt
+
+
+def _pr(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-scores, kind="mergesort")
+    tp = tp[order]
+    ctp, cfp = np.cumsum(tp), np.cumsum(~tp)
+    recall = ctp / max(n_gt, 1)
+    precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
+    return recall, precision
+
+
+def evaluate_detections(detections, targets, class_names: tuple[str, ...], max_dets: int = 100) -> DetectionMetrics:
+    """VOC AP@0.5 (all-point and 11-point) and COCO-style AP@[.5:.95] per class; means over classes with ground truth."""
+    per_class: dict[str, dict[str, float]] = {}
+    for cls, name in enumerate(class_names, start=1):
+        scores, tp, n_gt = _class_matches(detections, targets, cls, 0.5, False, max_dets)
+        if n_gt == 0:
+            continue
+        recall, precision = _pr(scores, tp, n_gt)
+        ap_coco = []
+        for t in COCO_IOUS:
+            s, tpc, _ = _class_matches(detections, targets, cls, float(t), True, max_dets)
+            ap_coco.append(_ap_101_points(*_pr(s, tpc, n_gt)))
+        per_class[name] = {
+            "ap50": _ap_all_points(recall, precision),
+            "ap50_11pt": _ap_11_points(recall, precision),
+            "ap": float(np.mean(ap_coco)),
+            "gt": n_gt,
+        }
+    mean = (lambda key: float(np.mean([v[key] for v in per_class.values()])) if per_class else 0.0)
+    return DetectionMetrics(mean("ap50"), mean("ap50_11pt"), mean("ap"), per_class)
+
+
+def coco_eval(detections, targets, num_classes: int, max_dets: int = 100) -> list[float]:
+    """pycocotools' COCOeval on the same inputs: its 12 summary numbers (stats[0] is AP@[.5:.95])."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, annotations, results = [], [], []
+    for i, (det, tgt) in enumerate(zip(detections, targets), start=1):
+        images.append({"id": i, "width": 10_000, "height": 10_000})
+        for box, label in zip(tgt["boxes"].tolist(), tgt["labels"].tolist()):
+            x0, y0, x1, y1 = box
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+        for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+            x0, y0, x1, y1 = box
+            results.append({"image_id": i, "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": annotations,
+                      "categories": [{"id": k} for k in range(1, num_classes)]}
+        gt.createIndex()
+        dt = gt.loadRes(results) if results else COCO()
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.maxDets = [1, 10, max_dets]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return [float(x) for x in ev.stats]
+
+
+@torch.no_grad()
+def predict(model, dataset, batch_size: int = 16, progress=None, device: str | torch.device = "cpu"):
+    """Run ``model.detect`` over a dataset of (image, target) -> (detections, targets) on the CPU."""
+    from .data.shapes import collate_detection
+
+    was_training = model.training
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection)
+    detections, targets = [], []
+    try:
+        for images, tgts in loader:
+            dets = model.detect(images.to(device))
+            detections += [{k: v.cpu() for k, v in d.items()} for d in dets]
+            targets += tgts
+            if progress:
+                progress(len(targets))
+    finally:
+        model.train(was_training)
+    return detections, targets
+
+
+def evaluate_model(model, dataset, batch_size: int = 16, progress=None, device="cpu") -> DetectionMetrics:
+    detections, targets = predict(model, dataset, batch_size, progress, device)
+    names = tuple(getattr(dataset, "class_names", ())) or tuple(f"class{k}" for k in range(1, model.config.num_classes))
+    return evaluate_detections(detections, targets, names[: model.config.num_classes - 1])

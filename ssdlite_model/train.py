@@ -1,0 +1,573 @@
+"""Training SSDLite: data, SGD with warm-up/hold/cosine, atomic checkpoints, exact resume, DDP, AMP, metrics.
+
+``Trainer(settings).fit()`` runs the whole thing; ``ssdlite train`` is a thin wrapper. Under torchrun
+(WORLD_SIZE > 1) it trains with DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 logs, evaluates
+and writes checkpoints.
+
+Resume is exact on CPU: every epoch seeds its own RNG streams from (seed, epoch), and checkpoints are taken at
+epoch boundaries, so a run resumed from epoch k replays epochs k+1.. exactly as the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import SSDLiteConfig, ssds_voc
+from .data import COCOFiles, DataError, ShapesDataset, Transformed, VOCFiles, collate_detection, eval_transform, ssd_train_transform
+from .detector import SSDLite
+from .loss import MultiBoxLoss, targets_to_fractions
+
+CHECKPOINT = "last.pth"
+BEST = "best.pth"
+METRICS = "metrics.jsonl"
+
+
+class TrainError(Exception):
+    """A problem the user can fix (data, run directory, resume); the message is one line. Exit code 2."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or Inf; the last good checkpoint is kept. Exit code 1."""
+
+
+@dataclass
+class TrainSettings:
+    data: str = "synthetic"  # synthetic | voc:ROOT | coco:IMAGES,ANNOTATIONS[,VAL_ANNOTATIONS]
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    hold_fraction: float = 1 / 3  # ssds.pytorch: lr held for the first third, then cosine to 0
+    image_size: int = 300
+    width_mult: float = 1.0
+    out: str = "runs/ssdlite"
+    resume: bool = False
+    seed: int = 0
+    n_train: int = 2000  # synthetic only
+    n_val: int = 200
+    num_shapes: int = 3
+    augment: str = "auto"  # auto (light for synthetic, ssd otherwise) | ssd | light | none
+    workers: int = 0
+    eval_every: int = 1
+    eval_batch_size: int = 32
+    gradflow: bool = False
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    device: str = "auto"
+    time_budget_min: float | None = None  # stop (evaluate, checkpoint) once this many minutes are spent
+    progress: bool = True
+
+
+def config_to_dict(config: SSDLiteConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: dict[str, Any]) -> SSDLiteConfig:
+    def tup(v):
+        return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+    fields = {f.name for f in dataclasses.fields(SSDLiteConfig)}
+    return SSDLiteConfig(**{k: tup(v) if isinstance(v, (list, tuple)) else v for k, v in data.items() if k in fields})
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+
+def build_datasets(s: TrainSettings) -> tuple[Any, Any, tuple[str, ...]]:
+    """(train, val, class names) for ``s.data``; images come out at ``s.image_size``."""
+    kind, _, spec = s.data.partition(":")
+    if kind == "synthetic":
+        train = ShapesDataset(s.n_train, s.image_size, s.num_shapes, seed=s.seed)
+        val = ShapesDataset(s.n_val, s.image_size, s.num_shapes, seed=s.seed + 10_007)
+        names = train.class_names
+    elif kind == "voc":
+        if not spec:
+            raise TrainError("--data voc:ROOT needs the folder that holds VOCdevkit/")
+        train, val = _data(VOCFiles, spec, "train"), _data(VOCFiles, spec, "val")
+        names = train.class_names
+    elif kind == "coco":
+        parts = spec.split(",")
+        if len(parts) not in (2, 3):
+            raise TrainError("--data coco:IMAGES,ANNOTATIONS[,VAL_ANNOTATIONS]: give the image folder and the instances JSON")
+        train = _data(COCOFiles, parts[0], parts[1])
+        val = _data(COCOFiles, parts[0], parts[2]) if len(parts) == 3 else train
+        names = train.class_names
+    else:
+        raise TrainError(f"unknown --data {s.data!r}: use synthetic, voc:ROOT or coco:IMAGES,ANNOTATIONS")
+    augment = s.augment if s.augment != "auto" else ("light" if kind == "synthetic" else "ssd")
+    if augment in ("ssd", "light"):
+        train = Transformed(train, ssd_train_transform(s.image_size, strong=augment == "ssd"))
+    elif augment != "none" or kind != "synthetic":
+        train = Transformed(train, eval_transform(s.image_size))
+    if kind != "synthetic":
+        val = Transformed(val, eval_transform(s.image_size))
+    return train, val, tuple(names)
+
+
+def _data(cls, *args):
+    try:
+        return cls(*args)
+    except DataError as exc:
+        raise TrainError(str(exc)) from exc
+
+
+# --- schedule ------------------------------------------------------------------------------------------
+
+
+def lr_factor(progress: float, warmup: float, hold: float) -> float:
+    """Multiplier of the base lr at ``progress`` in [0, 1]: linear warm-up from 0.1, hold, cosine to 0."""
+    if warmup > 0 and progress < warmup:
+        return 0.1 + 0.9 * progress / warmup
+    start = max(hold, warmup)
+    if progress <= start:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - start) / max(1e-12, 1 - start))))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only: BatchNorm parameters, biases and L2Norm scales are 1-D."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# --- distributed ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# --- the trainer ---------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Builds data, model and optimizer from ``TrainSettings`` and trains; see ``fit``.
+
+    ``model_factory(config) -> SSDLite`` replaces the default builder (the seed story trains its buggy variant
+    this way); ``on_epoch(record)`` receives each epoch's metrics.
+    """
+
+    def __init__(
+        self,
+        settings: TrainSettings,
+        model_factory: Callable[[SSDLiteConfig], nn.Module] | None = None,
+        base_config: SSDLiteConfig | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.s = settings
+        self.run_dir = Path(settings.out)
+        self.on_epoch = on_epoch
+        want = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(want)
+        self.dist = init_distributed(self.device)
+        if self.device.type == "cuda" and self.dist.world > 1:
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.train_set, self.val_set, names = build_datasets(settings)
+        if len(self.train_set) == 0:
+            raise TrainError("the training set is empty")
+        base = base_config or ssds_voc()
+        self.config = base.replace(
+            num_classes=len(names) + 1, image_size=settings.image_size, width_mult=settings.width_mult, class_names=names
+        )
+        torch.manual_seed(settings.seed)
+        self.model = (model_factory or SSDLite)(self.config).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = MultiBoxLoss(self.config.iou_threshold, self.config.neg_pos_ratio, self.config.variances)
+        self.optimizer = torch.optim.SGD(
+            param_groups(self.model, settings.weight_decay), lr=settings.lr, momentum=settings.momentum
+        )
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.net: nn.Module = self.model
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.best_map = -1.0
+        self.steps_per_epoch = math.ceil(len(self.train_set) / (settings.batch_size * self.dist.world))
+        self.total_steps = max(1, self.steps_per_epoch * settings.epochs)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        amp = self.s.amp
+        if amp == "off" or (amp == "auto" and self.device.type != "cuda"):
+            return None
+        if amp == "fp16":
+            return torch.float16
+        if amp in ("bf16", "auto"):
+            return torch.bfloat16
+        raise TrainError(f"unknown --amp {amp!r}: use auto, bf16, fp16 or off")
+
+    # --- run directory and checkpoints --------------------------------------------------------------
+
+    def prepare_run_dir(self) -> None:
+        """Create RUN_DIR and prove it is writable before any training time is spent."""
+        if not self.dist.main:
+            return
+        ckpt = self.run_dir / CHECKPOINT
+        if ckpt.exists() and not self.s.resume:
+            raise TrainError(f"{ckpt} already exists: pass --resume to continue that run, or choose another --out")
+        if self.s.resume and not ckpt.exists():
+            raise TrainError(f"nothing to resume: {ckpt} does not exist")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe = self.run_dir / ".write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise TrainError(f"cannot write to run directory {self.run_dir}: {exc.strerror or exc}") from exc
+
+    def checkpoint(self, metrics: dict | None = None) -> dict[str, Any]:
+        rng = {
+            "torch": torch.get_rng_state(),
+            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "numpy_pos": int(np.random.get_state()[2]),
+            "python": list(random.getstate()[1]),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"step": self.step, "elapsed": self.elapsed, "total_steps": self.total_steps},
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": rng,
+            "config": config_to_dict(self.config),
+            "settings": dataclasses.asdict(self.s),
+            "best_map": self.best_map,
+            "metrics": metrics or {},
+        }
+
+    def save(self, name: str = CHECKPOINT, metrics: dict | None = None) -> Path:
+        from ssdaudit.atomic import atomic_write
+
+        path = self.run_dir / name
+        state = self.checkpoint(metrics)
+        try:
+            atomic_write(path, lambda f: torch.save(state, f))
+        except OSError as exc:
+            raise TrainError(
+                f"cannot write checkpoint {path}: {exc.strerror or exc} (the previous checkpoint, if any, is intact)"
+            ) from exc
+        return path
+
+    def load(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise TrainError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from exc
+        saved = config_from_dict(state.get("config", {}))
+        if saved != self.config:
+            diff = [f.name for f in dataclasses.fields(SSDLiteConfig) if getattr(saved, f.name) != getattr(self.config, f.name)]
+            raise TrainError(f"{path} was trained with a different model configuration ({', '.join(diff)}): resume with the same settings")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state.get("scaler", {}))
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.elapsed = float(state["scheduler"]["elapsed"])
+        self.best_map = float(state.get("best_map", -1.0))
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+        random.setstate((3, tuple(rng["python"]), None))
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # --- training --------------------------------------------------------------------------------------
+
+    def _loader(self, epoch: int) -> torch.utils.data.DataLoader:
+        g = torch.Generator().manual_seed(self.s.seed * 100_003 + epoch)
+        if self.dist.world > 1:
+            sampler = torch.utils.data.DistributedSampler(self.train_set, seed=self.s.seed, drop_last=False)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = torch.utils.data.RandomSampler(self.train_set, generator=g)
+        return torch.utils.data.DataLoader(
+            self.train_set, batch_size=self.s.batch_size, sampler=sampler, collate_fn=collate_detection,
+            num_workers=self.s.workers, generator=g, drop_last=False, persistent_workers=False,
+        )
+
+    def _progress(self) -> float:
+        by_steps = self.step / self.total_steps
+        budget = self.s.time_budget_min
+        return min(1.0, max(by_steps, self.elapsed / (budget * 60)) if budget else by_steps)
+
+    def _set_lr(self) -> float:
+        warm = min(self.s.warmup_epochs / max(self.s.epochs, 1), 0.5)
+        lr = self.s.lr * lr_factor(self._progress(), warm, self.s.hold_fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_step(self, images: torch.Tensor, targets: list[dict]) -> dict[str, float]:
+        size = self.config.image_size
+        targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets_to_fractions(targets, size, size)]
+        images = images.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        lr = self._set_lr()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loc, conf = self.net(images)
+        losses = self.criterion(loc.float(), conf.float(), self.model.priors, targets)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise Diverged(
+                f"the loss became {float(loss)} at epoch {self.epoch + 1}, step {self.step + 1}: training stopped; "
+                f"{self.run_dir / CHECKPOINT} keeps the last good epoch (lower --lr, or check the data)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return {"loss": float(loss.detach()), "loc": float(losses["loc"].detach()), "conf": float(losses["conf"].detach()), "lr": lr}
+
+    def evaluate(self) -> dict[str, Any]:
+        from .evaluate import evaluate_model
+
+        metrics = evaluate_model(self.model, self.val_set, self.s.eval_batch_size, device=self.device)
+        return metrics.to_dict()
+
+    def fit(self) -> list[dict]:
+        """Train to ``epochs`` (or the time budget); returns the epoch records also written to metrics.jsonl."""
+        self.prepare_run_dir()
+        if self.s.resume:
+            self.load(self.run_dir / CHECKPOINT)
+            self._trim_metrics()
+        _barrier(self.dist)
+        monitor = None
+        if self.s.gradflow:
+            from ssdaudit.gradflow import GradFlowMonitor
+
+            monitor = GradFlowMonitor(self.net, self.optimizer, log_dir=self.run_dir / "gradflow").attach()
+        records = []
+        view = _ProgressView(self.s.progress and self.dist.main, self.steps_per_epoch)
+        try:
+            with view:
+                while self.epoch < self.s.epochs and not self._out_of_time():
+                    record = self._train_epoch(view, monitor)
+                    records.append(record)
+                    if self.on_epoch:
+                        self.on_epoch(record)
+        finally:
+            if monitor is not None:
+                monitor.detach()
+            if self.dist.world > 1:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+        if self.dist.main:
+            self._plot()
+        return records
+
+    def _out_of_time(self) -> bool:
+        return self.s.time_budget_min is not None and self.elapsed >= self.s.time_budget_min * 60
+
+    def _train_epoch(self, view: "_ProgressView", monitor) -> dict:
+        epoch = self.epoch
+        torch.manual_seed(self.s.seed * 1_000_003 + epoch)  # augmentation randomness, per epoch
+        np.random.seed((self.s.seed * 1_000_003 + epoch) % 2**32)
+        random.seed(self.s.seed * 1_000_003 + epoch)
+        self.net.train()
+        losses: list[dict[str, float]] = []
+        images_seen, t0 = 0, time.perf_counter()
+        view.start_epoch(epoch + 1, self.s.epochs)
+        try:
+            for images, targets in self._loader(epoch):
+                start = time.perf_counter()
+                out = self.train_step(images, targets)
+                self.elapsed += time.perf_counter() - start
+                losses.append(out)
+                images_seen += len(images) * self.dist.world
+                rate = images_seen / max(time.perf_counter() - t0, 1e-9)
+                view.advance(out, rate, monitor.summary_line() if monitor else "")
+                if self._out_of_time():
+                    break
+        except DataError as exc:
+            raise TrainError(str(exc)) from exc
+        self.epoch = epoch + 1
+        record = {
+            "epoch": self.epoch, "step": self.step,
+            "loss": float(np.mean([x["loss"] for x in losses])), "loc": float(np.mean([x["loc"] for x in losses])),
+            "conf": float(np.mean([x["conf"] for x in losses])), "lr": losses[-1]["lr"],
+            "images_per_s": images_seen / max(time.perf_counter() - t0, 1e-9), "elapsed_s": self.elapsed,
+            "losses": [x["loss"] for x in losses],
+        }
+        last = self.epoch == self.s.epochs or self._out_of_time()
+        if self.dist.main and (self.epoch % self.s.eval_every == 0 or last):
+            view.note("evaluating")
+            m = self.evaluate()
+            record.update({"map50": m["map50"], "map50_11pt": m["map50_11pt"], "coco_map": m["coco_map"],
+                           "per_class": {k: v["ap50"] for k, v in m["per_class"].items()}})
+        if self.dist.main:
+            best = record.get("map50", -1) > self.best_map
+            if best:
+                self.best_map = record["map50"]
+            self.save(CHECKPOINT, record)  # the checkpoint first: metrics never run ahead of it
+            if best:
+                self.save(BEST, record)
+            self._append_metrics(record)
+        _barrier(self.dist)
+        view.end_epoch(record)
+        return record
+
+    def _append_metrics(self, record: dict) -> None:
+        with open(self.run_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _trim_metrics(self) -> None:
+        path = self.run_dir / METRICS
+        if not path.exists() or not self.dist.main:
+            return
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= self.epoch]
+        from ssdaudit.atomic import atomic_write_text
+
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+    def _plot(self) -> None:
+        from .plots import plot_training
+
+        path = self.run_dir / METRICS
+        if path.exists():
+            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            try:
+                plot_training(records, self.run_dir / "training.png", title=f"SSDLite training: {self.s.data}")
+            except OSError:
+                pass  # the plot is a convenience; metrics.jsonl holds the numbers
+
+
+class _ProgressView:
+    """Rich progress bars on a terminal (loss parts, lr, images/s, ETA); one line per epoch otherwise."""
+
+    def __init__(self, enabled: bool, steps_per_epoch: int) -> None:
+        import sys
+
+        self.enabled = enabled
+        self.live = enabled and sys.stderr.isatty()
+        self.steps = steps_per_epoch
+        self.progress = None
+        self.task = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=False,
+            )
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        if self.progress is not None:
+            self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=self.steps, info="")
+
+    def advance(self, out: dict, rate: float, extra: str) -> None:
+        if self.progress is not None:
+            info = (f"loss {out['loss']:.3f} (loc {out['loc']:.3f} conf {out['conf']:.3f}) lr {out['lr']:.2e} "
+                    f"{rate:.1f} img/s {extra}")
+            self.progress.update(self.task, advance=1, info=info)
+
+    def note(self, text: str) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, info=text)
+
+    def end_epoch(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        line = (f"epoch {record['epoch']}: loss {record['loss']:.3f} (loc {record['loc']:.3f}, conf {record['conf']:.3f}), "
+                f"lr {record['lr']:.2e}, {record['images_per_s']:.1f} img/s")
+        if "map50" in record:
+            line += f", mAP@0.5 {record['map50']:.3f} (VOC07 11-pt {record['map50_11pt']:.3f}), COCO mAP {record['coco_map']:.3f}"
+        if self.progress is not None:
+            self.progress.console.print(line)
+        else:
+            import sys
+
+            print(line, file=sys.stderr, flush=True)
+
+
+def load_checkpoint_model(path: str | Path, fallback: SSDLiteConfig | None = None) -> tuple[SSDLite, dict]:
+    """An SSDLite with a checkpoint's weights: a trainer checkpoint (its config inside) or a bare state_dict
+    (built with ``fallback``). Mismatched keys or shapes raise TrainError naming them."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainError(f"no such checkpoint: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainError(f"cannot read checkpoint {path}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__}") from exc
+    if isinstance(state, dict) and "model" in state and "config" in state:
+        config, weights = config_from_dict(state["config"]), state["model"]
+    elif isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+        if fallback is None:
+            raise TrainError(f"{path} is a bare state_dict without a config: pass --preset")
+        config, weights, state = fallback, state, {}
+    else:
+        raise TrainError(f"{path} is not an ssdlite checkpoint (no 'model' and 'config' entries)")
+    model = SSDLite(config)
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+        raise TrainError(f"{path} does not fit an SSDLite with {config.num_classes} classes at width {config.width_mult}: "
+                         + "; ".join(parts) + " (ssdaudit diff shows all)")
+    model.load_state_dict(weights)
+    return model.eval(), state
