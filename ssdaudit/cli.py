@@ -10,9 +10,12 @@ import typer
 
 app = typer.Typer(
     help="Find the parameters a PyTorch model uses but never registers.\n\n"
+    "Rules: `ssdaudit rules`; each has a page in docs/rules/<CODE>.md.\n\n"
     "Examples:\n\n"
     "  ssdaudit gradflow examples/buggy_plain_list.py --steps 2 --out out/gradflow\n\n"
     "  ssdaudit diff run/epoch1.pth run/epoch30.pth\n\n"
+    "  ssdaudit lint src/ --format github\n\n"
+    "  ssdaudit check            # the CI gate configured in pyproject.toml\n\n"
     "  ssdaudit params examples/buggy_plain_list.py --reference ssds-voc\n\n"
     "  ssdaudit params mypkg.models:build --input-shape 1,3,224,224 --format json\n\n"
     "  ssdaudit params checkpoint.pth",
@@ -25,6 +28,8 @@ app = typer.Typer(
 class Format(str, Enum):
     text = "text"
     json = "json"
+    sarif = "sarif"
+    github = "github"
 
 
 class Device(str, Enum):
@@ -82,7 +87,7 @@ def params(
     device: Device = typer.Option(Device.cpu, "--device", help="meta: build without allocating parameter memory."),
     depth: int = typer.Option(1, "--depth", min=1, help="Module depth of the parameter table."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
-    fmt: Format = typer.Option(Format.text, "--format", help="text or json."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load errors."),
 ) -> None:
     """Count registered parameters, find unregistered ones, compare with a reference, predict the checkpoint.
@@ -141,6 +146,8 @@ def params(
         from .report import render_json
 
         typer.echo(render_json(report.to_dict()))
+    elif fmt in (Format.sarif, Format.github):
+        _emit_ci(fmt, report.findings, target.split(":")[0])
     else:
         from .report import render_params_text
 
@@ -151,20 +158,9 @@ def params(
 
 
 def _load_reference(spec: str, device: str):
-    from .loading import LoadError, is_checkpoint_path, load_state_dict, load_target
-    from .references import BUILTIN_REFERENCES
+    from .references import load_reference
 
-    if spec in BUILTIN_REFERENCES:
-        import torch
-
-        with torch.device(device):
-            return BUILTIN_REFERENCES[spec][1](), spec
-    if is_checkpoint_path(spec):
-        return load_state_dict(spec), spec
-    if spec.endswith(".py") or ":" in spec:
-        return load_target(spec, device=device, want_input=False).model, spec
-    names = ", ".join(BUILTIN_REFERENCES)
-    raise LoadError(f"unknown reference {spec!r}: use one of {names}, a file.py[:NAME] or a checkpoint")
+    return load_reference(spec, device)
 
 
 @app.command()
@@ -175,7 +171,7 @@ def gradflow(
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per step for this project's SSDLite models."),
     lr: float = typer.Option(0.01, "--lr", help="Learning rate of the default SGD optimizer."),
     out: Path = typer.Option(None, "--out", help="Write the log and the PNG plots here."),
-    fmt: Format = typer.Option(Format.text, "--format", help="text or json."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load and probe errors."),
 ) -> None:
     """Follow gradients through a few training steps (or a logged run) and name the parameters that do not learn.
@@ -224,6 +220,8 @@ def gradflow(
             "warnings": run.warnings,
         }
         typer.echo(render_json(data))
+    elif fmt in (Format.sarif, Format.github):
+        _emit_ci(fmt, findings, target.split(":")[0])
     else:
         from .report import render_gradflow_text
 
@@ -233,7 +231,8 @@ def gradflow(
 
 def _gradflow_run(target: str, steps: int, input_shape, batch_size: int, lr: float, out, fmt):
     """A logged run read back, or a probe run of a model target."""
-    from .gradflow import find_log_dir, read_gradflow_log
+    from .gradflow import probe_target, read_gradflow_log
+    from .loading import load_target
 
     path = Path(target)
     if path.is_dir():
@@ -241,41 +240,11 @@ def _gradflow_run(target: str, steps: int, input_shape, batch_size: int, lr: flo
         for w in run.warnings:
             typer.echo(f"warning: {w}", err=True)
         return run, f"Gradient flow: {path} ({len(run.steps)} steps)"
-    import torch
-
-    from .gradflow import default_loss, probe_training, ssdlite_probe
-    from .loading import LoadError, load_target
-    from .registration import ProbeError
-
     loaded = load_target(target)
-    model, module = loaded.model, loaded.module
-    from ssdlite_model.detector import SSDLite
-
-    if isinstance(model, SSDLite):
-        make_batch, compute_loss = ssdlite_probe(model, batch_size)
-    else:
-        example = loaded.example_input
-        if example is None and input_shape:
-            example = torch.rand(_parse_shape(input_shape))
-        if example is None:
-            raise LoadError(f"{target}: no example_input() in the file: give --input-shape, e.g. 2,3,224,224")
-        user_loss = getattr(module, "compute_loss", None)
-        make_batch = lambda _step: (example, None)  # noqa: E731
-        compute_loss = (lambda output, _t: user_loss(output)) if callable(user_loss) else default_loss
-    build_opt = getattr(module, "build_optimizer", None)
-    try:
-        optimizer = build_opt(model) if callable(build_opt) else torch.optim.SGD(model.parameters(), lr=lr)
-    except Exception as exc:
-        raise LoadError(f"build_optimizer(model) in {target} raised {exc.__class__.__name__}: {exc}") from exc
+    shape = _parse_shape(input_shape) if input_shape else None
     log_dir = out / "gradflow" if out is not None else None
-    if log_dir is not None and find_log_dir(log_dir):
-        for old in log_dir.glob("chunk_*.npz"):  # a fresh probe replaces an old log, never mixes with it
-            old.unlink()
     with _step_progress(steps, "probe steps", fmt is Format.text) as advance:
-        try:
-            run = probe_training(model, steps, make_batch, compute_loss, optimizer, log_dir, advance)
-        except ProbeError as exc:
-            raise LoadError(f"the gradflow probe failed at {exc} (check example_input(), --input-shape or compute_loss)") from exc
+        run = probe_target(loaded, steps, shape, batch_size, lr, log_dir, advance)
     return run, f"Gradient flow: {target} ({steps} steps)"
 
 
@@ -313,7 +282,7 @@ def diff(
     map_mode: MapMode = typer.Option(MapMode.auto, "--map", help="auto: pair keys across prefixes and naming schemes; none: equal names only."),
     write_mapped: Path = typer.Option(None, "--write-mapped", help="Write B's tensors under A's names to this file (.pth or .safetensors)."),
     top: int = typer.Option(10, "--top", min=1, help="How many changed tensors and renamed keys to list."),
-    fmt: Format = typer.Option(Format.text, "--format", help="text or json."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Unpickle files that hold Python objects (runs their code: only for files you trust)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load errors."),
 ) -> None:
@@ -355,6 +324,8 @@ def diff(
         from .report import render_json
 
         typer.echo(render_json(report.to_dict()))
+    elif fmt in (Format.sarif, Format.github):
+        _emit_ci(fmt, report.findings, str(a))
     else:
         from .report import render_diff_text
 
@@ -380,6 +351,156 @@ def _byte_progress(total: int, label: str, enabled: bool):
             yield lambda _key, n: progress.advance(task, n)
 
     return bar()
+
+
+def _emit_ci(fmt: Format, findings, default_file: str | None) -> None:
+    from . import __version__
+    from .report import render_github, render_sarif
+
+    if fmt is Format.sarif:
+        typer.echo(render_sarif(findings, __version__, default_file))
+    else:
+        text = render_github(findings, default_file)
+        if text:
+            typer.echo(text)
+
+
+@app.command()
+def lint(
+    paths: list[Path] = typer.Argument(..., help="Python files or folders (searched recursively)."),
+    ignore: str = typer.Option("", "--ignore", help="Rule codes to skip, comma-separated, e.g. R004."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif or github."),
+) -> None:
+    """Static rules over Python source (nothing is imported or run): R001-R005 inside nn.Module classes.
+
+    Rules: R001 modules in a plain list/dict/tuple (also .append), R002 parameters in one, R003 a module wrapped
+    in a plain object, R004 a plain tensor attribute read in forward(), R005 a module built in forward().
+    Each rule has a page: docs/rules/<CODE>.md (or `ssdaudit rules CODE`). Silence one line with
+    `# ssdaudit: ignore[R001]`.
+
+    Exit codes: 0 clean, 1 findings, 2 a path that does not exist.
+
+    Examples:
+
+      ssdaudit lint src/ models/
+
+      ssdaudit lint . --format github
+
+      ssdaudit lint model.py --format sarif > ssdaudit.sarif
+    """
+    from .findings import RULES
+    from .source_lint import lint_paths
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        _fail(f"no such file or folder: {missing[0]}", False)
+    codes = {c.strip().upper() for c in ignore.split(",") if c.strip()}
+    unknown = sorted(codes - set(RULES))
+    if unknown:
+        _fail(f"unknown rule code {unknown[0]!r} in --ignore (see `ssdaudit rules`)", False)
+    result = lint_paths(list(paths), codes)
+    if fmt is Format.json:
+        from .report import render_json
+
+        typer.echo(render_json({"files": result.files, "suppressed": result.suppressed, "errors": result.errors,
+                                "findings": [f.to_dict() for f in result.findings]}))
+    elif fmt in (Format.sarif, Format.github):
+        _emit_ci(fmt, result.findings, None)
+    else:
+        from .report import render_lint_text
+
+        render_lint_text(result, _console())
+    raise typer.Exit(1 if result.findings else 0)
+
+
+@app.command()
+def check(
+    config: Path = typer.Option(Path("pyproject.toml"), "--config", help="The file with [tool.ssdaudit]."),
+    baseline: Path = typer.Option(None, "--baseline", help="Findings recorded here are known: reported, not failing."),
+    write_baseline: bool = typer.Option(False, "--write-baseline", help="Record the current findings in --baseline (or the configured file) and exit 0."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif or github."),
+) -> None:
+    """The CI gate: lint the configured paths, then audit each configured model against its expectations.
+
+    Configuration (pyproject.toml):
+
+      [tool.ssdaudit]
+      lint = ["src/"]
+      ignore = ["R004"]
+      [[tool.ssdaudit.models]]
+      target = "models/net.py:build"
+      reference = "ssds-voc"      # counts must match
+      params = 4_577_792          # expected registered parameters
+      tolerance = 0.0             # relative
+      max_checkpoint_mb = 20
+      gradflow_steps = 2          # run the gradflow probe too
+      expect = "fail"             # a known-bad demonstration that must keep failing
+
+    Exit codes: 0 everything holds, 1 a new error finding or a broken expectation, 2 a configuration or load problem.
+
+    Examples:
+
+      ssdaudit check
+
+      ssdaudit check --baseline .ssdaudit-baseline.json --write-baseline
+
+      ssdaudit check --format sarif > ssdaudit.sarif
+    """
+    from .check import read_baseline, run_check
+    from .check import write_baseline as write_file
+    from .config import ConfigError, load_config
+    from .loading import LoadError
+
+    try:
+        cfg = load_config(config)
+        base_path = baseline or (cfg.root / cfg.baseline if cfg.baseline else None)
+        known = read_baseline(base_path) if base_path is not None and not write_baseline else set()
+    except (ConfigError, LoadError) as exc:
+        _fail(str(exc), False)
+    status = _console() if fmt is Format.text and sys.stderr.isatty() else None
+    report = run_check(cfg, known, progress=(lambda msg: status.print(f"[dim]{msg}...[/]")) if status else None)
+    if write_baseline:
+        if base_path is None:
+            _fail("--write-baseline needs --baseline FILE (or baseline = \"FILE\" in [tool.ssdaudit])", False)
+        gating = [f for row in report.rows if row.expect == "pass" for f in row.findings]
+        n = write_file(base_path, gating)
+        typer.echo(f"wrote {n} known findings to {base_path}")
+        raise typer.Exit(0)
+    if fmt is Format.json:
+        from .report import render_json
+
+        typer.echo(render_json({
+            "ok": report.ok,
+            "rows": [{"name": r.name, "status": r.status, "details": r.details, "findings": [f.to_dict() for f in r.findings]} for r in report.rows],
+            "new": [f.to_dict() for f in report.new], "known": [f.to_dict() for f in report.known],
+        }))
+    elif fmt in (Format.sarif, Format.github):
+        _emit_ci(fmt, report.new, None)
+    else:
+        from .report import render_check_text
+
+        render_check_text(report, _console())
+    if any(r.status == "error" for r in report.rows):
+        raise typer.Exit(2)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def rules(code: str = typer.Argument(None, help="A rule code, e.g. R001; all rules when omitted.")) -> None:
+    """List the rules (code, name, summary) or explain one: why it matters, the fix, its docs page.
+
+    Example: ssdaudit rules G001
+    """
+    from .findings import RULES
+
+    if code is None:
+        for r in RULES.values():
+            typer.echo(f"{r.code}  {r.name:<24} {r.summary}")
+        return
+    r = RULES.get(code.upper())
+    if r is None:
+        _fail(f"unknown rule {code!r}: run `ssdaudit rules` for the list", False)
+    typer.echo(f"{r.code} {r.name}: {r.summary}\n\nwhy: {r.why}\nfix: {r.fix}\ndocs: {r.docs}")
 
 
 def main() -> None:

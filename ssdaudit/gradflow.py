@@ -627,3 +627,41 @@ def ssdlite_probe(model: nn.Module, batch_size: int = 2, seed: int = 0):
         return criterion(loc, conf, model.priors, targets)["loss"]
 
     return make_batch, compute_loss
+
+
+def probe_target(loaded, steps: int, input_shape: tuple[int, ...] | None = None, batch_size: int = 2, lr: float = 0.01,
+                 log_dir: str | Path | None = None, progress: Callable[[int], None] | None = None) -> GradFlowRun:
+    """Probe a ``loading.LoadedTarget``: this project's SSDLite trains on synthetic shapes with the MultiBox loss;
+    other models on ``example_input()`` (or random ``input_shape``) with the file's ``compute_loss(output)`` or
+    ``default_loss``; optimizer from the file's ``build_optimizer(model)`` or SGD. Raises LoadError on failure."""
+    from .registration import ProbeError
+
+    model, module = loaded.model, loaded.module
+    from ssdlite_model.detector import SSDLite
+
+    if isinstance(model, SSDLite):
+        make_batch, compute_loss = ssdlite_probe(model, batch_size)
+    else:
+        example = loaded.example_input
+        if example is None and input_shape:
+            example = torch.rand(input_shape)
+        if example is None:
+            raise LoadError(f"{loaded.spec}: no example_input() in the file: give --input-shape, e.g. 2,3,224,224")
+        user_loss = getattr(module, "compute_loss", None)
+
+        def make_batch(_step: int):
+            return example, None
+
+        compute_loss = (lambda output, _t: user_loss(output)) if callable(user_loss) else default_loss
+    build_opt = getattr(module, "build_optimizer", None)
+    try:
+        optimizer = build_opt(model) if callable(build_opt) else torch.optim.SGD(model.parameters(), lr=lr)
+    except Exception as exc:
+        raise LoadError(f"build_optimizer(model) in {loaded.spec} raised {exc.__class__.__name__}: {exc}") from exc
+    if log_dir is not None and find_log_dir(log_dir):
+        for old in Path(log_dir).glob("chunk_*.npz"):  # a fresh probe replaces an old log, never mixes with it
+            old.unlink()
+    try:
+        return probe_training(model, steps, make_batch, compute_loss, optimizer, log_dir, progress)
+    except ProbeError as exc:
+        raise LoadError(f"the gradflow probe failed at {exc} (check example_input(), --input-shape or compute_loss)") from exc

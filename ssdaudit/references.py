@@ -27,3 +27,20 @@ BUILTIN_REFERENCES: dict[str, tuple[str, Callable[[], nn.Module]]] = {
     "ssds-coco": ("ssds.pytorch SSDLite-MobileNetV2, COCO (81 classes): 9,245,312 parameters", _ssds("ssds_coco")),
     "torchvision-ssdlite": ("torchvision ssdlite320_mobilenet_v3_large (91 classes)", _torchvision_ssdlite),
 }
+
+
+def load_reference(spec: str, device: str = "cpu"):
+    """(model or state_dict, name) for a built-in name, a checkpoint, or file.py[:NAME] / package.module:NAME."""
+    from .loading import LoadError, is_checkpoint_path, load_state_dict, load_target
+
+    if spec in BUILTIN_REFERENCES:
+        import torch
+
+        with torch.device(device):
+            return BUILTIN_REFERENCES[spec][1](), spec
+    if is_checkpoint_path(spec):
+        return load_state_dict(spec), spec
+    if spec.endswith(".py") or ":" in spec:
+        return load_target(spec, device=device, want_input=False).model, spec
+    names = ", ".join(BUILTIN_REFERENCES)
+    raise LoadError(f"unknown reference {spec!r}: use one of {names}, a file.py[:NAME] or a checkpoint")

@@ -155,3 +155,137 @@ def render_gradflow_text(target: str, run, findings, layers, plots, console: Con
     render_findings_text(findings, console)
     for p in plots:
         console.print(f"plot: {escape(str(p))}")
+
+
+# --- formats CI systems read -----------------------------------------------------------------------------
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+DOCS_BASE = "https://github.com/ssdaudit/ssdaudit/blob/main/"
+_SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+
+
+def split_location(location: str | None) -> tuple[str | None, int | None, int | None]:
+    """"path:line[:col]" -> (path, line, col); a bare path -> (path, None, None)."""
+    if not location:
+        return None, None, None
+    parts = location.rsplit(":", 2)
+    nums = []
+    while len(parts) > 1 and parts[-1].isdigit():
+        nums.insert(0, int(parts.pop()))
+    path = ":".join(parts)
+    return path, (nums[0] if nums else None), (nums[1] if len(nums) > 1 else None)
+
+
+def render_sarif(findings, tool_version: str, default_file: str | None = None) -> str:
+    """SARIF 2.1.0: one run, rule metadata (name, description, help text and docs link), one result per finding."""
+    used = sorted({f.rule for f in findings})
+    rules = []
+    for code in used:
+        r = RULES[code]
+        rules.append({
+            "id": code,
+            "name": r.name,
+            "shortDescription": {"text": r.summary},
+            "fullDescription": {"text": r.why},
+            "help": {"text": f"{r.why} Fix: {r.fix}", "markdown": f"{r.why}\n\n**Fix:** {r.fix}\n\n[Rule page]({DOCS_BASE}{r.docs})"},
+            "helpUri": f"{DOCS_BASE}{r.docs}",
+            "defaultConfiguration": {"level": "error" if code[0] in "RGC" else "note"},
+        })
+    index = {code: i for i, code in enumerate(used)}
+    results = []
+    for f in findings:
+        path, line, col = split_location(f.location)
+        path = path or default_file
+        result = {
+            "ruleId": f.rule,
+            "ruleIndex": index[f.rule],
+            "level": _SARIF_LEVEL[f.severity],
+            "message": {"text": f"{f.path}: {f.message}. Fix: {f.fix}"},
+            "partialFingerprints": {"ssdaudit/v1": fingerprint(f)},
+        }
+        if path:
+            region = {"startLine": line or 1}
+            if col:
+                region["startColumn"] = col
+            result["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": _uri(path)}, "region": region}}]
+        results.append(result)
+    doc = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "ssdaudit", "version": tool_version, "informationUri": DOCS_BASE + "README.md", "rules": rules}},
+            "results": results,
+        }],
+    }
+    return json.dumps(doc, indent=2)
+
+
+def _uri(path: str) -> str:
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def _escape_github(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def render_github(findings, default_file: str | None = None) -> str:
+    """GitHub Actions workflow commands: ``::error file=...,line=...,col=...,title=...::message``."""
+    lines = []
+    for f in findings:
+        path, line, col = split_location(f.location)
+        path = path or default_file
+        level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}[f.severity]
+        props = []
+        if path:
+            props.append(f"file={_escape_github(_uri(path), True)}")
+            props.append(f"line={line or 1}")
+            if col:
+                props.append(f"col={col}")
+        props.append(f"title={_escape_github(f'{f.rule} {f.name}', True)}")
+        lines.append(f"::{level} {','.join(props)}::{_escape_github(f'{f.path}: {f.message} (fix: {f.fix})')}")
+    return "\n".join(lines)
+
+
+def fingerprint(f) -> str:
+    """A finding's identity across edits: rule, file and symbol, not the line number (lines move)."""
+    path, _, _ = split_location(f.location)
+    return f"{f.rule}:{_uri(path) if path else ''}:{f.path}"
+
+
+def render_lint_text(result, console: Console) -> None:
+    for f in result.findings:
+        console.print(f"{escape(f.location or '')}: [{_STYLE[f.severity]}]{f.rule}[/] {escape(f.message)}")
+    for e in result.errors:
+        console.print(f"[yellow]{escape(e)}[/]")
+    n = len(result.findings)
+    summary = f"{n} finding{'s' if n != 1 else ''} in {result.files} files"
+    if result.suppressed:
+        summary += f" ({result.suppressed} suppressed by '# ssdaudit: ignore')"
+    console.print(("[green]" if n == 0 else "[red]") + summary + "[/]")
+
+
+def render_check_text(report, console: Console) -> None:
+    """One table: each step, its status and what it found; then the findings that fail the gate."""
+    colour = {"ok": "green", "expected failure": "green", "failed": "red", "unexpected pass": "red", "error": "red"}
+    table = Table(title="ssdaudit check", title_justify="left")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("details")
+    for row in report.rows:
+        errors = sum(f.severity is Severity.ERROR for f in row.findings)
+        details = list(row.details) + ([f"{errors} error findings"] if errors else [])
+        table.add_row(escape(row.name), f"[{colour[row.status]}]{row.status}[/]", escape("; ".join(details)))
+    console.print(table)
+    for f in report.new:
+        where = f"{f.location}: " if f.location else ""
+        console.print(f"{escape(where)}[{_STYLE[f.severity]}]{f.rule}[/] {escape(f.path)}: {escape(f.message)}")
+    if report.known:
+        console.print(f"{len(report.known)} known findings (in the baseline) not failing the gate")
+    console.print("[green]check passed[/]" if report.ok else "[red]check failed[/]")

@@ -90,7 +90,9 @@ def train(
     data: str = typer.Option("synthetic", "--data", help="synthetic | voc:ROOT | coco:IMAGES,ANNOTATIONS[,VAL_ANNOTATIONS]"),
     epochs: int = typer.Option(10, "--epochs", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per step (per process under torchrun)."),
-    lr: float = typer.Option(0.01, "--lr", min=0.0, help="Peak SGD learning rate (momentum 0.9)."),
+    lr: float = typer.Option(0.01, "--lr", min=0.0, help="Peak learning rate."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, ssds.pytorch's) or adamw."),
+    clip_grad: float = typer.Option(None, "--clip-grad", min=0.0, help="Clip the gradient's L2 norm to this."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay", min=0.0, help="On conv weights; never on BatchNorm or biases."),
     warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", min=0.0),
     image_size: int = typer.Option(300, "--image-size", min=32),
@@ -106,6 +108,7 @@ def train(
     amp: str = typer.Option("auto", "--amp", help="auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     time_budget: float = typer.Option(None, "--time-budget", help="Minutes: stop, evaluate and checkpoint when spent."),
+    preset: str = typer.Option("ssds-voc", "--preset", help="Architecture to start from (classes and size come from the data): " + ", ".join(PRESETS)),
 ) -> None:
     """Train SSDLite from scratch. Under torchrun it trains with DistributedDataParallel.
 
@@ -125,13 +128,17 @@ def train(
     from .train import Diverged, Trainer, TrainError, TrainSettings
 
     settings = TrainSettings(
-        data=data, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+        data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, clip_grad=clip_grad, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
         image_size=image_size, width_mult=width_mult, out=str(out), resume=resume, seed=seed, n_train=n_train,
         n_val=n_val, augment=augment, workers=workers, gradflow=gradflow, amp=amp, device=device,
         time_budget_min=time_budget,
     )
+    if preset not in PRESETS:
+        _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    import ssdlite_model
+
     try:
-        trainer = Trainer(settings)
+        trainer = Trainer(settings, base_config=getattr(ssdlite_model, PRESETS[preset])())
         records = trainer.fit()
     except TrainError as exc:
         _fail(str(exc))
@@ -305,6 +312,10 @@ def data_synth(
 
 
 def main() -> None:
+    import warnings
+
+    # torchvision.io's JPEG/PNG codecs still work; its deprecation notice would only clutter every command.
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
     app()
 
 

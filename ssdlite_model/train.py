@@ -48,6 +48,8 @@ class TrainSettings:
     epochs: int = 10
     batch_size: int = 16
     lr: float = 0.01
+    optimizer: str = "sgd"  # sgd (momentum; ssds.pytorch's) | adamw (converges faster from scratch)
+    clip_grad: float | None = None  # max gradient L2 norm, None: no clipping
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
@@ -216,9 +218,13 @@ class Trainer:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = MultiBoxLoss(self.config.iou_threshold, self.config.neg_pos_ratio, self.config.variances)
-        self.optimizer = torch.optim.SGD(
-            param_groups(self.model, settings.weight_decay), lr=settings.lr, momentum=settings.momentum
-        )
+        groups = param_groups(self.model, settings.weight_decay)
+        if settings.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
+        elif settings.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, lr=settings.lr)
+        else:
+            raise TrainError(f"unknown --optimizer {settings.optimizer!r}: use sgd or adamw")
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.net: nn.Module = self.model
@@ -356,11 +362,14 @@ class Trainer:
         loss = losses["loss"]
         if not torch.isfinite(loss):
             raise Diverged(
-                f"the loss became {float(loss)} at epoch {self.epoch + 1}, step {self.step + 1}: training stopped; "
+                f"the loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {self.step + 1}: training stopped; "
                 f"{self.run_dir / CHECKPOINT} keeps the last good epoch (lower --lr, or check the data)"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.s.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.s.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1

@@ -24,3 +24,8 @@ def test_tiny_model_overfits_two_images():
     model.eval()
     det = model.detect(images[:1], score_threshold=0.5)[0]
     assert sorted(det["labels"].tolist()) == sorted(targets[0]["labels"].tolist())
+    from ssdlite_model.evaluate import evaluate_detections
+
+    pixel_targets = [{**t, "boxes": t["boxes"] * 96} for t in targets]
+    metrics = evaluate_detections(model.detect(images), pixel_targets, ("circle", "square", "triangle"))
+    assert metrics.map50 > 0.9

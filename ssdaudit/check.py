@@ -1,0 +1,170 @@
+"""``ssdaudit check``: lint, then params (and gradflow where asked) on each configured model, against expectations.
+
+``run_check(config)`` returns a ``CheckReport``: one row per step with its status, the findings that fail the gate,
+and those a baseline already knows. Library code: nothing printed here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .config import CheckConfig, ModelCheck
+from .findings import Finding, Severity
+
+BASELINE_VERSION = 1
+
+
+@dataclass
+class CheckRow:
+    name: str
+    status: str  # ok | failed | expected failure | unexpected pass | error
+    details: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)  # expectations that do not hold
+    expect: str = "pass"
+
+    @property
+    def failing(self) -> bool:
+        return self.status in ("failed", "unexpected pass", "error")
+
+
+@dataclass
+class CheckReport:
+    rows: list[CheckRow]
+    new: list[Finding]  # error-level findings not in the baseline (these fail the gate)
+    known: list[Finding]  # findings the baseline records
+    all_findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.failing for r in self.rows)
+
+
+def read_baseline(path: str | Path) -> set[str]:
+    from .loading import LoadError
+
+    path = Path(path)
+    if not path.exists():
+        raise LoadError(f"no such baseline file: {path} (create it with --write-baseline)")
+    try:
+        data = json.loads(path.read_text())
+        return set(data["fingerprints"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LoadError(f"{path} is not an ssdaudit baseline (a JSON object with 'fingerprints')") from exc
+
+
+def write_baseline(path: str | Path, findings: list[Finding]) -> int:
+    from .atomic import atomic_write_text
+    from .report import fingerprint
+
+    prints = sorted({fingerprint(f) for f in findings})
+    atomic_write_text(path, json.dumps({"version": BASELINE_VERSION, "fingerprints": prints}, indent=1) + "\n")
+    return len(prints)
+
+
+def _target_file(target: str) -> str:
+    path = target.split(":")[0] if not (len(target) > 2 and target[1] == ":") else target
+    return path if path.endswith(".py") else target
+
+
+def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | None = None) -> CheckRow:
+    """Audit one configured model; a load or probe problem becomes an "error" row."""
+    import os
+
+    from .loading import LoadError, load_target
+    from .params import audit_params
+    from .references import load_reference
+    from .registration import ProbeError
+
+    row = CheckRow(m.target, "ok", expect=m.expect)
+    cwd = os.getcwd()
+    os.chdir(root)  # targets are relative to the configuration's folder
+    try:
+        loaded = load_target(m.target)
+        example = loaded.example_input
+        if example is None and m.input_shape:
+            import torch
+
+            example = torch.rand(*m.input_shape)
+        ref, ref_name = load_reference(m.reference) if m.reference else (None, None)
+        report = audit_params(loaded.model, ref, example, target=m.target, reference_name=ref_name or "")
+        findings = [f for f in report.findings if f.severity is not Severity.INFO]
+        broken: list[str] = []
+        if m.params is not None:
+            allowed = m.tolerance * m.params
+            if abs(report.registered_params - m.params) > allowed:
+                broken.append(f"registered parameters {report.registered_params:,}, expected {m.params:,}"
+                              + (f" (tolerance {m.tolerance:g})" if m.tolerance else ""))
+        if report.reference is not None:
+            allowed = m.tolerance * report.reference.params
+            if abs(report.reference.difference) > allowed:
+                broken.append(f"{report.reference.difference:+,} parameters against {ref_name}")
+        if m.max_checkpoint_mb is not None and report.checkpoint_bytes > m.max_checkpoint_mb * 1e6:
+            broken.append(f"checkpoint {report.checkpoint_bytes / 1e6:.1f} MB > max_checkpoint_mb {m.max_checkpoint_mb}")
+        row.details.append(f"{report.registered_params:,} registered parameters, checkpoint {report.checkpoint_bytes / 1e6:.1f} MB")
+        if m.gradflow_steps:
+            from .gradflow import analyse_gradflow, probe_target
+
+            if progress:
+                progress(f"gradflow probe: {m.target}")
+            run = probe_target(loaded, m.gradflow_steps, tuple(m.input_shape) if m.input_shape else None)
+            gf = [f for f in analyse_gradflow(run)[0] if f.severity is not Severity.INFO]
+            findings += gf
+            row.details.append(f"gradflow: {len(run.steps)} steps, {len(gf)} findings")
+        target_file = _target_file(m.target)
+        for f in findings:
+            f.location = f.location or target_file
+        row.findings, row.broken = findings, broken
+        row.details += broken
+        if m.expect == "fail" and m.reason:
+            row.details.append(f"expected to fail: {m.reason}")
+    except (LoadError, ProbeError, ValueError) as exc:
+        row.status, row.details = "error", [str(exc)]
+    finally:
+        os.chdir(cwd)
+    return row
+
+
+def run_check(cfg: CheckConfig, baseline: set[str] | None = None, progress: Callable[[str], None] | None = None) -> CheckReport:
+    from .report import fingerprint
+    from .source_lint import lint_paths
+
+    rows: list[CheckRow] = []
+    every: list[Finding] = []
+    if cfg.lint:
+        if progress:
+            progress("lint")
+        result = lint_paths([cfg.root / p for p in cfg.lint], cfg.ignore)
+        for f in result.findings:  # paths relative to the configuration's folder, as the user wrote them
+            path, _, rest = (f.location or "").partition(":")
+            try:
+                f.location = f"{Path(path).resolve().relative_to(cfg.root.resolve()).as_posix()}:{rest}"
+            except ValueError:
+                pass
+        row = CheckRow(f"lint {', '.join(cfg.lint)}", "ok", [f"{result.files} files, {len(result.findings)} findings"])
+        row.details += result.errors
+        row.findings = result.findings
+        rows.append(row)
+    for m in cfg.models:
+        if progress:
+            progress(f"params: {m.target}")
+        rows.append(check_model(m, cfg.root, progress))
+    baseline = baseline or set()
+    new, known = [], []
+    for row in rows:
+        row.findings = [f for f in row.findings if f.rule not in cfg.ignore]
+        every += row.findings
+        if row.status == "error":
+            continue
+        errors = [f for f in row.findings if f.severity is Severity.ERROR]
+        if row.expect == "fail":  # a demonstration of a bug: it must keep failing, and its findings are expected
+            row.status = "expected failure" if errors or row.broken else "unexpected pass"
+            continue
+        row_new = [f for f in errors if fingerprint(f) not in baseline]
+        known += [f for f in row.findings if fingerprint(f) in baseline]
+        new += row_new
+        row.status = "failed" if row_new or row.broken else "ok"
+    return CheckReport(rows, new, known, every)

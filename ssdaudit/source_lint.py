@@ -1,0 +1,351 @@
+"""The registration rules read from source (AST): nothing is imported or executed.
+
+Inside classes that subclass nn.Module (directly, through torch.nn containers, or through another class of the
+linted files), it flags:
+
+* R001 ``self.x = [nn.Linear(...), ...]`` (list/tuple/set/dict literals, comprehensions, ``list(...)``,
+  ``dict(...)``, ``OrderedDict(...)``) holding module constructors or names bound to them, and
+  ``self.x.append(<module>)`` / ``self.x[k] = <module>`` on such plain containers;
+* R002 the same with ``nn.Parameter``;
+* R003 a module constructor passed into a plain object (``SimpleNamespace(head=nn.Linear(...))``, ``partial``);
+* R004 ``self.x = torch.zeros(...)`` (a plain tensor) in ``__init__`` that ``forward`` reads;
+* R005 a module constructed inside ``forward``.
+
+A finding on a line with ``# ssdaudit: ignore`` or ``# ssdaudit: ignore[R001,...]`` is suppressed.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .findings import Finding, Severity
+
+MODULE_BASES = {"Module", "Sequential", "ModuleList", "ModuleDict", "LightningModule"}
+NOT_MODULES = {"Parameter", "ParameterList", "ParameterDict", "Buffer", "UninitializedParameter", "UninitializedBuffer",
+               "functional", "init", "utils", "Identity_"}
+PARAMETER_CALLS = {"Parameter", "UninitializedParameter"}
+TENSOR_FACTORIES = {"zeros", "ones", "rand", "randn", "randint", "tensor", "as_tensor", "arange", "empty", "full",
+                    "eye", "linspace", "logspace", "from_numpy", "zeros_like", "ones_like", "randn_like", "rand_like",
+                    "empty_like", "full_like", "stack", "cat"}
+CONTAINER_CALLS = {"list", "tuple", "dict", "set", "OrderedDict", "deque", "defaultdict"}
+PLAIN_OBJECT_CALLS = {"SimpleNamespace", "partial", "namedtuple"}
+_IGNORE = re.compile(r"#\s*ssdaudit:\s*ignore(?:\[([A-Z0-9,\s]+)\])?", re.IGNORECASE)
+
+
+@dataclass
+class LintResult:
+    findings: list[Finding]
+    files: int
+    suppressed: int
+    errors: list[str]  # files that could not be parsed (reported, not fatal)
+
+
+def iter_python_files(paths: list[str | Path]) -> list[Path]:
+    """Python files under ``paths`` (files taken as given), sorted; hidden and virtual-env folders skipped."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            for f in sorted(p.rglob("*.py")):
+                parts = f.relative_to(p).parts
+                if not any(part.startswith(".") or part in ("__pycache__", "node_modules", "site-packages", "venv")
+                           for part in parts[:-1]):
+                    out.append(f)
+    return out
+
+
+class _Names(ast.NodeVisitor):
+    """What the names in a file mean: aliases of torch.nn, names imported from it, local module classes."""
+
+    def __init__(self) -> None:
+        self.nn_aliases = {"nn"}  # import torch.nn as nn; from torch import nn
+        self.torch_aliases = {"torch"}
+        self.from_nn: set[str] = set()  # from torch.nn import Conv2d, Module
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for a in node.names:
+            if a.name == "torch":
+                self.torch_aliases.add(a.asname or "torch")
+            elif a.name == "torch.nn":
+                self.nn_aliases.add(a.asname or "torch.nn")
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.module == "torch":
+            for a in node.names:
+                if a.name == "nn":
+                    self.nn_aliases.add(a.asname or "nn")
+        elif node.module in ("torch.nn", "torch.nn.modules"):
+            for a in node.names:
+                self.from_nn.add(a.asname or a.name)
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+class _FileLinter:
+    def __init__(self, path: Path, tree: ast.Module, lines: list[str], module_classes: set[str]) -> None:
+        self.path, self.tree, self.lines = path, tree, lines
+        self.names = _Names()
+        self.names.visit(tree)
+        self.module_classes = module_classes
+        self.findings: list[Finding] = []
+        self.suppressed = 0
+
+    # --- what a call constructs ---------------------------------------------------------------------
+
+    def _nn_member(self, func: ast.AST) -> str | None:
+        """'Conv2d' for nn.Conv2d / torch.nn.Conv2d / Conv2d imported from torch.nn, else None."""
+        name = _dotted(func)
+        if name is None:
+            return None
+        head, _, last = name.rpartition(".")
+        if head in self.names.nn_aliases or head in {f"{t}.nn" for t in self.names.torch_aliases}:
+            return last
+        if not head and last in self.names.from_nn:
+            return last
+        return None
+
+    def is_module_ctor(self, node: ast.AST) -> bool:
+        if not isinstance(node, ast.Call):
+            return False
+        member = self._nn_member(node.func)
+        if member is not None:
+            return member[:1].isupper() and member not in NOT_MODULES
+        name = _dotted(node.func)
+        return name is not None and name.rpartition(".")[2] in self.module_classes
+
+    def is_parameter_ctor(self, node: ast.AST) -> bool:
+        return isinstance(node, ast.Call) and self._nn_member(node.func) in PARAMETER_CALLS
+
+    def is_tensor_factory(self, node: ast.AST) -> bool:
+        if not isinstance(node, ast.Call):
+            return False
+        name = _dotted(node.func) or ""
+        head, _, last = name.rpartition(".")
+        return head in self.names.torch_aliases and last in TENSOR_FACTORIES
+
+    # --- containers --------------------------------------------------------------------------------------
+
+    def _elements(self, node: ast.AST) -> list[ast.AST] | None:
+        """The element expressions of a plain container expression, or None when ``node`` is not one."""
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            return [e.value if isinstance(e, ast.Starred) else e for e in node.elts]
+        if isinstance(node, ast.Dict):
+            return [v for v in node.values if v is not None]
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
+            return [node.elt]
+        if isinstance(node, ast.DictComp):
+            return [node.value]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
+            left, right = self._elements(node.left), self._elements(node.right)
+            if left is None and right is None:
+                return None
+            return (left or []) + (right or [])
+        if isinstance(node, ast.Call):
+            name = (_dotted(node.func) or "").rpartition(".")[2]
+            if name in CONTAINER_CALLS and not self._nn_member(node.func):
+                out: list[ast.AST] = []
+                for a in node.args:
+                    inner = self._elements(a)
+                    out += inner if inner is not None else [a]
+                out += [k.value for k in node.keywords]
+                return out
+        return None
+
+    def _kind(self, elements: list[ast.AST], bound: dict[str, str]) -> str | None:
+        """'module' or 'parameter' when any element constructs one (directly or through a bound local name)."""
+        for e in elements:
+            if isinstance(e, ast.Tuple):  # (name, module) pairs for OrderedDict / dict(...)
+                k = self._kind(list(e.elts), bound)
+                if k:
+                    return k
+            if self.is_module_ctor(e):
+                return "module"
+            if self.is_parameter_ctor(e):
+                return "parameter"
+            if isinstance(e, ast.Name) and e.id in bound:
+                return bound[e.id]
+        return None
+
+    # --- the class walk ----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.ClassDef) and self._is_module_class(node):
+                self._class(node)
+
+    def _is_module_class(self, node: ast.ClassDef) -> bool:
+        for base in node.bases:
+            member = self._nn_member(base)
+            if member is not None and member in MODULE_BASES | {"Module"}:
+                return True
+            name = (_dotted(base) or "").rpartition(".")[2]
+            if name in self.module_classes or name in MODULE_BASES - {"Module"} or name == "LightningModule":
+                return True
+        return False
+
+    def _class(self, cls: ast.ClassDef) -> None:
+        methods = {f.name: f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        plain: dict[str, str] = {}  # attribute -> "module" | "parameter" | "" (a plain container, contents unknown)
+        tensors: dict[str, ast.AST] = {}
+        for fname, fn in methods.items():
+            bound: dict[str, str] = {}
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Assign):
+                    kind = "module" if self.is_module_ctor(node.value) else "parameter" if self.is_parameter_ctor(node.value) else None
+                    for t in node.targets:
+                        if isinstance(t, ast.Name) and kind:
+                            bound[t.id] = kind
+                        self._assignment(cls, fname, t, node.value, bound, plain, tensors)
+                elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                    self._assignment(cls, fname, node.target, node.value, bound, plain, tensors)
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call):
+                    self._append(cls, node, bound, plain)
+        forward = methods.get("forward")
+        if forward is not None:
+            reads = {n.attr for n in ast.walk(forward) if isinstance(n, ast.Attribute) and _is_self(n.value)
+                     and isinstance(n.ctx, ast.Load)}
+            for attr, value in tensors.items():
+                if attr in reads:
+                    self._emit("R004", value, f"{cls.name}.{attr}",
+                               f"self.{attr} is a plain tensor read in forward(): not moved by .to(), not saved")
+            for node in ast.walk(forward):
+                if self.is_module_ctor(node):
+                    self._emit("R005", node, f"{cls.name}.forward",
+                               f"{_dotted(node.func)}(...) is built inside forward(): re-created every call, never trained")
+
+    def _assignment(self, cls, fname, target, value, bound, plain, tensors) -> None:
+        if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute) and _is_self(target.value.value):
+            attr = target.value.attr  # self.x[k] = <module> on a plain container
+            kind = self._kind([value], bound)
+            if attr in plain and kind:
+                self._emit("R001" if kind == "module" else "R002", target, f"{cls.name}.{attr}",
+                           f"{kind} stored into the plain container self.{attr}: invisible to parameters()/state_dict()")
+            return
+        if not (isinstance(target, ast.Attribute) and _is_self(target.value)):
+            return
+        attr = target.attr
+        elements = self._elements(value)
+        if elements is not None:
+            kind = self._kind(elements, bound)
+            plain[attr] = kind or ""
+            if kind == "module":
+                self._emit("R001", value, f"{cls.name}.{attr}",
+                           f"self.{attr} holds nn.Module objects in a plain {_container_name(value)}: "
+                           "parameters(), state_dict() and .to() will not see them")
+            elif kind == "parameter":
+                self._emit("R002", value, f"{cls.name}.{attr}",
+                           f"self.{attr} holds nn.Parameter objects in a plain {_container_name(value)}: "
+                           "the optimizer and state_dict() will not see them")
+            return
+        if isinstance(value, ast.Call) and not self.is_module_ctor(value):
+            name = (_dotted(value.func) or "").rpartition(".")[2]
+            args = list(value.args) + [k.value for k in value.keywords]
+            if name in PLAIN_OBJECT_CALLS and any(self.is_module_ctor(a) for a in args):
+                self._emit("R003", value, f"{cls.name}.{attr}",
+                           f"self.{attr} = {name}(...) wraps a module in a plain object: it will not be registered")
+                return
+        if fname == "__init__" and self.is_tensor_factory(value):
+            tensors[attr] = value
+
+    def _append(self, cls, call: ast.Call, bound, plain) -> None:
+        func = call.func
+        if not (isinstance(func, ast.Attribute) and func.attr in ("append", "extend", "insert", "add", "appendleft")
+                and isinstance(func.value, ast.Attribute) and _is_self(func.value.value)):
+            return
+        attr = func.value.attr
+        if attr not in plain:
+            return
+        args = list(call.args[1:] if func.attr == "insert" else call.args)
+        elements: list[ast.AST] = []
+        for a in args:
+            inner = self._elements(a) if func.attr == "extend" else None
+            elements += inner if inner is not None else [a]
+        kind = self._kind(elements, bound)
+        if kind:
+            self._emit("R001" if kind == "module" else "R002", call, f"{cls.name}.{attr}",
+                       f"self.{attr}.{func.attr}(...) adds {'an nn.Module' if kind == 'module' else 'an nn.Parameter'} "
+                       f"to a plain container: use nn.{'ModuleList' if kind == 'module' else 'ParameterList'}")
+
+    def _emit(self, code: str, node: ast.AST, symbol: str, message: str) -> None:
+        line = getattr(node, "lineno", 1)
+        text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        m = _IGNORE.search(text)
+        if m and (m.group(1) is None or code in {c.strip().upper() for c in m.group(1).split(",")}):
+            self.suppressed += 1
+            return
+        col = getattr(node, "col_offset", 0) + 1
+        severity = Severity.WARNING if code == "R004" else Severity.ERROR
+        self.findings.append(Finding(code, severity, symbol, message, location=f"{self.path}:{line}:{col}"))
+
+
+def _is_self(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "self"
+
+
+def _container_name(node: ast.AST) -> str:
+    if isinstance(node, (ast.List, ast.ListComp)):
+        return "list"
+    if isinstance(node, (ast.Dict, ast.DictComp)):
+        return "dict"
+    if isinstance(node, (ast.Set, ast.SetComp)):
+        return "set"
+    if isinstance(node, ast.Tuple):
+        return "tuple"
+    if isinstance(node, ast.Call):
+        return f"{(_dotted(node.func) or 'container').rpartition('.')[2]}(...)"
+    return "container"
+
+
+def _module_classes(trees: list[ast.Module]) -> set[str]:
+    """Class names (across all files) that derive from nn.Module, by name, to a fixed point."""
+    edges: dict[str, set[str]] = {}
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                edges.setdefault(node.name, set()).update((_dotted(b) or "").rpartition(".")[2] for b in node.bases)
+    known = set(MODULE_BASES)
+    changed = True
+    while changed:
+        changed = False
+        for name, bases in edges.items():
+            if name not in known and bases & known:
+                known.add(name)
+                changed = True
+    return known - {"Module"}
+
+
+def lint_paths(paths: list[str | Path], ignore: set[str] = frozenset()) -> LintResult:
+    """Lint every Python file under ``paths``; ``ignore`` drops rule codes. Unparsable files are listed in errors."""
+    files = iter_python_files(paths)
+    parsed: list[tuple[Path, ast.Module, list[str]]] = []
+    errors: list[str] = []
+    for f in files:
+        try:
+            source = f.read_text(encoding="utf-8", errors="replace")
+            parsed.append((f, ast.parse(source, filename=str(f)), source.splitlines()))
+        except SyntaxError as exc:
+            errors.append(f"{f}:{exc.lineno or 1}: syntax error: {exc.msg}")
+        except (OSError, ValueError) as exc:
+            errors.append(f"{f}: cannot read: {exc}")
+    classes = _module_classes([t for _, t, _ in parsed])
+    findings: list[Finding] = []
+    suppressed = 0
+    for path, tree, lines in parsed:
+        linter = _FileLinter(path, tree, lines, classes)
+        linter.run()
+        findings += [x for x in linter.findings if x.rule not in ignore]
+        suppressed += linter.suppressed
+    findings.sort(key=lambda x: (x.location or "", x.rule))
+    return LintResult(findings, len(files), suppressed, errors)
