@@ -47,6 +47,10 @@ print(json.dumps({"seconds": 0.0, "changed": 0,
 """
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import record  # noqa: E402
+
+
 def make_checkpoints(folder: Path, gb: float) -> tuple[Path, Path]:
     import torch
 
@@ -114,6 +118,10 @@ def main() -> None:
     print(f"compare phase / naive:      {ours['seconds'] / naive['seconds']:.2f}x")
     print(f"peak RSS / naive:           {rss_ratio:.2f} (goal < 0.25): {'met' if rss_ratio < 0.25 else 'MISSED'}")
     print(f"RSS above the torch floor:  ours {ours['rss_mb'] - floor['rss_mb']:.0f} MB, naive {naive['rss_mb'] - floor['rss_mb']:.0f} MB")
+    record("diff: compare 2x1 GiB vs cat read floor", f"{ours['seconds']:.2f} s", f"cat {floor_read:.2f} s, naive {naive['seconds']:.2f} s",
+           time_ratio, "<= 2x floor", time_ratio <= 2)
+    record("diff: peak RSS vs naive torch.load", f"{ours['rss_mb']:.0f} MB", f"naive {naive['rss_mb']:.0f} MB", rss_ratio,
+           "< 0.25", rss_ratio < 0.25)
 
 
 if __name__ == "__main__":

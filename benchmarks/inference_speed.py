@@ -11,13 +11,19 @@ Run: python benchmarks/inference_speed.py [--seconds 4] [--compile]
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ssdlite_model import build_ssdlite, ssds_voc
 from ssdlite_model.optimize import fold_batchnorm
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import record  # noqa: E402
 
 
 def images_per_second(fn, batch: torch.Tensor, seconds: float) -> float:
@@ -87,6 +93,10 @@ def main() -> None:
     print(f"multiply-adds per second, ours / torchvision: {eff:.2f}")
     print(f"goal >= 40 images/s: {'met' if o[3] >= 40 else 'MISSED'} ({o[3]:.1f}); "
           f"torchvision's efficiency per MAC or better: {'met' if eff >= 1 else 'MISSED'}")
+    record("ssdlite: inference, batch 8, network only", f"{o[3]:.1f} img/s", f"torchvision ssdlite320 {t[3]:.1f} img/s",
+           o[3] / t[3], ">= 40 img/s", o[3] >= 40)
+    record("ssdlite: multiply-adds per second", f"{o[3] * o[4] / 1e9:.1f} GMAC/s", f"torchvision {t[3] * t[4] / 1e9:.1f} GMAC/s",
+           eff, ">= 1x", eff >= 1)
 
 
 def _detect(network, model, x):

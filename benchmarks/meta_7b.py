@@ -7,7 +7,9 @@ more than this 24 GiB machine has). Run: python benchmarks/meta_7b.py
 from __future__ import annotations
 
 import resource
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -45,6 +47,10 @@ class Llama7B(nn.Module):
         return self.lm_head(self.norm(x))
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import record  # noqa: E402
+
+
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -75,6 +81,8 @@ def main() -> None:
     except Exception as exc:  # torchinfo reads tensor values, which meta tensors lack
         print(f"{'torchinfo.summary on meta':<44} failed: {exc.__class__.__name__}: {str(exc)[:80]}")
     print(f"{'peak RSS at the end, MB':<44} {peak_mb():>16.0f}")
+    record("params: 7B transformer on meta", f"{audit_s:.2f} s, {audit_peak:.0f} MB peak",
+           f"{report.registered_params / 1e9:.2f}B params (fp32 CPU build needs ~27 GB)", None, "runs on 24 GiB", audit_peak < 24 * 1024)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,61 @@
+"""Run every benchmark (`make bench`) and print one table: name, this project, the comparison, ratio, goal.
+
+Writes out/bench/results.json, out/bench/results.md (the table the README includes) and each benchmark's full
+output in out/bench/<name>.txt. Benchmarks run one after another, each in its own process.
+Run: python benchmarks/run_all.py [--only NAME ...] [--train-minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "out" / "bench"
+BENCHMARKS = ["params_speed", "zoo_sweep", "meta_7b", "diff_speed", "gradflow_overhead", "lint_speed",
+              "inference_speed", "train_synthetic"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=BENCHMARKS, help="run just these")
+    parser.add_argument("--train-minutes", type=float, default=10.0, help="budget per model in train_synthetic")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows, failures = [], []
+    for name in args.only or BENCHMARKS:
+        target = OUT / f"{name}.json"
+        target.unlink(missing_ok=True)
+        cmd = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py")]
+        if name == "train_synthetic":
+            cmd += ["--minutes", str(args.train_minutes)]
+        print(f"running {name} ...", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "SSDAUDIT_BENCH_JSON": str(target)})
+        (OUT / f"{name}.txt").write_text(proc.stdout + proc.stderr)
+        print(f"  {name}: exit {proc.returncode} in {time.perf_counter() - start:.0f} s", flush=True)
+        if proc.returncode != 0:
+            failures.append(name)
+            continue
+        rows += json.loads(target.read_text()) if target.exists() else []
+    (OUT / "results.json").write_text(json.dumps(rows, indent=2))
+    table = ["| benchmark | this project | comparison | ratio | goal | met |", "|---|---|---|---:|---|---|"]
+    for r in rows:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        table.append(f"| {r['name']} | {r['ours']} | {r['comparison']} | {ratio} | {r['goal']} | {met} |")
+    (OUT / "results.md").write_text("\n".join(table) + "\n")
+    print()
+    print("\n".join(table))
+    if failures:
+        print(f"\nfailed: {', '.join(failures)} (see out/bench/<name>.txt)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
