@@ -403,34 +403,27 @@ def _examples(tensors: list[TrackedTensor], n: int = 3) -> str:
 
 def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]], has_optimizer: bool) -> list[Finding]:
     """G001 orphan gradients, G002 parameters no gradient reaches, G003 optimizer coverage (both directions)."""
-    out: list[Finding] = []
-    for top, ts in _group([t for t in tensors if not t.registered]).items():
+    def finding(code: str, path: str, ts: list[TrackedTensor], what: str, listing: str) -> Finding:
         params = sum(t.numel for t in ts)
-        out.append(Finding(
-            "G001", Severity.ERROR, top,
-            f"{len(ts)} tensors ({params:,} parameters) get gradients but are not registered parameters: "
-            f"an optimizer built from model.parameters() never applies them: {_examples(ts)}",
-            params=params, members={t.name: t.shape for t in ts},
-        ))
-    dead = [t for t in tensors if t.registered and not t.reached]
-    for layer, ts in _by_layer(dead).items():
-        params = sum(t.numel for t in ts)
-        out.append(Finding(
-            "G002", Severity.ERROR, layer,
-            f"{len(ts)} trainable parameters ({params:,} values) receive no gradient from the loss: "
-            f"{', '.join(t.name for t in ts)}",
-            params=params,
-        ))
+        return Finding(code, Severity.ERROR, path, f"{len(ts)} {what.format(params=params)}: {listing}", params=params,
+                       members={t.name: t.shape for t in ts})
+
+    out = [
+        finding("G001", top, ts, "tensors ({params:,} parameters) get gradients but are not registered parameters: "
+                "an optimizer built from model.parameters() never applies them", _examples(ts))
+        for top, ts in _group([t for t in tensors if not t.registered]).items()
+    ]
+    out += [
+        finding("G002", layer, ts, "trainable parameters ({params:,} values) receive no gradient from the loss",
+                ", ".join(t.name for t in ts))
+        for layer, ts in _by_layer([t for t in tensors if t.registered and not t.reached]).items()
+    ]
     if has_optimizer:
-        missing = [t for t in tensors if t.registered and t.reached and not t.in_optimizer]
-        for top, ts in _group(missing).items():
-            params = sum(t.numel for t in ts)
-            out.append(Finding(
-                "G003", Severity.ERROR, top,
-                f"{len(ts)} parameters ({params:,} values) get gradients but are in no optimizer param_group: "
-                f"{_examples(ts)}",
-                params=params,
-            ))
+        out += [
+            finding("G003", top, ts, "parameters ({params:,} values) get gradients but are in no optimizer param_group",
+                    _examples(ts))
+            for top, ts in _group([t for t in tensors if t.registered and t.reached and not t.in_optimizer]).items()
+        ]
         if stale:
             params = sum(s["numel"] for s in stale)
             where = ", ".join(f"param_groups[{s['group']}][{s['index']}] {tuple(s['shape'])}" for s in stale[:3])

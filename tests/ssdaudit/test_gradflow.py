@@ -1,15 +1,9 @@
 """GradFlowMonitor and `ssdaudit gradflow`: every rule with its bug and a clean twin, the log, DDP, bad input."""
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
@@ -214,20 +208,8 @@ def test_bad_input(tmp_path):
     assert result.exit_code == 2 and "not a gradflow index" in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ddp_unused_branch_reported_before_ddp_fails(tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-         str(ROOT / "tests/data/ddp_unused_branch.py"), str(tmp_path / "log")],
-        capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path,
-    )
+def test_ddp_unused_branch_reported_before_ddp_fails(tmp_path, torchrun):
+    proc = torchrun([str(ROOT / "tests/data/ddp_unused_branch.py"), str(tmp_path / "log")], tmp_path, 180)
     out = proc.stdout
     assert "FINDINGS" in out, proc.stderr[-2000:]
     findings = json.loads(out.split("FINDINGS ", 1)[1].splitlines()[0])

@@ -4,10 +4,8 @@ import importlib.resources
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jsonschema

@@ -1,11 +1,6 @@
 """The trainer: exact resume, atomic checkpoints, divergence, run-directory errors, DDP through torchrun."""
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -121,21 +116,10 @@ def test_schedule_warmup_hold_cosine():
     assert lr_factor(1.0, 0.1, 1 / 3) == pytest.approx(0.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_ddp_two_processes_gloo(tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-         "-m", "ssdlite_model.cli", "train", "--preset", "tiny", "--epochs", "1", "--image-size", "64",
-         "--width-mult", "0.35", "--n-train", "8", "--n-val", "4", "--batch-size", "2", "--out", str(tmp_path / "ddp")],
-        capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path,
-    )
+def test_ddp_two_processes_gloo(tmp_path, torchrun):
+    proc = torchrun(
+        ["-m", "ssdlite_model.cli", "train", "--preset", "tiny", "--epochs", "1", "--image-size", "64", "--width-mult",
+         "0.35", "--n-train", "8", "--n-val", "4", "--batch-size", "2", "--out", str(tmp_path / "ddp")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     state = torch.load(tmp_path / "ddp" / CHECKPOINT, weights_only=True)
     assert state["epoch"] == 1 and state["step"] == 2  # 8 images / (2 per step x 2 processes)
