@@ -147,7 +147,10 @@ def draw_grid(results: dict, path: Path, n: int = 4) -> Path:
             image, target = val[i]
             with torch.no_grad():
                 det = model.detect(image[None])[0]
-            png = draw_detections(image, det, names, score=0.4, truth=target)
+            # drawn at 2x so that labels stay readable on 128-pixel images
+            big = torch.nn.functional.interpolate(image[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
+            det = {**det, "boxes": det["boxes"] * 2}
+            png = draw_detections(big, det, names, score=0.4, truth={**target, "boxes": target["boxes"] * 2})
             tiles.append(decode_png(torch.frombuffer(bytearray(png), dtype=torch.uint8)))
         rows.append(torch.cat(tiles, dim=2))
     grid = torch.cat(rows, dim=1)

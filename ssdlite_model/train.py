@@ -426,10 +426,12 @@ class Trainer:
         images_seen, t0 = 0, time.perf_counter()
         view.start_epoch(epoch + 1, self.s.epochs)
         try:
+            tick = time.perf_counter()
             for images, targets in self._loader(epoch):
-                start = time.perf_counter()
                 out = self.train_step(images, targets)
-                self.elapsed += time.perf_counter() - start
+                now = time.perf_counter()
+                self.elapsed += now - tick  # training time: data loading and steps, not evaluation
+                tick = now
                 losses.append(out)
                 images_seen += len(images) * self.dist.world
                 rate = images_seen / max(time.perf_counter() - t0, 1e-9)
