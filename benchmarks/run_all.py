@@ -42,7 +42,12 @@ def main() -> None:
         if proc.returncode != 0:
             failures.append(name)
             continue
-        rows += json.loads(target.read_text()) if target.exists() else []
+        rows += [{**r, "benchmark": name} for r in json.loads(target.read_text())] if target.exists() else []
+    if args.only and (OUT / "results.json").exists():  # keep the other benchmarks' rows from the last full run
+        ran = set(args.only)
+        previous = [r for r in json.loads((OUT / "results.json").read_text()) if r.get("benchmark") not in ran]
+        order = {n: i for i, n in enumerate(BENCHMARKS)}
+        rows = sorted(previous + rows, key=lambda r: order.get(r.get("benchmark"), 99))
     (OUT / "results.json").write_text(json.dumps(rows, indent=2))
     table = ["| benchmark | this project | comparison | ratio | goal | met |", "|---|---|---|---:|---|---|"]
     for r in rows:

@@ -7,7 +7,7 @@
 5. `ssdaudit diff` of the two checkpoints: the 312 backbone entries the buggy one never saved.
 6. Write out/seed_story/report.md with the tables and the figures.
 
-Run: python examples/seed_story.py [--minutes 3.5] [--out out/seed_story]   (about 9 minutes on 2 CPU cores)
+Run: python examples/seed_story.py [--minutes 3] [--out out/seed_story]   (about 8 minutes on 2 CPU cores)
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def train_variant(name: str, factory, out: Path, minutes: float, gradflow: bool 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=3.5, help="training budget per variant")
+    parser.add_argument("--minutes", type=float, default=3.0, help="training budget per variant (wall time, data loading included)")
     parser.add_argument("--out", type=Path, default=Path("out/seed_story"))
     args = parser.parse_args()
     out: Path = args.out

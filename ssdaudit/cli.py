@@ -457,7 +457,12 @@ def check(
         known = read_baseline(base_path) if base_path is not None and not write_baseline else set()
     except (ConfigError, LoadError) as exc:
         _fail(str(exc), False)
-    status = _console() if fmt is Format.text and sys.stderr.isatty() else None
+    if fmt is Format.text and sys.stderr.isatty():
+        from rich.console import Console
+
+        status = Console(stderr=True, highlight=False)
+    else:
+        status = None
     report = run_check(cfg, known, progress=(lambda msg: status.print(f"[dim]{msg}...[/]")) if status else None)
     if write_baseline:
         if base_path is None:

@@ -194,17 +194,21 @@ def compare_tensors(
     work = torch.float32 if floating and torch.float64 not in (a.dtype, b.dtype) else torch.float64
     bitwise, close = True, True
     max_abs, sq_diff, sq_a, nonfinite_a, nonfinite_b = 0.0, 0.0, 0.0, 0, 0
+    equal_chunks: list[tuple[int, int]] = []  # their share of ||a|| is needed only if another chunk differs
     for start in range(0, fa.numel(), CHUNK_ELEMENTS):
         stop = min(start + CHUNK_ELEMENTS, fa.numel())
         ca, cb = fa[start:stop], fb[start:stop]
-        nonfinite_a += _nonfinite(ca)
-        nonfinite_b += _nonfinite(cb)
         equal_bits = same_bits and torch.equal(ca.contiguous().view(view), cb.contiguous().view(view))
-        wa = ca.to(work)
-        sq_a += float(torch.linalg.vector_norm(wa)) ** 2
-        if not equal_bits:
+        n = _nonfinite(ca)
+        nonfinite_a += n
+        if equal_bits:  # same bits, same NaN/Inf count: one pass saved
+            nonfinite_b += n
+            equal_chunks.append((start, stop))
+        else:
+            nonfinite_b += _nonfinite(cb)
             bitwise = False
-            wb = cb.to(work)
+            wa, wb = ca.to(work), cb.to(work)
+            sq_a += float(torch.linalg.vector_norm(wa)) ** 2
             d = wa - wb
             lo, hi = torch.aminmax(d)
             max_abs = max(max_abs, float(hi), -float(lo))
@@ -213,6 +217,11 @@ def compare_tensors(
                 close = bool(torch.isclose(wa, wb, rtol=rtol, atol=atol, equal_nan=True).all())
         if after_chunk is not None:
             after_chunk(start, stop)
+    if not bitwise:
+        for start, stop in equal_chunks:
+            sq_a += float(torch.linalg.vector_norm(fa[start:stop].to(work))) ** 2
+            if after_chunk is not None:
+                after_chunk(start, stop)
     bitwise = bitwise and same_bits
     rel = (sq_diff ** 0.5) / (sq_a ** 0.5) if sq_a > 0 else (float("inf") if sq_diff > 0 else 0.0)
     return TensorComparison(bitwise, close, max_abs, rel, nonfinite_a, nonfinite_b)

