@@ -109,6 +109,8 @@ def build_datasets(s: TrainSettings) -> tuple[Any, Any, tuple[str, ...]]:
         names = train.class_names
     else:
         raise TrainError(f"unknown --data {s.data!r}: use synthetic, voc:ROOT or coco:IMAGES,ANNOTATIONS")
+    if s.augment not in ("auto", "ssd", "light", "none"):
+        raise TrainError(f"unknown --augment {s.augment!r}: use auto, ssd, light or none")
     augment = s.augment if s.augment != "auto" else ("light" if kind == "synthetic" else "ssd")
     if augment in ("ssd", "light"):
         train = Transformed(train, ssd_train_transform(s.image_size, strong=augment == "ssd"))
@@ -201,6 +203,10 @@ class Trainer:
         self.run_dir = Path(settings.out)
         self.on_epoch = on_epoch
         want = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if want not in ("cpu", "cuda"):
+            raise TrainError(f"unknown --device {want!r}: use auto, cpu or cuda")
+        if want == "cuda" and not torch.cuda.is_available():
+            raise TrainError("--device cuda: no CUDA GPU is visible to PyTorch here; use --device cpu")
         self.device = torch.device(want)
         self.dist = init_distributed(self.device)
         if self.device.type == "cuda" and self.dist.world > 1:
