@@ -31,7 +31,7 @@ from _summary import record  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per variant (step time only)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model, minutes of wall-clock (data loading included)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     rows = []
@@ -42,7 +42,7 @@ def main() -> None:
             rows.append((name, last["epoch"], last["step"], last["loss"], r["trained_map"], r["reloaded_map"],
                          last["images_per_s"]))
     settings = ", ".join(f"{k}={v}" for k, v in RECIPE.items())
-    print(f"budget {args.minutes} min of training steps per model, CPU threads {torch.get_num_threads()}; {settings}\n")
+    print(f"budget {args.minutes} min of wall-clock training per model (data loading included), CPU threads {torch.get_num_threads()}; {settings}\n")
     print(f"{'model':24} {'epochs':>6} {'steps':>6} {'loss':>7} {'mAP@0.5':>8} {'after reload':>13} {'img/s':>6}")
     for name, epochs, steps, loss, m, reloaded, ips in rows:
         print(f"{name:24} {epochs:6d} {steps:6d} {loss:7.3f} {m:8.3f} {reloaded:13.3f} {ips:6.1f}")
