@@ -131,30 +131,40 @@ def main() -> None:
 
 
 def draw_grid(results: dict, path: Path, n: int = 4) -> Path:
-    """Rows: fixed after reload, buggy after reload; columns: validation images (ground truth in white)."""
-    from torchvision.io import decode_png, encode_png
+    """Rows: fixed and buggy after reload; columns: validation images; titles and a legend on the figure itself."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.io import decode_png
 
     from ssdaudit.atomic import atomic_write
     from ssdlite_model.drawing import draw_detections
 
     val = results["fixed"]["trainer"].val_set
     names = results["fixed"]["trainer"].config.class_names
-    rows = []
-    for key in ("fixed", "buggy"):
+    fig, axes = plt.subplots(2, n, figsize=(3 * n, 6.6))
+    for row, (key, label) in enumerate((("fixed", "fixed (nn.ModuleList)"), ("buggy", "buggy (plain list)"))):
         model = results[key]["fresh"].eval()
-        tiles = []
-        for i in range(n):
-            image, target = val[i]
+        for col in range(n):
+            image, target = val[col]
             with torch.no_grad():
                 det = model.detect(image[None])[0]
             # drawn at 2x so that labels stay readable on 128-pixel images
             big = torch.nn.functional.interpolate(image[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
-            det = {**det, "boxes": det["boxes"] * 2}
-            png = draw_detections(big, det, names, score=0.4, truth={**target, "boxes": target["boxes"] * 2})
-            tiles.append(decode_png(torch.frombuffer(bytearray(png), dtype=torch.uint8)))
-        rows.append(torch.cat(tiles, dim=2))
-    grid = torch.cat(rows, dim=1)
-    atomic_write(path, lambda f: f.write(encode_png(grid).numpy().tobytes()))
+            png = draw_detections(big, {**det, "boxes": det["boxes"] * 2}, names, score=0.4,
+                                  truth={**target, "boxes": target["boxes"] * 2})
+            ax = axes[row, col]
+            ax.imshow(decode_png(torch.frombuffer(bytearray(png), dtype=torch.uint8)).permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            shown = int((det["scores"] >= 0.4).sum())
+            ax.set_title(f"{label}\n{shown} detections >= 0.4" if col == 0 else f"{shown} detections >= 0.4", fontsize=9)
+    fig.suptitle("Detections after save + reload (validation images, score >= 0.4, coloured by class; white: ground truth)",
+                 fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
     return path
 
 
