@@ -137,14 +137,15 @@ def run_check(cfg: CheckConfig, baseline: set[str] | None = None, progress: Call
     if cfg.lint:
         if progress:
             progress("lint")
-        result = lint_paths([cfg.root / p for p in cfg.lint], cfg.ignore)
+        result = lint_paths([cfg.root / p for p in cfg.lint], cfg.ignore, [cfg.root / p for p in cfg.exclude])
         for f in result.findings:  # paths relative to the configuration's folder, as the user wrote them
             path, _, rest = (f.location or "").partition(":")
             try:
                 f.location = f"{Path(path).resolve().relative_to(cfg.root.resolve()).as_posix()}:{rest}"
             except ValueError:
                 pass
-        row = CheckRow(f"lint {', '.join(cfg.lint)}", "ok", [f"{result.files} files, {len(result.findings)} findings"])
+        excluded = f", {len(cfg.exclude)} excluded" if cfg.exclude else ""
+        row = CheckRow(f"lint {', '.join(cfg.lint)}", "ok", [f"{result.files} files{excluded}, {len(result.findings)} findings"])
         row.details += result.errors
         row.findings = result.findings
         rows.append(row)

@@ -369,6 +369,7 @@ def _emit_ci(fmt: Format, findings, default_file: str | None) -> None:
 def lint(
     paths: list[Path] = typer.Argument(..., help="Python files or folders (searched recursively)."),
     ignore: str = typer.Option("", "--ignore", help="Rule codes to skip, comma-separated, e.g. R004."),
+    exclude: list[Path] = typer.Option([], "--exclude", help="Files or folders read for context (base classes) but not reported; repeatable."),
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif or github."),
 ) -> None:
     """Static rules over Python source (nothing is imported or run): R001-R005 inside nn.Module classes.
@@ -398,7 +399,7 @@ def lint(
     unknown = sorted(codes - set(RULES))
     if unknown:
         _fail(f"unknown rule code {unknown[0]!r} in --ignore (see `ssdaudit rules`)", False)
-    result = lint_paths(list(paths), codes)
+    result = lint_paths(list(paths), codes, list(exclude))
     if fmt is Format.json:
         from .report import render_json
 
@@ -426,6 +427,7 @@ def check(
 
       [tool.ssdaudit]
       lint = ["src/"]
+      exclude = ["src/legacy.py"]   # read for context, not reported
       ignore = ["R004"]
       [[tool.ssdaudit.models]]
       target = "models/net.py:build"

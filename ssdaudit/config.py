@@ -14,7 +14,7 @@ from typing import Any
 
 from .findings import RULES
 
-TOP_KEYS = {"lint", "ignore", "baseline", "models"}
+TOP_KEYS = {"lint", "exclude", "ignore", "baseline", "models"}
 MODEL_KEYS = {"target", "reference", "params", "tolerance", "max_checkpoint_mb", "gradflow_steps", "input_shape",
               "expect", "reason"}
 
@@ -40,6 +40,7 @@ class ModelCheck:
 class CheckConfig:
     path: Path
     lint: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)  # read for context, never reported (known-bad demonstrations)
     ignore: set[str] = field(default_factory=set)
     baseline: str | None = None
     models: list[ModelCheck] = field(default_factory=list)
@@ -101,6 +102,13 @@ def load_config(path: str | Path) -> CheckConfig:
         if not (cfg.root / p).exists():
             raise fail("lint", f"lint path {p!r} does not exist (relative to {cfg.root})")
     cfg.lint = lint
+    exclude = section.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+        raise fail("exclude", "'exclude' must be a list of paths")
+    for p in exclude:
+        if not (cfg.root / p).exists():
+            raise fail("exclude", f"exclude path {p!r} does not exist (relative to {cfg.root})")
+    cfg.exclude = exclude
     ignore = section.get("ignore", [])
     if not isinstance(ignore, list) or not all(isinstance(x, str) for x in ignore):
         raise fail("ignore", "'ignore' must be a list of rule codes like [\"R004\"]")

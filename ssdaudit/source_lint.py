@@ -212,6 +212,7 @@ class _FileLinter:
             for node in ast.walk(fn):
                 if isinstance(node, ast.Call):
                     self._append(cls, node, bound, plain)
+            self._unpacked_registry(cls, fn)
         forward = methods.get("forward")
         if forward is not None:
             reads = {n.attr for n in ast.walk(forward) if isinstance(n, ast.Attribute) and _is_self(n.value)
@@ -224,6 +225,34 @@ class _FileLinter:
                 if self.is_module_ctor(node):
                     self._emit("R005", node, f"{cls.name}.forward",
                                f"{_dotted(node.func)}(...) is built inside forward(): re-created every call, never trained")
+
+    def _unpacked_registry(self, cls: ast.ClassDef, fn: ast.AST) -> None:
+        """The seed's pattern: ``blocks = list(self.backbone); del self.backbone; self.backbone = blocks``.
+
+        Unpacking a registered container into a plain list is harmless while the container stays (its modules
+        remain registered through it); deleting it and keeping only the list unregisters every module."""
+        deleted = {t.attr for node in ast.walk(fn) if isinstance(node, ast.Delete)
+                   for t in node.targets if isinstance(t, ast.Attribute) and _is_self(t.value)}
+        if not deleted:
+            return
+        derived: dict[str, str] = {}  # local name -> the attribute it unpacks
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign):
+                source = _unpacked_attr(node.value)
+                for t in node.targets:
+                    if isinstance(t, ast.Name) and source:
+                        derived[t.id] = source
+        for node in ast.walk(fn):
+            if not isinstance(node, ast.Assign):
+                continue
+            source = _unpacked_attr(node.value) or (derived.get(node.value.id) if isinstance(node.value, ast.Name) else None)
+            if source not in deleted:
+                continue
+            for t in node.targets:
+                if isinstance(t, ast.Attribute) and _is_self(t.value):
+                    self._emit("R001", node, f"{cls.name}.{t.attr}",
+                               f"self.{t.attr} holds the modules of self.{source} in a plain list after `del self.{source}`: "
+                               "they leave parameters(), state_dict() and .to()")
 
     def _assignment(self, cls, fname, target, value, bound, plain, tensors) -> None:
         if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute) and _is_self(target.value.value):
@@ -290,6 +319,19 @@ class _FileLinter:
         self.findings.append(Finding(code, severity, symbol, message, location=f"{self.path}:{line}:{col}"))
 
 
+def _unpacked_attr(node: ast.AST) -> str | None:
+    """'backbone' for list(self.backbone), tuple(self.backbone), [m for m in self.backbone] (also .children())."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("list", "tuple") and node.args:
+        node = node.args[0]
+    elif isinstance(node, (ast.ListComp, ast.GeneratorExp)) and node.generators:
+        node = node.generators[0].iter
+    else:
+        return None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("children", "modules"):
+        node = node.func.value
+    return node.attr if isinstance(node, ast.Attribute) and _is_self(node.value) else None
+
+
 def _is_self(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id == "self"
 
@@ -326,8 +368,9 @@ def _module_classes(trees: list[ast.Module]) -> set[str]:
     return known - {"Module"}
 
 
-def lint_paths(paths: list[str | Path], ignore: set[str] = frozenset()) -> LintResult:
-    """Lint every Python file under ``paths``; ``ignore`` drops rule codes. Unparsable files are listed in errors."""
+def lint_paths(paths: list[str | Path], ignore: set[str] = frozenset(), exclude: list[str | Path] = ()) -> LintResult:
+    """Lint every Python file under ``paths``; ``ignore`` drops rule codes; files under ``exclude`` are read (their
+    classes count as module bases) but not reported. Unparsable files are listed in errors."""
     files = iter_python_files(paths)
     parsed: list[tuple[Path, ast.Module, list[str]]] = []
     errors: list[str] = []
@@ -342,7 +385,11 @@ def lint_paths(paths: list[str | Path], ignore: set[str] = frozenset()) -> LintR
     classes = _module_classes([t for _, t, _ in parsed])
     findings: list[Finding] = []
     suppressed = 0
+    skipped = [Path(e).resolve() for e in exclude]
     for path, tree, lines in parsed:
+        resolved = path.resolve()
+        if any(resolved == e or e in resolved.parents for e in skipped):
+            continue
         linter = _FileLinter(path, tree, lines, classes)
         linter.run()
         findings += [x for x in linter.findings if x.rule not in ignore]

@@ -43,6 +43,14 @@ def test_each_rule_at_the_right_line():
     assert r002.path == "ListNet.weights" and r002.location.endswith(":29:24")
 
 
+def test_seed_pattern_found_with_context_and_excluded_on_request():
+    examples = ROOT / "examples"
+    result = lint_paths([ROOT / "ssdlite_model", examples])  # SSDLite's file makes PlainListSSDLite a module class
+    assert [(f.rule, f.path, f.location.rsplit(":", 2)[-2]) for f in result.findings] == [("R001", "PlainListSSDLite.backbone", "20")]
+    result = lint_paths([ROOT / "ssdlite_model", examples], exclude=[examples / "buggy_plain_list.py"])
+    assert result.findings == []
+
+
 def test_correct_twins_are_clean():
     assert lint_paths([DATA / "good_models.py"]).findings == []
 
@@ -191,6 +199,7 @@ def test_check_expected_failure(tmp_path):
     [
         ('colour = "red"', "unknown key 'colour'"),
         ('ignore = ["R999"]', "unknown rule code 'R999'"),
+        ('exclude = ["nope.py"]', "exclude path 'nope.py' does not exist"),
     ],
 )
 def test_malformed_config_names_key_and_line(tmp_path, extra, needle):

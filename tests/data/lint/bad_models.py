@@ -54,3 +54,12 @@ class Suppressed(nn.Module):
         self.layers = [nn.Linear(4, 4)]  # ssdaudit: ignore[R001]
         self.other = [nn.Linear(4, 4)]  # ssdaudit: ignore
         self.wrong_code = [nn.Linear(4, 4)]  # ssdaudit: ignore[R004]  # expect: R001
+
+
+class Unpacked(Block):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+        layers = list(self.body)
+        del self.body
+        self.body = layers  # expect: R001

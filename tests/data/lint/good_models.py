@@ -37,3 +37,13 @@ class GoodNet(nn.Module):
 class NotAModule:
     def __init__(self):
         self.layers = [nn.Linear(4, 4)]  # a plain class may hold what it likes
+
+
+class Aliased(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+        self.taps = list(self.body)  # aliases: the modules stay registered through self.body
+
+    def forward(self, x):
+        return self.body(x)
