@@ -469,7 +469,7 @@ class Trainer:
                 self.save(BEST, record)
             self._append_metrics(record)
         _barrier(self.dist)
-        view.end_epoch(record)
+        view.end_epoch(record, monitor.summary_line() if monitor else "")
         return record
 
     def _append_metrics(self, record: dict) -> None:
@@ -541,13 +541,15 @@ class _ProgressView:
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, info=text)
 
-    def end_epoch(self, record: dict) -> None:
+    def end_epoch(self, record: dict, extra: str = "") -> None:
         if not self.enabled:
             return
         line = (f"epoch {record['epoch']}: loss {record['loss']:.3f} (loc {record['loc']:.3f}, conf {record['conf']:.3f}), "
                 f"lr {record['lr']:.2e}, {record['images_per_s']:.1f} img/s")
         if "map50" in record:
             line += f", mAP@0.5 {record['map50']:.3f} (VOC07 11-pt {record['map50_11pt']:.3f}), COCO mAP {record['coco_map']:.3f}"
+        if extra:
+            line += f"; {extra}"
         if self.progress is not None:
             self.progress.console.print(line)
         else:

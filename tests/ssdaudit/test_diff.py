@@ -282,3 +282,15 @@ def test_diff_checkpoints_library_call(tmp_path, base):
     torch.save(state, tmp_path / "b.pth")
     report = diff_checkpoints(open_checkpoint(path), open_checkpoint(tmp_path / "b.pth"))
     assert not report.identical and [c["key"] for c in report.changed] == ["3.bias"]
+
+
+def test_text_report_names_mapping_changes_and_unchanged_groups(tmp_path, base):
+    path, state = base
+    moved = {f"module.{k}": (v + 1 if k == "3.weight" else v) for k, v in state.items()}
+    torch.save(moved, tmp_path / "b.pth")
+    result = runner.invoke(app, ["diff", str(path), str(tmp_path / "b.pth")])
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "key mapping (--map auto)" in out and "module.3.weight  ->  3.weight" in out
+    assert "Changed tensors" in out and "3.weight" in out
+    assert "unchanged: 0.*" in out and "different:" in out

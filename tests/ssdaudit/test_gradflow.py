@@ -217,3 +217,15 @@ def test_ddp_unused_branch_reported_before_ddp_fails(tmp_path, torchrun):
     assert out.index("FINDINGS") < out.index("DDP-ERROR")  # we spoke first
     index = json.loads((tmp_path / "log" / "index.json").read_text())
     assert [f["path"] for f in index["coverage_findings"]] == ["unused"]
+
+
+def test_text_report_lists_layers_and_findings(tmp_path):
+    src = tmp_path / "net.py"
+    src.write_text("import torch\nfrom torch import nn\nclass Net(nn.Module):\n    def __init__(self):\n"
+                   "        super().__init__()\n        self.blocks = [nn.Linear(4, 4)]\n        self.head = nn.Linear(4, 1)\n"
+                   "    def forward(self, x):\n        return self.head(self.blocks[0](x))\n"
+                   "def example_input():\n    return torch.rand(3, 4)\n")
+    result = runner.invoke(app, ["gradflow", str(src), "--steps", "2"])
+    assert result.exit_code == 1
+    assert "Layers by mean gradient norm" in result.stdout and "never" in result.stdout
+    assert "G001 orphan-gradient (error) blocks" in result.stdout

@@ -275,3 +275,19 @@ def test_committed_rule_pages_match_the_catalogue(tmp_path):
 
     for page in write_pages(tmp_path):
         assert (ROOT / "docs" / "rules" / page.name).read_text() == page.read_text(), f"run python -m ssdaudit.rule_docs ({page.name})"
+
+
+def test_check_runs_the_gradflow_probe(tmp_path):
+    config = make_project(tmp_path)
+    config.write_text(config.read_text() + "gradflow_steps = 2\n")
+    result = check(config, "--format", "json")
+    assert result.exit_code == 0, result.output
+    (model_row,) = [r for r in json.loads(result.stdout)["rows"] if r["name"] == "src/net.py"]
+    assert any(d.startswith("gradflow: 2 steps") for d in model_row["details"])
+    # an unused branch is a gradflow error the params audit cannot see
+    (tmp_path / "src" / "net.py").write_text(NET.format(body="nn.ModuleList([nn.Linear(4, 4)])").replace(
+        "self.head = nn.Linear(4, 2)", "self.head = nn.Linear(4, 2)\n        self.spare = nn.Linear(4, 4)"))
+    config.write_text(config.read_text().replace("params = 30", "params = 50"))
+    result = check(config, "--format", "json")
+    assert result.exit_code == 1
+    assert [f["rule"] for f in json.loads(result.stdout)["new"]] == ["G002"]
