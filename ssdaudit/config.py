@@ -93,22 +93,18 @@ def load_config(path: str | Path) -> CheckConfig:
         if key not in TOP_KEYS:
             raise fail(key, f"unknown key {key!r} (known: {', '.join(sorted(TOP_KEYS))})")
     cfg = CheckConfig(path)
-    lint = section.get("lint", [])
-    if isinstance(lint, str):
-        lint = [lint]
-    if not isinstance(lint, list) or not all(isinstance(x, str) for x in lint):
-        raise fail("lint", "'lint' must be a list of paths")
-    for p in lint:
-        if not (cfg.root / p).exists():
-            raise fail("lint", f"lint path {p!r} does not exist (relative to {cfg.root})")
-    cfg.lint = lint
-    exclude = section.get("exclude", [])
-    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
-        raise fail("exclude", "'exclude' must be a list of paths")
-    for p in exclude:
-        if not (cfg.root / p).exists():
-            raise fail("exclude", f"exclude path {p!r} does not exist (relative to {cfg.root})")
-    cfg.exclude = exclude
+    def existing_paths(key: str) -> list[str]:
+        value = section.get(key, [])
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise fail(key, f"'{key}' must be a list of paths")
+        for p in value:
+            if not (cfg.root / p).exists():
+                raise fail(key, f"{key} path {p!r} does not exist (relative to {cfg.root})")
+        return value
+
+    cfg.lint = existing_paths("lint")
+    cfg.exclude = existing_paths("exclude")
     ignore = section.get("ignore", [])
     if not isinstance(ignore, list) or not all(isinstance(x, str) for x in ignore):
         raise fail("ignore", "'ignore' must be a list of rule codes like [\"R004\"]")
