@@ -66,7 +66,10 @@ def write_baseline(path: str | Path, findings: list[Finding]) -> int:
 
 
 def _target_file(target: str) -> str:
-    path = target.split(":")[0] if not (len(target) > 2 and target[1] == ":") else target
+    """The file of "file.py[:NAME]" (a Windows drive letter is not a NAME separator), else the target as written."""
+    from .loading import _is_drive
+
+    path = target if _is_drive(target) else target.split(":")[0]
     return path if path.endswith(".py") else target
 
 

@@ -158,13 +158,10 @@ def _looks_like_text(head: bytes) -> bool:
 
 def _load_unmapped(path: Path, first: Exception, trust_pickle: bool):
     """A file torch.load could not map: legacy format, a pickle that needs code, or not a checkpoint."""
-    import pickle
-
     import torch
 
     message = str(first).strip()
-    needs_code = "Unsupported global" in message or "weights_only" in message and "GLOBAL" in message
-    if needs_code or isinstance(first, pickle.UnpicklingError) and "GLOBAL" in message:
+    if "GLOBAL" in message or "Unsupported global" in message:  # the weights-only unpickler met Python code
         what = _unsupported_global(message)
         if not trust_pickle:
             raise LoadError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from enum import Enum
 from pathlib import Path
@@ -106,7 +107,9 @@ def params(
 
     try:
         loaded = load_target(target, device=device.value)
-        ref_obj, ref_name = _load_reference(reference, device.value) if reference else (None, None)
+        from .references import load_reference
+
+        ref_obj, ref_name = load_reference(reference, device.value) if reference else (None, None)
         ckpt_state = load_state_dict(checkpoint) if checkpoint is not None else None
         example = loaded.example_input
         if example is None and input_shape:
@@ -155,12 +158,6 @@ def params(
     failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
     broken_ckpt = report.checkpoint is not None and (report.checkpoint.missing_keys or report.checkpoint.shape_mismatch)
     raise typer.Exit(1 if any(f.severity in failing for f in report.findings) or broken_ckpt else 0)
-
-
-def _load_reference(spec: str, device: str):
-    from .references import load_reference
-
-    return load_reference(spec, device)
 
 
 @app.command()
@@ -243,29 +240,26 @@ def _gradflow_run(target: str, steps: int, input_shape, batch_size: int, lr: flo
     loaded = load_target(target)
     shape = _parse_shape(input_shape) if input_shape else None
     log_dir = out / "gradflow" if out is not None else None
-    with _step_progress(steps, "probe steps", fmt is Format.text) as advance:
-        run = probe_target(loaded, steps, shape, batch_size, lr, log_dir, advance)
+    with _progress(steps, "probe steps", fmt is Format.text) as advance:
+        run = probe_target(loaded, steps, shape, batch_size, lr, log_dir, advance and (lambda _step: advance()))
     return run, f"Gradient flow: {target} ({steps} steps)"
 
 
-def _step_progress(total: int, label: str, enabled: bool):
-    """A transient progress bar on stderr (terminal only) counting steps; yields ``advance(step)`` or None."""
-    import contextlib
+@contextlib.contextmanager
+def _progress(total: int, label: str, enabled: bool, in_bytes: bool = False):
+    """A transient progress bar on stderr (terminal only); yields ``advance(n=1)``, or None when not shown."""
+    if not enabled or not sys.stderr.isatty() or (in_bytes and total < 64 * 2**20):
+        yield None
+        return
+    from rich.console import Console
+    from rich import progress as rp
 
-    @contextlib.contextmanager
-    def bar():
-        if not enabled or not sys.stderr.isatty():
-            yield None
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        with Progress(f"[progress.description]{label}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=Console(stderr=True), transient=True) as progress:
-            task = progress.add_task(label, total=total)
-            yield lambda step: progress.update(task, completed=step)
-
-    return bar()
+    columns = ((rp.DownloadColumn(), rp.TransferSpeedColumn(), rp.TimeRemainingColumn()) if in_bytes
+               else (rp.MofNCompleteColumn(), rp.TimeElapsedColumn()))
+    with rp.Progress(f"[progress.description]{label}", rp.BarColumn(), *columns, console=Console(stderr=True),
+                     transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n=1: bar.advance(task, n)
 
 
 class MapMode(str, Enum):
@@ -310,8 +304,8 @@ def diff(
         _fail(str(exc), debug, exc)
     from .diff import diff_checkpoints, write_mapped as write_b
 
-    with _byte_progress(ca.tensor_bytes + cb.tensor_bytes, "comparing", fmt is Format.text) as advance:
-        report = diff_checkpoints(ca, cb, rtol, atol, map_mode.value, progress=advance)
+    with _progress(ca.tensor_bytes + cb.tensor_bytes, "comparing", fmt is Format.text, in_bytes=True) as advance:
+        report = diff_checkpoints(ca, cb, rtol, atol, map_mode.value, progress=advance and (lambda _key, n: advance(n)))
     if write_mapped is not None:
         if report.mapping is None or not report.mapping.pairs:
             _fail("--write-mapped: no key of B could be paired with A (try --map auto)", debug)
@@ -331,26 +325,6 @@ def diff(
 
         render_diff_text(report, _console(), top)
     raise typer.Exit(0 if report.identical else 1)
-
-
-def _byte_progress(total: int, label: str, enabled: bool):
-    """A transient progress bar on stderr (terminal only) for work measured in bytes; yields ``advance(key, n)``."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def bar():
-        if not enabled or not sys.stderr.isatty() or total < 64 * 2**20:
-            yield None
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-        with Progress(f"[progress.description]{label}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
-            task = progress.add_task(label, total=total)
-            yield lambda _key, n: progress.advance(task, n)
-
-    return bar()
 
 
 def _emit_ci(fmt: Format, findings, default_file: str | None) -> None:

@@ -323,6 +323,13 @@ class GradFlowMonitor:
     def findings(self, **thresholds: float) -> list[Finding]:
         return analyse_gradflow(self.run(), **thresholds)[0]
 
+    def drop_unapplied_grads(self) -> None:
+        """Clear gradients of followed tensors the optimizer does not hold: its zero_grad() never reaches them,
+        so they would pile up across steps."""
+        for t, obj in zip(self.tensors, self._objs):
+            if not t.in_optimizer and obj.grad is not None:
+                obj.grad = None
+
     def summary_line(self) -> str:
         """One line for a live display: orphans, dead tensors, the smallest update ratio."""
         orphans = [t for t in self.tensors if not t.registered]
@@ -582,19 +589,12 @@ def probe_training(
             if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:
                 raise ProbeError("the loss does not depend on any tensor that requires grad: nothing to follow")
             optimizer.zero_grad(set_to_none=True)
-            _zero_orphans(monitor)
+            monitor.drop_unapplied_grads()
             loss.backward()
             optimizer.step()
             if progress is not None:
                 progress(step + 1)
     return monitor.run()
-
-
-def _zero_orphans(monitor: GradFlowMonitor) -> None:
-    # zero_grad() skips tensors the optimizer does not hold; without this their gradients pile up across steps.
-    for t, obj in zip(monitor.tensors, monitor._objs):
-        if not t.in_optimizer and obj.grad is not None:
-            obj.grad = None
 
 
 def default_loss(output: Any, _targets: Any = None) -> torch.Tensor:

@@ -158,17 +158,3 @@ def load_state_dict(path: str | Path) -> dict:
     from .checkpoints import open_checkpoint
 
     return open_checkpoint(path).state_dict()
-
-
-def unwrap_state_dict(obj: Any) -> dict | None:
-    import torch
-
-    if isinstance(obj, dict):
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors and len(tensors) == len(obj):
-            return dict(obj)
-        for key in STATE_DICT_KEYS:
-            inner = unwrap_state_dict(obj.get(key)) if key in obj else None
-            if inner:
-                return inner
-    return None

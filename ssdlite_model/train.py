@@ -294,18 +294,20 @@ class Trainer:
             "metrics": metrics or {},
         }
 
-    def save(self, name: str = CHECKPOINT, metrics: dict | None = None) -> Path:
+    def save(self, *names: str, metrics: dict | None = None) -> Path:
+        """Write the training state to RUN_DIR/<name> for each name (default last.pth), built once; returns the first."""
         from ssdaudit.atomic import atomic_write
 
-        path = self.run_dir / name
         state = self.checkpoint(metrics)
-        try:
-            atomic_write(path, lambda f: torch.save(state, f))
-        except OSError as exc:
-            raise TrainError(
-                f"cannot write checkpoint {path}: {exc.strerror or exc} (the previous checkpoint, if any, is intact)"
-            ) from exc
-        return path
+        paths = [self.run_dir / n for n in names or (CHECKPOINT,)]
+        for path in paths:
+            try:
+                atomic_write(path, lambda f: torch.save(state, f))
+            except OSError as exc:
+                raise TrainError(
+                    f"cannot write checkpoint {path}: {exc.strerror or exc} (the previous checkpoint, if any, is intact)"
+                ) from exc
+        return paths[0]
 
     def load(self, path: Path) -> None:
         try:
@@ -464,9 +466,8 @@ class Trainer:
             best = record.get("map50", -1) > self.best_map
             if best:
                 self.best_map = record["map50"]
-            self.save(CHECKPOINT, record)  # the checkpoint first: metrics never run ahead of it
-            if best:
-                self.save(BEST, record)
+            # the checkpoint first: metrics never run ahead of it
+            self.save(CHECKPOINT, *([BEST] if best else []), metrics=record)
             self._append_metrics(record)
         _barrier(self.dist)
         view.end_epoch(record, monitor.summary_line() if monitor else "")
