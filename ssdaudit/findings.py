@@ -23,6 +23,7 @@ class Rule:
     summary: str
     why: str
     fix: str
+    severity: Severity = Severity.ERROR  # the default severity of its findings (SARIF's defaultConfiguration)
 
     @property
     def docs(self) -> str:
@@ -62,6 +63,7 @@ RULES: dict[str, Rule] = {
             "plain tensor attribute used by the model, neither parameter nor buffer",
             "a plain tensor does not move with .to(device)/.half() and is not saved in state_dict().",
             "self.register_buffer(name, tensor) (persistent=False for derived values such as priors)",
+            Severity.WARNING,
         ),
         Rule(
             "R005",
@@ -116,6 +118,7 @@ RULES: dict[str, Rule] = {
             "a layer's gradient norm far below or above the median layer's",
             "layers whose gradients vanish stop learning; exploding ones make training unstable.",
             "check initialisation and normalisation around the layer; clip gradients or lower the learning rate",
+            Severity.WARNING,
         ),
         Rule(
             "G006",
@@ -145,6 +148,7 @@ RULES: dict[str, Rule] = {
             "a tensor has different dtypes in the two checkpoints",
             "a half-precision copy loses precision silently and changes the file size by a factor of two.",
             "save in the dtype you train in (model.float() before saving), or convert explicitly",
+            Severity.WARNING,
         ),
         Rule(
             "C004",
@@ -153,6 +157,7 @@ RULES: dict[str, Rule] = {
             "a part that never changes between two training checkpoints is not learning: frozen by mistake, "
             "missing from the optimizer, or unregistered.",
             "check requires_grad and the optimizer's param_groups for that part (ssdaudit gradflow names the cause)",
+            Severity.WARNING,
         ),
         Rule(
             "C005",
@@ -167,6 +172,7 @@ RULES: dict[str, Rule] = {
             "the file is much larger than the tensors it holds",
             "torch.save writes the whole storage behind a view, so saving slices of a large tensor bloats the file.",
             "save t.clone() (or .contiguous()) copies of views, or use safetensors",
+            Severity.WARNING,
         ),
         Rule(
             "N001",
@@ -174,6 +180,7 @@ RULES: dict[str, Rule] = {
             "the same parameter is registered under several names",
             "tied weights are counted once here and saved once by torch.save; naive counters count them twice.",
             "nothing to fix; informational",
+            Severity.INFO,
         ),
         Rule(
             "N002",
@@ -181,6 +188,7 @@ RULES: dict[str, Rule] = {
             "registered parameters with requires_grad=False",
             "frozen parameters are saved but not trained; intended when fine-tuning, a bug otherwise.",
             "set requires_grad=True on them if they should train",
+            Severity.INFO,
         ),
         Rule(
             "N003",
@@ -188,6 +196,57 @@ RULES: dict[str, Rule] = {
             "no example input: the forward probe did not run",
             "modules created inside forward() (R005) and whether tensor attributes are used (R004) need a forward pass.",
             "define example_input() in the model file or pass --input-shape 1,3,H,W",
+            Severity.INFO,
+        ),
+        Rule(
+            "N004",
+            "probe-incomplete",
+            "the forward probe could not run in every mode (train, eval) or not at all",
+            "findings that need a forward pass (R004, R005, the device-move check) cover only the modes that ran; "
+            "the attribute walk's findings stand regardless.",
+            "give an input that forward accepts (example_input() or --input-shape), with a batch of 2 or more for BatchNorm",
+            Severity.INFO,
+        ),
+        Rule(
+            "N005",
+            "tensor-attribute-handled",
+            "a plain tensor attribute that forward uses safely (0-dim, or moved to the input's device first)",
+            "0-dim tensors mix with tensors on any device and forward moves the others itself, so nothing breaks; "
+            "they are still missing from state_dict().",
+            "nothing needed; register_buffer(name, t, persistent=False) makes .to() move it once instead of every call",
+            Severity.INFO,
+        ),
+        Rule(
+            "N006",
+            "hidden-frozen-module",
+            "a module kept out of the registry that is frozen or runs only under no_grad (a teacher, a frozen encoder)",
+            "often intended (a distillation teacher kept out of state_dict()), but .to(), .eval() and state_dict() "
+            "still miss it: it stays on its device and in its mode, and checkpoints do not hold it.",
+            "if it was not meant, register it (nn.ModuleList / an attribute); if it was, move it yourself with the model",
+            Severity.INFO,
+        ),
+        Rule(
+            "R008",
+            "device-move",
+            "a floating tensor that forward reads did not follow the model's .to(dtype) / .to(device)",
+            "on a GPU it stays on the CPU (forward fails with a device mismatch, or runs slowly), in half precision "
+            "it stays float32; it is outside the registry, so state_dict() misses it too.",
+            "register it (register_buffer / nn.Parameter / nn.ModuleList), or create it from the input's device and dtype",
+        ),
+        Rule(
+            "R009",
+            "parameter-moved-after-wrap",
+            "nn.Parameter(...) followed by .to()/.cuda()/.half()/.float()/.double() and assigned to an attribute",
+            "the move returns a plain non-leaf tensor on a GPU (on the CPU, .to('cpu') returns the Parameter itself, "
+            "so it only breaks there): no optimizer and no state_dict() sees it.",
+            "move the tensor before wrapping it: nn.Parameter(torch.empty(n).to(device)), or move the whole model later",
+        ),
+        Rule(
+            "E999",
+            "syntax-error",
+            "a Python file that does not parse",
+            "nothing in it can be checked, so a gate that skipped it would pass without looking.",
+            "fix the syntax error (python -m py_compile FILE shows it)",
         ),
     )
 }

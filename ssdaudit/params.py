@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .findings import Finding, Severity
+from .move_probe import device_move_findings
 from .registration import find_unregistered
 
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -258,12 +259,16 @@ def audit_params(
     depth: int = 1,
     target: str = "<model>",
     reference_name: str = "<reference>",
+    device_check: bool = True,
 ) -> ParamsReport:
     """Count what the model registers and what it hides, and compare with ``reference``.
 
+    ``device_check``: run the device-move check (R008) on a deep copy when there is an example input.
     ``reference``: a model, or a state_dict (its parameters counted without BN running statistics).
     """
     findings = find_unregistered(model, example_input)
+    if example_input is not None and device_check:
+        findings += device_move_findings(model, example_input, findings)
     findings += _findings_notes(model)
     registered, trainable = count_params(model)
     unregistered = sum(f.params for f in findings if f.rule in ("R001", "R002", "R003", "R005"))

@@ -162,6 +162,7 @@ def render_gradflow_text(target: str, run, findings, layers, plots, console: Con
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 DOCS_BASE = "https://github.com/ssdaudit/ssdaudit/blob/main/"
 _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+_GITHUB_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
 def split_location(location: str | None) -> tuple[str | None, int | None, int | None]:
@@ -189,7 +190,7 @@ def render_sarif(findings, tool_version: str, default_file: str | None = None) -
             "fullDescription": {"text": r.why},
             "help": {"text": f"{r.why} Fix: {r.fix}", "markdown": f"{r.why}\n\n**Fix:** {r.fix}\n\n[Rule page]({DOCS_BASE}{r.docs})"},
             "helpUri": f"{DOCS_BASE}{r.docs}",
-            "defaultConfiguration": {"level": "error" if code[0] in "RGC" else "note"},
+            "defaultConfiguration": {"level": _SARIF_LEVEL[r.severity]},
         })
     index = {code: i for i, code in enumerate(used)}
     results = []
@@ -241,7 +242,7 @@ def render_github(findings, default_file: str | None = None) -> str:
     for f in findings:
         path, line, col = split_location(f.location)
         path = path or default_file
-        level = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}[f.severity]
+        level = _GITHUB_LEVEL[f.severity]
         props = []
         if path:
             props.append(f"file={_escape_github(_uri(path), True)}")

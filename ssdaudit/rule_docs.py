@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .findings import RULES
 
-LINT_RULES = {"R001", "R002", "R003", "R004", "R005"}
+LINT_RULES = {"R001", "R002", "R003", "R004", "R005", "R009", "E999"}
+LINT_ONLY = {"R009", "E999"}
 
 EXAMPLES: dict[str, tuple[str, str]] = {
     "R001": ("self.blocks = [Block(c) for c in channels]   # plain list", "self.blocks = nn.ModuleList(Block(c) for c in channels)"),
@@ -24,6 +25,12 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "N001": ("self.head.weight = self.embed.weight  # tied on purpose", "(nothing to fix)"),
     "N002": ("for p in model.backbone.parameters():\n    p.requires_grad_(False)", "(intended when fine-tuning; otherwise remove the freeze)"),
     "N003": ("ssdaudit params model.py              # model.py has no example_input()", "ssdaudit params model.py --input-shape 1,3,300,300"),
+    "N004": ("ssdaudit params model.py --input-shape 1,3,300,300   # batch 1: BatchNorm fails in train mode", "ssdaudit params model.py --input-shape 2,3,300,300"),
+    "N005": ("self.limit = self.steps.clone()      # 0-dim: mixes with any device", "self.register_buffer(\"limit\", self.steps.clone(), persistent=False)"),
+    "N006": ("self._teacher = [teacher.requires_grad_(False)]   # kept out of state_dict on purpose", "self._teacher[0].to(device)           # move it yourself with the model"),
+    "R008": ("def _apply(self, fn, recurse=True):   # skips self.scale\n    ...", "register the tensor and let nn.Module._apply move it"),
+    "R009": ("self.w = nn.Parameter(torch.empty(n)).to(device)   # a plain tensor on a GPU", "self.w = nn.Parameter(torch.empty(n, device=device))"),
+    "E999": ("def forward(self, x)                  # missing colon", "def forward(self, x):"),
     "G001": ("self.backbone = list(blocks)          # forward() runs them, the optimizer never sees them", "self.backbone = nn.ModuleList(blocks)"),
     "G002": ("feats = self.backbone(x).detach()     # nothing below this line trains", "feats = self.backbone(x)"),
     "G003": ("opt = SGD(model.head.parameters(), lr=0.01)   # the backbone's gradients are thrown away", "opt = SGD(model.parameters(), lr=0.01)"),
@@ -42,7 +49,8 @@ EXAMPLES: dict[str, tuple[str, str]] = {
 def page(code: str) -> str:
     r = RULES[code]
     bad, good = EXAMPLES[code]
-    found_by = ("`ssdaudit lint` (source) and `ssdaudit params` (runtime)" if code in LINT_RULES and code != "R005"
+    found_by = ("`ssdaudit lint` (source)" if code in LINT_ONLY
+                else "`ssdaudit lint` (source) and `ssdaudit params` (runtime)" if code in LINT_RULES and code != "R005"
                 else "`ssdaudit lint` (source) and `ssdaudit params` (runtime probe)" if code == "R005"
                 else "`ssdaudit params`" if code[0] in "RN" else "`ssdaudit gradflow`" if code[0] == "G" else "`ssdaudit diff`")
     silence = [

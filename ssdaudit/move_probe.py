@@ -1,0 +1,167 @@
+"""The device-move check: what would ``.cuda()`` leave behind, found on a CPU.
+
+``model.to(torch.float64)`` walks the same registry as ``model.to("cuda")``: whatever the registry misses keeps
+its dtype exactly as it would keep its device. So a deep copy of the model is moved to float64 and run on float64
+input; every floating-point tensor that existed before the pass and reaches a torch function still in another
+dtype was missed by the move. Such tensors are converted on the fly, so forward runs to the end and every stray
+is seen, not just the first one (on a GPU, forward would stop at the first with a device-mismatch error).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from .findings import Finding, Severity
+from .registration import MOVE_FUNCTIONS as _MOVES
+from .registration import unregistered_module_names, unregistered_tensor_names
+
+
+@dataclass
+class DeviceStray:
+    """A floating tensor forward read that did not follow the model's move."""
+
+    name: str | None  # its attribute path in the model (registered or not), None when no attribute reaches it
+    module: str  # the module whose forward read it ("" for the model itself)
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    first_use: str  # the first torch function applied to it
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class MoveProbeResult:
+    strays: list[DeviceStray]
+    error: str | None = None  # why the check could not run (meta tensors, deepcopy or forward failed)
+
+
+def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype = torch.float64,
+                       device: torch.device | str | None = None) -> MoveProbeResult:
+    """Move a deep copy of ``model`` with ``.to(dtype)`` (and ``device``), run forward in eval mode on the input
+    converted likewise, and return every pre-existing floating tensor that forward read in another dtype/device.
+
+    The model itself is not touched. Tensors of 0 dimensions are ignored: they mix with tensors on any device.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_meta for t in tensors):
+        return MoveProbeResult([], "the model is on the meta device")
+    try:
+        moved = copy.deepcopy(model)
+    except Exception as exc:  # locks, generators, handles: objects that refuse to be copied
+        return MoveProbeResult([], f"the model cannot be deep-copied ({exc.__class__.__name__})")
+    target = torch.device(device) if device is not None else None
+    moved.to(dtype=dtype, device=target) if target is not None else moved.to(dtype)
+    moved.eval()
+
+    names: dict[int, str] = {}
+    for n, t in (*moved.named_parameters(remove_duplicate=False), *moved.named_buffers(remove_duplicate=False)):
+        names.setdefault(id(t), n)
+    for i, n in unregistered_tensor_names(moved).items():
+        names.setdefault(i, n)
+    module_names = {id(m): n for n, m in moved.named_modules()}
+    module_names.update({i: n for i, n in unregistered_module_names(moved).items() if i not in module_names})
+
+    def convert(t: Any) -> Any:
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            return t.to(dtype=dtype, device=target) if target is not None else t.to(dtype)
+        return t
+
+    inputs = tree_map(convert, example_input)
+    input_ids = {id(t) for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)}
+    produced: dict[int, weakref.ref] = {}  # tensors made during the pass: weak, so ids are checked against identity
+    found: dict[int, tuple[torch.Tensor, DeviceStray]] = {}  # keeps each stray alive: its id stays unique
+    stack: list[str] = [""]
+
+    def is_stray(t: torch.Tensor) -> bool:
+        if not t.is_floating_point() or t.dim() == 0:
+            return False
+        if t.dtype == dtype and (target is None or t.device == target):
+            return False
+        ref = produced.get(id(t))
+        return id(t) not in input_ids and not (ref is not None and ref() is t)
+
+    class _Convert(TorchFunctionMode):
+        def __torch_function__(self, func, types_, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            flat, spec = tree_flatten((args, kwargs or {}))
+            changed = False
+            for k, leaf in enumerate(flat):
+                if not isinstance(leaf, torch.Tensor):
+                    continue
+                if is_stray(leaf):
+                    if id(leaf) not in found:
+                        found[id(leaf)] = (leaf, DeviceStray(names.get(id(leaf)), stack[-1], tuple(leaf.shape), leaf.dtype, name))
+                if leaf.is_floating_point() and leaf.dtype != dtype and not (k == 0 and name in _MOVES):
+                    flat[k] = convert(leaf)  # keep forward going past this stray, to see the next ones
+                    changed = True
+            if changed:
+                args, kwargs = tree_unflatten(flat, spec)
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    produced[id(t)] = weakref.ref(t)
+            return out
+
+    def push(module, _args):
+        stack.append(module_names.get(id(module), type(module).__name__))
+
+    def pop(_module, _args, _output):
+        if len(stack) > 1:
+            stack.pop()
+
+    pre = nn.modules.module.register_module_forward_pre_hook(push)
+    post = nn.modules.module.register_module_forward_hook(pop)
+    rng = torch.random.get_rng_state()
+    try:
+        with torch.no_grad(), _Convert():
+            moved(*inputs) if isinstance(inputs, tuple) else moved(inputs)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return MoveProbeResult([s for _, s in found.values()], f"forward failed: {exc.__class__.__name__}: {text}")
+    finally:
+        pre.remove()
+        post.remove()
+        torch.random.set_rng_state(rng)
+    return MoveProbeResult([s for _, s in found.values()])
+
+
+def device_move_findings(model: nn.Module, example_input: Any, known: list[Finding]) -> list[Finding]:
+    """R008 for strays that no other finding explains (walk findings cover members by their attribute path), and
+    that forward does not move itself before using them."""
+    result = find_device_strays(model, example_input)
+    covered = [f.path for f in known if f.members]
+    groups: dict[str, list[DeviceStray]] = collections.defaultdict(list)
+    for s in result.strays:
+        if s.first_use in _MOVES:
+            continue
+        if s.name is not None and any(s.name == p or s.name.startswith(p + ".") for p in covered):
+            continue
+        key = s.name.rsplit(".", 1)[0] if s.name and "." in s.name else (s.name or f"<{s.module or 'model'}>")
+        groups[key].append(s)
+    out = []
+    for path, strays in groups.items():
+        values = sum(s.numel for s in strays)
+        listing = ", ".join(f"{s.name or 'a tensor'} {s.shape}" for s in strays[:3]) + (", ..." if len(strays) > 3 else "")
+        named = all(s.name for s in strays)
+        what = ("" if named else f"read by `{strays[0].module or 'the model'}`'s forward but reachable from no attribute; ")
+        out.append(Finding(
+            "R008", Severity.ERROR, path,
+            f"{len(strays)} tensor(s) ({values:,} values) stayed {str(strays[0].dtype).removeprefix('torch.')} when the "
+            f"model moved to float64 ({what}on a GPU they stay on the CPU): {listing}",
+            0, 0, None,
+        ))
+    return out
