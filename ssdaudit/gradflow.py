@@ -30,9 +30,10 @@ from .atomic import atomic_write, atomic_write_text
 from .findings import Finding, Severity
 from .loading import LoadError
 
-STAT_FIELDS = ("grad_norm", "grad_max", "grad_l1", "update_norm", "weight_norm")
-_GRAD_NORM, _GRAD_MAX, _GRAD_L1, _UPDATE, _WEIGHT = range(5)
-LOG_VERSION = 1
+STAT_FIELDS = ("grad_norm", "grad_max", "grad_l1", "update_norm", "weight_norm", "lr")
+_GRAD_NORM, _GRAD_MAX, _GRAD_L1, _UPDATE, _WEIGHT, _LR = range(6)
+_N_FIELDS = len(STAT_FIELDS)
+LOG_VERSION = 2  # version 1 logs (no "lr" row, no dtypes) are read with lr unknown (NaN)
 UNREGISTERED = "<unregistered>"
 
 
@@ -46,6 +47,7 @@ class TrackedTensor:
     registered: bool
     in_optimizer: bool
     reached: bool  # a gradient flows to it from the model's outputs
+    dtype: str = "float32"
 
     @property
     def layer(self) -> str:
@@ -53,7 +55,8 @@ class TrackedTensor:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "numel": self.numel, "layer": self.layer,
-                "registered": self.registered, "in_optimizer": self.in_optimizer, "reached": self.reached}
+                "registered": self.registered, "in_optimizer": self.in_optimizer, "reached": self.reached,
+                "dtype": self.dtype}
 
 
 @dataclass
@@ -63,7 +66,7 @@ class GradFlowRun:
     tensors: list[TrackedTensor]
     stale_optimizer: list[dict[str, Any]]  # optimizer tensors that are not model parameters
     steps: np.ndarray  # (S,) step numbers, 1-based
-    stats: np.ndarray  # (S, 5, P) float32, fields in STAT_FIELDS order
+    stats: np.ndarray  # (S, 6, P) float32, fields in STAT_FIELDS order (lr NaN where unknown)
     every: int = 1
     warnings: list[str] = field(default_factory=list)
     has_optimizer: bool = True
@@ -118,7 +121,7 @@ class GradFlowMonitor:
         self._objs: list[torch.Tensor] = []  # the tracked tensors, in self.tensors' order
         self._stale: list[dict[str, Any]] = []
         self._roots: list[Any] = []  # grad_fn of the outputs seen in the current backward
-        self._inputs: set[int] = set()
+        self._inputs: list[torch.Tensor] = []  # the forward's inputs, held until discovery (their ids stay unique)
         self._queued = False
         self._handles: list[Any] = []
         self._rows: list[torch.Tensor] = []  # (5, P) per recorded step, on the tensors' device
@@ -127,6 +130,8 @@ class GradFlowMonitor:
         self._snapshot: list[torch.Tensor] | None = None
         self._snap_buffer: list[torch.Tensor] | None = None
         self._opt_index: list[int] = []  # positions in self._objs of tensors the optimizer holds
+        self._opt_groups = torch.zeros(0, dtype=torch.long)  # their param_group, aligned with _opt_index
+        self._opt_index_dev: torch.Tensor | None = None
         self._chunks_written = 0
         self._history: list[tuple[np.ndarray, np.ndarray]] = []  # flushed (steps, stats)
         self._writer = _is_writer()
@@ -156,7 +161,8 @@ class GradFlowMonitor:
         self.detach()
 
     def _on_forward_pre(self, _module, args) -> None:
-        self._inputs = {id(t) for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)}
+        if not self.tensors:
+            self._inputs = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)]
 
     def _on_forward(self, _module, _args, output) -> None:
         if not torch.is_grad_enabled():
@@ -192,18 +198,9 @@ class GradFlowMonitor:
     def _discover(self, roots: list[Any]) -> None:
         from .registration import unregistered_tensor_names
 
-        leaves: dict[int, torch.Tensor] = {}
-        seen: set[int] = set()
-        stack = list(roots)
-        while stack:
-            node = stack.pop()
-            if node is None or id(node) in seen:
-                continue
-            seen.add(id(node))
-            var = getattr(node, "variable", None)
-            if isinstance(var, torch.Tensor):
-                leaves.setdefault(id(var), var)
-            stack.extend(fn for fn, _ in getattr(node, "next_functions", ()))
+        leaves = autograd_leaves(roots)
+        inputs = {id(t) for t in self._inputs}
+        self._inputs = []
         opt_ids: dict[int, tuple[int, int, torch.Tensor]] = {}
         if self.optimizer is not None:
             for gi, group in enumerate(self.optimizer.param_groups):
@@ -218,7 +215,7 @@ class GradFlowMonitor:
                 self._track(name, p, True, id(p) in opt_ids, id(p) in leaves)
         n_unnamed = 0
         order = {i: k for k, i in enumerate(names)}  # attribute-walk order: model order, not graph order
-        orphans = sorted((i for i in leaves if i not in registered and i not in self._inputs),
+        orphans = sorted((i for i in leaves if i not in registered and i not in inputs),
                          key=lambda i: order.get(i, len(order)))
         for i in orphans:
             t = leaves[i]
@@ -232,9 +229,11 @@ class GradFlowMonitor:
             for i, (gi, pi, p) in opt_ids.items() if i not in tracked and i not in registered
         ]
         self._opt_index = [k for k, t in enumerate(self.tensors) if t.in_optimizer]
+        self._opt_groups = torch.tensor([opt_ids[id(self._objs[k])][0] for k in self._opt_index], dtype=torch.long)
 
     def _track(self, name: str, t: torch.Tensor, registered: bool, in_opt: bool, reached: bool) -> None:
-        self.tensors.append(TrackedTensor(name, tuple(t.shape), t.numel(), registered, in_opt, reached))
+        dtype = str(t.dtype).removeprefix("torch.")
+        self.tensors.append(TrackedTensor(name, tuple(t.shape), t.numel(), registered, in_opt, reached, dtype))
         self._objs.append(t)
 
     # --- per-step statistics -------------------------------------------------------------------------
@@ -245,7 +244,8 @@ class GradFlowMonitor:
             self.flush()
         present = [k for k, t in enumerate(self._objs) if t.grad is not None and t.grad.numel() > 0]
         device = self._objs[0].device if self._objs else torch.device("cpu")
-        row = torch.zeros(5, len(self._objs), device=device)
+        row = torch.zeros(_N_FIELDS, len(self._objs), device=device)
+        row[_LR] = float("nan")
         if present:
             grads = [self._objs[k].grad for k in present]
             idx = torch.tensor(present, device=device)
@@ -266,6 +266,10 @@ class GradFlowMonitor:
                 self._snap_buffer = [torch.empty_like(p) for p in params]
             torch._foreach_copy_(self._snap_buffer, params)
             self._snapshot = self._snap_buffer
+            # each tracked tensor's learning rate this step: G004 tells a frozen tensor from an update below rounding
+            group_lr = torch.tensor([float(g.get("lr", float("nan"))) for g in self.optimizer.param_groups])
+            row = self._pending_row
+            row[_LR, self._opt_index_on(row.device)] = group_lr[self._opt_groups].to(row.device, non_blocking=True)
 
     @torch.no_grad()
     def _on_step_post(self, _opt, _args, _kwargs) -> None:
@@ -274,9 +278,15 @@ class GradFlowMonitor:
             return
         params = [self._objs[k] for k in self._opt_index]
         torch._foreach_sub_(snap, params)
-        idx = torch.tensor(self._opt_index, device=row.device)
+        idx = self._opt_index_on(row.device)
         row[_UPDATE, idx] = torch.stack(torch._foreach_norm(snap)).float()
         row[_WEIGHT, idx] = torch.stack(torch._foreach_norm(params)).float()
+
+    def _opt_index_on(self, device: torch.device) -> torch.Tensor:
+        """``_opt_index`` as an index tensor on ``device``, made once."""
+        if self._opt_index_dev is None or self._opt_index_dev.device != device:
+            self._opt_index_dev = torch.tensor(self._opt_index, device=device)
+        return self._opt_index_dev
 
     # --- the log -----------------------------------------------------------------------------------
 
@@ -340,13 +350,35 @@ class GradFlowMonitor:
         return "gradflow: " + ", ".join(parts)
 
 
+def autograd_leaves(roots: list[Any]) -> dict[int, torch.Tensor]:
+    """Every leaf tensor (``AccumulateGrad.variable``) reachable from the autograd nodes ``roots``, by id.
+
+    Visited nodes are kept in a dict by id *with the node object as the value*: the Python wrappers of autograd
+    nodes are made on access and freed when dropped, so an id alone can be handed to the next wrapper and a whole
+    subgraph would be skipped (as happened on CUDA). Holding each visited wrapper keeps its id unique for the walk.
+    """
+    leaves: dict[int, torch.Tensor] = {}
+    seen: dict[int, Any] = {}
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen[id(node)] = node
+        var = getattr(node, "variable", None)
+        if isinstance(var, torch.Tensor):
+            leaves.setdefault(id(var), var)
+        stack.extend(fn for fn, _ in getattr(node, "next_functions", ()))
+    return leaves
+
+
 def _assemble(tensors, stale, history, every, has_optimizer, warnings=None) -> GradFlowRun:
     p = len(tensors)
     if history:
         steps = np.concatenate([h[0] for h in history])
         stats = np.concatenate([h[1] for h in history])
     else:
-        steps, stats = np.zeros(0, dtype=np.int64), np.zeros((0, 5, p), dtype=np.float32)
+        steps, stats = np.zeros(0, dtype=np.int64), np.zeros((0, _N_FIELDS, p), dtype=np.float32)
     return GradFlowRun(list(tensors), list(stale), steps, stats, every, list(warnings or []), has_optimizer)
 
 
@@ -376,19 +408,26 @@ def read_gradflow_log(path: str | Path) -> GradFlowRun:
     try:
         index = json.loads((log / "index.json").read_text())
         tensors = [
-            TrackedTensor(t["name"], tuple(t["shape"]), t["numel"], t["registered"], t["in_optimizer"], t["reached"])
+            TrackedTensor(str(t["name"]), tuple(int(d) for d in t["shape"]), int(t["numel"]), bool(t["registered"]),
+                          bool(t["in_optimizer"]), bool(t["reached"]), str(t.get("dtype", "float32")))
             for t in index["tensors"]
         ]
-        stale, every, has_opt = index["stale_optimizer"], int(index["every"]), bool(index.get("has_optimizer", True))
-    except (ValueError, KeyError, TypeError) as exc:
+        stale = [{"group": int(x["group"]), "index": int(x["index"]), "shape": [int(d) for d in x["shape"]],
+                  "numel": int(x["numel"])} for x in index["stale_optimizer"]]
+        every, has_opt = int(index["every"]), bool(index.get("has_optimizer", True))
+        if every < 1:
+            raise ValueError(f"every = {every}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LoadError(f"{log / 'index.json'} is not a gradflow index ({exc.__class__.__name__}: {exc})") from exc
     history, warnings = [], []
     for chunk in sorted(log.glob("chunk_*.npz")):
         try:
-            with np.load(chunk) as data:
+            with np.load(chunk, allow_pickle=False) as data:
                 steps, stats = data["steps"], data["stats"]
-            if stats.ndim != 3 or stats.shape[1:] != (5, len(tensors)) or len(steps) != len(stats):
+            if stats.ndim != 3 or stats.shape[1] not in (5, _N_FIELDS) or stats.shape[2] != len(tensors) or len(steps) != len(stats):
                 raise ValueError(f"shape {stats.shape} does not match the index")
+            if stats.shape[1] == 5:  # a version-1 log: learning rates unknown
+                stats = np.concatenate([stats, np.full((len(stats), 1, len(tensors)), np.nan, np.float32)], axis=1)
         except Exception as exc:
             warnings.append(f"{chunk.name} is truncated or corrupt ({exc.__class__.__name__}); "
                             f"showing the {sum(len(h[0]) for h in history)} steps before it")
@@ -505,12 +544,26 @@ def _mean(a: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else 0.0
 
 
+def _update_was_due(rows: np.ndarray, dtype: str) -> bool:
+    """Whether a zero update is news: on some step the lr was 0 (a frozen group), unknown (an old log), or
+    ``lr * max|g|`` exceeded the weight's rounding step (``eps(dtype) * ||w||``). Otherwise tiny gradients merely
+    rounded to nothing in the weight's precision, which is no bug.  ``rows``: (steps, fields)."""
+    lr = rows[:, _LR]
+    if np.any(np.isnan(lr)) or np.any(lr == 0):
+        return True
+    try:
+        eps = float(torch.finfo(getattr(torch, dtype)).eps)
+    except (AttributeError, TypeError):
+        eps = float(np.finfo(np.float32).eps)
+    return bool(np.any(lr * rows[:, _GRAD_MAX] > eps * rows[:, _WEIGHT]))
+
+
 def analyse_gradflow(
     run: GradFlowRun, min_steps: int = 2, window: int = 20, vanish: float = 1e-4, explode: float = 1e4
 ) -> tuple[list[Finding], list[LayerStats]]:
     """Findings G001-G006 and the per-layer table of a run.
 
-    G004 needs ``min_steps`` recorded optimizer steps; G005 compares each layer's mean gradient norm over the last
+    G004 needs ``min_steps`` recorded optimizer steps and an update that was due (see ``_update_was_due``); G005 compares each layer's mean gradient norm over the last
     ``window`` recorded steps with the median layer's (below ``vanish`` x median or above ``explode`` x median).
     """
     findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer)
@@ -523,6 +576,7 @@ def analyse_gradflow(
             frozen = [
                 t for k, t in enumerate(run.tensors)
                 if t.in_optimizer and t.reached and np.all(s[stepped, _UPDATE, k] == 0) and np.any(s[stepped, _GRAD_NORM, k] > 0)
+                and _update_was_due(s[stepped][:, :, k], t.dtype)
             ]
             for layer, ts in _by_layer(frozen).items():
                 params = sum(t.numel for t in ts)
@@ -569,12 +623,13 @@ def probe_training(
     steps: int,
     make_batch: Callable[[int], Any],
     compute_loss: Callable[[Any, Any], torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     log_dir: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> GradFlowRun:
     """Run ``steps`` training steps under a GradFlowMonitor. ``make_batch(step) -> (inputs, targets)``,
-    ``compute_loss(output, targets) -> scalar``. Raises ``ProbeError`` when the model or the loss fails."""
+    ``compute_loss(output, targets) -> scalar``; ``optimizer`` None (a model with no registered parameter) still
+    follows the gradients. Raises ``ProbeError`` naming the step when the model, the loss or backward fails."""
     from .registration import ProbeError
 
     model.train()
@@ -585,16 +640,30 @@ def probe_training(
                 output = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
                 loss = compute_loss(output, targets)
             except Exception as exc:
-                raise ProbeError(f"step {step + 1}: {exc.__class__.__name__}: {exc}") from exc
+                raise ProbeError(f"step {step + 1}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
             if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:
-                raise ProbeError("the loss does not depend on any tensor that requires grad: nothing to follow")
-            optimizer.zero_grad(set_to_none=True)
+                raise ProbeError(f"step {step + 1}: the loss does not depend on any tensor that requires grad: nothing to follow")
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
             monitor.drop_unapplied_grads()
-            loss.backward()
-            optimizer.step()
+            try:
+                loss.backward()
+            except RuntimeError as exc:
+                hint = ""
+                if "backward through the graph a second time" in str(exc):
+                    hint = (" (the model carries autograd state from the previous step, e.g. an RNN hidden state: "
+                            "detach it between steps, or give a compute_loss that does)")
+                raise ProbeError(f"step {step + 1}: backward failed: {_first_line(exc)}{hint}") from exc
+            if optimizer is not None:
+                optimizer.step()
             if progress is not None:
                 progress(step + 1)
     return monitor.run()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else exc.__class__.__name__)[:300]
 
 
 def default_loss(output: Any, _targets: Any = None) -> torch.Tensor:
@@ -653,7 +722,11 @@ def probe_target(loaded, steps: int, input_shape: tuple[int, ...] | None = None,
         compute_loss = (lambda output, _t: user_loss(output)) if callable(user_loss) else default_loss
     build_opt = getattr(module, "build_optimizer", None)
     try:
-        optimizer = build_opt(model) if callable(build_opt) else torch.optim.SGD(model.parameters(), lr=lr)
+        if callable(build_opt):
+            optimizer = build_opt(model)
+        else:  # no registered parameter at all (everything in plain lists): follow gradients without an optimizer
+            params = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.SGD(params, lr=lr) if params else None
     except Exception as exc:
         raise LoadError(f"build_optimizer(model) in {loaded.spec} raised {exc.__class__.__name__}: {exc}") from exc
     if log_dir is not None and find_log_dir(log_dir):
