@@ -363,7 +363,7 @@ def lint(
 
       ssdaudit lint model.py --format sarif > ssdaudit.sarif
     """
-    from .findings import RULES
+    from .findings import RULES, Severity
     from .source_lint import lint_paths
 
     missing = [str(p) for p in paths if not p.exists()]
@@ -385,7 +385,7 @@ def lint(
         from .report import render_lint_text
 
         render_lint_text(result, _console())
-    raise typer.Exit(1 if result.findings else 0)
+    raise typer.Exit(1 if any(f.severity is not Severity.INFO for f in result.findings) else 0)
 
 
 @app.command()

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .findings import Finding, Severity
+from .findings import RULES, Finding, Severity
 
 MODULE_BASES = {"Module", "Sequential", "ModuleList", "ModuleDict", "LightningModule"}
 NOT_MODULES = {"Parameter", "ParameterList", "ParameterDict", "Buffer", "UninitializedParameter", "UninitializedBuffer",
@@ -31,6 +31,20 @@ TENSOR_FACTORIES = {"zeros", "ones", "rand", "randn", "randint", "tensor", "as_t
                     "eye", "linspace", "logspace", "from_numpy", "zeros_like", "ones_like", "randn_like", "rand_like",
                     "empty_like", "full_like", "stack", "cat"}
 CONTAINER_CALLS = {"list", "tuple", "dict", "set", "OrderedDict", "deque", "defaultdict"}
+REGISTERING_CONTAINERS = {"ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict"}
+REGISTERING_CALLS = {"add_module", "register_module", "register_parameter", "register_buffer"}
+MOVE_METHODS = {"to", "cuda", "half", "float", "double", "bfloat16", "cpu", "type"}
+# torch.nn modules with no parameters and no mode: building one inside forward() costs nothing but the call.
+PARAMETER_FREE = {
+    "ReLU", "ReLU6", "GELU", "SiLU", "Sigmoid", "Tanh", "Softmax", "Softmax2d", "LogSoftmax", "Softmin", "Softplus",
+    "Softsign", "LeakyReLU", "ELU", "CELU", "SELU", "Hardswish", "Hardsigmoid", "Hardtanh", "Hardshrink",
+    "Softshrink", "Tanhshrink", "Threshold", "Mish", "GLU", "LogSigmoid", "Identity", "Flatten", "Unflatten",
+    "MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d",
+    "LPPool1d", "LPPool2d", "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d", "Upsample", "UpsamplingNearest2d",
+    "UpsamplingBilinear2d", "PixelShuffle", "PixelUnshuffle", "ChannelShuffle", "Fold", "Unfold",
+    "CosineSimilarity", "PairwiseDistance",
+}
 PLAIN_OBJECT_CALLS = {"SimpleNamespace", "partial", "namedtuple"}
 _IGNORE = re.compile(r"#\s*ssdaudit:\s*ignore(?:\[([A-Z0-9,\s]+)\])?", re.IGNORECASE)
 
@@ -40,7 +54,7 @@ class LintResult:
     findings: list[Finding]
     files: int
     suppressed: int
-    errors: list[str]  # files that could not be parsed (reported, not fatal)
+    errors: list[str]  # files that could not be read (syntax errors are E999 findings)
 
 
 def iter_python_files(paths: list[str | Path]) -> list[Path]:
@@ -65,6 +79,11 @@ class _Names(ast.NodeVisitor):
         self.nn_aliases = {"nn"}  # import torch.nn as nn; from torch import nn
         self.torch_aliases = {"torch"}
         self.from_nn: set[str] = set()  # from torch.nn import Conv2d, Module
+        self.aliases: dict[str, str] = {}  # from x import Y as Z: Z -> Y
+
+    def original(self, name: str) -> str:
+        """The imported name behind a local alias (``Z`` of ``from x import Y as Z`` is ``Y``)."""
+        return self.aliases.get(name, name)
 
     def visit_Import(self, node: ast.Import) -> None:
         for a in node.names:
@@ -74,6 +93,9 @@ class _Names(ast.NodeVisitor):
                 self.nn_aliases.add(a.asname or "torch.nn")
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        for a in node.names:
+            if a.asname and a.name != "*":
+                self.aliases[a.asname] = a.name
         if node.module == "torch":
             for a in node.names:
                 if a.name == "nn":
@@ -99,6 +121,7 @@ class _FileLinter:
         self.names.visit(tree)
         self.module_classes = module_classes
         self.findings: list[Finding] = []
+        self.pending: list[tuple] = []  # container findings awaiting the end of their class
         self.suppressed = 0
 
     # --- what a call constructs ---------------------------------------------------------------------
@@ -122,7 +145,17 @@ class _FileLinter:
         if member is not None:
             return member[:1].isupper() and member not in NOT_MODULES
         name = _dotted(node.func)
-        return name is not None and name.rpartition(".")[2] in self.module_classes
+        if name is None or name.split(".", 1)[0] == "self":  # a call of an existing attribute, whatever its case
+            return False
+        return self.names.original(name.rpartition(".")[2]) in self.module_classes
+
+    def is_parameter_free(self, node: ast.Call) -> bool:
+        """A torch.nn module without parameters or buffers (activations, pooling, padding, losses)."""
+        member = self._nn_member(node.func) or ""
+        return member in PARAMETER_FREE or member.endswith(("Loss", "Pad1d", "Pad2d", "Pad3d"))
+
+    def is_registering_container(self, node: ast.AST) -> bool:
+        return isinstance(node, ast.Call) and (self._nn_member(node.func) or "") in REGISTERING_CONTAINERS
 
     def is_parameter_ctor(self, node: ast.AST) -> bool:
         return isinstance(node, ast.Call) and self._nn_member(node.func) in PARAMETER_CALLS
@@ -165,8 +198,9 @@ class _FileLinter:
     def _kind(self, elements: list[ast.AST], bound: dict[str, str]) -> str | None:
         """'module' or 'parameter' when any element constructs one (directly or through a bound local name)."""
         for e in elements:
-            if isinstance(e, ast.Tuple):  # (name, module) pairs for OrderedDict / dict(...)
-                k = self._kind(list(e.elts), bound)
+            inner = self._elements(e) if not isinstance(e, ast.Call) or not self.is_module_ctor(e) else None
+            if inner is not None:  # lists of lists, (name, module) pairs for OrderedDict / dict(...)
+                k = self._kind(inner, bound)
                 if k:
                     return k
             if self.is_module_ctor(e):
@@ -189,7 +223,7 @@ class _FileLinter:
             member = self._nn_member(base)
             if member is not None and member in MODULE_BASES | {"Module"}:
                 return True
-            name = (_dotted(base) or "").rpartition(".")[2]
+            name = self.names.original((_dotted(base) or "").rpartition(".")[2])
             if name in self.module_classes or name in MODULE_BASES - {"Module"} or name == "LightningModule":
                 return True
         return False
@@ -198,6 +232,7 @@ class _FileLinter:
         methods = {f.name: f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
         plain: dict[str, str] = {}  # attribute -> "module" | "parameter" | "" (a plain container, contents unknown)
         tensors: dict[str, ast.AST] = {}
+        start = len(self.pending)
         for fname, fn in methods.items():
             bound: dict[str, str] = {}
             for node in ast.walk(fn):
@@ -213,6 +248,12 @@ class _FileLinter:
                 if isinstance(node, ast.Call):
                     self._append(cls, node, bound, plain)
             self._unpacked_registry(cls, fn)
+        # A plain container that the class registers after all (wrapped later, or added one by one) is fine.
+        registered = self._registered_later(methods.values())
+        for code, node, symbol, message, severity, attr in self.pending[start:]:
+            if not any(line is None or line > node.lineno for line in registered.get(attr, ())):
+                self._emit(code, node, symbol, message, severity)
+        del self.pending[start:]
         forward = methods.get("forward")
         if forward is not None:
             reads = {n.attr for n in ast.walk(forward) if isinstance(n, ast.Attribute) and _is_self(n.value)
@@ -223,8 +264,33 @@ class _FileLinter:
                                f"self.{attr} is a plain tensor read in forward(): not moved by .to(), not saved")
             for node in ast.walk(forward):
                 if self.is_module_ctor(node):
-                    self._emit("R005", node, f"{cls.name}.forward",
-                               f"{_dotted(node.func)}(...) is built inside forward(): re-created every call, never trained")
+                    if self.is_parameter_free(node):
+                        self._emit("R005", node, f"{cls.name}.forward",
+                                   f"{_dotted(node.func)}(...) is built inside forward(): it holds no parameters, so only "
+                                   "the construction is repeated (torch.nn.functional avoids it)", Severity.INFO)
+                    else:
+                        self._emit("R005", node, f"{cls.name}.forward",
+                                   f"{_dotted(node.func)}(...) is built inside forward(): re-created every call, never trained")
+
+    def _registered_later(self, methods) -> dict[str, list[int | None]]:
+        """Attributes the class registers beside holding them in a plain container, with the line where it does
+        (None: wherever it is, it registers that container's own contents): ``self.x = nn.ModuleList(self.x)``,
+        a registering container assigned to ``self.x`` on a later line, or a loop over ``self.x`` that calls
+        ``self.add_module``/``register_*``/``setattr(self, ...)``."""
+        out: dict[str, list[int | None]] = {}
+        for fn in methods:
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Assign) and self.is_registering_container(node.value):
+                    used = {n.attr for n in ast.walk(node.value) if isinstance(n, ast.Attribute) and _is_self(n.value)}
+                    for t in node.targets:
+                        if isinstance(t, ast.Attribute) and _is_self(t.value):
+                            out.setdefault(t.attr, []).append(None if t.attr in used else node.lineno)
+                elif isinstance(node, (ast.For, ast.AsyncFor)):
+                    iterated = {n.attr for n in ast.walk(node.iter) if isinstance(n, ast.Attribute) and _is_self(n.value)}
+                    if any(_registers(c) for c in ast.walk(node) if isinstance(c, ast.Call)):
+                        for attr in iterated:
+                            out.setdefault(attr, []).append(None)
+        return out
 
     def _unpacked_registry(self, cls: ast.ClassDef, fn: ast.AST) -> None:
         """The seed's pattern: ``blocks = list(self.backbone); del self.backbone; self.backbone = blocks``.
@@ -250,17 +316,17 @@ class _FileLinter:
                 continue
             for t in node.targets:
                 if isinstance(t, ast.Attribute) and _is_self(t.value):
-                    self._emit("R001", node, f"{cls.name}.{t.attr}",
-                               f"self.{t.attr} holds the modules of self.{source} in a plain list after `del self.{source}`: "
-                               "they leave parameters(), state_dict() and .to()")
+                    self._defer("R001", node, f"{cls.name}.{t.attr}",
+                                f"self.{t.attr} holds the modules of self.{source} in a plain list after `del self.{source}`: "
+                                "they leave parameters(), state_dict() and .to()", t.attr)
 
     def _assignment(self, cls, fname, target, value, bound, plain, tensors) -> None:
         if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute) and _is_self(target.value.value):
             attr = target.value.attr  # self.x[k] = <module> on a plain container
             kind = self._kind([value], bound)
             if attr in plain and kind:
-                self._emit("R001" if kind == "module" else "R002", target, f"{cls.name}.{attr}",
-                           f"{kind} stored into the plain container self.{attr}: invisible to parameters()/state_dict()")
+                self._defer("R001" if kind == "module" else "R002", target, f"{cls.name}.{attr}",
+                            f"{kind} stored into the plain container self.{attr}: invisible to parameters()/state_dict()", attr)
             return
         if not (isinstance(target, ast.Attribute) and _is_self(target.value)):
             return
@@ -270,13 +336,19 @@ class _FileLinter:
             kind = self._kind(elements, bound)
             plain[attr] = kind or ""
             if kind == "module":
-                self._emit("R001", value, f"{cls.name}.{attr}",
-                           f"self.{attr} holds nn.Module objects in a plain {_container_name(value)}: "
-                           "parameters(), state_dict() and .to() will not see them")
+                self._defer("R001", value, f"{cls.name}.{attr}",
+                            f"self.{attr} holds nn.Module objects in a plain {_container_name(value)}: "
+                            "parameters(), state_dict() and .to() will not see them", attr)
             elif kind == "parameter":
-                self._emit("R002", value, f"{cls.name}.{attr}",
-                           f"self.{attr} holds nn.Parameter objects in a plain {_container_name(value)}: "
-                           "the optimizer and state_dict() will not see them")
+                self._defer("R002", value, f"{cls.name}.{attr}",
+                            f"self.{attr} holds nn.Parameter objects in a plain {_container_name(value)}: "
+                            "the optimizer and state_dict() will not see them", attr)
+            return
+        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr in MOVE_METHODS
+                and self.is_parameter_ctor(value.func.value)):
+            self._emit("R009", value, f"{cls.name}.{attr}",
+                       f"self.{attr} = nn.Parameter(...).{value.func.attr}(...): the move returns a plain tensor (on a GPU), "
+                       "which no optimizer or state_dict() sees")
             return
         if isinstance(value, ast.Call) and not self.is_module_ctor(value):
             name = (_dotted(value.func) or "").rpartition(".")[2]
@@ -303,11 +375,15 @@ class _FileLinter:
             elements += inner if inner is not None else [a]
         kind = self._kind(elements, bound)
         if kind:
-            self._emit("R001" if kind == "module" else "R002", call, f"{cls.name}.{attr}",
-                       f"self.{attr}.{func.attr}(...) adds {'an nn.Module' if kind == 'module' else 'an nn.Parameter'} "
-                       f"to a plain container: use nn.{'ModuleList' if kind == 'module' else 'ParameterList'}")
+            self._defer("R001" if kind == "module" else "R002", call, f"{cls.name}.{attr}",
+                        f"self.{attr}.{func.attr}(...) adds {'an nn.Module' if kind == 'module' else 'an nn.Parameter'} "
+                        f"to a plain container: use nn.{'ModuleList' if kind == 'module' else 'ParameterList'}", attr)
 
-    def _emit(self, code: str, node: ast.AST, symbol: str, message: str) -> None:
+    def _defer(self, code: str, node: ast.AST, symbol: str, message: str, attr: str) -> None:
+        """A container finding, emitted at the end of the class unless the class registers ``attr`` after all."""
+        self.pending.append((code, node, symbol, message, None, attr))
+
+    def _emit(self, code: str, node: ast.AST, symbol: str, message: str, severity: Severity | None = None) -> None:
         line = getattr(node, "lineno", 1)
         text = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
         m = _IGNORE.search(text)
@@ -315,8 +391,7 @@ class _FileLinter:
             self.suppressed += 1
             return
         col = getattr(node, "col_offset", 0) + 1
-        severity = Severity.WARNING if code == "R004" else Severity.ERROR
-        self.findings.append(Finding(code, severity, symbol, message, location=f"{self.path}:{line}:{col}"))
+        self.findings.append(Finding(code, severity or RULES[code].severity, symbol, message, location=f"{self.path}:{line}:{col}"))
 
 
 def _unpacked_attr(node: ast.AST) -> str | None:
@@ -330,6 +405,14 @@ def _unpacked_attr(node: ast.AST) -> str | None:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("children", "modules"):
         node = node.func.value
     return node.attr if isinstance(node, ast.Attribute) and _is_self(node.value) else None
+
+
+def _registers(call: ast.Call) -> bool:
+    """self.add_module(...), self.register_module/parameter/buffer(...), setattr(self, ...)."""
+    f = call.func
+    if isinstance(f, ast.Attribute) and f.attr in REGISTERING_CALLS and _is_self(f.value):
+        return True
+    return isinstance(f, ast.Name) and f.id == "setattr" and bool(call.args) and _is_self(call.args[0])
 
 
 def _is_self(node: ast.AST) -> bool:
@@ -351,12 +434,23 @@ def _container_name(node: ast.AST) -> str:
 
 
 def _module_classes(trees: list[ast.Module]) -> set[str]:
-    """Class names (across all files) that derive from nn.Module, by name, to a fixed point."""
+    """Class names (across all files) that derive from nn.Module, to a fixed point. Base names are read through
+    each file's imports (``from .base import Block as B``; ``from torch.nn import Module as M``), so a class
+    imported from another linted file under another name still counts."""
     edges: dict[str, set[str]] = {}
     for tree in trees:
+        names = _Names()
+        names.visit(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
-                edges.setdefault(node.name, set()).update((_dotted(b) or "").rpartition(".")[2] for b in node.bases)
+                bases = set()
+                for b in node.bases:
+                    dotted = _dotted(b) or ""
+                    head, _, last = dotted.rpartition(".")
+                    if (head in names.nn_aliases or not head and last in names.from_nn) and last in MODULE_BASES:
+                        bases.add("Module")
+                    bases.add(names.original(last))
+                edges.setdefault(node.name, set()).update(bases)
     known = set(MODULE_BASES)
     changed = True
     while changed:
@@ -368,18 +462,28 @@ def _module_classes(trees: list[ast.Module]) -> set[str]:
     return known - {"Module"}
 
 
+def _sort_key(f: Finding) -> tuple:
+    """File, then line and column as numbers (``m.py:5`` before ``m.py:10``), then rule."""
+    from .report import split_location
+
+    path, line, col = split_location(f.location)
+    return (path or "", line or 0, col or 0, f.rule)
+
+
 def lint_paths(paths: list[str | Path], ignore: set[str] = frozenset(), exclude: list[str | Path] = ()) -> LintResult:
     """Lint every Python file under ``paths``; ``ignore`` drops rule codes; files under ``exclude`` are read (their
     classes count as module bases) but not reported. Unparsable files are listed in errors."""
     files = iter_python_files(paths)
     parsed: list[tuple[Path, ast.Module, list[str]]] = []
     errors: list[str] = []
+    syntax: list[Finding] = []
     for f in files:
         try:
             source = f.read_text(encoding="utf-8", errors="replace")
             parsed.append((f, ast.parse(source, filename=str(f)), source.splitlines()))
-        except SyntaxError as exc:
-            errors.append(f"{f}:{exc.lineno or 1}: syntax error: {exc.msg}")
+        except SyntaxError as exc:  # ruff's E999: the file is reported, and the run fails
+            line, col = exc.lineno or 1, exc.offset or 1
+            syntax.append(Finding("E999", Severity.ERROR, str(f), f"SyntaxError: {exc.msg}", location=f"{f}:{line}:{col}"))
         except (OSError, ValueError) as exc:
             errors.append(f"{f}: cannot read: {exc}")
     classes = _module_classes([t for _, t, _ in parsed])
@@ -394,5 +498,8 @@ def lint_paths(paths: list[str | Path], ignore: set[str] = frozenset(), exclude:
         linter.run()
         findings += [x for x in linter.findings if x.rule not in ignore]
         suppressed += linter.suppressed
-    findings.sort(key=lambda x: (x.location or "", x.rule))
+    skipped_syntax = [x for x in syntax if not any(Path(x.path).resolve() == e or e in Path(x.path).resolve().parents
+                                                   for e in skipped)]
+    findings += [x for x in skipped_syntax if x.rule not in ignore]
+    findings.sort(key=_sort_key)
     return LintResult(findings, len(files), suppressed, errors)

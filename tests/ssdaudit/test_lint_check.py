@@ -80,7 +80,7 @@ def test_lint_cli_formats_and_exit_codes(tmp_path):
     broken = tmp_path / "broken.py"
     broken.write_text("class (:\n")
     result = runner.invoke(app, ["lint", str(broken)])
-    assert result.exit_code == 0 and "syntax error" in result.stdout
+    assert result.exit_code == 1 and re.search(r"broken\.py:1:\d+: E999 SyntaxError", result.stdout)
 
 
 def sarif_schema():
