@@ -73,27 +73,32 @@ def _target_file(target: str) -> str:
     return path if path.endswith(".py") else target
 
 
-def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | None = None) -> CheckRow:
-    """Audit one configured model; a load or probe problem becomes an "error" row."""
+def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | None = None,
+                timeout: float | None = None) -> CheckRow:
+    """Audit one configured model; a load or probe problem (a model file that exits or hangs too) becomes an
+    "error" row, never a pass. ``timeout``: seconds for building and probing it."""
     import os
 
-    from .loading import LoadError, load_target
+    from .errors import Deadline, UserError, running_user_code
+    from .loading import load_target
     from .params import audit_params
     from .references import load_reference
-    from .registration import ProbeError
 
     row = CheckRow(m.target, "ok", expect=m.expect)
+    deadline = Deadline(timeout or None)
     cwd = os.getcwd()
     os.chdir(root)  # targets are relative to the configuration's folder
     try:
-        loaded = load_target(m.target)
-        example = loaded.example_input
-        if example is None and m.input_shape:
-            import torch
+        with running_user_code(f"building {m.target}", deadline):
+            loaded = load_target(m.target)
+            example = loaded.example_input
+            if example is None and m.input_shape:
+                import torch
 
-            example = torch.rand(*m.input_shape)
-        ref, ref_name = load_reference(m.reference) if m.reference else (None, None)
-        report = audit_params(loaded.model, ref, example, target=m.target, reference_name=ref_name or "")
+                example = torch.rand(*m.input_shape)
+            ref, ref_name = load_reference(m.reference) if m.reference else (None, None)
+        with running_user_code(f"probing {m.target}", deadline):
+            report = audit_params(loaded.model, ref, example, target=m.target, reference_name=ref_name or "")
         findings = [f for f in report.findings if f.severity is not Severity.INFO]
         broken: list[str] = []
         if m.params is not None:
@@ -113,7 +118,8 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
 
             if progress:
                 progress(f"gradflow probe: {m.target}")
-            run = probe_target(loaded, m.gradflow_steps, tuple(m.input_shape) if m.input_shape else None)
+            with running_user_code(f"the gradflow probe of {m.target}", deadline):
+                run = probe_target(loaded, m.gradflow_steps, tuple(m.input_shape) if m.input_shape else None)
             gf = [f for f in analyse_gradflow(run)[0] if f.severity is not Severity.INFO]
             findings += gf
             row.details.append(f"gradflow: {len(run.steps)} steps, {len(gf)} findings")
@@ -124,7 +130,7 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
         row.details += broken
         if m.expect == "fail" and m.reason:
             row.details.append(f"expected to fail: {m.reason}")
-    except (LoadError, ProbeError, ValueError) as exc:
+    except (UserError, ValueError) as exc:
         row.status, row.details = "error", [str(exc)]
     finally:
         os.chdir(cwd)
@@ -155,7 +161,7 @@ def run_check(cfg: CheckConfig, baseline: set[str] | None = None, progress: Call
     for m in cfg.models:
         if progress:
             progress(f"params: {m.target}")
-        rows.append(check_model(m, cfg.root, progress))
+        rows.append(check_model(m, cfg.root, progress, cfg.timeout))
     baseline = baseline or set()
     new, known = [], []
     for row in rows:

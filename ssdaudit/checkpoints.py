@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .loading import STATE_DICT_KEYS, LoadError
+from .errors import LoadError
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "network", "weights")
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".tar", ".ckpt")
 INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -108,11 +110,8 @@ def _open_torch(path: Path, trust_pickle: bool) -> CheckpointFile:
         obj, mapped = _load_unmapped(path, exc, trust_pickle), False
     wrapper, state = find_state_dict(obj)
     if state is None:
-        kind = type(obj).__name__
-        raise LoadError(
-            f"{path} holds a {kind} with no tensors to compare: expected a state_dict or a dict wrapping one "
-            f"(under {', '.join(repr(k) for k in STATE_DICT_KEYS[:4])}, ...)"
-        )
+        raise LoadError(f"{path} holds {_describe_object(obj)}: expected a state_dict (a dict of name -> tensor) or a "
+                        f"dict wrapping one (under {', '.join(repr(k) for k in STATE_DICT_KEYS[:4])}, ...)")
     tensors = {k: _info(k, v) for k, v in state.items()}
     object_bytes = _object_tensor_bytes(obj)
     releaser = (lambda _key, t: drop_mapped_pages(t)) if mapped else None
@@ -121,14 +120,25 @@ def _open_torch(path: Path, trust_pickle: bool) -> CheckpointFile:
     )
 
 
+_MAX_OBJECTS = 1_000_000  # containers visited when sizing a loaded object: a bound on hostile structure
+
+
 def _object_tensor_bytes(obj: Any) -> int:
-    """Bytes of the distinct tensors reachable in a loaded object (optimizer state too; tied tensors once)."""
+    """Bytes of the distinct tensors reachable in a loaded object (optimizer state too; tied tensors once).
+
+    Each container is visited once (a pickle can make a list hold itself, or 2**60 paths through shared lists:
+    "billion laughs"), and at most ``_MAX_OBJECTS`` of them."""
     import torch
 
     seen: dict[tuple, int] = {}
+    visited: dict[int, Any] = {}  # id -> object: holding it keeps the id unique for the walk
     stack = [obj]
-    while stack:
+    while stack and len(visited) < _MAX_OBJECTS:
         o = stack.pop()
+        if isinstance(o, (dict, list, tuple, torch.nn.Module)):
+            if id(o) in visited:
+                continue
+            visited[id(o)] = o
         if isinstance(o, torch.Tensor):
             ident = (o.untyped_storage().data_ptr() or id(o), o.storage_offset(), tuple(o.shape), o.dtype)
             seen[ident] = o.numel() * o.element_size()
@@ -139,6 +149,20 @@ def _object_tensor_bytes(obj: Any) -> int:
         elif isinstance(o, torch.nn.Module):
             stack.append(o.state_dict())
     return sum(seen.values())
+
+
+def _describe_object(obj: Any) -> str:
+    """What a loaded object is, for a message: "a dict of 3 tensors and 2 other values (keys 'epoch', ...)"."""
+    import torch
+
+    if not isinstance(obj, dict):
+        return f"a {type(obj).__name__}, not a dict of tensors"
+    n_tensors = sum(isinstance(v, torch.Tensor) for v in obj.values())
+    others = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not n_tensors:
+        return f"a dict with no tensors (keys {', '.join(repr(k) for k in list(obj)[:4])}{', ...' if len(obj) > 4 else ''})"
+    shown = ", ".join(repr(k) for k in others[:3]) + (", ..." if len(others) > 3 else "")
+    return f"a dict that mixes {n_tensors} tensors with {len(others)} other values ({shown})"
 
 
 def _head(path: Path) -> bytes:
@@ -161,7 +185,7 @@ def _load_unmapped(path: Path, first: Exception, trust_pickle: bool):
     import torch
 
     message = str(first).strip()
-    if "GLOBAL" in message or "Unsupported global" in message:  # the weights-only unpickler met Python code
+    if _needs_python_global(message):  # the weights-only unpickler met Python code
         what = _unsupported_global(message)
         if not trust_pickle:
             raise LoadError(
@@ -181,18 +205,53 @@ def _load_unmapped(path: Path, first: Exception, trust_pickle: bool):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        if "Unsupported global" in str(exc):
+        if _needs_python_global(str(exc)):
             return _load_unmapped(path, exc, trust_pickle)
+        reason = _unpickler_reason(str(exc))
+        if reason is not None:
+            raise LoadError(
+                f"refused to read {path}: the safe (weights-only) unpickler does not accept it ({reason[:120]}): it is a "
+                "pickle of Python objects, not a plain torch.save of tensors, and unpickling it could run code; re-save it "
+                "as a state_dict, or pass --trust-pickle if you trust where it came from"
+            ) from exc
         raise LoadError(
-            f"cannot read checkpoint {path}: {_first_line(first)} (truncated or not a torch.save file?)"
+            f"cannot read checkpoint {path}: {_safe_reason(exc)} (truncated, or not a torch.save file?)"
         ) from first
 
 
+def _needs_python_global(message: str) -> bool:
+    """torch's weights-only unpickler refusing a global ("Unsupported global: GLOBAL os.system", or "unsupported
+    GLOBAL" for raw and legacy pickles in newer torch)."""
+    lower = message.lower()
+    return "unsupported global" in lower or ("global" in lower and "weights_only" in lower and "unsupported" in lower)
+
+
+def _safe_reason(exc: BaseException) -> str:
+    """The first line of torch's error, minus its advice to re-run with weights_only=False (never for an
+    untrusted file)."""
+    line = _first_line(exc)
+    if "weights_only" in line.lower() or "re-running" in line.lower():
+        return exc.__class__.__name__
+    return line
+
+
 def _unsupported_global(message: str) -> str:
-    for line in message.splitlines():
-        if "Unsupported global" in line:
-            return line.split("Unsupported global:", 1)[-1].strip().rstrip(".").replace("GLOBAL ", "") or "a Python global"
-    return "Python globals"
+    import re
+
+    m = re.search(r"GLOBAL\s+([\w.]+)", message) or re.search(r"unsupported global:?\s*([\w.]+)", message, re.IGNORECASE)
+    return m.group(1) if m else "Python globals"
+
+
+def _unpickler_reason(message: str) -> str | None:
+    """What torch's weights-only unpickler refused ("Unsupported operand 149"), or None for other errors."""
+    lines = [x.strip() for x in message.splitlines()]
+    for k, line in enumerate(lines):
+        at = line.lower().find("weightsunpickler error:")
+        if at >= 0:
+            rest = line[at + len("weightsunpickler error:"):].strip()
+            following = [x for x in lines[k + 1:] if x]
+            return rest or (following[0] if following else "an unsupported pickle instruction")
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -200,19 +259,20 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else exc.__class__.__name__)[:200]
 
 
-def find_state_dict(obj: Any, _prefix: str | None = None) -> tuple[str | None, dict | None]:
-    """The state_dict in ``obj`` and the key it was under: a dict of tensors, a wrapping dict, or an nn.Module."""
+def find_state_dict(obj: Any, _prefix: str | None = None, _depth: int = 0) -> tuple[str | None, dict | None]:
+    """The state_dict in ``obj`` and the key it was under: a dict of tensors (string keys), a wrapping dict, or
+    an nn.Module. Wrappers are followed at most 8 levels deep (a dict can hold itself)."""
     import torch
 
     if isinstance(obj, torch.nn.Module):
         return _prefix, obj.state_dict()
-    if isinstance(obj, dict):
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if isinstance(obj, dict) and _depth < 8:
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor) and isinstance(k, str)}
         if tensors and len(tensors) == len(obj):
             return _prefix, dict(obj)
         for key in STATE_DICT_KEYS:
             if key in obj:
-                found_key, inner = find_state_dict(obj[key], key if _prefix is None else f"{_prefix}.{key}")
+                found_key, inner = find_state_dict(obj[key], key if _prefix is None else f"{_prefix}.{key}", _depth + 1)
                 if inner:
                     return found_key, inner
     return _prefix, None
@@ -259,10 +319,7 @@ def _open_directory(path: Path, trust_pickle: bool) -> CheckpointFile:
         indexes = sorted(path.glob("*.index.json"))
         index = indexes[0] if indexes else None
     if index is not None:
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LoadError(f"{index} is not a shard index (a JSON object with a 'weight_map'): {_first_line(exc)}") from exc
+        weight_map = _read_weight_map(index)
         shard_names = sorted(set(weight_map.values()))
     else:
         shard_names = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", *TORCH_SUFFIXES) and p.is_file())
@@ -291,6 +348,23 @@ def _open_directory(path: Path, trust_pickle: bool) -> CheckpointFile:
     return CheckpointFile(
         path, total, tensors, None, sum(s.object_tensor_bytes for s in shards.values()), trust_pickle, lambda k: owner[k].get(k), lambda k, t: owner[k].release(k, t)
     )
+
+
+def _read_weight_map(index: Path) -> dict[str, str]:
+    """The index's ``weight_map`` (tensor name -> shard file), checked: names are strings, and every shard is a
+    plain file name inside the index's folder (never ``../x`` or ``/etc/passwd``)."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise LoadError(f"{index} is not a shard index (unreadable JSON: {_first_line(exc)}); fix or remove it") from exc
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise LoadError(f"{index}: 'weight_map' must be an object of tensor name -> shard file name; fix or remove the index")
+    for name in set(weight_map.values()):
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise LoadError(f"{index}: weight_map names shard {name!r}, which is not a file in the index's folder; "
+                            "refusing to read outside it")
+    return weight_map
 
 
 # --- handing memory-mapped pages back -------------------------------------------------------------

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from .errors import UsageError
+
 app = typer.Typer(
     help="Find the parameters a PyTorch model uses but never registers.\n\n"
     "Rules: `ssdaudit rules`; each has a page in docs/rules/<CODE>.md.\n\n"
@@ -53,23 +55,33 @@ def main_callback(
     """ssdaudit: PyTorch parameter audits."""
 
 
-def _fail(message: str, debug: bool, exc: BaseException | None = None) -> None:
-    if debug and exc is not None:
-        import traceback
-
-        traceback.print_exception(exc)
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+def _fail(message: str) -> None:
+    """A user mistake: one line on stderr (and a JSON error document under --format json), exit 2."""
+    raise UsageError(message)
 
 
-def _parse_shape(text: str) -> tuple[int, ...]:
+MAX_INPUT_ELEMENTS = 2**30  # 4 GiB of float32: an --input-shape beyond this is a typo, not a probe
+
+
+def _parse_shape(text: str, flag: str = "--input-shape") -> tuple[int, ...]:
     try:
         shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
     except ValueError:
         shape = ()
     if not shape or any(d <= 0 for d in shape):
-        raise ValueError(f"bad --input-shape {text!r}: give positive integers like 1,3,300,300")
+        _fail(f"bad {flag} {text!r}: give positive integers like 1,3,300,300")
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel > MAX_INPUT_ELEMENTS:
+        _fail(f"{flag} {text!r} asks for {numel:,} values ({numel * 4 / 2**30:.0f} GiB): give a small probe input "
+              "such as 2,3,300,300")
     return shape
+
+
+def _timeout_option():
+    return typer.Option(300.0, "--timeout", min=0.0, help="Seconds allowed for importing, building and probing the "
+                        "target (0: no limit); a model file that hangs stops with exit 2.")
 
 
 def _console():
@@ -90,6 +102,7 @@ def params(
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load errors."),
+    timeout: float = _timeout_option(),
 ) -> None:
     """Count registered parameters, find unregistered ones, compare with a reference, predict the checkpoint.
 
@@ -103,31 +116,52 @@ def params(
 
       ssdaudit params big_model.py:build --device meta --input-shape 1,128
     """
-    from .loading import LoadError, load_state_dict, load_target
+    with _errors(fmt, debug):
+        report = _params_report(target, reference, checkpoint, input_shape, device.value, depth, timeout)
+        if fmt is Format.json:
+            from .report import render_json
 
-    try:
-        loaded = load_target(target, device=device.value)
-        from .references import load_reference
+            typer.echo(render_json(report.to_dict()))
+        elif fmt in (Format.sarif, Format.github):
+            _emit_ci(fmt, report.findings, target.split(":")[0])
+        else:
+            from .report import render_params_text
 
-        ref_obj, ref_name = load_reference(reference, device.value) if reference else (None, None)
-        ckpt_state = load_state_dict(checkpoint) if checkpoint is not None else None
-        example = loaded.example_input
-        if example is None and input_shape:
-            import torch
-
-            example = torch.rand(_parse_shape(input_shape), device=device.value)
-    except (LoadError, ValueError) as exc:
-        _fail(str(exc), debug, exc)
+            render_params_text(report, _console())
     from .findings import Severity
-    from .params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
-    from .registration import ProbeError
 
+    failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
+    broken_ckpt = report.checkpoint is not None and (report.checkpoint.missing_keys or report.checkpoint.shape_mismatch)
+    raise typer.Exit(1 if any(f.severity in failing for f in report.findings) or broken_ckpt else 0)
+
+
+def _errors(fmt: "Format", debug: bool):
+    from .errors import cli_errors
+
+    return cli_errors(fmt is Format.json, debug)
+
+
+def _params_report(target: str, reference: str | None, checkpoint: Path | None, input_shape: str | None, device: str,
+                   depth: int, timeout: float):
+    """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit."""
+    from .errors import Deadline, running_user_code
+    from .loading import load_state_dict, load_target
+    from .params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
+    from .references import load_reference
+
+    shape = _parse_shape(input_shape) if input_shape else None
+    deadline = Deadline(timeout or None)
+    with running_user_code(f"building {target}", deadline):
+        loaded = load_target(target, device=device)
+    with running_user_code(f"building the reference {reference}", deadline):
+        ref_obj, ref_name = load_reference(reference, device) if reference else (None, None)
+    ckpt_state = load_state_dict(checkpoint) if checkpoint is not None else None
     if loaded.model is None:  # a checkpoint target: counts from its tensors
         state = loaded.state_dict
         total = state_dict_params(state)
-        size, exact = Path(target).stat().st_size, True  # the real file: no prediction needed
+        size = Path(target).stat().st_size  # the real file: no prediction needed
         groups = group_state_dict(state, depth)
-        report = ParamsReport(target, total, total, 0, total, size, size, exact, groups, [])
+        report = ParamsReport(target, total, total, 0, total, size, size, True, groups, [])
         if ref_obj is not None:
             from .params import count_params, group_params
 
@@ -136,28 +170,19 @@ def params(
             else:
                 rg, rt = group_params(ref_obj, depth), count_params(ref_obj)[0]
             report.reference = compare_with_reference(ref_name, rg, rt, groups, total, [])
-    else:
-        from .params import audit_params
+        return report
+    from .params import audit_params
 
-        try:
-            report = audit_params(loaded.model, ref_obj, example, depth, target=target, reference_name=ref_name or "")
-        except ProbeError as exc:
-            _fail(f"the forward probe failed: {exc} (check example_input() or --input-shape)", debug, exc)
-        if ckpt_state is not None:
-            report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), checkpoint.stat().st_size)
-    if fmt is Format.json:
-        from .report import render_json
+    example = loaded.example_input
+    if example is None and shape:
+        import torch
 
-        typer.echo(render_json(report.to_dict()))
-    elif fmt in (Format.sarif, Format.github):
-        _emit_ci(fmt, report.findings, target.split(":")[0])
-    else:
-        from .report import render_params_text
-
-        render_params_text(report, _console())
-    failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
-    broken_ckpt = report.checkpoint is not None and (report.checkpoint.missing_keys or report.checkpoint.shape_mismatch)
-    raise typer.Exit(1 if any(f.severity in failing for f in report.findings) or broken_ckpt else 0)
+        example = torch.rand(shape, device=device)
+    with running_user_code(f"probing {target}'s forward", deadline):
+        report = audit_params(loaded.model, ref_obj, example, depth, target=target, reference_name=ref_name or "")
+    if ckpt_state is not None:
+        report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), checkpoint.stat().st_size)
+    return report
 
 
 @app.command()
@@ -170,6 +195,7 @@ def gradflow(
     out: Path = typer.Option(None, "--out", help="Write the log and the PNG plots here."),
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load and probe errors."),
+    timeout: float = _timeout_option(),
 ) -> None:
     """Follow gradients through a few training steps (or a logged run) and name the parameters that do not learn.
 
@@ -187,47 +213,45 @@ def gradflow(
 
       ssdaudit gradflow mynet.py:build --input-shape 8,3,224,224 --format json
     """
-    from .loading import LoadError
-
-    try:
-        run, title = _gradflow_run(target, steps, input_shape, batch_size, lr, out, fmt)
-    except (LoadError, ValueError) as exc:
-        _fail(str(exc), debug, exc)
-    from .gradflow import analyse_gradflow
     from .findings import Severity
 
-    findings, layers = analyse_gradflow(run)
-    plots = []
-    if out is not None:
-        from .plots import plot_gradflow_run
+    with _errors(fmt, debug):
+        run, title = _gradflow_run(target, steps, input_shape, batch_size, lr, out, fmt, timeout)
+        from .gradflow import analyse_gradflow
 
-        try:
-            plots = plot_gradflow_run(run, layers, out, title)
-        except OSError as exc:
-            _fail(f"cannot write plots to {out}: {exc.strerror or exc}", debug, exc)
-    if fmt is Format.json:
-        from .report import render_json
+        findings, layers = analyse_gradflow(run)
+        plots = []
+        if out is not None:
+            from .plots import plot_gradflow_run
 
-        data = {
-            "target": target,
-            "steps": int(len(run.steps)),
-            "findings": [f.to_dict() for f in findings],
-            "layers": [ls.to_dict() for ls in layers],
-            "plots": [str(p) for p in plots],
-            "warnings": run.warnings,
-        }
-        typer.echo(render_json(data))
-    elif fmt in (Format.sarif, Format.github):
-        _emit_ci(fmt, findings, target.split(":")[0])
-    else:
-        from .report import render_gradflow_text
+            try:
+                plots = plot_gradflow_run(run, layers, out, title)
+            except OSError as exc:
+                _fail(f"cannot write plots to {out}: {exc.strerror or exc}")
+        if fmt is Format.json:
+            from .report import render_json
 
-        render_gradflow_text(target, run, findings, layers, plots, _console())
+            data = {
+                "target": target,
+                "steps": int(len(run.steps)),
+                "findings": [f.to_dict() for f in findings],
+                "layers": [ls.to_dict() for ls in layers],
+                "plots": [str(p) for p in plots],
+                "warnings": run.warnings,
+            }
+            typer.echo(render_json(data))
+        elif fmt in (Format.sarif, Format.github):
+            _emit_ci(fmt, findings, target.split(":")[0])
+        else:
+            from .report import render_gradflow_text
+
+            render_gradflow_text(target, run, findings, layers, plots, _console())
     raise typer.Exit(1 if any(f.severity is Severity.ERROR for f in findings) else 0)
 
 
-def _gradflow_run(target: str, steps: int, input_shape, batch_size: int, lr: float, out, fmt):
-    """A logged run read back, or a probe run of a model target."""
+def _gradflow_run(target: str, steps: int, input_shape, batch_size: int, lr: float, out, fmt, timeout: float):
+    """A logged run read back, or a probe run of a model target (its code under the time limit)."""
+    from .errors import Deadline, running_user_code
     from .gradflow import probe_target, read_gradflow_log
     from .loading import load_target
 
@@ -237,10 +261,13 @@ def _gradflow_run(target: str, steps: int, input_shape, batch_size: int, lr: flo
         for w in run.warnings:
             typer.echo(f"warning: {w}", err=True)
         return run, f"Gradient flow: {path} ({len(run.steps)} steps)"
-    loaded = load_target(target)
     shape = _parse_shape(input_shape) if input_shape else None
+    deadline = Deadline(timeout or None)
+    with running_user_code(f"building {target}", deadline):
+        loaded = load_target(target)
     log_dir = out / "gradflow" if out is not None else None
-    with _progress(steps, "probe steps", fmt is Format.text) as advance:
+    with _progress(steps, "probe steps", fmt is Format.text) as advance, \
+            running_user_code(f"training {target} for {steps} probe steps", deadline):
         run = probe_target(loaded, steps, shape, batch_size, lr, log_dir, advance and (lambda _step: advance()))
     return run, f"Gradient flow: {target} ({steps} steps)"
 
@@ -294,37 +321,39 @@ def diff(
 
       ssdaudit diff model.safetensors shards/ --rtol 1e-3 --format json
     """
-    from .checkpoints import open_checkpoint
-    from .loading import LoadError
+    with _errors(fmt, debug):
+        from .checkpoints import open_checkpoint
+        from .diff import diff_checkpoints, write_mapped as write_b
 
-    try:
         ca = open_checkpoint(a, trust_pickle)
         cb = open_checkpoint(b, trust_pickle)
-    except LoadError as exc:
-        _fail(str(exc), debug, exc)
-    from .diff import diff_checkpoints, write_mapped as write_b
+        with _progress(ca.tensor_bytes + cb.tensor_bytes, "comparing", fmt is Format.text, in_bytes=True) as advance:
+            report = diff_checkpoints(ca, cb, rtol, atol, map_mode.value, progress=advance and (lambda _key, n: advance(n)))
+        if write_mapped is not None:
+            if report.mapping is None or not report.mapping.pairs:
+                _fail("--write-mapped: no key of B could be paired with A (try --map auto)")
+            try:
+                n = write_b(cb, report.mapping, write_mapped)
+            except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+                _fail(f"cannot write {write_mapped}: {getattr(exc, 'strerror', None) or _first_line(exc)} "
+                      "(nothing was written; free space or choose another path)")
+            typer.echo(f"wrote {n} tensors of B under A's names to {write_mapped}", err=True)
+        if fmt is Format.json:
+            from .report import render_json
 
-    with _progress(ca.tensor_bytes + cb.tensor_bytes, "comparing", fmt is Format.text, in_bytes=True) as advance:
-        report = diff_checkpoints(ca, cb, rtol, atol, map_mode.value, progress=advance and (lambda _key, n: advance(n)))
-    if write_mapped is not None:
-        if report.mapping is None or not report.mapping.pairs:
-            _fail("--write-mapped: no key of B could be paired with A (try --map auto)", debug)
-        try:
-            n = write_b(cb, report.mapping, write_mapped)
-        except OSError as exc:
-            _fail(f"cannot write {write_mapped}: {exc.strerror or exc}", debug, exc)
-        typer.echo(f"wrote {n} tensors of B under A's names to {write_mapped}", err=True)
-    if fmt is Format.json:
-        from .report import render_json
+            typer.echo(render_json(report.to_dict()))
+        elif fmt in (Format.sarif, Format.github):
+            _emit_ci(fmt, report.findings, str(a))
+        else:
+            from .report import render_diff_text
 
-        typer.echo(render_json(report.to_dict()))
-    elif fmt in (Format.sarif, Format.github):
-        _emit_ci(fmt, report.findings, str(a))
-    else:
-        from .report import render_diff_text
-
-        render_diff_text(report, _console(), top)
+            render_diff_text(report, _console(), top)
     raise typer.Exit(0 if report.identical else 1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else exc.__class__.__name__)[:200]
 
 
 def _emit_ci(fmt: Format, findings, default_file: str | None) -> None:
@@ -364,27 +393,29 @@ def lint(
       ssdaudit lint model.py --format sarif > ssdaudit.sarif
     """
     from .findings import RULES, Severity
-    from .source_lint import lint_paths
 
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        _fail(f"no such file or folder: {missing[0]}", False)
-    codes = {c.strip().upper() for c in ignore.split(",") if c.strip()}
-    unknown = sorted(codes - set(RULES))
-    if unknown:
-        _fail(f"unknown rule code {unknown[0]!r} in --ignore (see `ssdaudit rules`)", False)
-    result = lint_paths(list(paths), codes, list(exclude))
-    if fmt is Format.json:
-        from .report import render_json
+    with _errors(fmt, False):
+        from .source_lint import lint_paths
 
-        typer.echo(render_json({"files": result.files, "suppressed": result.suppressed, "errors": result.errors,
-                                "findings": [f.to_dict() for f in result.findings]}))
-    elif fmt in (Format.sarif, Format.github):
-        _emit_ci(fmt, result.findings, None)
-    else:
-        from .report import render_lint_text
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            _fail(f"no such file or folder: {missing[0]}")
+        codes = {c.strip().upper() for c in ignore.split(",") if c.strip()}
+        unknown = sorted(codes - set(RULES))
+        if unknown:
+            _fail(f"unknown rule code {unknown[0]!r} in --ignore (see `ssdaudit rules`)")
+        result = lint_paths(list(paths), codes, list(exclude))
+        if fmt is Format.json:
+            from .report import render_json
 
-        render_lint_text(result, _console())
+            typer.echo(render_json({"files": result.files, "suppressed": result.suppressed, "errors": result.errors,
+                                    "findings": [f.to_dict() for f in result.findings]}))
+        elif fmt in (Format.sarif, Format.github):
+            _emit_ci(fmt, result.findings, None)
+        else:
+            from .report import render_lint_text
+
+            render_lint_text(result, _console())
     raise typer.Exit(1 if any(f.severity is not Severity.INFO for f in result.findings) else 0)
 
 
@@ -394,6 +425,7 @@ def check(
     baseline: Path = typer.Option(None, "--baseline", help="Findings recorded here are known: reported, not failing."),
     write_baseline: bool = typer.Option(False, "--write-baseline", help="Record the current findings in --baseline (or the configured file) and exit 0."),
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif or github."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for configuration and load errors."),
 ) -> None:
     """The CI gate: lint the configured paths, then audit each configured model against its expectations.
 
@@ -422,45 +454,42 @@ def check(
 
       ssdaudit check --format sarif > ssdaudit.sarif
     """
-    from .check import read_baseline, run_check
-    from .check import write_baseline as write_file
-    from .config import ConfigError, load_config
-    from .loading import LoadError
+    with _errors(fmt, debug):
+        from .check import read_baseline, run_check
+        from .check import write_baseline as write_file
+        from .config import load_config
 
-    try:
         cfg = load_config(config)
         base_path = baseline or (cfg.root / cfg.baseline if cfg.baseline else None)
         known = read_baseline(base_path) if base_path is not None and not write_baseline else set()
-    except (ConfigError, LoadError) as exc:
-        _fail(str(exc), False)
-    if fmt is Format.text and sys.stderr.isatty():
-        from rich.console import Console
+        if write_baseline and base_path is None:
+            _fail("--write-baseline needs --baseline FILE (or baseline = \"FILE\" in [tool.ssdaudit])")
+        if fmt is Format.text and sys.stderr.isatty():
+            from rich.console import Console
 
-        status = Console(stderr=True, highlight=False)
-    else:
-        status = None
-    report = run_check(cfg, known, progress=(lambda msg: status.print(f"[dim]{msg}...[/]")) if status else None)
-    if write_baseline:
-        if base_path is None:
-            _fail("--write-baseline needs --baseline FILE (or baseline = \"FILE\" in [tool.ssdaudit])", False)
-        gating = [f for row in report.rows if row.expect == "pass" for f in row.findings]
-        n = write_file(base_path, gating)
-        typer.echo(f"wrote {n} known findings to {base_path}")
-        raise typer.Exit(0)
-    if fmt is Format.json:
-        from .report import render_json
+            status = Console(stderr=True, highlight=False)
+        else:
+            status = None
+        report = run_check(cfg, known, progress=(lambda msg: status.print(f"[dim]{msg}...[/]")) if status else None)
+        if write_baseline:
+            gating = [f for row in report.rows if row.expect == "pass" for f in row.findings]
+            n = write_file(base_path, gating)
+            typer.echo(f"wrote {n} known findings to {base_path}")
+            raise typer.Exit(0)
+        if fmt is Format.json:
+            from .report import render_json
 
-        typer.echo(render_json({
-            "ok": report.ok,
-            "rows": [{"name": r.name, "status": r.status, "details": r.details, "findings": [f.to_dict() for f in r.findings]} for r in report.rows],
-            "new": [f.to_dict() for f in report.new], "known": [f.to_dict() for f in report.known],
-        }))
-    elif fmt in (Format.sarif, Format.github):
-        _emit_ci(fmt, report.new, None)
-    else:
-        from .report import render_check_text
+            typer.echo(render_json({
+                "ok": report.ok,
+                "rows": [{"name": r.name, "status": r.status, "details": r.details, "findings": [f.to_dict() for f in r.findings]} for r in report.rows],
+                "new": [f.to_dict() for f in report.new], "known": [f.to_dict() for f in report.known],
+            }))
+        elif fmt in (Format.sarif, Format.github):
+            _emit_ci(fmt, report.new, None)
+        else:
+            from .report import render_check_text
 
-        render_check_text(report, _console())
+            render_check_text(report, _console())
     if any(r.status == "error" for r in report.rows):
         raise typer.Exit(2)
     raise typer.Exit(0 if report.ok else 1)
@@ -474,14 +503,15 @@ def rules(code: str = typer.Argument(None, help="A rule code, e.g. R001; all rul
     """
     from .findings import RULES
 
-    if code is None:
-        for r in RULES.values():
-            typer.echo(f"{r.code}  {r.name:<24} {r.summary}")
-        return
-    r = RULES.get(code.upper())
-    if r is None:
-        _fail(f"unknown rule {code!r}: run `ssdaudit rules` for the list", False)
-    typer.echo(f"{r.code} {r.name}: {r.summary}\n\nwhy: {r.why}\nfix: {r.fix}\ndocs: {r.docs}")
+    with _errors(Format.text, False):
+        if code is None:
+            for r in RULES.values():
+                typer.echo(f"{r.code}  {r.name:<26} {r.severity.value:<8} {r.summary}")
+            return
+        r = RULES.get(code.upper())
+        if r is None:
+            _fail(f"unknown rule {code!r}: run `ssdaudit rules` for the list")
+        typer.echo(f"{r.code} {r.name} ({r.severity.value}): {r.summary}\n\nwhy: {r.why}\nfix: {r.fix}\ndocs: {r.docs}")
 
 
 def main() -> None:

@@ -12,15 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
 from .findings import RULES
 
-TOP_KEYS = {"lint", "exclude", "ignore", "baseline", "models"}
+TOP_KEYS = {"lint", "exclude", "ignore", "baseline", "models", "timeout"}
 MODEL_KEYS = {"target", "reference", "params", "tolerance", "max_checkpoint_mb", "gradflow_steps", "input_shape",
               "expect", "reason"}
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """The configuration is missing or wrong; the message names file, line and key. Exit code 2."""
+
+    kind = "config"
 
 
 @dataclass
@@ -44,6 +47,7 @@ class CheckConfig:
     ignore: set[str] = field(default_factory=set)
     baseline: str | None = None
     models: list[ModelCheck] = field(default_factory=list)
+    timeout: float = 300.0  # seconds for building and probing each model (0: no limit)
 
     @property
     def root(self) -> Path:
@@ -73,7 +77,12 @@ def load_config(path: str | Path) -> CheckConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no such configuration file: {path} (ssdaudit check reads [tool.ssdaudit] from pyproject.toml)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8, as TOML requires") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -116,6 +125,10 @@ def load_config(path: str | Path) -> CheckConfig:
     if baseline is not None and not isinstance(baseline, str):
         raise fail("baseline", "'baseline' must be a file path")
     cfg.baseline = baseline
+    timeout = section.get("timeout", 300.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise fail("timeout", f"'timeout' must be a number of seconds >= 0 (0: no limit), got {timeout!r}")
+    cfg.timeout = float(timeout)
     models = section.get("models", [])
     if not isinstance(models, list):
         raise fail("models", "'models' must be an array of tables: [[tool.ssdaudit.models]]")
@@ -150,6 +163,10 @@ def _model(m: Any, i: int, fail) -> ModelCheck:
         expect=typed("expect", (str,), '"pass" or "fail"', "pass"),
         reason=typed("reason", (str,), "a string", ""),
     )
+    if check.input_shape is not None and (
+        not check.input_shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in check.input_shape)
+    ):
+        raise fail("input_shape", f"'input_shape' must be a list of positive integers like [2, 3, 300, 300], got {check.input_shape!r}", i)
     if check.expect not in ("pass", "fail"):
         raise fail("expect", f"'expect' must be \"pass\" or \"fail\", got {check.expect!r}", i)
     if check.tolerance < 0:

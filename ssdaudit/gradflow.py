@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_flatten
 
 from .atomic import atomic_write, atomic_write_text
 from .findings import Finding, Severity
-from .loading import LoadError
+from .errors import LoadError, UserError
 
 STAT_FIELDS = ("grad_norm", "grad_max", "grad_l1", "update_norm", "weight_norm", "lr")
 _GRAD_NORM, _GRAD_MAX, _GRAD_L1, _UPDATE, _WEIGHT, _LR = range(6)
@@ -639,6 +639,8 @@ def probe_training(
             try:
                 output = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
                 loss = compute_loss(output, targets)
+            except UserError:
+                raise
             except Exception as exc:
                 raise ProbeError(f"step {step + 1}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
             if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:

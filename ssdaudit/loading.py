@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".tar", ".ckpt")
-STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "network", "weights")
 
 
-class LoadError(Exception):
-    """A target, reference or checkpoint could not be loaded; the message is one line for the user."""
+from .errors import LoadError, UserError  # noqa: F401  (LoadError is part of this module's API)
 
 
 @dataclass
@@ -48,8 +46,10 @@ def load_target(spec: str, device: str = "cpu", want_input: bool = True) -> Load
         try:
             with _device_context(device):
                 example = module.example_input()
+        except UserError:
+            raise
         except Exception as exc:
-            raise LoadError(f"example_input() in {spec.split(':')[0]} raised {exc.__class__.__name__}: {exc}") from exc
+            raise LoadError(f"example_input() in {spec.split(':')[0]} raised {exc.__class__.__name__}: {_one_line(exc)}") from exc
     return LoadedTarget(spec, model=model, example_input=example, module=module)
 
 
@@ -68,10 +68,14 @@ def _import_spec(spec: str):
         raise LoadError(f"cannot tell what {spec!r} is: give 'file.py[:NAME]', 'package.module:NAME' or a checkpoint file")
     try:
         return importlib.import_module(path_part), name
+    except UserError:
+        raise
     except ImportError as exc:
         raise LoadError(f"cannot import module {path_part!r}: {exc}") from exc
     except SyntaxError as exc:
         raise LoadError(f"syntax error in {exc.filename} line {exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:
+        raise LoadError(f"importing {path_part} raised {exc.__class__.__name__}: {_one_line(exc)}") from exc
 
 
 def _is_drive(spec: str) -> bool:
@@ -92,9 +96,15 @@ def _import_file(path: Path):
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)
         raise LoadError(f"syntax error in {path} line {exc.lineno}: {exc.msg}") from exc
+    except UserError:
+        sys.modules.pop(module_name, None)
+        raise
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise LoadError(f"importing {path} raised {exc.__class__.__name__}: {exc}") from exc
+        raise LoadError(f"importing {path} raised {exc.__class__.__name__}: {_one_line(exc)}") from exc
+    except BaseException:  # sys.exit, Ctrl-C: the half-imported module must not be cached
+        sys.modules.pop(module_name, None)
+        raise
     finally:
         sys.path.remove(str(path.resolve().parent))
     return module
@@ -146,11 +156,18 @@ def _call_factory(factory, spec: str, device: str):
     try:
         with _device_context(device):
             model = factory()
+    except UserError:
+        raise
     except Exception as exc:
-        raise LoadError(f"{spec}: the factory raised {exc.__class__.__name__}: {exc}") from exc
+        raise LoadError(f"{spec}: the factory raised {exc.__class__.__name__}: {_one_line(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise LoadError(f"{spec}: the factory returned a {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else exc.__class__.__name__)[:300]
 
 
 def load_state_dict(path: str | Path) -> dict:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from .errors import UserError
 from .findings import Finding, Severity
 from .registration import MOVE_FUNCTIONS as _MOVES
 from .registration import unregistered_module_names, unregistered_tensor_names
@@ -129,6 +130,8 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
     try:
         with torch.no_grad(), _Convert():
             moved(*inputs) if isinstance(inputs, tuple) else moved(inputs)
+    except UserError:
+        raise
     except Exception as exc:
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         return MoveProbeResult([s for _, s in found.values()], f"forward failed: {exc.__class__.__name__}: {text}")

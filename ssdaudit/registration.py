@@ -24,6 +24,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from .errors import UserError
 from .findings import Finding, Severity
 
 # Attributes every nn.Module has; everything else in a module's __dict__ is the user's.
@@ -38,8 +39,10 @@ _MODE_DEPENDENT = (
 )
 
 
-class ProbeError(RuntimeError):
+class ProbeError(UserError, RuntimeError):
     """The model's forward failed on the probe input."""
+
+    kind = "probe"
 
 
 @dataclass
@@ -202,6 +205,8 @@ def probe_forward(
                 result.used_tensors.add(id(leaf))
                 result.first_use.setdefault(id(leaf), "<returned>")
         del output
+    except UserError:
+        raise
     except Exception as exc:
         raise ProbeError(f"{exc.__class__.__name__}: {_one_line(exc)}") from exc
     finally:

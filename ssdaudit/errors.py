@@ -1,0 +1,145 @@
+"""Expected failures, and the one place that turns them into ``error: ...`` and exit code 2.
+
+Every mistake a user can make (a bad path, a corrupt or hostile checkpoint, a model file that exits or hangs,
+a wrong configuration value) raises a ``UserError`` subclass with a one-line message naming the problem, the
+file (and key or line) and what to do. ``cli_errors`` (used by both CLIs) prints it, as a JSON document on
+stdout too when the output format is JSON, and exits 2. Anything unexpected prints one line and a pointer to
+``--debug``; it never reaches the user as a traceback, and never exits 1 (which scripts read as "findings").
+
+``running_user_code`` wraps code from the user's model files: their prints go to stderr (so ``--format json``
+stdout stays one JSON document), ``sys.exit`` becomes a load error, and a deadline stops a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class UserError(Exception):
+    """A problem the user can fix; ``str()`` is the whole one-line message. ``kind`` names the class of problem."""
+
+    kind = "error"
+
+
+class UsageError(UserError):
+    """A bad flag, value or combination on the command line."""
+
+    kind = "usage"
+
+
+class LoadError(UserError):
+    """A target, reference or checkpoint could not be loaded; the message is one line for the user."""
+
+    kind = "load"
+
+
+class TimeLimitExceeded(LoadError):
+    """The target's code ran past the ``--timeout`` budget."""
+
+    kind = "timeout"
+
+
+class Deadline:
+    """One time budget for all phases of running a target (import, build, probe). ``phase(name)`` arms a
+    SIGALRM timer for what is left of the budget; the message names the phase that ran out. Without a main
+    thread or SIGALRM (Windows) there is no timer, and the phases run unbounded."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic()
+
+    def left(self) -> float | None:
+        return None if self.seconds is None else self.seconds - (time.monotonic() - self.started)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        left = self.left()
+        usable = left is not None and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+        if not usable:
+            yield
+            return
+        if left <= 0:
+            raise TimeLimitExceeded(self._message(name))
+
+        def expire(_signum, _frame):
+            raise TimeLimitExceeded(self._message(name))
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def _message(self, phase: str) -> str:
+        return (f"{phase} ran past the time limit of {self.seconds:g} s (an endless loop in the model's code?); "
+                "raise it with --timeout SECONDS (or timeout = N under [tool.ssdaudit])")
+
+
+@contextlib.contextmanager
+def running_user_code(phase: str, deadline: Deadline | None = None) -> Iterator[None]:
+    """Run the user's model code: prints to stderr, ``sys.exit`` -> ``LoadError``, bounded by ``deadline``."""
+    with contextlib.redirect_stdout(sys.stderr), (deadline.phase(phase) if deadline is not None else contextlib.nullcontext()):
+        try:
+            yield
+        except SystemExit as exc:
+            raise LoadError(f"{phase}: the model's code called sys.exit({exc.code!r}); a model file must not end the "
+                            "process (move that call under `if __name__ == \"__main__\":`)") from None
+
+
+def error_document(message: str, kind: str) -> str:
+    """The JSON that ``--format json`` prints on stdout for an error."""
+    return json.dumps({"error": {"message": message, "kind": kind}}, indent=2)
+
+
+@contextlib.contextmanager
+def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]:
+    """Exit 2 with one line (and a JSON error document when ``json_output``) for every failure; 130 on Ctrl-C."""
+    import typer
+
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except KeyboardInterrupt:
+        _report("interrupted", "interrupted", json_output)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except UserError as exc:
+        _debug(exc, debug)
+        _report(str(exc), exc.kind, json_output)
+        raise typer.Exit(EXIT_USAGE) from None
+    except MemoryError as exc:
+        _debug(exc, debug)
+        _report("out of memory (a smaller --input-shape or --batch-size?)", "memory", json_output)
+        raise typer.Exit(EXIT_USAGE) from None
+    except Exception as exc:  # a bug of ours or an unforeseen input: one line, never a traceback by default
+        _debug(exc, debug)
+        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        hint = "" if debug else " (run with --debug for the traceback)"
+        _report(f"unexpected {exc.__class__.__name__}: {text}{hint}", "internal", json_output)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _report(message: str, kind: str, json_output: bool) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if json_output:
+        print(error_document(message, kind), flush=True)
+
+
+def _debug(exc: BaseException, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
