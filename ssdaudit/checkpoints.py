@@ -85,8 +85,6 @@ def open_checkpoint(path: str | Path, trust_pickle: bool = False) -> CheckpointF
         raise LoadError(f"no such checkpoint: {path}")
     if path.is_dir():
         return _open_directory(path, trust_pickle)
-    if path.stat().st_size == 0:
-        raise LoadError(f"{path} is empty (0 bytes): not a checkpoint")
     if path.suffix == ".safetensors":
         return _open_safetensors(path)
     return _open_torch(path, trust_pickle)
@@ -96,18 +94,34 @@ def _info(key: str, t) -> TensorInfo:
     return TensorInfo(key, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel(), t.numel() * t.element_size())
 
 
-def _open_torch(path: Path, trust_pickle: bool) -> CheckpointFile:
+def load_object(path: str | Path, trust_pickle: bool = False, mmap: bool = True) -> tuple[Any, bool]:
+    """The project's one way to unpickle a torch.save file: ``torch.load(weights_only=True)`` (memory-mapped when
+    ``mmap`` and the format allows), every failure a one-line ``LoadError``. Returns (object, mapped).
+
+    A file that needs Python globals is refused unless ``trust_pickle`` (then it is loaded with a warning)."""
     import torch
 
+    path = Path(path)
+    if not path.exists():
+        raise LoadError(f"no such checkpoint: {path}")
+    if not path.is_file():
+        raise LoadError(f"{path} is not a file")
+    if path.stat().st_size == 0:
+        raise LoadError(f"{path} is empty (0 bytes): not a checkpoint (a write that was killed? use another copy)")
     if _looks_like_text(_head(path)):
         raise LoadError(f"{path} is a text file, not a checkpoint (torch.save or .safetensors)")
-    mapped = True
+    if not mmap:
+        return _load_unmapped(path, None, trust_pickle), False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol notices about foreign pickles: the refusal below says more
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), True
     except Exception as exc:
-        obj, mapped = _load_unmapped(path, exc, trust_pickle), False
+        return _load_unmapped(path, exc, trust_pickle), False
+
+
+def _open_torch(path: Path, trust_pickle: bool) -> CheckpointFile:
+    obj, mapped = load_object(path, trust_pickle)
     wrapper, state = find_state_dict(obj)
     if state is None:
         raise LoadError(f"{path} holds {_describe_object(obj)}: expected a state_dict (a dict of name -> tensor) or a "
@@ -180,33 +194,20 @@ def _looks_like_text(head: bytes) -> bool:
     return all(c >= 32 or c in b"\t\r\n" for c in head)
 
 
-def _load_unmapped(path: Path, first: Exception, trust_pickle: bool):
-    """A file torch.load could not map: legacy format, a pickle that needs code, or not a checkpoint."""
+def _load_unmapped(path: Path, first: Exception | None, trust_pickle: bool):
+    """A file torch.load could not map (legacy format, a pickle that needs code, or not a checkpoint), or one
+    read without mmap on purpose (``first`` is None)."""
     import torch
 
-    message = str(first).strip()
-    if _needs_python_global(message):  # the weights-only unpickler met Python code
-        what = _unsupported_global(message)
-        if not trust_pickle:
-            raise LoadError(
-                f"refused to unpickle {path}: it needs {what}, i.e. it stores Python objects, not only tensors, "
-                "and unpickling them can run arbitrary code; re-save it as a state_dict, or pass --trust-pickle "
-                "if you trust where it came from"
-            ) from first
-        print(f"warning: --trust-pickle: unpickling {path} with weights_only=False runs any code it contains", file=sys.stderr)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise LoadError(f"cannot unpickle {path} even with --trust-pickle: {_first_line(exc)}") from exc
+    if first is not None and _needs_python_global(str(first)):  # the weights-only unpickler met Python code
+        return _trusted_load(path, str(first), trust_pickle)
     try:  # legacy (non-zip) torch.save files cannot be memory-mapped
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         if _needs_python_global(str(exc)):
-            return _load_unmapped(path, exc, trust_pickle)
+            return _trusted_load(path, str(exc), trust_pickle)
         reason = _unpickler_reason(str(exc))
         if reason is not None:
             raise LoadError(
@@ -216,7 +217,26 @@ def _load_unmapped(path: Path, first: Exception, trust_pickle: bool):
             ) from exc
         raise LoadError(
             f"cannot read checkpoint {path}: {_safe_reason(exc)} (truncated, or not a torch.save file?)"
-        ) from first
+        ) from (first or exc)
+
+
+def _trusted_load(path: Path, message: str, trust_pickle: bool):
+    import torch
+
+    what = _unsupported_global(message)
+    if not trust_pickle:
+        raise LoadError(
+            f"refused to unpickle {path}: it needs {what}, i.e. it stores Python objects, not only tensors, "
+            "and unpickling them can run arbitrary code; re-save it as a state_dict, or pass --trust-pickle "
+            "if you trust where it came from"
+        )
+    print(f"warning: --trust-pickle: unpickling {path} with weights_only=False runs any code it contains", file=sys.stderr)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise LoadError(f"cannot unpickle {path} even with --trust-pickle: {_first_line(exc)}") from exc
 
 
 def _needs_python_global(message: str) -> bool:

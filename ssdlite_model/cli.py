@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
+
+from ssdaudit.errors import UsageError, cli_errors
 
 app = typer.Typer(
     help="SSDLite with a MobileNetV2 backbone, built the way ssds.pytorch builds it.\n\n"
@@ -55,19 +58,18 @@ def info(
 
     Example: ssdlite info paper-coco --macs
     """
-    if preset not in PRESETS:
-        typer.echo(f"error: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}", err=True)
-        raise typer.Exit(2)
     import ssdlite_model
 
     from .complexity import count_macs, params_per_part
 
-    config = getattr(ssdlite_model, PRESETS[preset])()
-    try:
-        model = ssdlite_model.build_ssdlite(config, backbone_weights)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    with cli_errors():
+        if preset not in PRESETS:
+            _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        config = getattr(ssdlite_model, PRESETS[preset])()
+        try:
+            model = ssdlite_model.build_ssdlite(config, backbone_weights)
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
     counts = params_per_part(model)
     typer.echo(f"{preset}: {config.num_classes} classes, {config.image_size}x{config.image_size}")
     for part, n in counts.items():
@@ -80,13 +82,26 @@ def info(
         typer.echo(f"  published: {PUBLISHED[preset]}")
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+def _fail(message: str) -> None:
+    """A user mistake: one line, exit 2 (printed by ``cli_errors``)."""
+    raise UsageError(message)
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """The parameters typed on the command line (not defaults): a resume keeps the stored value of the others."""
+    from click.core import ParameterSource
+
+    return {name for name in ctx.params if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
 
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: str = typer.Option("synthetic", "--data", help="synthetic | voc:ROOT | coco:IMAGES,ANNOTATIONS[,VAL_ANNOTATIONS]"),
     epochs: int = typer.Option(10, "--epochs", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per step (per process under torchrun)."),
@@ -109,6 +124,8 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     time_budget: float = typer.Option(None, "--time-budget", help="Minutes: stop, evaluate and checkpoint when spent."),
     preset: str = typer.Option("ssds-voc", "--preset", help="Architecture to start from (classes and size come from the data): " + ", ".join(PRESETS)),
+    override: bool = typer.Option(False, "--override", help="With --resume: accept flags that differ from the stored settings."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Train SSDLite from scratch. Under torchrun it trains with DistributedDataParallel.
 
@@ -121,11 +138,13 @@ def train(
 
       ssdlite train --data voc:data/shapes-voc --epochs 30 --out runs/voc --gradflow
 
-      ssdlite train --out runs/shapes --epochs 12 --resume
+      ssdlite train --out runs/shapes --resume          (the stored settings; a differing flag needs --override)
+
+      ssdlite train --out runs/shapes --resume --epochs 12 --override
 
       torchrun --nproc_per_node=2 -m ssdlite_model.cli train --data synthetic --epochs 4 --out runs/ddp
     """
-    from .train import Diverged, Trainer, TrainError, TrainSettings
+    from .train import CHECKPOINT, Diverged, Trainer, TrainSettings, merge_resume_settings
 
     settings = TrainSettings(
         data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, clip_grad=clip_grad, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
@@ -133,39 +152,44 @@ def train(
         n_val=n_val, augment=augment, workers=workers, gradflow=gradflow, amp=amp, device=device,
         time_budget_min=time_budget,
     )
-    if preset not in PRESETS:
-        _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    import ssdlite_model
+    with cli_errors(False, debug):
+        if preset not in PRESETS:
+            _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if override and not resume:
+            _fail("--override only applies with --resume")
+        if resume and (out / CHECKPOINT).is_file():
+            settings, notes = merge_resume_settings(out / CHECKPOINT, settings, _given(ctx), override)
+            for note in notes:
+                typer.echo(f"note: {note}", err=True)
+        import ssdlite_model
 
-    try:
-        trainer = Trainer(settings, base_config=getattr(ssdlite_model, PRESETS[preset])())
-        records = trainer.fit()
-    except TrainError as exc:
-        _fail(str(exc))
-    except Diverged as exc:
-        _fail(str(exc), 1)
-    except ValueError as exc:  # an invalid SSDLiteConfig (sizes too small for the feature maps, ...)
-        _fail(str(exc))
+        try:
+            trainer = Trainer(settings, base_config=getattr(ssdlite_model, PRESETS[preset])())
+            records = trainer.fit()
+        except Diverged as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except ValueError as exc:  # an invalid SSDLiteConfig (sizes too small for the feature maps, ...)
+            _fail(str(exc))
     if trainer.dist.main and records:
         last = records[-1]
         summary = f"trained to epoch {last['epoch']}: loss {last['loss']:.3f}"
         if "map50" in last:
             summary += f", mAP@0.5 {last['map50']:.3f}"
         typer.echo(f"{summary}; checkpoint {out / 'last.pth'}, metrics {out / 'metrics.jsonl'}")
+    elif trainer.dist.main:
+        typer.echo(f"nothing to train: the run in {out} already reached epoch {trainer.epoch} of {settings.epochs}")
 
 
 def _load(checkpoint: Path, preset: str | None):
     import ssdlite_model
 
-    from .train import TrainError, load_checkpoint_model
+    from .checkpoint import load_checkpoint_model
 
-    fallback = getattr(ssdlite_model, PRESETS[preset])() if preset in PRESETS else None
     if preset is not None and preset not in PRESETS:
         _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    try:
-        return load_checkpoint_model(checkpoint, fallback)
-    except TrainError as exc:
-        _fail(str(exc))
+    fallback = getattr(ssdlite_model, PRESETS[preset])() if preset in PRESETS else None
+    return load_checkpoint_model(checkpoint, fallback)
 
 
 @app.command("eval")
@@ -176,7 +200,8 @@ def evaluate(
     seed: int = typer.Option(None, "--seed", help="Synthetic data seed (default: the checkpoint's training seed)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     preset: str = typer.Option(None, "--preset", help="Model for a bare state_dict: " + ", ".join(PRESETS)),
-    fmt: str = typer.Option("text", "--format", help="text or json."),
+    fmt: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text or json."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Evaluate a checkpoint: VOC07 mAP@0.5 (all-point and 11-point), COCO mAP@[.5:.95], per-class AP.
 
@@ -184,24 +209,22 @@ def evaluate(
     """
     import json
 
-    from .data import DataError
     from .evaluate import evaluate_model
-    from .train import TrainError, TrainSettings, build_datasets
+    from .train import TrainSettings, build_datasets
 
-    model, state = _load(checkpoint, preset)
-    settings = dict(state.get("settings", {}))
-    cfg = model.config
-    s = TrainSettings(data=data, image_size=cfg.image_size, n_val=n_val, n_train=1,
-                      seed=seed if seed is not None else settings.get("seed", 0),
-                      num_shapes=max(1, min(cfg.num_classes - 1, 6)))
-    try:
+    with cli_errors(fmt is OutputFormat.json, debug):
+        model, state = _load(checkpoint, preset)
+        settings = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+        stored_seed = settings.get("seed", 0)
+        cfg = model.config
+        s = TrainSettings(data=data, image_size=cfg.image_size, n_val=n_val, n_train=1,
+                          seed=seed if seed is not None else (stored_seed if isinstance(stored_seed, int) else 0),
+                          num_shapes=max(1, min(cfg.num_classes - 1, 6)))
         _, val, names = build_datasets(s)
         if cfg.class_names and tuple(names) != tuple(cfg.class_names)[: len(names)]:
             _fail(f"the data's classes {list(names)} differ from the checkpoint's {list(cfg.class_names)}")
         metrics = evaluate_model(model, val, batch_size)
-    except (TrainError, DataError) as exc:
-        _fail(str(exc))
-    if fmt == "json":
+    if fmt is OutputFormat.json:
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "images": len(val), **metrics.to_dict()}, indent=2))
         return
     from rich.console import Console
@@ -223,6 +246,7 @@ def detect(
     out: Path = typer.Option(Path("detections"), "--out", help="Folder for the annotated PNGs."),
     score: float = typer.Option(0.3, "--score", min=0.0, max=1.0, help="Draw detections at or above this score."),
     preset: str = typer.Option(None, "--preset", help="Model for a bare state_dict."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Draw detections (boxes, labels, scores) on images and write them as PNGs.
 
@@ -233,28 +257,47 @@ def detect(
 
     from ssdaudit.atomic import atomic_write
 
-    from .data.files import DataError, _read_image
+    from .data.files import _read_image
     from .drawing import draw_detections
 
-    model, _ = _load(checkpoint, preset)
-    size = model.config.image_size
-    names = model.config.class_names or tuple(f"class{k}" for k in range(1, model.config.num_classes))
-    for path in images:
-        try:
-            image = _read_image(path) if path.is_file() else _fail(f"no such image: {path}")
-        except DataError as exc:
-            _fail(str(exc))
-        h, w = image.shape[-2:]
-        with torch.no_grad():
-            det = model.detect(resize(image, [size, size], antialias=True)[None], score_threshold=score)[0]
-        det["boxes"] = det["boxes"] * torch.tensor([w / size, h / size, w / size, h / size])
-        png = draw_detections(image, det, names, score)
-        target = out / f"{path.stem}_detections.png"
-        try:
-            atomic_write(target, lambda f: f.write(png))
-        except OSError as exc:
-            _fail(f"cannot write {target}: {exc.strerror or exc}")
-        typer.echo(f"{path}: {len(det['boxes'])} detections >= {score} -> {target}")
+    with cli_errors(False, debug):
+        model, _ = _load(checkpoint, preset)
+        size = model.config.image_size
+        names = model.config.class_names or tuple(f"class{k}" for k in range(1, model.config.num_classes))
+        targets = _output_names(images, out)
+        for path, target in zip(images, targets):
+            if not path.is_file():
+                _fail(f"no such image: {path}")
+            image = _read_image(path)
+            h, w = image.shape[-2:]
+            with torch.no_grad():
+                det = model.detect(resize(image, [size, size], antialias=True)[None], score_threshold=score)[0]
+            det["boxes"] = det["boxes"] * torch.tensor([w / size, h / size, w / size, h / size])
+            png = draw_detections(image, det, names, score)
+            try:
+                atomic_write(target, lambda f: f.write(png))
+            except OSError as exc:
+                _fail(f"cannot write {target}: {exc.strerror or exc}")
+            typer.echo(f"{path}: {len(det['boxes'])} detections >= {score} -> {target}")
+
+
+def _output_names(images: list[Path], out: Path) -> list[Path]:
+    """``out/<stem>_detections.png`` per image; images that share a stem (a/x.png, b/x.png) get their parent
+    folders' names too, so no output overwrites another."""
+    stems = [p.stem for p in images]
+    names = []
+    for p in images:
+        stem = p.stem
+        if stems.count(stem) > 1:
+            parts = [x for x in p.resolve().parent.parts[-2:] if x not in ("/", "")]
+            stem = "_".join([*parts, stem])
+        names.append(stem)
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:  # the same file named twice: number the repeats
+        seen[n] = seen.get(n, 0) + 1
+        unique.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return [out / f"{n}_detections.png" for n in unique]
 
 
 @app.command()
@@ -262,19 +305,18 @@ def export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `ssdlite train`."),
     onnx: Path = typer.Option(..., "--onnx", help="Output .onnx file."),
     preset: str = typer.Option(None, "--preset", help="Model for a bare state_dict."),
-    opset: int = typer.Option(17, "--opset"),
+    opset: int = typer.Option(17, "--opset", min=7, max=23, help="ONNX opset (7-23; 17 is well supported)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Export the network's forward (images -> loc, conf) to ONNX and check it against PyTorch with onnxruntime.
 
     Example: ssdlite export runs/shapes/best.pth --onnx ssdlite.onnx
     """
-    from .export import ExportError, export_onnx
+    from .export import export_onnx
 
-    model, _ = _load(checkpoint, preset)
-    try:
+    with cli_errors(False, debug):
+        model, _ = _load(checkpoint, preset)
         report = export_onnx(model, onnx, opset)
-    except ExportError as exc:
-        _fail(str(exc))
     typer.echo(f"wrote {onnx} ({report['bytes']:,} bytes); onnxruntime vs PyTorch: max |diff| loc "
                f"{report['max_abs_diff_loc']:.2e}, conf {report['max_abs_diff_conf']:.2e}")
 
@@ -300,14 +342,15 @@ def data_synth(
     """
     from .data import ShapesDataset, write_coco, write_voc
 
-    if fmt not in ("voc", "coco"):
-        _fail(f"unknown --format {fmt!r}: use voc or coco")
-    dataset = ShapesDataset(n, image_size, num_shapes, seed=seed)
-    try:
-        writer = write_voc if fmt == "voc" else write_coco
-        where = writer(dataset, out, val_fraction)
-    except OSError as exc:
-        _fail(f"cannot write to {out}: {exc.strerror or exc}")
+    with cli_errors():
+        if fmt not in ("voc", "coco"):
+            _fail(f"unknown --format {fmt!r}: use voc or coco")
+        dataset = ShapesDataset(n, image_size, num_shapes, seed=seed)
+        try:
+            writer = write_voc if fmt == "voc" else write_coco
+            where = writer(dataset, out, val_fraction)
+        except OSError as exc:
+            _fail(f"cannot write to {out}: {exc.strerror or exc}")
     typer.echo(f"wrote {n} images ({fmt}) to {where}")
 
 

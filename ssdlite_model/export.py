@@ -8,9 +8,13 @@ from pathlib import Path
 
 import torch
 
+from ssdaudit.errors import UserError
 
-class ExportError(Exception):
+
+class ExportError(UserError):
     """Export or verification failed; the message is one line."""
+
+    kind = "export"
 
 
 def export_onnx(model, path: str | Path, opset: int = 17, atol: float = 1e-3) -> dict:
@@ -38,8 +42,12 @@ def export_onnx(model, path: str | Path, opset: int = 17, atol: float = 1e-3) ->
         import onnxruntime as ort
     except ImportError:
         raise ExportError("checking the export needs onnxruntime: pip install 'ssdaudit[onnx]'") from None
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    loc, conf = session.run(None, {"images": example.numpy()})
+    try:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        loc, conf = session.run(None, {"images": example.numpy()})
+    except Exception as exc:  # onnxruntime's own error types (an opset it cannot run, ...)
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise ExportError(f"onnxruntime cannot run the export (opset {opset}): {text}") from exc
     with torch.no_grad():
         ref_loc, ref_conf = model(example)
     diff_loc = float(abs(torch.from_numpy(loc) - ref_loc).max())
@@ -48,6 +56,6 @@ def export_onnx(model, path: str | Path, opset: int = 17, atol: float = 1e-3) ->
         raise ExportError(f"onnxruntime disagrees with PyTorch: max |diff| loc {diff_loc:.2e}, conf {diff_conf:.2e} (atol {atol})")
     try:
         atomic_write(path, lambda f: f.write(data))
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return {"bytes": len(data), "max_abs_diff_loc": diff_loc, "max_abs_diff_conf": diff_conf}

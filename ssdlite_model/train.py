@@ -24,6 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssdaudit.errors import UserError
+
+from .checkpoint import CheckpointError, config_from_dict, config_to_dict, read_checkpoint, weights_of
 from .config import SSDLiteConfig, ssds_voc
 from .data import COCOFiles, DataError, ShapesDataset, Transformed, VOCFiles, collate_detection, eval_transform, ssd_train_transform
 from .detector import SSDLite
@@ -32,10 +35,15 @@ from .loss import MultiBoxLoss, targets_to_fractions
 CHECKPOINT = "last.pth"
 BEST = "best.pth"
 METRICS = "metrics.jsonl"
+RUN_FILES = (CHECKPOINT, BEST, METRICS, "gradflow/index.json")
+# Settings a resumed run may change without changing what it computes.
+RESUME_FREE = frozenset({"out", "resume", "workers", "progress", "device", "eval_batch_size", "gradflow"})
 
 
-class TrainError(Exception):
+class TrainError(UserError):
     """A problem the user can fix (data, run directory, resume); the message is one line. Exit code 2."""
+
+    kind = "train"
 
 
 class Diverged(Exception):
@@ -71,18 +79,6 @@ class TrainSettings:
     device: str = "auto"
     time_budget_min: float | None = None  # stop (evaluate, checkpoint) once this many minutes are spent
     progress: bool = True
-
-
-def config_to_dict(config: SSDLiteConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def config_from_dict(data: dict[str, Any]) -> SSDLiteConfig:
-    def tup(v):
-        return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-    fields = {f.name for f in dataclasses.fields(SSDLiteConfig)}
-    return SSDLiteConfig(**{k: tup(v) if isinstance(v, (list, tuple)) else v for k, v in data.items() if k in fields})
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -207,6 +203,8 @@ class Trainer:
             raise TrainError(f"unknown --device {want!r}: use auto, cpu or cuda")
         if want == "cuda" and not torch.cuda.is_available():
             raise TrainError("--device cuda: no CUDA GPU is visible to PyTorch here; use --device cpu")
+        if settings.time_budget_min is not None and not settings.time_budget_min > 0:
+            raise TrainError(f"--time-budget must be a positive number of minutes, got {settings.time_budget_min}")
         self.device = torch.device(want)
         self.dist = init_distributed(self.device)
         if self.device.type == "cuda" and self.dist.world > 1:
@@ -255,16 +253,24 @@ class Trainer:
     # --- run directory and checkpoints --------------------------------------------------------------
 
     def prepare_run_dir(self) -> None:
-        """Create RUN_DIR and prove it is writable before any training time is spent."""
+        """Create RUN_DIR and prove it is writable before any training time is spent. A fresh run refuses a folder
+        that already holds a run (its metrics would mix with the old ones); temporary files of a killed write are
+        removed."""
         if not self.dist.main:
             return
+        from ssdaudit.atomic import stale_temp_files
+
         ckpt = self.run_dir / CHECKPOINT
-        if ckpt.exists() and not self.s.resume:
-            raise TrainError(f"{ckpt} already exists: pass --resume to continue that run, or choose another --out")
+        existing = [n for n in RUN_FILES if (self.run_dir / n).exists()]
+        if existing and not self.s.resume:
+            raise TrainError(f"{self.run_dir} already holds a run ({', '.join(existing)}): pass --resume to continue it, "
+                             "or choose another --out")
         if self.s.resume and not ckpt.exists():
             raise TrainError(f"nothing to resume: {ckpt} does not exist")
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in stale_temp_files(self.run_dir, (CHECKPOINT, BEST, METRICS, "training.png")):
+                stale.unlink()
             probe = self.run_dir / ".write-test"
             probe.write_bytes(b"ok")
             probe.unlink()
@@ -303,33 +309,48 @@ class Trainer:
         for path in paths:
             try:
                 atomic_write(path, lambda f: torch.save(state, f))
-            except OSError as exc:
+            except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+                reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
                 raise TrainError(
-                    f"cannot write checkpoint {path}: {exc.strerror or exc} (the previous checkpoint, if any, is intact)"
+                    f"cannot write checkpoint {path}: {reason} (the previous checkpoint, if any, is intact; free space "
+                    "and resume with --resume)"
                 ) from exc
         return paths[0]
 
     def load(self, path: Path) -> None:
+        """Restore model, optimizer, schedule position and RNG streams from a trainer checkpoint (checked first)."""
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise TrainError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:200]}") from exc
-        saved = config_from_dict(state.get("config", {}))
+            state = read_checkpoint(path)
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{path} is not a trainer checkpoint (a dict), but a {type(state).__name__}")
+            missing = [k for k in ("model", "optimizer", "config", "epoch", "step", "rng", "scheduler") if k not in state]
+            if missing:
+                raise CheckpointError(f"{path} lacks {', '.join(missing)}: not a checkpoint written by `ssdlite train`, "
+                                      "so it cannot be resumed")
+            saved = config_from_dict(state["config"], f"{path}: config")
+            weights = weights_of(state["model"], f"{path}: model")
+        except CheckpointError as exc:
+            raise TrainError(str(exc)) from exc
         if saved != self.config:
             diff = [f.name for f in dataclasses.fields(SSDLiteConfig) if getattr(saved, f.name) != getattr(self.config, f.name)]
             raise TrainError(f"{path} was trained with a different model configuration ({', '.join(diff)}): resume with the same settings")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state.get("scaler", {}))
-        self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.elapsed = float(state["scheduler"]["elapsed"])
-        self.best_map = float(state.get("best_map", -1.0))
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
-        random.setstate((3, tuple(rng["python"]), None))
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        try:
+            self.model.load_state_dict(weights)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state.get("scaler") or {})
+            self.epoch, self.step = int(state["epoch"]), int(state["step"])
+            self.elapsed = float(state["scheduler"]["elapsed"])
+            self.best_map = float(state.get("best_map", -1.0))
+            rng = state["rng"]
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), int(rng["numpy_pos"]), 0, 0.0))
+            random.setstate((3, tuple(int(x) for x in rng["python"]), None))
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+            text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise TrainError(f"{path} has a damaged training state ({exc.__class__.__name__}: {text}): "
+                             "start a new run with another --out, or resume from a good copy") from exc
 
     # --- training --------------------------------------------------------------------------------------
 
@@ -369,9 +390,12 @@ class Trainer:
         losses = self.criterion(loc.float(), conf.float(), self.model.priors, targets)
         loss = losses["loss"]
         if not torch.isfinite(loss):
+            last = self.run_dir / CHECKPOINT
+            kept = (f"{last} keeps the last good epoch" if last.exists()
+                    else "no checkpoint was written yet (it diverged in the first epoch)")
             raise Diverged(
                 f"the loss became {float(loss.detach())} at epoch {self.epoch + 1}, step {self.step + 1}: training stopped; "
-                f"{self.run_dir / CHECKPOINT} keeps the last good epoch (lower --lr, or check the data)"
+                f"{kept} (lower --lr, or check the data)"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -466,9 +490,12 @@ class Trainer:
             best = record.get("map50", -1) > self.best_map
             if best:
                 self.best_map = record["map50"]
-            # the checkpoint first: metrics never run ahead of it
-            self.save(CHECKPOINT, *([BEST] if best else []), metrics=record)
+            # last.pth goes last: a kill before it replays this epoch on --resume, which rewrites the metrics line
+            # (trimmed back to last.pth's epoch) and best.pth; a kill after it finds both already written.
             self._append_metrics(record)
+            if best:
+                self.save(BEST, metrics=record)
+            self.save(CHECKPOINT, metrics=record)
         _barrier(self.dist)
         view.end_epoch(record, monitor.summary_line() if monitor else "")
         return record
@@ -480,10 +507,25 @@ class Trainer:
             os.fsync(f.fileno())
 
     def _trim_metrics(self) -> None:
+        """Keep the metrics lines of the epochs last.pth holds; a line cut short by a kill is dropped (its epoch is
+        replayed), with a warning naming the file and line."""
+        import sys
+
         path = self.run_dir / METRICS
         if not path.exists() or not self.dist.main:
             return
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= self.epoch]
+        kept = []
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                epoch = json.loads(line)["epoch"]
+            except (ValueError, KeyError, TypeError):
+                print(f"warning: {path}:{number}: an unreadable metrics line (cut short by a kill?) is dropped; "
+                      "its epoch is trained again", file=sys.stderr)
+                continue
+            if isinstance(epoch, int) and epoch <= self.epoch:
+                kept.append(line)
         from ssdaudit.atomic import atomic_write_text
 
         atomic_write_text(path, "".join(line + "\n" for line in kept))
@@ -559,35 +601,39 @@ class _ProgressView:
             print(line, file=sys.stderr, flush=True)
 
 
-def load_checkpoint_model(path: str | Path, fallback: SSDLiteConfig | None = None) -> tuple[SSDLite, dict]:
-    """An SSDLite with a checkpoint's weights: a trainer checkpoint (its config inside) or a bare state_dict
-    (built with ``fallback``). Mismatched keys or shapes raise TrainError naming them."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainError(f"no such checkpoint: {path}")
+def merge_resume_settings(path: Path, given: TrainSettings, explicit: set[str], override: bool) -> tuple[TrainSettings, list[str]]:
+    """The settings of a resumed run: those stored in ``path`` (last.pth), with the flags given on the command line
+    (``explicit``) that differ from them. A difference is refused (TrainError naming each) unless ``override``;
+    then the returned notes say what changes (a new ``epochs`` changes the cosine schedule)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainError(f"cannot read checkpoint {path}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__}") from exc
-    if isinstance(state, dict) and "model" in state and "config" in state:
-        config, weights = config_from_dict(state["config"]), state["model"]
-    elif isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
-        if fallback is None:
-            raise TrainError(f"{path} is a bare state_dict without a config: pass --preset")
-        config, weights, state = fallback, state, {}
-    else:
-        raise TrainError(f"{path} is not an ssdlite checkpoint (no 'model' and 'config' entries)")
-    model = SSDLite(config)
-    own = model.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes)):
-            if keys:
-                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
-        raise TrainError(f"{path} does not fit an SSDLite with {config.num_classes} classes at width {config.width_mult}: "
-                         + "; ".join(parts) + " (ssdaudit diff shows all)")
-    model.load_state_dict(weights)
-    return model.eval(), state
+        state = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise TrainError(str(exc)) from exc
+    stored = state.get("settings") if isinstance(state, dict) else None
+    if not isinstance(stored, dict):
+        raise TrainError(f"{path} stores no training settings: not a checkpoint written by `ssdlite train`")
+    fields = {f.name: f for f in dataclasses.fields(TrainSettings)}
+    merged = dataclasses.asdict(given)
+    for name, value in stored.items():
+        if name in fields and name not in explicit and name not in RESUME_FREE:
+            current = merged[name]
+            same_kind = (value is None or current is None or type(value) is type(current)
+                         or (isinstance(current, float) and type(value) is int))
+            if not same_kind:
+                raise TrainError(f"{path}: stored setting {name} = {value!r:.60} is not a {type(current).__name__}")
+            merged[name] = value
+    changed = [n for n in sorted(explicit) if n in stored and n not in RESUME_FREE and stored[n] != merged[n]]
+    if changed and not override:
+        listing = ", ".join(f"--{n.replace('_', '-')} {merged[n]} (stored: {stored[n]})" for n in changed)
+        raise TrainError(f"{path} was trained with other settings: {listing}; drop those flags to resume as it was, "
+                         "or add --override to change them")
+    notes = []
+    if "epochs" in changed:
+        notes.append(f"--epochs {merged['epochs']} changes the learning-rate schedule (stored: {stored['epochs']}): "
+                     "the result differs from an uninterrupted run")
+    elif changed:
+        notes.append("resuming with changed settings: " + ", ".join(changed))
+    try:
+        return TrainSettings(**merged), notes
+    except TypeError as exc:
+        raise TrainError(f"{path} stores unusable settings: {exc}") from exc

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ssdaudit.errors import UserError
+
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
     "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -22,8 +24,10 @@ VOC_CLASSES = (
 VOC_YEAR = "2007"
 
 
-class DataError(Exception):
-    """A dataset that cannot be read: missing root, empty, corrupt image. The message is one line."""
+class DataError(UserError):
+    """A dataset that cannot be read: missing root, empty, corrupt image or annotation. The message is one line."""
+
+    kind = "data"
 
 
 def _to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -151,15 +155,23 @@ class VOCFiles(torch.utils.data.Dataset):
 
     def annotation(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         """(boxes (N, 4) xyxy pixels, labels (N,), height, width) from the XML alone; unknown classes get 0."""
-        tree = self.voc.parse_voc_xml(ET.parse(self.voc.annotations[index]).getroot())["annotation"]
-        objects = tree.get("object", [])
-        objects = objects if isinstance(objects, list) else [objects]
-        boxes = [[float(o["bndbox"][k]) - (1 if k in ("xmin", "ymin") else 0) for k in ("xmin", "ymin", "xmax", "ymax")]
-                 for o in objects]
-        labels = [self._index.get(o["name"], 0) for o in objects]
-        size = tree.get("size", {})
+        file = self.voc.annotations[index]
+        try:
+            tree = self.voc.parse_voc_xml(ET.parse(file).getroot())["annotation"]
+            objects = tree.get("object", [])
+            objects = objects if isinstance(objects, list) else [objects]
+            boxes = [[float(o["bndbox"][k]) - (1 if k in ("xmin", "ymin") else 0) for k in ("xmin", "ymin", "xmax", "ymax")]
+                     for o in objects]
+            labels = [self._index.get(o["name"], 0) for o in objects]
+            size = tree.get("size", {})
+            height, width = int(size.get("height", 0)), int(size.get("width", 0))
+        except (ET.ParseError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = "not well-formed XML" if isinstance(exc, ET.ParseError) else f"{exc.__class__.__name__}: {exc}"
+            raise DataError(f"bad VOC annotation {file}: {what}; fix or remove it (and its line in ImageSets/Main)") from exc
+        except OSError as exc:
+            raise DataError(f"cannot read annotation {file}: {exc.strerror or exc}") from exc
         return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64),
-                int(size.get("height", 0)), int(size.get("width", 0)))
+                height, width)
 
     def __getitem__(self, index: int):
         image = _read_image(self.voc.images[index])
@@ -187,8 +199,12 @@ class COCOFiles(torch.utils.data.Dataset):
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
                 base = CocoDetection(str(images), str(annotations))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{annotations} is not a COCO instances file: {exc}") from exc
+        except (ValueError, KeyError, TypeError, AttributeError, AssertionError, IndexError) as exc:
+            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else exc.__class__.__name__
+            raise DataError(f"{annotations} is not a COCO instances file (a JSON object with 'images', 'annotations' "
+                            f"and 'categories'): {reason}") from exc
+        except OSError as exc:
+            raise DataError(f"cannot read {annotations}: {exc.strerror or exc}") from exc
         if len(base) == 0:
             raise DataError(f"{annotations} lists no images: the dataset is empty")
         cats = sorted(base.coco.cats.values(), key=lambda c: c["id"])

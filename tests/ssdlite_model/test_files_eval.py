@@ -154,7 +154,7 @@ def test_onnx_export_matches_pytorch(checkpoint, tmp_path):
     import numpy as np
     import onnxruntime as ort
 
-    from ssdlite_model.train import load_checkpoint_model
+    from ssdlite_model.checkpoint import load_checkpoint_model
 
     model, _ = load_checkpoint_model(checkpoint)
     x = torch.rand(3, 3, 64, 64)
