@@ -94,9 +94,12 @@ class OutputFormat(str, Enum):
 
 def _given(ctx: typer.Context) -> set[str]:
     """The parameters typed on the command line (not defaults): a resume keeps the stored value of the others."""
-    from click.core import ParameterSource
-
-    return {name for name in ctx.params if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    given = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)  # click's ParameterSource (typer may vendor click)
+        if source is not None and getattr(source, "name", "") == "COMMANDLINE":
+            given.add(name)
+    return given
 
 
 @app.command()
@@ -157,14 +160,17 @@ def train(
             _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if override and not resume:
             _fail("--override only applies with --resume")
-        if resume and (out / CHECKPOINT).is_file():
-            settings, notes = merge_resume_settings(out / CHECKPOINT, settings, _given(ctx), override)
-            for note in notes:
-                typer.echo(f"note: {note}", err=True)
         import ssdlite_model
 
+        base = getattr(ssdlite_model, PRESETS[preset])()
+        if resume and (out / CHECKPOINT).is_file():
+            given = _given(ctx)
+            settings, stored_config, notes = merge_resume_settings(out / CHECKPOINT, settings, given, override)
+            base = base if "preset" in given else stored_config  # the same architecture, unless asked otherwise
+            for note in notes:
+                typer.echo(f"note: {note}", err=True)
         try:
-            trainer = Trainer(settings, base_config=getattr(ssdlite_model, PRESETS[preset])())
+            trainer = Trainer(settings, base_config=base)
             records = trainer.fit()
         except Diverged as exc:
             typer.echo(f"error: {exc}", err=True)

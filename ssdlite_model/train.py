@@ -601,12 +601,16 @@ class _ProgressView:
             print(line, file=sys.stderr, flush=True)
 
 
-def merge_resume_settings(path: Path, given: TrainSettings, explicit: set[str], override: bool) -> tuple[TrainSettings, list[str]]:
+def merge_resume_settings(
+    path: Path, given: TrainSettings, explicit: set[str], override: bool
+) -> tuple[TrainSettings, SSDLiteConfig, list[str]]:
     """The settings of a resumed run: those stored in ``path`` (last.pth), with the flags given on the command line
     (``explicit``) that differ from them. A difference is refused (TrainError naming each) unless ``override``;
-    then the returned notes say what changes (a new ``epochs`` changes the cosine schedule)."""
+    then the returned notes say what changes (a new ``epochs`` changes the cosine schedule). Also returns the
+    stored model configuration, the base to rebuild the same model from."""
     try:
         state = read_checkpoint(path)
+        config = config_from_dict(state.get("config") if isinstance(state, dict) else None, f"{path}: config")
     except CheckpointError as exc:
         raise TrainError(str(exc)) from exc
     stored = state.get("settings") if isinstance(state, dict) else None
@@ -634,6 +638,6 @@ def merge_resume_settings(path: Path, given: TrainSettings, explicit: set[str], 
     elif changed:
         notes.append("resuming with changed settings: " + ", ".join(changed))
     try:
-        return TrainSettings(**merged), notes
+        return TrainSettings(**merged), config, notes
     except TypeError as exc:
         raise TrainError(f"{path} stores unusable settings: {exc}") from exc
