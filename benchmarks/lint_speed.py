@@ -1,4 +1,6 @@
-"""`ssdaudit lint` throughput over the installed torchvision package's source (and its findings: goal zero).
+"""`ssdaudit lint` throughput over the installed torchvision package's source (and its findings: goal zero), then
+over Hugging Face transformers' ``models/`` and timm's source where installed (pip install -e '.[bench]'): every
+finding left there is printed, to be read as a real bug or a false alarm.
 
 Run: python benchmarks/lint_speed.py
 """
@@ -43,5 +45,29 @@ def main() -> None:
            f"{result.files} files, {lines:,} lines", None, "0 findings", not result.findings)
 
 
+def other_packages() -> None:
+    """Lint transformers' models/ and timm's source; print each error/warning finding with its location."""
+    import importlib
+
+    for package, sub in (("transformers", "models"), ("timm", "")):
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            print(f"{package}: not installed (pip install -e '.[bench]')")
+            continue
+        source = Path(module.__file__).parent / sub
+        start = time.perf_counter()
+        result = lint_paths([source])
+        seconds = time.perf_counter() - start
+        gating = [f for f in result.findings if f.severity.value != "info"]
+        print(f"\n{package} {module.__version__} {sub or ''}: {result.files} files in {seconds:.1f} s, "
+              f"{len(gating)} error/warning findings, {len(result.findings) - len(gating)} notes")
+        for f in gating:
+            print(f"  {Path(f.location).relative_to(source) if f.location else ''} {f.rule} {f.message[:120]}")
+        record(f"lint: {package} {sub or 'source'}", f"{len(gating)} findings in {result.files} files",
+               f"{seconds:.1f} s", None, "every finding a real bug", None)
+
+
 if __name__ == "__main__":
     main()
+    other_packages()

@@ -286,9 +286,15 @@ class _FileLinter:
                         if isinstance(t, ast.Attribute) and _is_self(t.value):
                             out.setdefault(t.attr, []).append(None if t.attr in used else node.lineno)
                 elif isinstance(node, (ast.For, ast.AsyncFor)):
-                    iterated = {n.attr for n in ast.walk(node.iter) if isinstance(n, ast.Attribute) and _is_self(n.value)}
-                    if any(_registers(c) for c in ast.walk(node) if isinstance(c, ast.Call)):
-                        for attr in iterated:
+                    calls = [c for c in ast.walk(node) if isinstance(c, ast.Call)]
+                    if any(_registers(c) for c in calls):
+                        # iterated over (``for m in self.x: self.add_module(...)``) or filled in the same loop that
+                        # registers each element (``self.x.append(block); self.add_module(str(i), block)``)
+                        iterated = {n.attr for n in ast.walk(node.iter) if isinstance(n, ast.Attribute) and _is_self(n.value)}
+                        filled = {c.func.value.attr for c in calls if isinstance(c.func, ast.Attribute)
+                                  and c.func.attr in ("append", "extend", "insert")
+                                  and isinstance(c.func.value, ast.Attribute) and _is_self(c.func.value.value)}
+                        for attr in iterated | filled:
                             out.setdefault(attr, []).append(None)
         return out
 

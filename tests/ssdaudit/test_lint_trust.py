@@ -120,3 +120,11 @@ def test_syntax_error_is_e999_and_fails(tmp_path):
     assert "SyntaxError" in f["message"]
     (tmp_path / "broken.py").unlink()
     assert runner.invoke(app, ["lint", str(tmp_path)]).exit_code == 0
+
+
+def test_list_filled_and_registered_in_the_same_loop_is_clean(tmp_path):
+    clean = lint(tmp_path, "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                           "        self.blocks = []\n        for i in range(3):\n"
+                           "            block = nn.Linear(4, 4)\n            self.blocks.append(block)\n"
+                           "            self.add_module(str(i), block)\n")
+    assert clean == []

@@ -1,0 +1,101 @@
+"""The audits on a CUDA GPU: no false G002, the seed's bug found (not raised) after `.cuda()`.
+
+    python benchmarks/gpu_trust.py            # under 3 minutes on one H100/H200; skips without CUDA
+
+For the fixed and the buggy SSDLite (ssds-voc, 300 px, batch 8), 20 training steps under GradFlowMonitor in each
+setting (fp32, bf16 autocast, fp16 autocast with GradScaler; each with and without channels_last): the fixed model
+must give no finding, the buggy one G001 at `backbone` (1,812,800 parameters) and nothing else. Then
+``find_unregistered(buggy.cuda(), x.cuda())`` must return R001 `backbone` with 1,812,800 parameters, no exception.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+BACKBONE = 1_812_800
+STEPS = 20
+BATCH = 8
+
+
+def train_monitored(model, dtype, channels_last: bool):
+    from ssdaudit import Severity
+    from ssdaudit.gradflow import GradFlowMonitor, ssdlite_probe
+
+    device = torch.device("cuda")
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    make_batch, compute_loss = ssdlite_probe(model, BATCH)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+    model.train()
+    with GradFlowMonitor(model, opt) as mon:
+        for step in range(STEPS):
+            images, targets = make_batch(step)
+            images = images.to(device)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                loc, conf = model(images)
+            loss = compute_loss((loc.float(), conf.float()), targets)
+            opt.zero_grad(set_to_none=True)
+            mon.drop_unapplied_grads()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    torch.cuda.synchronize()
+    return [f for f in mon.findings() if f.severity is not Severity.INFO]
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("gpu_trust: no CUDA device here; skipped (run it on a GPU machine)")
+        return 0
+    import buggy_plain_list
+    import fixed_modulelist
+
+    from ssdaudit import find_unregistered
+
+    print(f"device: {torch.cuda.get_device_name()} (torch {torch.__version__})")
+    start = time.perf_counter()
+    failures = 0
+    print(f"{'setting':<28} {'model':<7} {'findings':<44} {'ok':>3} {'s':>6}")
+    for dtype, dname in ((None, "fp32"), (torch.bfloat16, "bf16"), (torch.float16, "fp16")):
+        for cl in (False, True):
+            for kind, module in (("fixed", fixed_modulelist), ("buggy", buggy_plain_list)):
+                t0 = time.perf_counter()
+                findings = train_monitored(module.build_model(), dtype, cl)
+                got = [(f.rule, f.path, f.params) for f in findings]
+                want = [] if kind == "fixed" else [("G001", "backbone", BACKBONE)]
+                ok = got == want
+                failures += not ok
+                setting = f"{dname}{' + channels_last' if cl else ''}"
+                print(f"{setting:<28} {kind:<7} {str(got)[:44]:<44} {'yes' if ok else 'NO':>3} {time.perf_counter() - t0:6.1f}",
+                      flush=True)
+    buggy = buggy_plain_list.build_model().cuda()
+    x = torch.rand(2, 3, 300, 300, device="cuda")
+    try:
+        findings = find_unregistered(buggy, x)
+        r001 = [(f.rule, f.path, f.params) for f in findings if f.rule == "R001"]
+        ok = r001 == [("R001", "backbone", BACKBONE)]
+        note = next((f.message for f in findings if f.rule == "R001"), "")
+        print(f"find_unregistered(buggy.cuda(), x.cuda()): {r001} {'ok' if ok else 'WRONG'}\n  {note[:300]}")
+    except Exception as exc:  # the bug this script guards against
+        ok = False
+        print(f"find_unregistered(buggy.cuda(), x.cuda()) raised {exc.__class__.__name__}: {exc}")
+    failures += not ok
+    print(f"\n{failures} failures, {time.perf_counter() - start:.0f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
