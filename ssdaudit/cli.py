@@ -103,6 +103,8 @@ def params(
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load errors."),
     timeout: float = _timeout_option(),
+    roundtrip: bool = typer.Option(True, "--roundtrip/--no-roundtrip", help="Save-reload round trip (R007): build the "
+                                   "model twice, reload one from the other's state_dict, compare outputs."),
 ) -> None:
     """Count registered parameters, find unregistered ones, compare with a reference, predict the checkpoint.
 
@@ -117,7 +119,7 @@ def params(
       ssdaudit params big_model.py:build --device meta --input-shape 1,128
     """
     with _errors(fmt, debug):
-        report = _params_report(target, reference, checkpoint, input_shape, device.value, depth, timeout)
+        report = _params_report(target, reference, checkpoint, input_shape, device.value, depth, timeout, roundtrip)
         if fmt is Format.json:
             from .report import render_json
 
@@ -142,7 +144,7 @@ def _errors(fmt: "Format", debug: bool):
 
 
 def _params_report(target: str, reference: str | None, checkpoint: Path | None, input_shape: str | None, device: str,
-                   depth: int, timeout: float):
+                   depth: int, timeout: float, roundtrip: bool = True):
     """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit."""
     from .errors import Deadline, running_user_code
     from .loading import load_state_dict, load_target
@@ -179,7 +181,8 @@ def _params_report(target: str, reference: str | None, checkpoint: Path | None, 
 
         example = torch.rand(shape, device=device)
     with running_user_code(f"probing {target}'s forward", deadline):
-        report = audit_params(loaded.model, ref_obj, example, depth, target=target, reference_name=ref_name or "")
+        report = audit_params(loaded.model, ref_obj, example, depth, target=target, reference_name=ref_name or "",
+                              rebuild=loaded.rebuild if roundtrip else None)
     if ckpt_state is not None:
         report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), checkpoint.stat().st_size)
     return report

@@ -226,6 +226,15 @@ RULES: dict[str, Rule] = {
             Severity.INFO,
         ),
         Rule(
+            "R007",
+            "reload-mismatch",
+            "a model rebuilt and loaded from its own state_dict() computes something else",
+            "the checkpoint does not hold all the state forward uses: a reloaded model predicts differently (random "
+            "parts, lost scales) although load_state_dict() may report nothing.",
+            "register every piece of state (nn.ModuleList, register_buffer with persistent=True for learned values, "
+            "no keys dropped by state_dict overrides, buffers created in __init__)",
+        ),
+        Rule(
             "R008",
             "device-move",
             "a floating tensor that forward reads did not follow the model's .to(dtype) / .to(device)",

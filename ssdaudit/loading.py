@@ -28,6 +28,7 @@ class LoadedTarget:
     state_dict: dict | None = None  # for a checkpoint target
     example_input: Any = None
     module: Any = None  # the Python module the model came from
+    rebuild: Any = None  # () -> a new instance of the same model (None when the target was an instance)
 
 
 def is_checkpoint_path(spec: str) -> bool:
@@ -41,6 +42,9 @@ def load_target(spec: str, device: str = "cpu", want_input: bool = True) -> Load
     module, name = _import_spec(spec)
     factory = _find_factory(module, name, spec)
     model = _call_factory(factory, spec, device)
+    from torch import nn
+
+    rebuild = None if isinstance(factory, nn.Module) else (lambda: _call_factory(factory, spec, device))
     example = None
     if want_input and callable(getattr(module, "example_input", None)):
         try:
@@ -50,7 +54,7 @@ def load_target(spec: str, device: str = "cpu", want_input: bool = True) -> Load
             raise
         except Exception as exc:
             raise LoadError(f"example_input() in {spec.split(':')[0]} raised {exc.__class__.__name__}: {_one_line(exc)}") from exc
-    return LoadedTarget(spec, model=model, example_input=example, module=module)
+    return LoadedTarget(spec, model=model, example_input=example, module=module, rebuild=rebuild)
 
 
 def _import_spec(spec: str):

@@ -28,6 +28,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "N004": ("ssdaudit params model.py --input-shape 1,3,300,300   # batch 1: BatchNorm fails in train mode", "ssdaudit params model.py --input-shape 2,3,300,300"),
     "N005": ("self.limit = self.steps.clone()      # 0-dim: mixes with any device", "self.register_buffer(\"limit\", self.steps.clone(), persistent=False)"),
     "N006": ("self._teacher = [teacher.requires_grad_(False)]   # kept out of state_dict on purpose", "self._teacher[0].to(device)           # move it yourself with the model"),
+    "R007": ("self.scale = random.random()          # used in forward, not in state_dict()", "self.register_buffer(\"scale\", torch.tensor(random.random()))"),
     "R008": ("def _apply(self, fn, recurse=True):   # skips self.scale\n    ...", "register the tensor and let nn.Module._apply move it"),
     "R009": ("self.w = nn.Parameter(torch.empty(n)).to(device)   # a plain tensor on a GPU", "self.w = nn.Parameter(torch.empty(n, device=device))"),
     "E999": ("def forward(self, x)                  # missing colon", "def forward(self, x):"),

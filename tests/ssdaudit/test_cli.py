@@ -50,7 +50,8 @@ def test_json_contract_and_exit_1_on_error(tmp_path):
     assert result.exit_code == 1
     data = json.loads(result.stdout)
     assert TOP_KEYS <= set(data)
-    (finding,) = [x for x in data["findings"] if x["severity"] == "error"]
+    finding, reload = [x for x in data["findings"] if x["severity"] == "error"]
+    assert reload["rule"] == "R007" and "cause: R001 `blocks`" in reload["message"]  # the symptom, explained
     assert FINDING_KEYS <= set(finding)
     assert finding["rule"] == "R001" and finding["path"] == "blocks" and finding["params"] == 60
     assert finding["location"].endswith("net.py:8")
