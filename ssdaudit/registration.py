@@ -444,6 +444,8 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
     for path, tensor, owner, attr in walker.tensor_attrs:
         if probe is not None and id(tensor) not in probe.used_tensors:
             continue
+        if probe is None and _forward_use(owner, attr) == "unread":
+            continue  # no pass ran, and the owner's forward never names it: no evidence of use
         findings.append(_tensor_attr_finding(path, tensor, owner, attr, probe, home))
     return findings
 
@@ -458,6 +460,8 @@ def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr
     location = _assignment_location(owner, attr)
     shape = tuple(tensor.shape)
     first = probe.first_use.get(id(tensor)) if probe is not None else None
+    if probe is None and _forward_use(owner, attr) == "moved":  # no pass ran: the owner's forward source decides
+        first = "to"
     if tensor.dim() == 0:
         reason = "0-dim: it mixes with tensors on any device"
     elif first in MOVE_FUNCTIONS:
@@ -477,6 +481,36 @@ def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr
         f"`{path}` is a plain {shape} tensor {how}{note}: it is not moved by .to() nor saved in state_dict(){where}",
         0, 0, location, {path: tensor},
     )
+
+
+def _forward_use(owner: nn.Module, attr: str) -> str | None:
+    """How the owner's ``forward`` source uses ``self.<attr>``: "unread", "moved" (every read goes through a move
+    such as ``.to(x.device)`` or ``.type_as(x)``), "read", or None when the source cannot be read."""
+    import ast
+    import textwrap
+
+    forward = type(owner).forward
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(forward)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    reads = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == attr
+             and isinstance(n.value, ast.Name) and n.value.id == "self" and isinstance(n.ctx, ast.Load)]
+    if not reads:
+        return "unread"
+    for node in reads:
+        moved = False
+        while isinstance(parents.get(node), ast.Attribute):  # self.x.detach().type_as(y).to(...): follow the chain
+            method = parents[node]
+            if method.attr in MOVE_FUNCTIONS:
+                moved = True
+                break
+            call = parents.get(method)
+            node = call if isinstance(call, ast.Call) and call.func is method else method
+        if not moved:
+            return "read"
+    return "moved"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -257,3 +257,28 @@ def test_r008_reports_a_global_tensor_by_the_module_that_reads_it():
 def test_seed_bug_audit_has_no_duplicate_r008(buggy):
     report = audit_params(buggy, example_input=torch.rand(2, 3, 300, 300))
     assert [f.rule for f in errors(report.findings)] == ["R001"]
+
+
+class MovedInSource(nn.Module):
+    """When no forward pass can run (meta device, a failing probe), the forward's source decides."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.table = torch.rand(8)
+        self.only_in_init = torch.rand(3)
+
+    def forward(self, x):
+        return self.lin(x) + self.table.detach().type_as(x).to(device=x.device, copy=True)
+
+
+class ReadInSource(MovedInSource):
+    def forward(self, x):
+        return self.lin(x) + self.table
+
+
+def test_without_a_probe_the_forward_source_decides():
+    found = {f.path: f.rule for f in find_unregistered(MovedInSource(), None) if f.rule in ("R004", "N005")}
+    assert found == {"table": "N005"}  # moved by forward; only_in_init never read there
+    found = {f.path: f.rule for f in find_unregistered(ReadInSource(), None) if f.rule in ("R004", "N005")}
+    assert found == {"table": "R004"}
