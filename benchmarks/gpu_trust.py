@@ -27,7 +27,8 @@ BATCH = 8
 
 def train_monitored(model, dtype, channels_last: bool):
     from ssdaudit import Severity
-    from ssdaudit.gradflow import GradFlowMonitor, ssdlite_probe
+    from ssdaudit.gradflow import GradFlowMonitor
+    from ssdaudit.ssdlite_adapter import ssdlite_probe
 
     device = torch.device("cuda")
     model = model.to(device)

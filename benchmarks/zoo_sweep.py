@@ -3,6 +3,7 @@
     python benchmarks/zoo_sweep.py                      # torchvision: every builder
     python benchmarks/zoo_sweep.py --zoo timm           # timm: the first model of every architecture module
     python benchmarks/zoo_sweep.py --zoo transformers   # Hugging Face: every architecture's default config
+    python benchmarks/zoo_sweep.py --roundtrip          # also R007/R008 on the CPU (models up to --max-params)
 
 Goal: zero error or warning findings (these are all correct models). Models are built without weights on the
 meta device where they can be (else on the CPU, small enough there). Each gets the forward probe (train and eval
@@ -38,6 +39,7 @@ class Row:
     probe_ran: bool = False
     flagged: list[str] = field(default_factory=list)  # "RULE path: message" of error/warning findings
     error: str | None = None  # the model could not be built at all (not counted as a finding)
+    roundtrip_ran: bool = False
     seconds: float = 0.0
 
 
@@ -122,7 +124,26 @@ def transformers_input(model: torch.nn.Module, device: str) -> Any:
     return None
 
 
-def sweep(zoo: str, limit: int | None = None) -> list[Row]:
+def roundtrip_on_cpu(build: Callable[[], torch.nn.Module], example: Callable[[str], Any], zoo: str) -> list[str] | None:
+    """R007 (save-reload round trip) and R008 (device-move check) with real CPU weights; None if it cannot run."""
+    from ssdaudit.roundtrip import run_roundtrip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        model = build().eval()
+        x = transformers_input(model, "cpu") if zoo == "transformers" else example("cpu")
+        if x is None:
+            return None
+        rt = run_roundtrip(build, x)
+        if rt.error is not None:
+            return None
+        flagged = [] if rt.equal else [f"R007 first differing module `{rt.first_differing}`: {rt.outside[:3]}"]
+        flagged += [f"R008 {f.path}: {f.message[:120]}" for f in device_move_findings(model, x, [])]
+    return flagged
+
+
+def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_params: int = 60_000_000) -> list[Row]:
     source = {"torchvision": torchvision_models, "timm": timm_models, "transformers": transformers_models}[zoo]
     rows = []
     for k, (name, build, example) in enumerate(source()):
@@ -151,6 +172,10 @@ def sweep(zoo: str, limit: int | None = None) -> list[Row]:
         # is counted in the probe column, not as an alarm about the model
         row.flagged = [f"{f.rule} {f.path}: {f.message[:160]}" for f in findings
                        if f.severity is not Severity.INFO and f.rule != "N004"]
+        if roundtrip and row.params <= max_params:
+            extra = roundtrip_on_cpu(build, example, zoo)
+            row.roundtrip_ran = extra is not None
+            row.flagged += extra or []
         row.seconds = time.perf_counter() - start
         rows.append(row)
         for line in row.flagged:
@@ -163,8 +188,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", choices=("torchvision", "timm", "transformers"), default="torchvision")
     parser.add_argument("--limit", type=int, default=None, help="Only the first N models (a quick look).")
+    parser.add_argument("--roundtrip", action="store_true", help="Also R007 and R008 on real CPU weights.")
+    parser.add_argument("--max-params", type=int, default=60_000_000, help="Largest model for --roundtrip.")
     args = parser.parse_args()
-    rows = sweep(args.zoo, args.limit)
+    rows = sweep(args.zoo, args.limit, args.roundtrip, args.max_params)
     built = [r for r in rows if r.error is None]
     print(f"{'model':<44} {'device':>6} {'params':>14} {'probe':>6} {'flagged':>8} {'seconds':>8}")
     for r in built:
@@ -177,6 +204,12 @@ def main() -> None:
     for r in rows:
         if r.error:
             print(f"  not built: {r.name}: {r.error}")
+    if args.roundtrip:
+        ran = sum(r.roundtrip_ran for r in built)
+        print(f"round trip (R007) and device-move check (R008) ran on {ran} models")
+        record(f"params: {args.zoo} zoo, R007/R008 false positives", f"{len(flagged)} of {ran} models",
+               "round trip on CPU weights", None, "0 findings", not flagged)
+        return
     record(f"params: {args.zoo} zoo false positives", f"{len(flagged)} of {len(built)} models",
            f"forward probes ran on {probes}", None, "0 findings", not flagged)
 

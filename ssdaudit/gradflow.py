@@ -676,40 +676,19 @@ def default_loss(output: Any, _targets: Any = None) -> torch.Tensor:
     return sum(t.float().mean() for t in tensors)
 
 
-def ssdlite_probe(model: nn.Module, batch_size: int = 2, seed: int = 0):
-    """(make_batch, compute_loss) for this project's SSDLite: synthetic shapes and the MultiBox loss."""
-    from ssdlite_model.data import ShapesDataset, collate_detection
-    from ssdlite_model.loss import MultiBoxLoss, targets_to_fractions
-
-    cfg = model.config
-    size = cfg.image_size
-    data = ShapesDataset(n=max(batch_size * 64, 64), image_size=size, num_classes=min(cfg.num_classes - 1, 6), seed=seed)
-    criterion = MultiBoxLoss(cfg.iou_threshold, cfg.neg_pos_ratio, cfg.variances)
-
-    def make_batch(step: int):
-        items = [data[(step * batch_size + i) % len(data)] for i in range(batch_size)]
-        images, targets = collate_detection(items)
-        return images, targets_to_fractions(targets, size, size)
-
-    def compute_loss(output, targets):
-        loc, conf = output
-        return criterion(loc, conf, model.priors, targets)["loss"]
-
-    return make_batch, compute_loss
-
-
 def probe_target(loaded, steps: int, input_shape: tuple[int, ...] | None = None, batch_size: int = 2, lr: float = 0.01,
                  log_dir: str | Path | None = None, progress: Callable[[int], None] | None = None) -> GradFlowRun:
-    """Probe a ``loading.LoadedTarget``: this project's SSDLite trains on synthetic shapes with the MultiBox loss;
-    other models on ``example_input()`` (or random ``input_shape``) with the file's ``compute_loss(output)`` or
+    """Probe a ``loading.LoadedTarget``: a model the adapter knows (this project's SSDLite: synthetic shapes and the
+    MultiBox loss) trains with its own hooks; other models on ``example_input()`` (or random ``input_shape``) with the file's ``compute_loss(output)`` or
     ``default_loss``; optimizer from the file's ``build_optimizer(model)`` or SGD. Raises LoadError on failure."""
     from .registration import ProbeError
 
-    model, module = loaded.model, loaded.module
-    from ssdlite_model.detector import SSDLite
+    from .ssdlite_adapter import training_hooks
 
-    if isinstance(model, SSDLite):
-        make_batch, compute_loss = ssdlite_probe(model, batch_size)
+    model, module = loaded.model, loaded.module
+    hooks = training_hooks(model, batch_size)
+    if hooks is not None:  # a built-in model that brings its own data and loss (this project's SSDLite)
+        make_batch, compute_loss = hooks
     else:
         example = loaded.example_input
         if example is None and input_shape:

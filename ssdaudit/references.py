@@ -6,14 +6,7 @@ from typing import Callable
 
 from torch import nn
 
-
-def _ssds(preset: str) -> Callable[[], nn.Module]:
-    def build() -> nn.Module:
-        import ssdlite_model
-
-        return ssdlite_model.build_ssdlite(getattr(ssdlite_model, preset)())
-
-    return build
+from .ssdlite_adapter import ssds_reference as _ssds
 
 
 def _torchvision_ssdlite() -> nn.Module:

@@ -1,0 +1,90 @@
+"""The shape of the code: no import cycle among the project's modules, ssdaudit independent of ssdlite_model
+except through its one adapter, and every rule's SARIF level equal to its registry severity."""
+
+import ast
+import json
+from pathlib import Path
+
+from ssdaudit.findings import RULES, Finding
+from ssdaudit.report import render_sarif
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("ssdaudit", "ssdlite_model")
+ADAPTER = "ssdaudit.ssdlite_adapter"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
+    """Project modules imported anywhere in the file (module level or inside functions)."""
+    is_package = path.name == "__init__.py"
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            targets = [stem] + [f"{stem}.{a.name}" for a in node.names]
+        for t in targets:
+            while t and t not in known:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                found.add(t)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    known = {module_name(p) for p in files}
+    return {module_name(p): imports_of(p, module_name(p), known) for p in files}
+
+
+def test_no_import_cycles():
+    edges = graph()
+    # packages import their submodules lazily or eagerly; a submodule importing its own package is no cycle of
+    # code, so package -> child edges are left out
+    edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in edges.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(edges.get(m, ())):
+            if state.get(t) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m)
+
+
+def test_ssdaudit_imports_ssdlite_model_only_through_the_adapter():
+    offenders = {m: sorted(t for t in ts if t.startswith("ssdlite_model"))
+                 for m, ts in graph().items() if m.startswith("ssdaudit") and m != ADAPTER}
+    assert {m: ts for m, ts in offenders.items() if ts} == {}
+
+
+def test_sarif_levels_follow_the_registry_for_every_rule():
+    findings = [Finding(code, rule.severity, "x", "m") for code, rule in RULES.items()]
+    doc = json.loads(render_sarif(findings, "0"))
+    run = doc["runs"][0]
+    levels = {"error": "error", "warning": "warning", "info": "note"}
+    for rule in run["tool"]["driver"]["rules"]:
+        assert rule["defaultConfiguration"]["level"] == levels[RULES[rule["id"]].severity.value], rule["id"]
+    for result in run["results"]:
+        assert result["level"] == levels[RULES[result["ruleId"]].severity.value], result["ruleId"]
