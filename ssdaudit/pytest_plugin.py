@@ -3,6 +3,9 @@
     def test_model_is_clean(ssdaudit):
         ssdaudit.assert_clean(build_model(), example_input=torch.rand(1, 3, 300, 300))
 
+    def test_checkpoint_holds_everything(ssdaudit):
+        ssdaudit.assert_reloads(build_model, torch.rand(2, 3, 300, 300))
+
 With ``pytest --ssdaudit``, every test that uses an ``ssdaudit_models`` fixture (a model, a list of models or a
 dict name -> model, or (model, example_input) pairs) also has those models audited after it passes.
 """
@@ -24,6 +27,15 @@ class Auditor:
         report = audit_params(model, example_input=example_input)
         failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
         return [f for f in report.findings if f.severity in failing]
+
+    def assert_reloads(self, build, example_input: Any, atol: float = 0.0) -> None:
+        """Fail the test when a model made by ``build()`` and reloaded from another's state_dict computes
+        something else (R007: state that a checkpoint does not hold)."""
+        from .roundtrip import check_roundtrip
+
+        found = check_roundtrip(build, example_input, atol)
+        if found:
+            pytest.fail(render(found, getattr(build, "__name__", "model")), pytrace=False)
 
     def assert_clean(self, model, example_input: Any = None, strict: bool = False) -> None:
         """Fail the test with the rendered findings when ``model`` has unregistered members (errors; warnings too

@@ -153,3 +153,9 @@ def test_params_cli_runs_the_round_trip_and_can_skip_it():
     assert [f["rule"] for f in data["findings"] if f["severity"] == "error"] == ["R001"]
     fixed = runner.invoke(app, ["params", str(ROOT / "examples/fixed_modulelist.py"), "--format", "json"])
     assert fixed.exit_code == 0 and not [f for f in json.loads(fixed.stdout)["findings"] if f["rule"] in ("R007", "R008")]
+
+
+def test_pytest_fixture_assert_reloads(ssdaudit):
+    ssdaudit.assert_reloads(lambda: RandomScale(as_buffer=True), X)
+    with pytest.raises(pytest.fail.Exception, match="R007"):
+        ssdaudit.assert_reloads(RandomScale, X)
