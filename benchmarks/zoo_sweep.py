@@ -7,7 +7,7 @@
 
 Goal: zero error or warning findings (these are all correct models). Models are built without weights on the
 meta device where they can be (else on the CPU, small enough there). Each gets the forward probe (train and eval
-mode) with an input of its kind; on the CPU the device-move check (R008) runs too. The table counts how many
+mode) with an input of its kind, and the device-move check (R008) with it. The table counts how many
 forward probes ran: on the meta device many cannot (``.item()``, data-dependent shapes), which is an N004 note,
 not a finding. timm and transformers are in the ``bench`` extra: pip install -e '.[bench]'.
 """
@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ssdaudit import Severity, find_unregistered
-from ssdaudit.move_probe import device_move_findings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _summary import record  # noqa: E402
@@ -125,7 +124,8 @@ def transformers_input(model: torch.nn.Module, device: str) -> Any:
 
 
 def roundtrip_on_cpu(build: Callable[[], torch.nn.Module], example: Callable[[str], Any], zoo: str) -> list[str] | None:
-    """R007 (save-reload round trip) and R008 (device-move check) with real CPU weights; None if it cannot run."""
+    """R007 (save-reload round trip) and R008 (device-move check, inside the probe) with real CPU weights; None if
+    it cannot run."""
     from ssdaudit.roundtrip import run_roundtrip
 
     with warnings.catch_warnings():
@@ -139,7 +139,7 @@ def roundtrip_on_cpu(build: Callable[[], torch.nn.Module], example: Callable[[st
         if rt.error is not None:
             return None
         flagged = [] if rt.equal else [f"R007 first differing module `{rt.first_differing}`: {rt.outside[:3]}"]
-        flagged += [f"R008 {f.path}: {f.message[:120]}" for f in device_move_findings(model, x, [])]
+        flagged += [f"R008 {f.path}: {f.message[:120]}" for f in find_unregistered(model, x) if f.rule == "R008"]
     return flagged
 
 
@@ -164,8 +164,6 @@ def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_param
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             findings = find_unregistered(model, x)
-            if x is not None and row.device == "cpu":
-                findings += device_move_findings(model, x, findings)
         row.params = sum(p.numel() for p in model.parameters())
         row.probe_ran = x is not None and not any(f.rule == "N004" and "train and eval" in f.message for f in findings)
         # N004 (the probe could not run, e.g. .item() on the meta device) says what the audit could not check; it

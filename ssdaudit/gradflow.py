@@ -196,7 +196,7 @@ class GradFlowMonitor:
     # --- the first backward: who gets gradients ----------------------------------------------------
 
     def _discover(self, roots: list[Any]) -> None:
-        from .registration import unregistered_tensor_names
+        from .walk import unregistered_tensor_names
 
         leaves = autograd_leaves(roots)
         inputs = {id(t) for t in self._inputs}

@@ -1,15 +1,17 @@
-"""The device-move check: what would ``.cuda()`` leave behind, found on a CPU.
+"""The dtype-move probe: what would ``.cuda()`` leave behind, found on a CPU by really moving a copy.
 
 ``model.to(torch.float64)`` walks the same registry as ``model.to("cuda")``: whatever the registry misses keeps
 its dtype exactly as it would keep its device. So a deep copy of the model is moved to float64 and run on float64
 input; every floating-point tensor that existed before the pass and reaches a torch function still in another
 dtype was missed by the move. Such tensors are converted on the fly, so forward runs to the end and every stray
 is seen, not just the first one (on a GPU, forward would stop at the first with a device-mismatch error).
+
+``ssdaudit params`` answers the same question (R008) more cheaply inside its forward probe
+(``registration.moved_by_to``); this module is the independent check, for tests and for the library.
 """
 
 from __future__ import annotations
 
-import collections
 import copy
 import weakref
 from dataclasses import dataclass
@@ -21,9 +23,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from .errors import UserError
-from .findings import Finding, Severity
-from .registration import MOVE_FUNCTIONS as _MOVES
-from .registration import unregistered_module_names, unregistered_tensor_names
+from .walk import MOVE_FUNCTIONS as _MOVES
+from .walk import unregistered_module_names, unregistered_tensor_names
 
 
 @dataclass
@@ -140,31 +141,3 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
         post.remove()
         torch.random.set_rng_state(rng)
     return MoveProbeResult([s for _, s in found.values()])
-
-
-def device_move_findings(model: nn.Module, example_input: Any, known: list[Finding]) -> list[Finding]:
-    """R008 for strays that no other finding explains (walk findings cover members by their attribute path), and
-    that forward does not move itself before using them."""
-    result = find_device_strays(model, example_input)
-    covered = [f.path for f in known if f.members]
-    groups: dict[str, list[DeviceStray]] = collections.defaultdict(list)
-    for s in result.strays:
-        if s.first_use in _MOVES:
-            continue
-        if s.name is not None and any(s.name == p or s.name.startswith(p + ".") for p in covered):
-            continue
-        key = s.name.rsplit(".", 1)[0] if s.name and "." in s.name else (s.name or f"<{s.module or 'model'}>")
-        groups[key].append(s)
-    out = []
-    for path, strays in groups.items():
-        values = sum(s.numel for s in strays)
-        listing = ", ".join(f"{s.name or 'a tensor'} {s.shape}" for s in strays[:3]) + (", ..." if len(strays) > 3 else "")
-        named = all(s.name for s in strays)
-        what = ("" if named else f"read by `{strays[0].module or 'the model'}`'s forward but reachable from no attribute; ")
-        out.append(Finding(
-            "R008", Severity.ERROR, path,
-            f"{len(strays)} tensor(s) ({values:,} values) stayed {str(strays[0].dtype).removeprefix('torch.')} when the "
-            f"model moved to float64 ({what}on a GPU they stay on the CPU): {listing}",
-            0, 0, None,
-        ))
-    return out

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from .findings import Finding, Severity
-from .move_probe import device_move_findings
 from .roundtrip import roundtrip_findings
 from .registration import find_unregistered
 
@@ -260,18 +259,14 @@ def audit_params(
     depth: int = 1,
     target: str = "<model>",
     reference_name: str = "<reference>",
-    device_check: bool = True,
     rebuild: Callable[[], nn.Module] | None = None,
 ) -> ParamsReport:
     """Count what the model registers and what it hides, and compare with ``reference``.
 
-    ``device_check``: run the device-move check (R008) on a deep copy when there is an example input.
     ``rebuild``: a factory of the same model; with an example input, the save-reload round trip (R007) runs.
     ``reference``: a model, or a state_dict (its parameters counted without BN running statistics).
     """
     findings = find_unregistered(model, example_input)
-    if example_input is not None and device_check:
-        findings += device_move_findings(model, example_input, findings)
     if example_input is not None and rebuild is not None and not any(t.is_meta for t in model.parameters()):
         findings += roundtrip_findings(rebuild, example_input, findings)
     findings += _findings_notes(model)

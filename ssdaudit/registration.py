@@ -10,12 +10,9 @@ hidden where no attribute reaches), and records which tensors the forward reads 
 from __future__ import annotations
 
 import collections
-import functools
 import inspect
 import re
-import types
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +23,14 @@ from torch.utils._pytree import tree_flatten
 
 from .errors import UserError
 from .findings import Finding, Severity
+from .walk import (  # noqa: F401  (unregistered_*_names are part of this module's API)
+    MOVE_FUNCTIONS,
+    AttributeWalker,
+    Hit,
+    unregistered_module_names,
+    unregistered_tensor_names,
+)
 
-# Attributes every nn.Module has; everything else in a module's __dict__ is the user's.
-_MODULE_INTERNALS = frozenset(nn.Module().__dict__)
-_ATOMS = (str, bytes, bytearray, int, float, complex, bool, type(None), Enum, torch.dtype, torch.device, type, types.ModuleType)
-_MAX_DEPTH = 12
 _MODE_DEPENDENT = (
     nn.modules.dropout._DropoutNd,
     nn.modules.batchnorm._BatchNorm,
@@ -46,16 +46,6 @@ class ProbeError(UserError, RuntimeError):
 
 
 @dataclass
-class _Hit:
-    attr_path: str  # the registered module's attribute that leads to it, e.g. "backbone"
-    member_path: str  # the dotted name the member would have once registered, e.g. "backbone.3"
-    obj: Any  # nn.Module or nn.Parameter
-    via_object: bool  # reached through a plain object, closure or partial (R003) rather than containers
-    owner: nn.Module
-    attr: str
-
-
-@dataclass
 class ProbeResult:
     """What one observed forward pass did. Ids are of objects kept alive here or by the model, so none is reused."""
 
@@ -68,6 +58,9 @@ class ProbeResult:
     created: list[nn.Module] = field(default_factory=list, repr=False)  # keeps created modules alive (stable ids)
     modes: list[str] = field(default_factory=list)  # "train", "eval": the modes that ran
     grad_observed: bool = False  # a pass ran with autograd enabled, so with_grad means something
+    # floating tensors (not 0-dim) that existed before the passes and that forward read: id -> (tensor, the module
+    # whose forward read it first); the device-move check (R008) asks which of them .to() would leave behind
+    preexisting: dict[int, tuple[torch.Tensor, nn.Module]] = field(default_factory=dict, repr=False)
 
     def merge(self, other: "ProbeResult") -> None:
         for i, m in other.called.items():
@@ -82,81 +75,13 @@ class ProbeResult:
         self.created += other.created
         self.modes += other.modes
         self.grad_observed = self.grad_observed or other.grad_observed
-
-
-class _Walker:
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.registered_modules = {id(m) for m in model.modules()}
-        self.registered_tensors = {id(t) for t in model.parameters()} | {id(b) for b in model.buffers()}
-        self.seen: set[int] = set()
-        self.hits: list[_Hit] = []
-        self.tensor_attrs: list[tuple[str, torch.Tensor, nn.Module, str]] = []
-
-    def run(self) -> None:
-        for mpath, module in self.model.named_modules():
-            for name, value in list(vars(module).items()):
-                if name in _MODULE_INTERNALS:
-                    continue
-                path = f"{mpath}.{name}" if mpath else name
-                if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
-                    if id(value) not in self.registered_tensors:
-                        self.tensor_attrs.append((path, value, module, name))
-                    continue
-                self._visit(value, path, path, False, 0, module, name)
-
-    def _visit(self, value: Any, attr_path: str, member: str, via_object: bool, depth: int, owner, attr) -> None:
-        if depth > _MAX_DEPTH or isinstance(value, _ATOMS) or id(value) in self.seen:
-            return
-        self.seen.add(id(value))
-        visit = functools.partial(self._visit, attr_path=attr_path, depth=depth + 1, owner=owner, attr=attr)
-        if isinstance(value, nn.Module):
-            if id(value) not in self.registered_modules:
-                self.hits.append(_Hit(attr_path, member, value, via_object, owner, attr))
-                self.seen.update(id(m) for m in value.modules())
-            return
-        if isinstance(value, torch.Tensor):
-            if isinstance(value, nn.Parameter) and id(value) not in self.registered_tensors:
-                self.hits.append(_Hit(attr_path, member, value, via_object, owner, attr))
-            return
-        if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
-            for k in value._fields:
-                visit(getattr(value, k), member=f"{member}.{k}", via_object=True)
-        elif isinstance(value, (list, tuple, collections.deque)):
-            for i, v in enumerate(value):
-                visit(v, member=f"{member}.{i}", via_object=via_object)
-        elif isinstance(value, (set, frozenset)):
-            for i, v in enumerate(sorted(value, key=repr)):
-                visit(v, member=f"{member}.{i}", via_object=via_object)
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                visit(v, member=f"{member}.{_key(k)}", via_object=via_object)
-        elif isinstance(value, functools.partial):
-            for i, v in enumerate((value.func, *value.args, *value.keywords.values())):
-                visit(v, member=f"{member}.{i}", via_object=True)
-        elif isinstance(value, types.FunctionType):
-            for i, cell in enumerate(value.__closure__ or ()):
-                try:
-                    visit(cell.cell_contents, member=f"{member}.{i}", via_object=True)
-                except ValueError:  # empty cell
-                    pass
-        elif isinstance(value, types.MethodType):
-            visit(value.__self__, member=member, via_object=True)
-        elif hasattr(value, "__dict__") and not callable(getattr(value, "__self__", None)):
-            for k, v in list(vars(value).items()):
-                visit(v, member=f"{member}.{k}", via_object=True)
-        elif hasattr(type(value), "__slots__"):
-            for k in getattr(type(value), "__slots__", ()):
-                if hasattr(value, k):
-                    visit(getattr(value, k), member=f"{member}.{k}", via_object=True)
-
-
-def _key(k: Any) -> str:
-    return re.sub(r"[^0-9A-Za-z_]", "_", str(k))
+        for i, pair in other.preexisting.items():
+            self.preexisting.setdefault(i, pair)
 
 
 def probe_forward(
-    model: nn.Module, example_input: Any, extra_modules: list[nn.Module] = (), grad: bool = False
+    model: nn.Module, example_input: Any, extra_modules: list[nn.Module] = (), grad: bool = False,
+    produced: dict[int, Any] | None = None,
 ) -> ProbeResult:
     """Run one forward pass under observation and leave the model exactly as it was.
 
@@ -164,8 +89,15 @@ def probe_forward(
     pass were created, the tensors the pass reads (and the first function applied to each) or returns. BatchNorm
     statistics (also those of ``extra_modules``, the unregistered ones), RNG state and submodules registered during
     the pass are restored. ``grad=False`` runs under ``torch.no_grad()``. Raises ``ProbeError`` if forward fails.
+    ``produced`` (id -> weakref of every tensor made by a pass) is shared between passes, so a cache that one pass
+    made is not taken for pre-existing state in the next.
     """
+    import weakref
+
     result = ProbeResult(grad_observed=grad)
+    produced = {} if produced is None else produced
+    inputs = {id(t) for t in tree_flatten(example_input)[0] if isinstance(t, torch.Tensor)}
+    stack: list[nn.Module] = [model]
     before = dict(model.named_modules())
     before_ids = {id(m) for m in before.values()}
     states = [b for m in (model, *extra_modules) for b in m.buffers()]
@@ -175,8 +107,13 @@ def probe_forward(
 
     def on_call(module, _args):
         result.called.setdefault(id(module), module)
+        stack.append(module)
         if torch.is_grad_enabled():
             result.with_grad.add(id(module))
+
+    def on_return(_module, _args, _output):
+        if len(stack) > 1:
+            stack.pop()
 
     original_init = nn.Module.__init__
 
@@ -185,6 +122,10 @@ def probe_forward(
         result.created.append(self)
         result.created_at.setdefault(id(self), _caller_location())
 
+    def made_here(t: torch.Tensor) -> bool:
+        ref = produced.get(id(t))
+        return ref is not None and ref() is t
+
     class _Reads(TorchFunctionMode):
         def __torch_function__(self, func, types_, args=(), kwargs=None):
             name = getattr(func, "__name__", "")
@@ -192,9 +133,20 @@ def probe_forward(
                 if isinstance(leaf, torch.Tensor):
                     result.used_tensors.add(id(leaf))
                     result.first_use.setdefault(id(leaf), name)
-            return func(*args, **(kwargs or {}))
+                    if (id(leaf) not in result.preexisting and leaf.is_floating_point() and leaf.dim() > 0
+                            and id(leaf) not in inputs and not made_here(leaf)):
+                        result.preexisting[id(leaf)] = (leaf, stack[-1])
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    try:
+                        produced[id(t)] = weakref.ref(t)
+                    except TypeError:  # a tensor subclass without weak references: cannot be cached state anyway
+                        pass
+            return out
 
     handle = nn.modules.module.register_module_forward_pre_hook(on_call)
+    handle_return = nn.modules.module.register_module_forward_hook(on_return)
     nn.Module.__init__ = recording_init
     try:
         with torch.set_grad_enabled(grad), _Reads():
@@ -211,6 +163,7 @@ def probe_forward(
         raise ProbeError(f"{exc.__class__.__name__}: {_one_line(exc)}") from exc
     finally:
         handle.remove()
+        handle_return.remove()
         nn.Module.__init__ = original_init
         with torch.no_grad():
             for b, saved in zip(states, saved_buffers):
@@ -252,12 +205,13 @@ def probe_modes(model: nn.Module, example_input: Any, extra_modules: list[nn.Mod
     modes = [(m, m.training) for m in modules]
     merged: ProbeResult | None = None
     failures: dict[str, str] = {}
+    produced: dict[int, Any] = {}
     try:
         for mode in ("train", "eval"):
             for m in modules:
                 m.training = mode == "train"
             try:
-                one = probe_forward(model, example_input, extra_modules, grad=mode == "train")
+                one = probe_forward(model, example_input, extra_modules, grad=mode == "train", produced=produced)
             except ProbeError as exc:
                 failures[mode] = str(exc)
                 continue
@@ -371,11 +325,12 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
 
     ``example_input``: a tuple is unpacked into ``forward``'s positional arguments, anything else is
     passed as the single argument; ``None`` skips the forward probe (an N003 note says so). The probe runs in
-    train and eval mode (the device-move check, R008, is ``move_probe.device_move_findings``). Nothing here
+    train and eval mode, and the device-move check (R008) asks which tensors it read ``.to()`` would leave behind.
+    ``move_probe.find_device_strays`` is the same question answered by moving a copy to float64. Nothing here
     raises for a forward that fails: the walk's findings are returned with an N004 note (or, when an unregistered
     member sits on another device or dtype than the model, that member's finding names the failure).
     """
-    walker = _Walker(model)
+    walker = AttributeWalker(model)
     walker.run()
     registered = walker.registered_tensors
     counted: set[int] = set()
@@ -388,7 +343,7 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
     home = _home(model)
     failure = next(iter(outcome.failures.values()), None) if outcome is not None and probe is None else None
 
-    groups: dict[tuple[str, bool], list[_Hit]] = collections.defaultdict(list)
+    groups: dict[tuple[str, bool], list[Hit]] = collections.defaultdict(list)
     for hit in walker.hits:
         groups[(hit.attr_path, hit.via_object or False)].append(hit)
     for (path, via_object), hits in groups.items():
@@ -447,11 +402,82 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
         if probe is None and _forward_use(owner, attr) == "unread":
             continue  # no pass ran, and the owner's forward never names it: no evidence of use
         findings.append(_tensor_attr_finding(path, tensor, owner, attr, probe, home))
+    if probe is not None:
+        findings.extend(_device_move_findings(model, walker, probe, findings, example_input))
     return findings
 
 
-# Functions that move or convert their first argument: forward handling a tensor itself.
-MOVE_FUNCTIONS = frozenset({"to", "type_as", "type", "cuda", "cpu", "double", "float", "half", "bfloat16"})
+def moved_by_to(model: nn.Module) -> set[int]:
+    """Ids of the tensors ``model.to(...)`` converts: ``_apply`` with a function that records its argument and
+    returns it unchanged, so the model's own ``_apply`` overrides decide, exactly as for a real move."""
+    seen: dict[int, torch.Tensor] = {}
+
+    def record(t: torch.Tensor) -> torch.Tensor:
+        seen[id(t)] = t
+        return t
+
+    model._apply(record)
+    return set(seen)
+
+
+def _custom_apply(model: nn.Module) -> bool:
+    """A module of the model overrides ``_apply`` outside torch (it may keep tensors from a move)."""
+    return any(type(m)._apply is not nn.Module._apply and not type(m).__module__.startswith("torch.")
+               for m in model.modules())
+
+
+def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: ProbeResult, known: list[Finding],
+                          example_input: Any) -> list[Finding]:
+    """R008: tensors forward read that existed before it and that ``.to()`` would not move, minus those a walk
+    finding already names and those forward moves itself before use. Where a module overrides ``_apply``, what
+    it keeps can only be seen by really moving: the dtype-move probe decides there."""
+    names: dict[int, str] = {}
+    for n, t in (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)):
+        names.setdefault(id(t), n)
+    module_names = {id(m): n for n, m in model.named_modules()}
+    for hit in walker.hits:
+        if isinstance(hit.obj, nn.Module):
+            for n, t in (*hit.obj.named_parameters(), *hit.obj.named_buffers()):
+                names.setdefault(id(t), f"{hit.member_path}.{n}")
+            for n, m in hit.obj.named_modules():
+                module_names.setdefault(id(m), f"{hit.member_path}.{n}" if n else hit.member_path)
+        else:
+            names.setdefault(id(hit.obj), hit.member_path)
+    for path, tensor, _owner, _attr in walker.tensor_attrs:
+        names.setdefault(id(tensor), path)
+    if _custom_apply(model):
+        from .move_probe import find_device_strays
+
+        left_behind = {s.name for s in find_device_strays(model, example_input).strays if s.name}
+        moved = {i for i in probe.preexisting if i in names and names[i] not in left_behind}
+    else:
+        try:
+            moved = moved_by_to(model)
+        except Exception:  # an _apply that cannot take an identity function: no verdict
+            return []
+    covered = [f.path for f in known if f.members]
+    groups: dict[str, list[tuple[str | None, torch.Tensor, str]]] = collections.defaultdict(list)
+    for i, (tensor, module) in probe.preexisting.items():
+        if i in moved or probe.first_use.get(i) in MOVE_FUNCTIONS:
+            continue
+        name = names.get(i)
+        if name is not None and any(name == p or name.startswith(p + ".") for p in covered):
+            continue
+        reader = module_names.get(id(module), type(module).__name__)
+        key = name.rsplit(".", 1)[0] if name and "." in name else (name or f"<{reader or 'model'}>")
+        groups[key].append((name, tensor, reader))
+    out = []
+    for path, items in groups.items():
+        values = sum(t.numel() for _, t, _ in items)
+        listing = ", ".join(f"{n or 'a tensor'} {tuple(t.shape)}" for n, t, _ in items[:3]) + (", ..." if len(items) > 3 else "")
+        unnamed = "" if all(n for n, _, _ in items) else (
+            f"read by `{items[0][2] or 'the model'}`'s forward but reachable from no attribute; ")
+        out.append(Finding(
+            "R008", Severity.ERROR, path,
+            f"{len(items)} tensor(s) ({values:,} values) that forward reads are not moved by .to() / .cuda() / .half() "
+            f"({unnamed}on a GPU they stay on the CPU): {listing}",
+        ))
+    return out
 
 
 def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr: str, probe: ProbeResult | None,
@@ -571,11 +597,11 @@ def _probe_notes(outcome: ProbeOutcome, explained: bool) -> list[Finding]:
                     "the checks that need a forward pass (R004, R005, R008) did not run")]
 
 
-def _attr_value(hit: _Hit) -> Any:
+def _attr_value(hit: Hit) -> Any:
     return vars(hit.owner).get(hit.attr)
 
 
-def _probe_findings(walker: _Walker, probe: ProbeResult, counted: set[int]) -> list[Finding]:
+def _probe_findings(walker: AttributeWalker, probe: ProbeResult, counted: set[int]) -> list[Finding]:
     known = set(walker.registered_modules)
     for hit in walker.hits:
         if isinstance(hit.obj, nn.Module):
@@ -605,34 +631,3 @@ def _probe_findings(walker: _Walker, probe: ProbeResult, counted: set[int]) -> l
         message = f"{_describe(modules)} with {n:,} parameters {where}"
         findings.append(Finding("R005", severity, path, message, n, len(modules), location, {f"{path}.{i}": m for i, m in enumerate(modules)}))
     return findings
-
-
-def unregistered_tensor_names(model: nn.Module) -> dict[int, str]:
-    """id(tensor) -> the dotted name it would have once registered, for tensors the attribute walk reaches
-    but ``model.parameters()``/``buffers()`` do not (parameters of modules in plain lists, loose parameters,
-    plain tensor attributes)."""
-    walker = _Walker(model)
-    walker.run()
-    names: dict[int, str] = {}
-    for hit in walker.hits:
-        if isinstance(hit.obj, nn.Module):
-            for n, t in list(hit.obj.named_parameters()) + list(hit.obj.named_buffers()):
-                names.setdefault(id(t), f"{hit.member_path}.{n}")
-        else:
-            names.setdefault(id(hit.obj), hit.member_path)
-    for path, tensor, _owner, _name in walker.tensor_attrs:
-        names.setdefault(id(tensor), path)
-    return names
-
-
-def unregistered_module_names(model: nn.Module) -> dict[int, str]:
-    """id(module) -> the dotted name it would have once registered, for modules the attribute walk reaches but
-    ``model.modules()`` does not (their submodules too)."""
-    walker = _Walker(model)
-    walker.run()
-    names: dict[int, str] = {}
-    for hit in walker.hits:
-        if isinstance(hit.obj, nn.Module):
-            for n, m in hit.obj.named_modules():
-                names.setdefault(id(m), f"{hit.member_path}.{n}" if n else hit.member_path)
-    return names

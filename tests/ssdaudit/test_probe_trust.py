@@ -235,7 +235,7 @@ class SkipsApply(nn.Module):
 def test_r008_device_move_check_finds_a_registered_tensor_left_behind():
     report = audit_params(SkipsApply(True), example_input=X)
     (f,) = by_rule(report.findings, "R008")
-    assert f.path == "scale" and f.severity is Severity.ERROR and "float32" in f.message
+    assert f.path == "scale" and f.severity is Severity.ERROR and "not moved by .to()" in f.message
     assert by_rule(audit_params(SkipsApply(False), example_input=X).findings, "R008") == []
 
 
