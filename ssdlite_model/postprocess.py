@@ -20,22 +20,36 @@ def postprocess_detections(
     per_class_candidates: int = 200,
 ) -> list[dict[str, torch.Tensor]]:
     """loc (N, P, 4), conf (N, P, C) logits, priors (P, 4) cxcywh, image_sizes [(H, W)] ->
-    per image {"boxes": (D, 4) xyxy pixels, "scores": (D,), "labels": (D,) in 1..C-1}, best first."""
-    scores_all = conf.softmax(dim=-1)
+    per image {"boxes": (D, 4) xyxy pixels, "scores": (D,), "labels": (D,) in 1..C-1}, best first.
+
+    The whole batch at once: decode, each (image, class)'s best ``per_class_candidates`` priors (ssds.pytorch's
+    top_k: an untrained model would otherwise send every prior of every class into NMS), one ``batched_nms`` over
+    image x class groups, then each image's best ``max_detections``. No per-image loop and no host sync until the
+    final split, so it stays on the GPU for a whole batch."""
+    n, p, c = conf.shape
+    if n == 0:
+        return []
+    scores = conf.softmax(dim=-1)[:, :, 1:]  # (N, P, C-1): background dropped
+    sizes = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=loc.dtype, device=loc.device)  # (N, 4)
+    boxes = coder.decode(loc, priors.unsqueeze(0)).clamp(0.0, 1.0) * sizes[:, None, :]  # (N, P, 4) pixels
+    k = min(per_class_candidates, p)
+    top_scores, top_idx = scores.topk(k, dim=1)  # (N, k, C-1)
+    image_idx, rank_idx, class_idx = (top_scores > score_threshold).nonzero(as_tuple=True)
+    prior_idx = top_idx[image_idx, rank_idx, class_idx]
+    cand_boxes = boxes[image_idx, prior_idx]
+    cand_scores = top_scores[image_idx, rank_idx, class_idx]
+    cand_labels = class_idx + 1
+    kept = batched_nms(cand_boxes.float(), cand_scores.float(), image_idx * c + cand_labels, nms_threshold)
+    # kept is best-first over the batch; a stable sort by image keeps each image's detections best-first
+    kept = kept[torch.sort(image_idx[kept], stable=True).indices]
+    kept_image = image_idx[kept]
+    counts = torch.bincount(kept_image, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(kept), device=kept.device) - starts[kept_image]
+    kept = kept[rank < max_detections]
+    per_image = torch.bincount(image_idx[kept], minlength=n).clamp(max=max_detections).tolist()  # the one sync
     results = []
-    for i, (h, w) in enumerate(image_sizes):
-        boxes = coder.decode(loc[i], priors).clamp(0.0, 1.0)
-        boxes = boxes * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
-        scores = scores_all[i, :, 1:]  # (P, C-1): background dropped
-        # Each class's best ``per_class_candidates`` priors only (ssds.pytorch's top_k): an untrained or
-        # uncertain model would otherwise send every prior of every class into NMS.
-        k = min(per_class_candidates, scores.shape[0])
-        top_scores, top_idx = scores.topk(k, dim=0)  # (k, C-1)
-        keep = top_scores > score_threshold
-        rank_idx, class_idx = keep.nonzero(as_tuple=True)
-        prior_idx = top_idx[rank_idx, class_idx]
-        cand_boxes, cand_scores = boxes[prior_idx], top_scores[rank_idx, class_idx]
-        cand_labels = class_idx + 1
-        kept = batched_nms(cand_boxes.float(), cand_scores.float(), cand_labels, nms_threshold)[:max_detections]
-        results.append({"boxes": cand_boxes[kept], "scores": cand_scores[kept], "labels": cand_labels[kept]})
+    for b, s_, l_ in zip(cand_boxes[kept].split(per_image), cand_scores[kept].split(per_image),
+                         cand_labels[kept].split(per_image)):
+        results.append({"boxes": b, "scores": s_, "labels": l_})
     return results

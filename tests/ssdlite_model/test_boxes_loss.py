@@ -75,3 +75,44 @@ def test_detect_with_no_objects_returns_empty_tensors():
     for d in dets:
         assert d["boxes"].shape == (0, 4) and d["scores"].shape == (0,) and d["labels"].shape == (0,)
         assert d["labels"].dtype == torch.int64
+
+
+def _per_image_reference(loc, conf, priors, image_sizes, coder, score_threshold=0.01, nms_threshold=0.6,
+                         max_detections=100, per_class_candidates=200):
+    """The former per-image loop, kept here as the reference the batched post-processing must equal."""
+    from torchvision.ops import batched_nms
+
+    scores_all = conf.softmax(dim=-1)
+    results = []
+    for i, (h, w) in enumerate(image_sizes):
+        boxes = coder.decode(loc[i], priors).clamp(0.0, 1.0) * torch.tensor([w, h, w, h], dtype=loc.dtype)
+        scores = scores_all[i, :, 1:]
+        top_scores, top_idx = scores.topk(min(per_class_candidates, scores.shape[0]), dim=0)
+        rank_idx, class_idx = (top_scores > score_threshold).nonzero(as_tuple=True)
+        prior_idx = top_idx[rank_idx, class_idx]
+        cand_boxes, cand_scores, cand_labels = boxes[prior_idx], top_scores[rank_idx, class_idx], class_idx + 1
+        kept = batched_nms(cand_boxes, cand_scores, cand_labels, nms_threshold)[:max_detections]
+        results.append({"boxes": cand_boxes[kept], "scores": cand_scores[kept], "labels": cand_labels[kept]})
+    return results
+
+
+def test_batched_postprocess_equals_the_per_image_loop():
+    from ssdlite_model.boxes import BoxCoder
+    from ssdlite_model.postprocess import postprocess_detections
+
+    torch.manual_seed(0)
+    n, p, c = 5, 300, 6
+    priors = torch.cat([torch.rand(p, 2) * 0.8 + 0.1, torch.rand(p, 2) * 0.3 + 0.05], dim=1)
+    loc, conf = torch.randn(n, p, 4) * 0.5, torch.randn(n, p, c) * 3
+    conf[2] = -10.0  # an image with nothing above the threshold
+    conf[2, :, 0] = 10.0
+    sizes = [(300, 300), (200, 400), (300, 300), (64, 128), (300, 300)]
+    coder = BoxCoder()
+    for max_det in (100, 7):
+        got = postprocess_detections(loc, conf, priors, sizes, coder, max_detections=max_det, per_class_candidates=50)
+        want = _per_image_reference(loc, conf, priors, sizes, coder, max_detections=max_det, per_class_candidates=50)
+        assert len(got) == len(want) == n and len(got[2]["boxes"]) == 0
+        for g, w in zip(got, want):
+            assert len(g["scores"]) == len(w["scores"]) <= max_det
+            assert torch.equal(g["scores"], w["scores"]) and torch.equal(g["labels"], w["labels"])
+            assert torch.allclose(g["boxes"], w["boxes"], atol=1e-5)
