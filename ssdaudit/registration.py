@@ -100,6 +100,8 @@ def probe_forward(
     stack: list[nn.Module] = [model]
     before = dict(model.named_modules())
     before_ids = {id(m) for m in before.values()}
+    owners = list({id(m): m for e in (model, *extra_modules) for m in e.modules()}.values())
+    buffer_dicts = [(m, dict(m._buffers)) for m in owners]  # forward may replace or add buffers: put back
     states = [b for m in (model, *extra_modules) for b in m.buffers()]
     saved_buffers = [b.detach().clone() for b in states]
     rng = torch.random.get_rng_state()
@@ -129,8 +131,9 @@ def probe_forward(
     class _Reads(TorchFunctionMode):
         def __torch_function__(self, func, types_, args=(), kwargs=None):
             name = getattr(func, "__name__", "")
+            metadata = name == "__get__"  # .shape, .device, .dtype: a look at the tensor, not a use of its values
             for leaf in tree_flatten((args, kwargs or {}))[0]:
-                if isinstance(leaf, torch.Tensor):
+                if isinstance(leaf, torch.Tensor) and not metadata:
                     result.used_tensors.add(id(leaf))
                     result.first_use.setdefault(id(leaf), name)
                     if (id(leaf) not in result.preexisting and leaf.is_floating_point() and leaf.dim() > 0
@@ -165,6 +168,10 @@ def probe_forward(
         handle.remove()
         handle_return.remove()
         nn.Module.__init__ = original_init
+        for m, buffers in buffer_dicts:
+            if m._buffers.keys() != buffers.keys() or any(m._buffers[k] is not v for k, v in buffers.items()):
+                m._buffers.clear()
+                m._buffers.update(buffers)
         with torch.no_grad():
             for b, saved in zip(states, saved_buffers):
                 if b.shape == saved.shape:

@@ -282,3 +282,25 @@ def test_without_a_probe_the_forward_source_decides():
     assert found == {"table": "N005"}  # moved by forward; only_in_init never read there
     found = {f.path: f.rule for f in find_unregistered(ReadInSource(), None) if f.rule in ("R004", "N005")}
     assert found == {"table": "R004"}
+
+
+class ReplacesItsBuffer(nn.Module):
+    """A cache kept as a registered buffer and rebuilt by forward when the input size changes (ConViT's pattern)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.register_buffer("cache", torch.zeros(1, 3), persistent=False)
+
+    def forward(self, x):
+        if self.cache.shape[0] != x.shape[0]:
+            self.cache = torch.ones(x.shape[0], 8)
+        return self.lin(x) * self.cache
+
+
+def test_probe_puts_back_replaced_buffers_and_metadata_reads_are_no_use():
+    model = ReplacesItsBuffer()
+    original = model.cache
+    findings = find_unregistered(model, X)
+    assert model.cache is original and model.cache.shape == (1, 3)
+    assert [f for f in findings if f.severity is not Severity.INFO] == []
