@@ -11,11 +11,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .checkpoints import is_buffer_name
 from .findings import Finding, Severity
 from .roundtrip import roundtrip_findings
 from .registration import find_unregistered
 
-_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @dataclass
@@ -174,13 +174,13 @@ def group_params(model: nn.Module, depth: int = 1) -> list[Group]:
 
 def state_dict_params(state: Mapping[str, torch.Tensor]) -> int:
     """Parameters in a checkpoint: every tensor except BatchNorm running statistics."""
-    return sum(t.numel() for k, t in state.items() if not k.endswith(_BUFFER_SUFFIXES))
+    return sum(t.numel() for k, t in state.items() if not is_buffer_name(k))
 
 
 def group_state_dict(state: Mapping[str, torch.Tensor], depth: int = 1) -> list[Group]:
     totals: dict[str, int] = {}
     for k, t in state.items():
-        if k.endswith(_BUFFER_SUFFIXES):
+        if is_buffer_name(k):
             continue
         key = ".".join(k.split(".")[:-1][:depth]) or "(root)"
         totals[key] = totals.get(key, 0) + t.numel()

@@ -58,13 +58,16 @@ def block_out_channels(block: nn.Module) -> int:
 
 def load_imagenet_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a local torchvision ``mobilenet_v2`` ImageNet state_dict (nothing is downloaded)."""
+    from ssdaudit.checkpoints import load_object
+    from ssdaudit.errors import LoadError
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or pickled files
-        raise ValueError(f"cannot read backbone weights {path}: {exc.__class__.__name__}: {exc}") from None
+        state, _ = load_object(path, mmap=False)  # the project's one safe reader (weights only)
+    except LoadError as exc:
+        raise ValueError(f"cannot read backbone weights: {exc}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not any(k.startswith("features.") for k in state):

@@ -92,6 +92,31 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+class OptimizerName(str, Enum):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    off = "off"
+
+
+class Augment(str, Enum):
+    auto = "auto"
+    ssd = "ssd"
+    light = "light"
+    none = "none"
+
+
+class DeviceName(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 def _given(ctx: typer.Context) -> set[str]:
     """The parameters typed on the command line (not defaults): a resume keeps the stored value of the others."""
     given = set()
@@ -109,7 +134,7 @@ def train(
     epochs: int = typer.Option(10, "--epochs", min=1),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per step (per process under torchrun)."),
     lr: float = typer.Option(0.01, "--lr", min=0.0, help="Peak learning rate."),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9, ssds.pytorch's) or adamw."),
+    optimizer: OptimizerName = typer.Option(OptimizerName.sgd, "--optimizer", help="sgd (momentum 0.9, ssds.pytorch's) or adamw."),
     clip_grad: float = typer.Option(None, "--clip-grad", min=0.0, help="Clip the gradient's L2 norm to this."),
     weight_decay: float = typer.Option(1e-4, "--weight-decay", min=0.0, help="On conv weights; never on BatchNorm or biases."),
     warmup_epochs: float = typer.Option(1.0, "--warmup-epochs", min=0.0),
@@ -120,11 +145,11 @@ def train(
     seed: int = typer.Option(0, "--seed"),
     n_train: int = typer.Option(2000, "--n-train", min=1, help="Synthetic training images."),
     n_val: int = typer.Option(200, "--n-val", min=1, help="Synthetic validation images."),
-    augment: str = typer.Option("auto", "--augment", help="auto | ssd | light | none"),
+    augment: Augment = typer.Option(Augment.auto, "--augment", help="auto (light for synthetic, ssd otherwise) | ssd | light | none"),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
     gradflow: bool = typer.Option(False, "--gradflow", help="Log gradient flow to RUN_DIR/gradflow (ssdaudit gradflow RUN_DIR)."),
-    amp: str = typer.Option("auto", "--amp", help="auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off"),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    amp: Precision = typer.Option(Precision.auto, "--amp", help="auto (bf16 on CUDA, off on CPU) | bf16 | fp16 | off"),
+    device: DeviceName = typer.Option(DeviceName.auto, "--device", help="auto | cpu | cuda"),
     time_budget: float = typer.Option(None, "--time-budget", help="Minutes: stop, evaluate and checkpoint when spent."),
     preset: str = typer.Option("ssds-voc", "--preset", help="Architecture to start from (classes and size come from the data): " + ", ".join(PRESETS)),
     override: bool = typer.Option(False, "--override", help="With --resume: accept flags that differ from the stored settings."),
@@ -150,10 +175,10 @@ def train(
     from .train import CHECKPOINT, Diverged, Trainer, TrainSettings, merge_resume_settings
 
     settings = TrainSettings(
-        data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, clip_grad=clip_grad, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-        image_size=image_size, width_mult=width_mult, out=str(out), resume=resume, seed=seed, n_train=n_train,
-        n_val=n_val, augment=augment, workers=workers, gradflow=gradflow, amp=amp, device=device,
-        time_budget_min=time_budget,
+        data=data, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, clip_grad=clip_grad,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, image_size=image_size, width_mult=width_mult,
+        out=str(out), resume=resume, seed=seed, n_train=n_train, n_val=n_val, augment=augment.value, workers=workers,
+        gradflow=gradflow, amp=amp.value, device=device.value, time_budget_min=time_budget,
     )
     with cli_errors(False, debug):
         if preset not in PRESETS:
