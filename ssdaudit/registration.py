@@ -477,13 +477,19 @@ def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: Prob
     for path, items in groups.items():
         values = sum(t.numel() for _, t, _ in items)
         listing = ", ".join(f"{n or 'a tensor'} {tuple(t.shape)}" for n, t, _ in items[:3]) + (", ..." if len(items) > 3 else "")
-        unnamed = "" if all(n for n, _, _ in items) else (
-            f"read by `{items[0][2] or 'the model'}`'s forward but reachable from no attribute; ")
-        out.append(Finding(
-            "R008", Severity.ERROR, path,
-            f"{len(items)} tensor(s) ({values:,} values) that forward reads are not moved by .to() / .cuda() / .half() "
-            f"({unnamed}on a GPU they stay on the CPU): {listing}",
-        ))
+        if all(n for n, _, _ in items):
+            out.append(Finding(
+                "R008", Severity.ERROR, path,
+                f"{len(items)} tensor(s) ({values:,} values) that forward reads are not moved by .to() / .cuda() / "
+                f".half() (on a GPU they stay on the CPU): {listing}",
+            ))
+        else:  # a global, a closure, or a cache made by an earlier call: often keyed by device and dtype, so a note
+            out.append(Finding(
+                "R008", Severity.INFO, path,
+                f"{len(items)} tensor(s) ({values:,} values) read by `{items[0][2] or 'the model'}`'s forward are "
+                "reachable from no attribute, so .to() cannot move them (a global or closure: a bug on a GPU; a cache "
+                f"keyed by device and dtype: fine): {listing}",
+            ))
     return out
 
 

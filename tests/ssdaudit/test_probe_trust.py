@@ -252,6 +252,7 @@ def test_r008_reports_a_global_tensor_by_the_module_that_reads_it():
 
     (f,) = by_rule(audit_params(Global(), example_input=X).findings, "R008")
     assert f.path == "<model>" and "reachable from no attribute" in f.message
+    assert f.severity is Severity.INFO  # it may be a cache keyed by device: a note, named by its reader
 
 
 def test_seed_bug_audit_has_no_duplicate_r008(buggy):
