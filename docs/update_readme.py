@@ -1,6 +1,6 @@
 """Keep the README's pasted outputs true: every ```` <!-- run: CMD --> ```` block holds what CMD prints today.
 
-    python docs/update_readme.py          # rewrite the blocks in README.md (and the benchmark table)
+    python docs/update_readme.py          # rewrite the blocks in README.md (the rules table, the benchmark table)
 tests/test_readme.py runs the same commands and fails when a block differs from today's output.
 Commands run in process through typer's CliRunner at a fixed width, without colour.
 """
@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- run: (?P<cmd>.+?) -->\n```\n(?P<body>.*?)```\n", re.DOTALL)
 BENCH = re.compile(r"(<!-- bench -->\n)(?P<body>.*?)(<!-- /bench -->)", re.DOTALL)
+RULES_TABLE = re.compile(r"(<!-- rules -->\n)(?P<body>.*?)(<!-- /rules -->)", re.DOTALL)
 WIDTH = 100
 
 
@@ -52,6 +53,9 @@ def render(text: str) -> str:
         return f"<!-- run: {cmd} -->\n```\n$ {cmd}\n{run(cmd)}```\n"
 
     text = BLOCK.sub(fill, text)
+    from ssdaudit.rule_docs import rules_table
+
+    text = RULES_TABLE.sub(lambda m: m.group(1) + rules_table() + m.group(3), text)
     table = ROOT / "out" / "bench" / "results.md"
     if table.exists():
         text = BENCH.sub(lambda m: m.group(1) + table.read_text() + m.group(3), text)

@@ -28,3 +28,13 @@ def test_readme_links_exist():
     text = (ROOT / "README.md").read_text()
     for link in re.findall(r"\]\(((?:docs|examples)/[^)#]+)\)", text):
         assert (ROOT / link).exists(), link
+
+
+def test_rules_table_is_generated_from_the_registry():
+    from ssdaudit.findings import RULES
+    from ssdaudit.rule_docs import rules_table
+
+    text = (ROOT / "README.md").read_text()
+    body = text.split("<!-- rules -->\n", 1)[1].split("<!-- /rules -->", 1)[0]
+    assert body == rules_table(), "README is stale: run python docs/update_readme.py"
+    assert all(f"[{code}](docs/rules/{code}.md)" in body for code in RULES)
