@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from .atomic import atomic_write
 from .checkpoints import CheckpointFile, TensorInfo, is_buffer_name
-from .findings import Finding, Severity
+from .findings import RULES, Finding
 
 # Wrappers that add a prefix to every key: DataParallel/DDP, torch.compile, Lightning-style "model." holders.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -363,16 +363,15 @@ def diff_findings(r: DiffReport) -> list[Finding]:
             buffers = sum(i.numel for i in infos if is_buffer_name(i.key))
             nbytes = sum(i.nbytes for i in infos)
             extra = f" plus {buffers:,} buffer values (BatchNorm statistics)" if buffers else ""
-            out.append(Finding(
-                "C001", Severity.ERROR, f"{prefix}.*" if prefix != "(top level)" else prefix,
+            out.append(RULES["C001"].finding(f"{prefix}.*" if prefix != "(top level)" else prefix,
                 f"{len(ks)} tensors in {side} are missing from {other}: {params:,} parameters{extra}, {nbytes:,} bytes "
                 f"(e.g. {ks[0]})",
                 params=params,
             ))
     for key, sa, sb in r.shape_mismatch:
-        out.append(Finding("C002", Severity.ERROR, key, f"shape {list(sa)} in A, {list(sb)} in B"))
+        out.append(RULES["C002"].finding(key, f"shape {list(sa)} in A, {list(sb)} in B"))
     for key, da, db in r.dtype_mismatch:
-        out.append(Finding("C003", Severity.WARNING, key, f"dtype {da} in A, {db} in B"))
+        out.append(RULES["C003"].finding(key, f"dtype {da} in A, {db} in B"))
     if r.changed:  # an unchanged group matters only when something else did change
         changed_prefixes = {prefix_of(c["key"]) for c in r.changed if not is_buffer_name(c["key"])}
         unchanged_set = set(r.unchanged) | set(r.close)
@@ -381,20 +380,18 @@ def diff_findings(r: DiffReport) -> list[Finding]:
             if prefix in changed_prefixes or not all(k in unchanged_set for k in ks):
                 continue
             params = sum(r.a.tensors[k].numel for k in ks)
-            out.append(Finding(
-                "C004", Severity.WARNING, f"{prefix}.*" if prefix != "(top level)" else prefix,
+            out.append(RULES["C004"].finding(f"{prefix}.*" if prefix != "(top level)" else prefix,
                 f"{len(ks)} parameter tensors, {params:,} parameters unchanged between A and B while other parts changed "
                 "(frozen by mistake, or missing from the optimizer?)",
                 params=params,
             ))
     for key, (na, nb) in r.nonfinite.items():
         where = " and ".join(f"{n:,} in {s}" for n, s in ((na, "A"), (nb, "B")) if n)
-        out.append(Finding("C005", Severity.ERROR, key, f"NaN or Inf values: {where}"))
+        out.append(RULES["C005"].finding(key, f"NaN or Inf values: {where}"))
     for name, c in (("A", r.a), ("B", r.b)):
         overhead = 64 * 1024 + 512 * len(c.tensors)
         if c.object_tensor_bytes and c.file_bytes > 1.25 * c.object_tensor_bytes + overhead:
-            out.append(Finding(
-                "C006", Severity.WARNING, str(c.path),
+            out.append(RULES["C006"].finding(str(c.path),
                 f"{name} is {c.file_bytes:,} bytes on disk but its tensors hold {c.object_tensor_bytes:,} bytes: "
                 "torch.save wrote whole storages behind views (save t.clone() or .contiguous() copies)",
             ))

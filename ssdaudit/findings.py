@@ -35,10 +35,10 @@ class Rule:
     def docs(self) -> str:
         return f"docs/rules/{self.code}.md"
 
-    def finding(self, path: str, message: str, *, severity: "Severity | None" = None, **fields: Any) -> "Finding":
+    def finding(self, path: str, message: str, *args: Any, severity: "Severity | None" = None, **fields: Any) -> "Finding":
         """A finding of this rule at the attribute path ``path``, with the rule's severity unless a detector has a
         reason to say otherwise (a parameter-free module built in forward is only a note)."""
-        return Finding(self.code, severity or self.severity, path, message, **fields)
+        return Finding(self.code, severity or self.severity, path, message, *args, **fields)
 
 
 RULES: dict[str, Rule] = {

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from .atomic import atomic_write, atomic_write_text
-from .findings import Finding, Severity
+from .findings import RULES, Finding
 from .errors import LoadError, UserError
 
 STAT_FIELDS = ("grad_norm", "grad_max", "grad_l1", "update_norm", "weight_norm", "lr")
@@ -456,8 +456,8 @@ def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]],
     """G001 orphan gradients, G002 parameters no gradient reaches, G003 optimizer coverage (both directions)."""
     def finding(code: str, path: str, ts: list[TrackedTensor], what: str, listing: str) -> Finding:
         params = sum(t.numel for t in ts)
-        return Finding(code, Severity.ERROR, path, f"{len(ts)} {what.format(params=params)}: {listing}", params=params,
-                       members={t.name: t.shape for t in ts})
+        return RULES[code].finding(path, f"{len(ts)} {what.format(params=params)}: {listing}", params=params,
+                                   members={t.name: t.shape for t in ts})
 
     out = [
         finding("G001", top, ts, "tensors ({params:,} parameters) get gradients but are not registered parameters: "
@@ -478,8 +478,7 @@ def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]],
         if stale:
             params = sum(s["numel"] for s in stale)
             where = ", ".join(f"param_groups[{s['group']}][{s['index']}] {tuple(s['shape'])}" for s in stale[:3])
-            out.append(Finding(
-                "G003", Severity.ERROR, "optimizer",
+            out.append(RULES["G003"].finding("optimizer",
                 f"the optimizer holds {len(stale)} tensors ({params:,} values) that are not parameters of the model "
                 f"(stale optimizer, built before the model was rebuilt or moved?): {where}",
                 params=params,
@@ -580,8 +579,7 @@ def analyse_gradflow(
             ]
             for layer, ts in _by_layer(frozen).items():
                 params = sum(t.numel for t in ts)
-                findings.append(Finding(
-                    "G004", Severity.ERROR, layer,
+                findings.append(RULES["G004"].finding(layer,
                     f"{len(ts)} parameters ({params:,} values) get gradients and sit in the optimizer but did not change "
                     f"in {int(stepped.sum())} steps (lr 0 in their param_group? a bad group?): {', '.join(t.name for t in ts)}",
                     params=params,
@@ -594,8 +592,7 @@ def analyse_gradflow(
             for ls, v in recent:
                 if 0 < v < vanish * median or v > explode * median:
                     kind = "vanishing" if v < median else "exploding"
-                    findings.append(Finding(
-                        "G005", Severity.WARNING, ls.path,
+                    findings.append(RULES["G005"].finding(ls.path,
                         f"{kind} gradient: mean norm {v:.3g} over the last {min(window, len(s))} recorded steps, "
                         f"{v / median:.2g}x the median layer's {median:.3g}",
                         params=ls.params,
@@ -606,8 +603,7 @@ def analyse_gradflow(
             ks = np.nonzero(bad[row])[0]
             # Backward runs from the loss towards the input, so the bad tensor nearest the output is the likely source.
             first = run.tensors[int(ks[-1])]
-            findings.append(Finding(
-                "G006", Severity.ERROR, first.name,
+            findings.append(RULES["G006"].finding(first.name,
                 f"gradient became NaN/Inf at step {int(run.steps[row])} in {len(ks)} tensors; nearest the output: {first.name}"
                 + ("" if run.every == 1 else f" (recorded every {run.every} steps)"),
                 params=first.numel,

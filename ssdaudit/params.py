@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .checkpoints import is_buffer_name
-from .findings import Finding, Severity
+from .findings import RULES, Finding, Severity
 from .roundtrip import roundtrip_findings
 from .registration import find_unregistered
 
@@ -208,14 +208,14 @@ def _findings_notes(model: nn.Module) -> list[Finding]:
         if len(aliases) > 1:
             p = model.get_parameter(aliases[0])
             notes.append(
-                Finding("N001", Severity.INFO, aliases[0], f"`{aliases[0]}` is tied to {', '.join(aliases[1:])}: counted once", p.numel())
+                RULES["N001"].finding(aliases[0], f"`{aliases[0]}` is tied to {', '.join(aliases[1:])}: counted once", p.numel())
             )
     frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
     if frozen:
         total = sum(p.numel() for _, p in frozen)
         prefixes = sorted({n.split(".")[0] for n, _ in frozen})
         notes.append(
-            Finding("N002", Severity.INFO, ", ".join(prefixes[:5]), f"{len(frozen)} frozen tensors ({total:,} parameters) under {', '.join(prefixes[:5])}", total)
+            RULES["N002"].finding(", ".join(prefixes[:5]), f"{len(frozen)} frozen tensors ({total:,} parameters) under {', '.join(prefixes[:5])}", total)
         )
     return notes
 

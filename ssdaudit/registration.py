@@ -22,14 +22,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .errors import UserError
-from .findings import Finding, Severity
-from .walk import (  # noqa: F401  (unregistered_*_names are part of this module's API)
-    MOVE_FUNCTIONS,
-    AttributeWalker,
-    Hit,
-    unregistered_module_names,
-    unregistered_tensor_names,
-)
+from .findings import RULES, Finding, Severity
+from .walk import MOVE_FUNCTIONS, AttributeWalker, Hit
 
 _MODE_DEPENDENT = (
     nn.modules.dropout._DropoutNd,
@@ -378,16 +372,13 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
                     "not in parameters(), state_dict() or .to()"
                 )
             findings.append(
-                Finding(rule, severity, path, message + moved, n, len(modules), location,
-                        {h.member_path: h.obj for h in hits if isinstance(h.obj, nn.Module)})
+                RULES[rule].finding(path, message + moved, n, len(modules), location,
+                                    {h.member_path: h.obj for h in hits if isinstance(h.obj, nn.Module)}, severity=severity)
             )
         if params_only:
             n = _unregistered_params(params_only, registered, counted)
             findings.append(
-                Finding(
-                    "R002",
-                    Severity.ERROR,
-                    path,
+                RULES["R002"].finding(path,
                     f"`{path}` holds {len(params_only)} nn.Parameter(s) with {n:,} values outside the registry" + moved,
                     n,
                     0,
@@ -397,7 +388,7 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
             )
 
     if example_input is None:
-        findings.append(Finding("N003", Severity.INFO, "<forward>", "no example input: the forward probe was skipped"))
+        findings.append(RULES["N003"].finding("<forward>", "no example input: the forward probe was skipped"))
     elif outcome is not None:
         findings.extend(_probe_notes(outcome, explained=any(_move_note([h.obj], home, failure) for h in walker.hits)))
         if probe is not None:
@@ -478,17 +469,17 @@ def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: Prob
         values = sum(t.numel() for _, t, _ in items)
         listing = ", ".join(f"{n or 'a tensor'} {tuple(t.shape)}" for n, t, _ in items[:3]) + (", ..." if len(items) > 3 else "")
         if all(n for n, _, _ in items):
-            out.append(Finding(
-                "R008", Severity.ERROR, path,
+            out.append(RULES["R008"].finding(path,
                 f"{len(items)} tensor(s) ({values:,} values) that forward reads are not moved by .to() / .cuda() / "
                 f".half() (on a GPU they stay on the CPU): {listing}",
             ))
         else:  # a global, a closure, or a cache made by an earlier call: often keyed by device and dtype, so a note
-            out.append(Finding(
-                "R008", Severity.INFO, path,
+            out.append(RULES["R008"].finding(
+                path,
                 f"{len(items)} tensor(s) ({values:,} values) read by `{items[0][2] or 'the model'}`'s forward are "
                 "reachable from no attribute, so .to() cannot move them (a global or closure: a bug on a GPU; a cache "
                 f"keyed by device and dtype: fine): {listing}",
+                severity=Severity.INFO,
             ))
     return out
 
@@ -508,15 +499,14 @@ def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr
     else:
         reason = None
     if reason is not None:
-        return Finding("N005", Severity.INFO, path, f"`{path}` is a plain {shape} tensor that forward uses safely ({reason}); "
+        return RULES["N005"].finding(path, f"`{path}` is a plain {shape} tensor that forward uses safely ({reason}); "
                        "state_dict() does not save it", 0, 0, location, {path: tensor})
     note = "" if probe is not None else " (use not verified: no forward probe)"
     how = "returned by forward" if first == "<returned>" else "used by the model"
     where = ""
     if home is not None and tensor.is_floating_point() and (tensor.device, tensor.dtype) != home:
         where = f" (it is {_dtype_name(tensor.dtype)} on {tensor.device}, the model {_dtype_name(home[1])} on {home[0]})"
-    return Finding(
-        "R004", Severity.WARNING, path,
+    return RULES["R004"].finding(path,
         f"`{path}` is a plain {shape} tensor {how}{note}: it is not moved by .to() nor saved in state_dict(){where}",
         0, 0, location, {path: tensor},
     )
@@ -602,12 +592,12 @@ def _probe_notes(outcome: ProbeOutcome, explained: bool) -> list[Finding]:
     if outcome.result is not None:
         (mode, error), = outcome.failures.items()
         ran = outcome.result.modes[0]
-        return [Finding("N004", Severity.INFO, "<forward>", f"the probe ran in {ran} mode only: {mode} mode failed with {error}")]
+        return [RULES["N004"].finding("<forward>", f"the probe ran in {ran} mode only: {mode} mode failed with {error}")]
     error = next(iter(outcome.failures.values()))
     severity = Severity.INFO if explained else Severity.WARNING
     because = " (explained by the unregistered members above)" if explained else ""
-    return [Finding("N004", severity, "<forward>", f"forward fails on the example input in train and eval mode{because}: {error}; "
-                    "the checks that need a forward pass (R004, R005, R008) did not run")]
+    return [RULES["N004"].finding("<forward>", f"forward fails on the example input in train and eval mode{because}: {error}; "
+                                  "the checks that need a forward pass (R004, R005, R008) did not run", severity=severity)]
 
 
 def _attr_value(hit: Hit) -> Any:
@@ -642,5 +632,6 @@ def _probe_findings(walker: AttributeWalker, probe: ProbeResult, counted: set[in
             where += f" and registered as `{path}` only then (after the optimizer was built)"
         severity = Severity.ERROR if n or any(_is_mode_dependent(m) for m in modules) else Severity.INFO
         message = f"{_describe(modules)} with {n:,} parameters {where}"
-        findings.append(Finding("R005", severity, path, message, n, len(modules), location, {f"{path}.{i}": m for i, m in enumerate(modules)}))
+        findings.append(RULES["R005"].finding(path, message, n, len(modules), location,
+                                              {f"{path}.{i}": m for i, m in enumerate(modules)}, severity=severity))
     return findings

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from .errors import UserError
-from .findings import Finding, Severity
+from .findings import RULES, Finding
 from .walk import unregistered_module_names
 
 _CONTAINER_RULES = ("R001", "R002", "R003")
@@ -238,7 +238,7 @@ def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known
         if rt.missing_keys:
             parts.append(f"{len(rt.missing_keys)} missing: {', '.join(rt.missing_keys[:3])}")
         path = (rt.lazy_keys or rt.unexpected_keys or rt.missing_keys)[0].rsplit(".", 1)[0]
-        return [Finding("R007", Severity.ERROR, path,
+        return [RULES["R007"].finding(path,
                         "load_state_dict(strict=True) of the saved state into a freshly built model fails: " + "; ".join(parts))]
     where = rt.first_differing if rt.first_differing else "<model>"
     cause = ""
@@ -251,8 +251,7 @@ def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known
         cause = f"; cause: {f.rule} `{f.path}` ({f.params:,} parameters outside state_dict())"
     elif rt.outside:
         cause = f"; state outside tensors (not in state_dict()): {', '.join(rt.outside)}"
-    return [Finding(
-        "R007", Severity.ERROR, path,
+    return [RULES["R007"].finding(path,
         f"after a save and reload the outputs differ; first module whose output differs: `{where}`{cause}",
     )]
 

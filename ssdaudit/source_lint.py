@@ -397,7 +397,7 @@ class _FileLinter:
             self.suppressed += 1
             return
         col = getattr(node, "col_offset", 0) + 1
-        self.findings.append(Finding(code, severity or RULES[code].severity, symbol, message, location=f"{self.path}:{line}:{col}"))
+        self.findings.append(RULES[code].finding(symbol, message, location=f"{self.path}:{line}:{col}", severity=severity))
 
 
 def _unpacked_attr(node: ast.AST) -> str | None:
@@ -489,7 +489,7 @@ def lint_paths(paths: list[str | Path], ignore: set[str] = frozenset(), exclude:
             parsed.append((f, ast.parse(source, filename=str(f)), source.splitlines()))
         except SyntaxError as exc:  # ruff's E999: the file is reported, and the run fails
             line, col = exc.lineno or 1, exc.offset or 1
-            syntax.append(Finding("E999", Severity.ERROR, str(f), f"SyntaxError: {exc.msg}", location=f"{f}:{line}:{col}"))
+            syntax.append(RULES["E999"].finding(str(f), f"SyntaxError: {exc.msg}", location=f"{f}:{line}:{col}"))
         except (OSError, ValueError) as exc:
             errors.append(f"{f}: cannot read: {exc}")
     classes = _module_classes([t for _, t, _ in parsed])
