@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .config import CheckConfig, ModelCheck
 from .findings import Finding, Severity
@@ -41,6 +41,19 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not any(r.failing for r in self.rows)
+
+    @property
+    def ci_findings(self) -> list[Finding]:
+        """What SARIF and GitHub annotations show: the findings that fail the gate."""
+        return self.new
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "rows": [{"name": r.name, "status": r.status, "details": r.details, "findings": [f.to_dict() for f in r.findings]}
+                     for r in self.rows],
+            "new": [f.to_dict() for f in self.new], "known": [f.to_dict() for f in self.known],
+        }
 
 
 def read_baseline(path: str | Path) -> set[str]:
@@ -77,28 +90,16 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
                 timeout: float | None = None) -> CheckRow:
     """Audit one configured model; a load or probe problem (a model file that exits or hangs too) becomes an
     "error" row, never a pass. ``timeout``: seconds for building and probing it."""
-    import os
-
+    from .audit import audit_target, importable_from, resolve_spec
     from .errors import Deadline, UserError, running_user_code
-    from .loading import load_target
-    from .params import audit_params
-    from .references import load_reference
 
     row = CheckRow(m.target, "ok", expect=m.expect)
     deadline = Deadline(timeout or None)
-    cwd = os.getcwd()
-    os.chdir(root)  # targets are relative to the configuration's folder
     try:
-        with running_user_code(f"building {m.target}", deadline):
-            loaded = load_target(m.target)
-            example = loaded.example_input
-            if example is None and m.input_shape:
-                import torch
-
-                example = torch.rand(*m.input_shape)
-            ref, ref_name = load_reference(m.reference) if m.reference else (None, None)
-        with running_user_code(f"probing {m.target}", deadline):
-            report = audit_params(loaded.model, ref, example, target=m.target, reference_name=ref_name or "")
+        # the gate keeps its audit (walk, probe, device-move check); the round trip is `ssdaudit params`'s
+        report = audit_target(m.target, m.reference, input_shape=tuple(m.input_shape) if m.input_shape else None,
+                              timeout=deadline.left() or 0, roundtrip=False, root=root)
+        ref_name = m.reference
         findings = [f for f in report.findings if f.severity is not Severity.INFO]
         broken: list[str] = []
         if m.params is not None:
@@ -118,23 +119,34 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
 
             if progress:
                 progress(f"gradflow probe: {m.target}")
-            with running_user_code(f"the gradflow probe of {m.target}", deadline):
+            from .loading import load_target
+
+            with importable_from(root), running_user_code(f"the gradflow probe of {m.target}", deadline):
+                loaded = load_target(resolve_spec(m.target, root))
                 run = probe_target(loaded, m.gradflow_steps, tuple(m.input_shape) if m.input_shape else None)
             gf = [f for f in analyse_gradflow(run)[0] if f.severity is not Severity.INFO]
             findings += gf
             row.details.append(f"gradflow: {len(run.steps)} steps, {len(gf)} findings")
         target_file = _target_file(m.target)
         for f in findings:
-            f.location = f.location or target_file
+            f.location = _relative_to(root, f.location) if f.location else target_file
         row.findings, row.broken = findings, broken
         row.details += broken
         if m.expect == "fail" and m.reason:
             row.details.append(f"expected to fail: {m.reason}")
     except (UserError, ValueError) as exc:
         row.status, row.details = "error", [str(exc)]
-    finally:
-        os.chdir(cwd)
     return row
+
+
+def _relative_to(root: Path, location: str) -> str:
+    """A finding's "file:line[:col]" with the file relative to the configuration's folder where it lies below it,
+    so fingerprints (and reports) do not depend on the folder ssdaudit was started in."""
+    path, sep, rest = location.partition(":")
+    try:
+        return f"{Path(path).resolve().relative_to(root.resolve()).as_posix()}{sep}{rest}"
+    except (ValueError, OSError):
+        return location
 
 
 def run_check(cfg: CheckConfig, baseline: set[str] | None = None, progress: Callable[[str], None] | None = None) -> CheckReport:
@@ -148,11 +160,8 @@ def run_check(cfg: CheckConfig, baseline: set[str] | None = None, progress: Call
             progress("lint")
         result = lint_paths([cfg.root / p for p in cfg.lint], cfg.ignore, [cfg.root / p for p in cfg.exclude])
         for f in result.findings:  # paths relative to the configuration's folder, as the user wrote them
-            path, _, rest = (f.location or "").partition(":")
-            try:
-                f.location = f"{Path(path).resolve().relative_to(cfg.root.resolve()).as_posix()}:{rest}"
-            except ValueError:
-                pass
+            if f.location:
+                f.location = _relative_to(cfg.root, f.location)
         excluded = f", {len(cfg.exclude)} excluded" if cfg.exclude else ""
         row = CheckRow(f"lint {', '.join(cfg.lint)}", "ok", [f"{result.files} files{excluded}, {len(result.findings)} findings"])
         row.details += result.errors

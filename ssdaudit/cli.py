@@ -60,23 +60,16 @@ def _fail(message: str) -> None:
     raise UsageError(message)
 
 
-MAX_INPUT_ELEMENTS = 2**30  # 4 GiB of float32: an --input-shape beyond this is a typo, not a probe
-
-
 def _parse_shape(text: str, flag: str = "--input-shape") -> tuple[int, ...]:
+    from .audit import check_input_shape
+
     try:
         shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
     except ValueError:
         shape = ()
-    if not shape or any(d <= 0 for d in shape):
+    if not shape:
         _fail(f"bad {flag} {text!r}: give positive integers like 1,3,300,300")
-    numel = 1
-    for d in shape:
-        numel *= d
-    if numel > MAX_INPUT_ELEMENTS:
-        _fail(f"{flag} {text!r} asks for {numel:,} values ({numel * 4 / 2**30:.0f} GiB): give a small probe input "
-              "such as 2,3,300,300")
-    return shape
+    return check_input_shape(shape, flag)
 
 
 def _timeout_option():
@@ -119,17 +112,11 @@ def params(
       ssdaudit params big_model.py:build --device meta --input-shape 1,128
     """
     with _errors(fmt, debug):
-        report = _params_report(target, reference, checkpoint, input_shape, device.value, depth, timeout, roundtrip)
-        if fmt is Format.json:
-            from .report import render_json
+        from .audit import audit_target
 
-            typer.echo(render_json(report.to_dict()))
-        elif fmt in (Format.sarif, Format.github):
-            _emit_ci(fmt, report.findings, target.split(":")[0])
-        else:
-            from .report import render_params_text
-
-            render_params_text(report, _console())
+        shape = _parse_shape(input_shape) if input_shape else None
+        report = audit_target(target, reference, checkpoint, shape, device.value, depth, timeout, roundtrip)
+        _emit(report, fmt, target.split(":")[0])
     from .findings import Severity
 
     failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
@@ -141,51 +128,6 @@ def _errors(fmt: "Format", debug: bool):
     from .errors import cli_errors
 
     return cli_errors(fmt is Format.json, debug)
-
-
-def _params_report(target: str, reference: str | None, checkpoint: Path | None, input_shape: str | None, device: str,
-                   depth: int, timeout: float, roundtrip: bool = True):
-    """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit."""
-    from .errors import Deadline, running_user_code
-    from .loading import load_state_dict, load_target
-    from .params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
-    from .references import load_reference
-
-    shape = _parse_shape(input_shape) if input_shape else None
-    deadline = Deadline(timeout or None)
-    with running_user_code(f"building {target}", deadline):
-        loaded = load_target(target, device=device)
-    with running_user_code(f"building the reference {reference}", deadline):
-        ref_obj, ref_name = load_reference(reference, device) if reference else (None, None)
-    ckpt_state = load_state_dict(checkpoint) if checkpoint is not None else None
-    if loaded.model is None:  # a checkpoint target: counts from its tensors
-        state = loaded.state_dict
-        total = state_dict_params(state)
-        size = Path(target).stat().st_size  # the real file: no prediction needed
-        groups = group_state_dict(state, depth)
-        report = ParamsReport(target, total, total, 0, total, size, size, True, groups, [])
-        if ref_obj is not None:
-            from .params import count_params, group_params
-
-            if isinstance(ref_obj, dict):
-                rg, rt = group_state_dict(ref_obj, depth), state_dict_params(ref_obj)
-            else:
-                rg, rt = group_params(ref_obj, depth), count_params(ref_obj)[0]
-            report.reference = compare_with_reference(ref_name, rg, rt, groups, total, [])
-        return report
-    from .params import audit_params
-
-    example = loaded.example_input
-    if example is None and shape:
-        import torch
-
-        example = torch.rand(shape, device=device)
-    with running_user_code(f"probing {target}'s forward", deadline):
-        report = audit_params(loaded.model, ref_obj, example, depth, target=target, reference_name=ref_name or "",
-                              rebuild=loaded.rebuild if roundtrip else None)
-    if ckpt_state is not None:
-        report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), checkpoint.stat().st_size)
-    return report
 
 
 @app.command()
@@ -231,24 +173,9 @@ def gradflow(
                 plots = plot_gradflow_run(run, layers, out, title)
             except OSError as exc:
                 _fail(f"cannot write plots to {out}: {exc.strerror or exc}")
-        if fmt is Format.json:
-            from .report import render_json
+        from .gradflow import GradflowReport
 
-            data = {
-                "target": target,
-                "steps": int(len(run.steps)),
-                "findings": [f.to_dict() for f in findings],
-                "layers": [ls.to_dict() for ls in layers],
-                "plots": [str(p) for p in plots],
-                "warnings": run.warnings,
-            }
-            typer.echo(render_json(data))
-        elif fmt in (Format.sarif, Format.github):
-            _emit_ci(fmt, findings, target.split(":")[0])
-        else:
-            from .report import render_gradflow_text
-
-            render_gradflow_text(target, run, findings, layers, plots, _console())
+        _emit(GradflowReport(target, run, findings, layers, plots), fmt, target.split(":")[0])
     raise typer.Exit(1 if any(f.severity is Severity.ERROR for f in findings) else 0)
 
 
@@ -341,22 +268,27 @@ def diff(
                 _fail(f"cannot write {write_mapped}: {getattr(exc, 'strerror', None) or _first_line(exc)} "
                       "(nothing was written; free space or choose another path)")
             typer.echo(f"wrote {n} tensors of B under A's names to {write_mapped}", err=True)
-        if fmt is Format.json:
-            from .report import render_json
-
-            typer.echo(render_json(report.to_dict()))
-        elif fmt in (Format.sarif, Format.github):
-            _emit_ci(fmt, report.findings, str(a))
-        else:
-            from .report import render_diff_text
-
-            render_diff_text(report, _console(), top)
+        _emit(report, fmt, str(a), top=top)
     raise typer.Exit(0 if report.identical else 1)
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else exc.__class__.__name__)[:200]
+
+
+def _emit(report, fmt: Format, default_file: str | None = None, **text_options) -> None:
+    """Every report leaves the CLI here: JSON (``to_dict()``), SARIF or GitHub annotations, or the terminal view."""
+    if fmt is Format.json:
+        from .report import render_json
+
+        typer.echo(render_json(report.to_dict()))
+    elif fmt in (Format.sarif, Format.github):
+        _emit_ci(fmt, getattr(report, "ci_findings", report.findings), default_file)
+    else:
+        from .report import render_text
+
+        render_text(report, _console(), **text_options)
 
 
 def _emit_ci(fmt: Format, findings, default_file: str | None) -> None:
@@ -408,17 +340,7 @@ def lint(
         if unknown:
             _fail(f"unknown rule code {unknown[0]!r} in --ignore (see `ssdaudit rules`)")
         result = lint_paths(list(paths), codes, list(exclude))
-        if fmt is Format.json:
-            from .report import render_json
-
-            typer.echo(render_json({"files": result.files, "suppressed": result.suppressed, "errors": result.errors,
-                                    "findings": [f.to_dict() for f in result.findings]}))
-        elif fmt in (Format.sarif, Format.github):
-            _emit_ci(fmt, result.findings, None)
-        else:
-            from .report import render_lint_text
-
-            render_lint_text(result, _console())
+        _emit(result, fmt)
     raise typer.Exit(1 if any(f.severity is not Severity.INFO for f in result.findings) else 0)
 
 
@@ -479,20 +401,7 @@ def check(
             n = write_file(base_path, gating)
             typer.echo(f"wrote {n} known findings to {base_path}")
             raise typer.Exit(0)
-        if fmt is Format.json:
-            from .report import render_json
-
-            typer.echo(render_json({
-                "ok": report.ok,
-                "rows": [{"name": r.name, "status": r.status, "details": r.details, "findings": [f.to_dict() for f in r.findings]} for r in report.rows],
-                "new": [f.to_dict() for f in report.new], "known": [f.to_dict() for f in report.known],
-            }))
-        elif fmt in (Format.sarif, Format.github):
-            _emit_ci(fmt, report.new, None)
-        else:
-            from .report import render_check_text
-
-            render_check_text(report, _console())
+        _emit(report, fmt)
     if any(r.status == "error" for r in report.rows):
         raise typer.Exit(2)
     raise typer.Exit(0 if report.ok else 1)

@@ -134,6 +134,14 @@ def render_diff_text(report, console: Console, top: int = 10) -> None:
     )
 
 
+def render_text(report, console: Console, **options) -> None:
+    """The terminal view of any report (params, diff, gradflow, lint, check), by its type."""
+    renderers = {"ParamsReport": render_params_text, "DiffReport": render_diff_text, "LintResult": render_lint_text,
+                 "CheckReport": render_check_text,
+                 "GradflowReport": lambda r, c, **o: render_gradflow_text(r.target, r.run, r.findings, r.layers, r.plots, c, **o)}
+    renderers[type(report).__name__](report, console, **options)
+
+
 def render_gradflow_text(target: str, run, findings, layers, plots, console: Console, top: int = 8) -> None:
     """Findings first, then the layers with the weakest and strongest gradients, then where the plots are."""
     for w in run.warnings:

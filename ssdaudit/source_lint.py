@@ -20,6 +20,7 @@ import ast
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .findings import RULES, Finding, Severity
 
@@ -55,6 +56,10 @@ class LintResult:
     files: int
     suppressed: int
     errors: list[str]  # files that could not be read (syntax errors are E999 findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "suppressed": self.suppressed, "errors": self.errors,
+                "findings": [f.to_dict() for f in self.findings]}
 
 
 def iter_python_files(paths: list[str | Path]) -> list[Path]:

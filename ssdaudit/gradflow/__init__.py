@@ -18,13 +18,13 @@ the per-layer table), ``probe`` (a short training run of a model target).
 
 from __future__ import annotations
 
-from .analysis import LayerStats, analyse_gradflow, coverage_findings, layer_stats
+from .analysis import GradflowReport, LayerStats, analyse_gradflow, coverage_findings, layer_stats
 from .log import LOG_VERSION, STAT_FIELDS, UNREGISTERED, GradFlowRun, TrackedTensor, find_log_dir, read_gradflow_log
 from .monitor import GradFlowMonitor, autograd_leaves
 from .probe import default_loss, probe_target, probe_training
 
 __all__ = [
-    "GradFlowMonitor", "GradFlowRun", "LayerStats", "LOG_VERSION", "STAT_FIELDS", "TrackedTensor", "UNREGISTERED",
+    "GradFlowMonitor", "GradFlowRun", "GradflowReport", "LayerStats", "LOG_VERSION", "STAT_FIELDS", "TrackedTensor", "UNREGISTERED",
     "analyse_gradflow", "autograd_leaves", "coverage_findings", "default_loss", "find_log_dir", "layer_stats",
     "probe_target", "probe_training", "read_gradflow_log",
 ]

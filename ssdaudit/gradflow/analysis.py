@@ -186,3 +186,24 @@ def analyse_gradflow(
     return findings, layers
 
 
+
+
+@dataclass
+class GradflowReport:
+    """What ``ssdaudit gradflow`` reports: the run, its findings and per-layer table, the plots written."""
+
+    target: str
+    run: GradFlowRun
+    findings: list[Finding]
+    layers: list[LayerStats]
+    plots: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "steps": int(len(self.run.steps)),
+            "findings": [f.to_dict() for f in self.findings],
+            "layers": [ls.to_dict() for ls in self.layers],
+            "plots": [str(p) for p in self.plots],
+            "warnings": self.run.warnings,
+        }

@@ -1,0 +1,110 @@
+"""One pipeline per capability, shared by the CLI, ``ssdaudit check`` and the pytest plugin.
+
+``audit_target(spec, ...)``: load what ``spec`` names (a model file, ``package.module:NAME`` or a checkpoint), the
+reference and checkpoint beside it, run the audit, and return a ``ParamsReport``. Target code runs under
+``errors.running_user_code`` (its prints go to stderr, ``sys.exit`` is a load error, ``timeout`` bounds it).
+Relative specs are read from ``root`` (a configuration's folder) without changing the working directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from .params import ParamsReport
+
+MAX_INPUT_ELEMENTS = 2**30  # 4 GiB of float32: an input shape beyond this is a typo, not a probe
+
+
+def check_input_shape(shape: tuple[int, ...], what: str = "--input-shape") -> tuple[int, ...]:
+    """``shape`` if it is a sane probe input, else ``UsageError`` naming ``what``."""
+    from .errors import UsageError
+
+    if not shape or any(d <= 0 for d in shape):
+        raise UsageError(f"bad {what} {shape}: give positive integers like 1,3,300,300")
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel > MAX_INPUT_ELEMENTS:
+        raise UsageError(f"{what} {','.join(map(str, shape))} asks for {numel:,} values ({numel * 4 / 2**30:.0f} GiB): "
+                         "give a small probe input such as 2,3,300,300")
+    return shape
+
+
+def resolve_spec(spec: str, root: Path | None) -> str:
+    """A file spec (``model.py[:NAME]``, a checkpoint) made absolute against ``root``; other specs unchanged."""
+    if root is None:
+        return spec
+    from .loading import _is_drive
+
+    path, sep, name = (spec, "", "") if _is_drive(spec) else spec.partition(":")
+    if (path.endswith(".py") or "/" in path or Path(path).suffix) and not Path(path).is_absolute() and (root / path).exists():
+        return f"{root / path}{sep}{name}"
+    return spec
+
+
+@contextlib.contextmanager
+def importable_from(root: Path | None) -> Iterator[None]:
+    """``package.module:NAME`` specs are imported from ``root`` too, for the duration."""
+    if root is None:
+        yield
+        return
+    sys.path.insert(0, str(root))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(root))
+
+
+def audit_target(target: str, reference: str | None = None, checkpoint: Path | None = None,
+                 input_shape: tuple[int, ...] | None = None, device: str = "cpu", depth: int = 1, timeout: float = 300.0,
+                 roundtrip: bool = True, root: Path | None = None) -> ParamsReport:
+    """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit.
+
+    ``input_shape``: the probe input when the model file has no ``example_input()``; ``timeout``: seconds for
+    building and probing (0: no limit); ``root``: the folder relative specs are read from."""
+    from .errors import Deadline, running_user_code
+    from .loading import load_state_dict, load_target
+    from .params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
+    from .references import load_reference
+
+    shape = check_input_shape(tuple(input_shape)) if input_shape else None
+    deadline = Deadline(timeout or None)
+    shown = target
+    target, reference = resolve_spec(target, root), resolve_spec(reference, root) if reference else None
+    with importable_from(root), running_user_code(f"building {shown}", deadline):
+        loaded = load_target(target, device=device)
+    with importable_from(root), running_user_code(f"building the reference {reference}", deadline):
+        ref_obj, ref_name = load_reference(reference, device) if reference else (None, None)
+    ckpt_state = load_state_dict(checkpoint) if checkpoint is not None else None
+    if loaded.model is None:  # a checkpoint target: counts from its tensors
+        state = loaded.state_dict
+        total = state_dict_params(state)
+        size = Path(target).stat().st_size  # the real file: no prediction needed
+        groups = group_state_dict(state, depth)
+        report = ParamsReport(shown, total, total, 0, total, size, size, True, groups, [])
+        if ref_obj is not None:
+            from .params import count_params, group_params
+
+            if isinstance(ref_obj, dict):
+                rg, rt = group_state_dict(ref_obj, depth), state_dict_params(ref_obj)
+            else:
+                rg, rt = group_params(ref_obj, depth), count_params(ref_obj)[0]
+            report.reference = compare_with_reference(ref_name, rg, rt, groups, total, [])
+        return report
+    from .params import audit_params
+
+    example = loaded.example_input
+    if example is None and shape:
+        import torch
+
+        example = torch.rand(shape, device=device)
+    with running_user_code(f"probing {shown}'s forward", deadline):
+        report = audit_params(loaded.model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
+                              rebuild=loaded.rebuild if roundtrip else None)
+    if ckpt_state is not None:
+        report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), checkpoint.stat().st_size)
+    return report
