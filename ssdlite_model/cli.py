@@ -283,9 +283,6 @@ def detect(
 
     Example: ssdlite detect runs/shapes/best.pth a.png b.jpg --out detections/
     """
-    import torch
-    from torchvision.transforms.v2.functional import resize
-
     from ssdaudit.atomic import atomic_write
 
     from .data.files import _read_image
@@ -293,23 +290,33 @@ def detect(
 
     with cli_errors(False, debug):
         model, _ = _load(checkpoint, preset)
-        size = model.config.image_size
         names = model.config.class_names or tuple(f"class{k}" for k in range(1, model.config.num_classes))
         targets = _output_names(images, out)
         for path, target in zip(images, targets):
             if not path.is_file():
                 _fail(f"no such image: {path}")
             image = _read_image(path)
-            h, w = image.shape[-2:]
-            with torch.no_grad():
-                det = model.detect(resize(image, [size, size], antialias=True)[None], score_threshold=score)[0]
-            det["boxes"] = det["boxes"] * torch.tensor([w / size, h / size, w / size, h / size])
+            det = detect_in_image(model, image, score)
             png = draw_detections(image, det, names, score)
             try:
                 atomic_write(target, lambda f: f.write(png))
             except OSError as exc:
                 _fail(f"cannot write {target}: {exc.strerror or exc}")
             typer.echo(f"{path}: {len(det['boxes'])} detections >= {score} -> {target}")
+
+
+def detect_in_image(model, image, score: float) -> dict:
+    """Detections on one (3, H, W) image in [0, 1]: the model sees it resized to its square input; boxes come back
+    in the image's own pixels, {"boxes": (D, 4) xyxy, "scores": (D,), "labels": (D,)}."""
+    import torch
+    from torchvision.transforms.v2.functional import resize
+
+    size = model.config.image_size
+    h, w = image.shape[-2:]
+    with torch.no_grad():
+        det = model.detect(resize(image, [size, size], antialias=True)[None], score_threshold=score)[0]
+    det["boxes"] = det["boxes"] * torch.tensor([w / size, h / size, w / size, h / size])
+    return det
 
 
 def _output_names(images: list[Path], out: Path) -> list[Path]:

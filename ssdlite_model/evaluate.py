@@ -53,14 +53,11 @@ def _class_matches(detections, targets, cls: int, iou: float, coco: bool, max_de
     for det, tgt in zip(detections, targets):
         gt = tgt["boxes"][tgt["labels"] == cls].float()
         n_gt += len(gt)
-        if coco:  # COCO keeps each image's top max_dets over all classes, then filters the class
-            order = torch.argsort(-det["scores"], stable=True)[:max_dets]
-            d_boxes, d_scores, d_labels = det["boxes"][order], det["scores"][order], det["labels"][order]
-        else:
-            d_boxes, d_scores, d_labels = det["boxes"], det["scores"], det["labels"]
-        mask = d_labels == cls
-        boxes, scores = d_boxes[mask].float(), d_scores[mask].float()
+        mask = det["labels"] == cls
+        boxes, scores = det["boxes"][mask].float(), det["scores"][mask].float()
         order = torch.argsort(-scores, stable=True)
+        if coco:  # COCOeval keeps each (image, class)'s best max_dets detections
+            order = order[:max_dets]
         boxes, scores = boxes[order], scores[order]
         tp = np.zeros(len(boxes), dtype=bool)
         if len(gt) and len(boxes):
@@ -115,7 +112,8 @@ def evaluate_detections(detections, targets, class_names: tuple[str, ...], max_d
 
 
 def coco_eval(detections, targets, num_classes: int, max_dets: int = 100) -> list[float]:
-    """pycocotools' COCOeval on the same inputs: its 12 summary numbers (stats[0] is AP@[.5:.95])."""
+    """pycocotools' COCOeval on the same inputs: its 12 summary numbers (stats[0] is AP@[.5:.95] at ``max_dets``
+    detections per image)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -140,7 +138,13 @@ def coco_eval(detections, targets, num_classes: int, max_dets: int = 100) -> lis
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return [float(x) for x in ev.stats]
+    stats = [float(x) for x in ev.stats]
+    if max_dets != 100:  # summarize() reads AP@[.5:.95] at maxDets=100 only (-1 otherwise): take it at max_dets
+        m = list(ev.params.maxDets).index(max_dets)  # evaluate() sorts maxDets
+        precision = ev.eval["precision"][:, :, :, 0, m]  # (iou, recall, class) at area "all" and max_dets
+        valid = precision[precision > -1]
+        stats[0] = float(valid.mean()) if valid.size else -1.0
+    return stats
 
 
 @torch.no_grad()

@@ -150,4 +150,32 @@ def test_entry_point_runs_as_a_process():
     out = subprocess.run([sys.executable, "-m", "ssdaudit.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "params" in out.stdout
     ver = subprocess.run([sys.executable, "-m", "ssdaudit.cli", "--version"], capture_output=True, text=True)
-    assert ver.stdout.strip() == "ssdaudit 0.1.0"
+    from importlib.metadata import version
+
+    assert ver.stdout.strip() == f"ssdaudit {version('ssdaudit')}"  # the installed distribution, not a second constant
+
+
+def test_builtin_references_and_depth(tmp_path):
+    """--reference ssds-coco / torchvision-ssdlite count what those models hold; --depth groups one level deeper."""
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    fixed = str(ROOT / "examples" / "fixed_modulelist.py")
+    data = json.loads(invoke("params", fixed, "--reference", "ssds-coco", "--format", "json", "--no-roundtrip").stdout)
+    assert data["reference"]["params"] == 9_245_312 and data["reference"]["difference"] == 9_245_312 - 4_577_792
+    tv = sum(p.numel() for p in ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).parameters())
+    data = json.loads(invoke("params", fixed, "--reference", "torchvision-ssdlite", "--format", "json", "--no-roundtrip").stdout)
+    assert data["reference"]["params"] == tv
+    shallow = json.loads(invoke("params", fixed, "--format", "json", "--no-roundtrip").stdout)["groups"]
+    deep = json.loads(invoke("params", fixed, "--format", "json", "--no-roundtrip", "--depth", "2").stdout)["groups"]
+    assert {g["path"] for g in shallow} == {"backbone", "norm", "extras", "loc", "conf"}
+    assert "backbone.0" in {g["path"] for g in deep} and sum(g["params"] for g in deep) == sum(g["params"] for g in shallow)
+
+
+def test_rules_command():
+    from ssdaudit.findings import RULES
+
+    listing = invoke("rules")
+    assert listing.exit_code == 0 and len(listing.stdout.strip().splitlines()) == len(RULES)
+    one = invoke("rules", "r007")
+    assert one.exit_code == 0 and RULES["R007"].fix in one.stdout and "docs/rules/R007.md" in one.stdout
+    assert invoke("rules", "X123").exit_code == 2

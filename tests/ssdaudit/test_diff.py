@@ -294,3 +294,35 @@ def test_text_report_names_mapping_changes_and_unchanged_groups(tmp_path, base):
     assert "key mapping (--map auto)" in out and "module.3.weight  ->  3.weight" in out
     assert "Changed tensors" in out and "3.weight" in out
     assert "unchanged: 0.*" in out and "different:" in out
+
+
+def test_compare_in_many_chunks_equals_one_pass(monkeypatch):
+    """The chunked compare (tensors above CHUNK_ELEMENTS) gives the figures of a direct computation."""
+    import ssdaudit.diff as diff_mod
+
+    monkeypatch.setattr(diff_mod, "CHUNK_ELEMENTS", 7)
+    a = torch.arange(50, dtype=torch.float32).reshape(5, 10)
+    b = a.clone()
+    b[3, 4] += 2.5  # one change, in the fifth chunk
+    b[0, 1] = float("nan")
+    c = diff_mod.compare_tensors(a, b)
+    assert not c.bitwise_equal and c.nonfinite_a == 0 and c.nonfinite_b == 1
+    d = (a - b)[~torch.isnan(b)]
+    assert c.max_abs_diff == pytest.approx(float(d.abs().max()))
+    same = diff_mod.compare_tensors(a, a.clone())
+    assert same.bitwise_equal and same.close and same.max_abs_diff == 0.0
+    small = a.clone()
+    small[4, 9] += 1e-4
+    assert diff_mod.compare_tensors(a, small, rtol=1e-3).close and not diff_mod.compare_tensors(a, small).close
+
+
+def test_diff_rtol_and_top_on_the_cli(tmp_path):
+    a = {f"w{i}": torch.full((4,), 1.0 + i) for i in range(12)}
+    b = {k: v * (1 + 1e-5) for k, v in a.items()}
+    torch.save(a, tmp_path / "a.pth")
+    torch.save(b, tmp_path / "b.pth")
+    assert runner.invoke(app, ["diff", str(tmp_path / "a.pth"), str(tmp_path / "b.pth")]).exit_code == 1
+    assert runner.invoke(app, ["diff", str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--rtol", "1e-3"]).exit_code == 0
+    out = runner.invoke(app, ["diff", str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--top", "3"]).stdout
+    rows = [line for line in out.splitlines() if line.startswith("│ w")]
+    assert len(rows) == 3 and "top 3 of 12" in out

@@ -112,6 +112,19 @@ def test_g005_vanishing_gradient():
     assert "G005" not in rules(train(Chain()), vanish=1e-3)
 
 
+def test_g005_exploding_gradient():
+    class Loud(Chain):
+        def forward(self, x):
+            x = torch.tanh(self.first(x))
+            for m in self.middle:
+                x = torch.tanh(m(x))
+            return self.last(x) + 1e6 * self.first.bias.sum()  # the first layer's bias gets a huge gradient
+
+    f = rules(train(Loud(), lr=0.0), explode=1e3)["G005"]
+    assert f.path == "first" and "exploding" in f.message
+    assert "G005" not in rules(train(Chain(), lr=0.0), explode=1e3)
+
+
 def test_g006_first_non_finite_step():
     def loss_fn(out, step):
         if step == 2:
@@ -128,12 +141,14 @@ def test_log_round_trip_and_truncated_chunk(tmp_path):
     mon.flush()
     live = mon.run()
     assert len(live.steps) == 5
-    mon2 = GradFlowMonitor(Chain(), log_dir=tmp_path / "chunks", chunk_steps=2)
-    with mon2:
-        opt = torch.optim.SGD(mon2.model.parameters(), lr=0.1)
-        mon2.optimizer = opt
+    chain = Chain()
+    opt = torch.optim.SGD(chain.parameters(), lr=0.1)
+    with GradFlowMonitor(chain, opt, log_dir=tmp_path / "chunks", chunk_steps=2) as mon2:
         for _ in range(5):
-            mon2.model(torch.randn(4, 6)).sum().backward()
+            opt.zero_grad()
+            chain(torch.randn(4, 6)).sum().backward()
+            opt.step()
+    assert (mon2.run().stats[:, 3, :] > 0).any()  # the step hooks recorded updates
     chunks = sorted((tmp_path / "chunks").glob("chunk_*.npz"))
     assert len(chunks) == 3
     back = read_gradflow_log(tmp_path)

@@ -291,3 +291,20 @@ def test_check_runs_the_gradflow_probe(tmp_path):
     result = check(config, "--format", "json")
     assert result.exit_code == 1
     assert [f["rule"] for f in json.loads(result.stdout)["new"]] == ["G002"]
+
+
+def test_check_expectations_max_checkpoint_tolerance_and_input_shape(tmp_path):
+    config = make_project(tmp_path, params=31)
+    text = config.read_text()
+    config.write_text(text.replace("params = 31", "params = 31\ntolerance = 0.05"))
+    assert check(config).exit_code == 0, "30 is within 5% of 31"
+    config.write_text(text.replace("params = 31", "params = 30\nmax_checkpoint_mb = 0.0001"))
+    result = check(config)
+    assert result.exit_code == 1 and "max_checkpoint_mb" in result.stdout
+    (tmp_path / "src" / "net.py").write_text(NET.format(body="nn.ModuleList([nn.Linear(4, 4)])").replace(
+        "def example_input():\n    return torch.rand(2, 4)\n", ""))
+    config.write_text(text.replace("params = 31", "params = 30\ninput_shape = [3, 5]"))
+    result = check(config, "--format", "json")  # a 5-feature input cannot pass Linear(4, 4): the probe fails
+    assert "N004" in {f["rule"] for r in json.loads(result.stdout)["rows"] for f in r["findings"]}
+    config.write_text(text.replace("params = 31", "params = 30\ninput_shape = [3, 4]"))
+    assert check(config).exit_code == 0

@@ -116,3 +116,22 @@ def test_batched_postprocess_equals_the_per_image_loop():
             assert len(g["scores"]) == len(w["scores"]) <= max_det
             assert torch.equal(g["scores"], w["scores"]) and torch.equal(g["labels"], w["labels"])
             assert torch.allclose(g["boxes"], w["boxes"], atol=1e-5)
+
+
+def test_batchnorm_folding_keeps_outputs():
+    import ssdlite_model
+    from ssdlite_model.optimize import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = ssdlite_model.build_ssdlite(ssdlite_model.tiny()).eval()
+    for m in model.modules():  # non-trivial statistics, or folding would be checked against identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    folded = fold_batchnorm(model)
+    n_bn = lambda net: sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert n_bn(folded) < n_bn(model) and n_bn(model) > 0
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        (l1, c1), (l2, c2) = model(x), folded(x)
+    assert torch.allclose(l1, l2, atol=1e-4) and torch.allclose(c1, c2, atol=1e-4)

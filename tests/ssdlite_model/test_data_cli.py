@@ -24,4 +24,8 @@ def test_ssdlite_cli_info_and_errors():
     assert out.returncode == 0 and "4,577,792" in out.stdout and "1,812,800" in out.stdout
     bad = run("info", "nope")
     assert bad.returncode == 2 and "unknown preset" in bad.stderr and "Traceback" not in bad.stderr
-    assert "0.1.0" in run("--version").stdout
+    from importlib.metadata import version
+
+    assert run("--version").stdout.strip() == f"ssdlite {version('ssdaudit')}"
+    macs = run("info", "ssds-voc", "--macs")
+    assert macs.returncode == 0 and "0.685 G" in macs.stdout  # ssds.pytorch's published 0.685 G MAdds

@@ -124,6 +124,10 @@ def test_map_matches_pycocotools():
     stats = coco_eval(dets, tgts, num_classes=3)
     assert ours.coco_map == pytest.approx(stats[0], abs=1e-9)
     assert 0.05 < ours.coco_map < 0.9  # a case where the answer is not trivial
+    # max_dets binding: at most 2 detections per image count, in both evaluators
+    ours2 = evaluate_detections(dets, tgts, ("a", "b"), max_dets=2)
+    assert ours2.coco_map == pytest.approx(coco_eval(dets, tgts, num_classes=3, max_dets=2)[0], abs=1e-9)
+    assert ours2.coco_map != pytest.approx(ours.coco_map)
 
 
 def test_voc_ap_hand_computed():
@@ -168,7 +172,17 @@ def test_eval_and_detect_cli(checkpoint, tmp_path):
     result = runner.invoke(app, ["eval", str(checkpoint), "--n-val", "4", "--format", "json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["images"] == 4 and 0 <= data["map50"] <= 1 and set(data["per_class"]) <= {"circle", "square", "triangle"}
+    assert data["images"] == 4 and set(data["per_class"]) <= {"circle", "square", "triangle"}
+    # the CLI reports what the library computes on the same checkpoint and data (seed from the checkpoint)
+    from ssdlite_model.checkpoint import load_checkpoint_model
+    from ssdlite_model.evaluate import evaluate_model
+    from ssdlite_model.train import TrainSettings, build_datasets
+
+    model, state = load_checkpoint_model(checkpoint)
+    s = TrainSettings(image_size=model.config.image_size, n_val=4, n_train=1, seed=state["settings"]["seed"],
+                      num_shapes=min(model.config.num_classes - 1, 6))
+    direct = evaluate_model(model, build_datasets(s)[1], 32).to_dict()
+    assert data["map50"] == pytest.approx(direct["map50"]) and data["coco_map"] == pytest.approx(direct["coco_map"])
     from torchvision.io import write_png
 
     image = (ShapesDataset(1, 80, 3, seed=9)[0][0] * 255).to(torch.uint8)
@@ -190,3 +204,22 @@ def test_eval_rejects_another_architecture(tmp_path, checkpoint):
     assert "missing" in result.stderr and "unexpected" in result.stderr and "features.0.0.weight" in result.stderr
     result = runner.invoke(app, ["eval", str(foreign)])
     assert result.exit_code == 2 and "--preset" in result.stderr
+
+
+def test_detections_come_back_in_the_image_pixels(checkpoint):
+    from ssdlite_model.checkpoint import load_checkpoint_model
+    from ssdlite_model.cli import detect_in_image
+
+    model, _ = load_checkpoint_model(checkpoint)
+    size = model.config.image_size
+    seen = {}
+
+    def fake_detect(images, score_threshold):
+        seen["shape"] = tuple(images.shape)
+        return [{"boxes": torch.tensor([[0.0, 0.0, size / 2, size / 4]]), "scores": torch.tensor([0.9]),
+                 "labels": torch.tensor([1])}]
+
+    model.detect = fake_detect
+    det = detect_in_image(model, torch.rand(3, 100, 240), 0.3)
+    assert seen["shape"] == (1, 3, size, size)  # the model saw its own input size
+    assert torch.allclose(det["boxes"], torch.tensor([[0.0, 0.0, 120.0, 25.0]]))  # half the width, a quarter of the height

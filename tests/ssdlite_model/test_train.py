@@ -136,8 +136,49 @@ def test_voc_tree_trains_with_ssd_augmentation_bf16_and_gradflow(tmp_path):
 
     assert runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "voc"), "--n", "8", "--image-size", "64"]).exit_code == 0
     s = settings(tmp_path / "r", data=f"voc:{tmp_path / 'voc'}", epochs=1, amp="bf16", gradflow=True, eval_every=1)
-    records = Trainer(s, base_config=tiny()).fit()
+    trainer = Trainer(s, base_config=tiny())
+    from torchvision.transforms import v2
+
+    from ssdlite_model.data import Transformed
+
+    # VOC data gets the strong SSD augmentation (zoom-out and IoU crop), and the network runs in bfloat16
+    assert isinstance(trainer.train_set, Transformed)
+    steps = {type(t) for t in trainer.train_set.transform.transforms}
+    assert {v2.RandomZoomOut, v2.RandomIoUCrop} <= steps
+    dtypes = set()
+    trainer.model.extras[0].register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    records = trainer.fit()
+    assert torch.bfloat16 in dtypes
     assert records[0]["step"] == 2 and "map50" in records[0]  # 6 training images, batch 4
     run = read_gradflow_log(tmp_path / "r")
     assert len(run.steps) == 2
     assert not [f for f in analyse_gradflow(run)[0] if f.severity.value == "error"]
+
+
+def test_time_budget_stops_early_and_clip_grad_clips(tmp_path, monkeypatch):
+    import torch.nn as nn
+
+    calls = []
+    real = nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **kw):
+        calls.append(max_norm)
+        return real(params, max_norm, *a, **kw)
+
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", spy)
+    trainer = Trainer(settings(tmp_path / "r", epochs=50, clip_grad=0.5, time_budget_min=0.001), base_config=tiny())
+    records = trainer.fit()
+    assert 1 <= len(records) < 50 and trainer.elapsed >= 0.06  # stopped by the 0.06 s budget, not by the epochs
+    assert calls and set(calls) == {0.5}
+
+
+def test_best_pth_holds_the_best_epoch(tmp_path):
+    import ssdlite_model.train as train_mod
+
+    maps = iter([0.2, 0.5, 0.3])
+    trainer = Trainer(settings(tmp_path / "r", epochs=3, eval_every=1), base_config=tiny())
+    trainer.evaluate = lambda: {"map50": next(maps), "map50_11pt": 0.0, "coco_map": 0.0, "per_class": {}}
+    trainer.fit()
+    best = torch.load(tmp_path / "r" / train_mod.BEST, weights_only=True)
+    assert best["epoch"] == 2 and best["metrics"]["map50"] == 0.5
+    assert torch.load(tmp_path / "r" / CHECKPOINT, weights_only=True)["best_map"] == 0.5
