@@ -17,10 +17,11 @@ A finding on a line with ``# ssdaudit: ignore`` or ``# ssdaudit: ignore[R001,...
 from __future__ import annotations
 
 import ast
+import collections
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from .findings import RULES, Finding, Severity
 
@@ -126,7 +127,7 @@ class _FileLinter:
         self.names.visit(tree)
         self.module_classes = module_classes
         self.findings: list[Finding] = []
-        self.pending: list[tuple] = []  # container findings awaiting the end of their class
+        self.scan: ClassScan | None = None  # the class being linted
         self.suppressed = 0
 
     # --- what a call constructs ---------------------------------------------------------------------
@@ -234,10 +235,17 @@ class _FileLinter:
         return False
 
     def _class(self, cls: ast.ClassDef) -> None:
+        ctx = self._scan(cls)
+        for code, check in LINT_CHECKS.items():
+            for node, symbol, message, severity in check(self, ctx):
+                self._emit(code, node, symbol, message, severity)
+
+    def _scan(self, cls: ast.ClassDef) -> "ClassScan":
+        """One pass over the class's methods: plain containers and what goes into them, tensors made in
+        ``__init__``, wrapped modules, moved parameters. The rule checks read from it."""
         methods = {f.name: f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
-        plain: dict[str, str] = {}  # attribute -> "module" | "parameter" | "" (a plain container, contents unknown)
-        tensors: dict[str, ast.AST] = {}
-        start = len(self.pending)
+        ctx = ClassScan(cls, methods)
+        self.scan = ctx
         for fname, fn in methods.items():
             bound: dict[str, str] = {}
             for node in ast.walk(fn):
@@ -246,36 +254,15 @@ class _FileLinter:
                     for t in node.targets:
                         if isinstance(t, ast.Name) and kind:
                             bound[t.id] = kind
-                        self._assignment(cls, fname, t, node.value, bound, plain, tensors)
+                        self._assignment(cls, fname, t, node.value, bound, ctx.plain, ctx.tensors)
                 elif isinstance(node, ast.AnnAssign) and node.value is not None:
-                    self._assignment(cls, fname, node.target, node.value, bound, plain, tensors)
+                    self._assignment(cls, fname, node.target, node.value, bound, ctx.plain, ctx.tensors)
             for node in ast.walk(fn):
                 if isinstance(node, ast.Call):
-                    self._append(cls, node, bound, plain)
+                    self._append(cls, node, bound, ctx.plain)
             self._unpacked_registry(cls, fn)
-        # A plain container that the class registers after all (wrapped later, or added one by one) is fine.
-        registered = self._registered_later(methods.values())
-        for code, node, symbol, message, severity, attr in self.pending[start:]:
-            if not any(line is None or line > node.lineno for line in registered.get(attr, ())):
-                self._emit(code, node, symbol, message, severity)
-        del self.pending[start:]
-        forward = methods.get("forward")
-        if forward is not None:
-            reads = {n.attr for n in ast.walk(forward) if isinstance(n, ast.Attribute) and _is_self(n.value)
-                     and isinstance(n.ctx, ast.Load)}
-            for attr, value in tensors.items():
-                if attr in reads:
-                    self._emit("R004", value, f"{cls.name}.{attr}",
-                               f"self.{attr} is a plain tensor read in forward(): not moved by .to(), not saved")
-            for node in ast.walk(forward):
-                if self.is_module_ctor(node):
-                    if self.is_parameter_free(node):
-                        self._emit("R005", node, f"{cls.name}.forward",
-                                   f"{_dotted(node.func)}(...) is built inside forward(): it holds no parameters, so only "
-                                   "the construction is repeated (torch.nn.functional avoids it)", Severity.INFO)
-                    else:
-                        self._emit("R005", node, f"{cls.name}.forward",
-                                   f"{_dotted(node.func)}(...) is built inside forward(): re-created every call, never trained")
+        ctx.registered_later = self._registered_later(methods.values())
+        return ctx
 
     def _registered_later(self, methods) -> dict[str, list[int | None]]:
         """Attributes the class registers beside holding them in a plain container, with the line where it does
@@ -357,16 +344,16 @@ class _FileLinter:
             return
         if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr in MOVE_METHODS
                 and self.is_parameter_ctor(value.func.value)):
-            self._emit("R009", value, f"{cls.name}.{attr}",
-                       f"self.{attr} = nn.Parameter(...).{value.func.attr}(...): the move returns a plain tensor (on a GPU), "
-                       "which no optimizer or state_dict() sees")
+            self._defer("R009", value, f"{cls.name}.{attr}",
+                        f"self.{attr} = nn.Parameter(...).{value.func.attr}(...): the move returns a plain tensor (on a GPU), "
+                        "which no optimizer or state_dict() sees", attr)
             return
         if isinstance(value, ast.Call) and not self.is_module_ctor(value):
             name = (_dotted(value.func) or "").rpartition(".")[2]
             args = list(value.args) + [k.value for k in value.keywords]
             if name in PLAIN_OBJECT_CALLS and any(self.is_module_ctor(a) for a in args):
-                self._emit("R003", value, f"{cls.name}.{attr}",
-                           f"self.{attr} = {name}(...) wraps a module in a plain object: it will not be registered")
+                self._defer("R003", value, f"{cls.name}.{attr}",
+                            f"self.{attr} = {name}(...) wraps a module in a plain object: it will not be registered", attr)
                 return
         if fname == "__init__" and self.is_tensor_factory(value):
             tensors[attr] = value
@@ -391,8 +378,8 @@ class _FileLinter:
                         f"to a plain container: use nn.{'ModuleList' if kind == 'module' else 'ParameterList'}", attr)
 
     def _defer(self, code: str, node: ast.AST, symbol: str, message: str, attr: str) -> None:
-        """A container finding, emitted at the end of the class unless the class registers ``attr`` after all."""
-        self.pending.append((code, node, symbol, message, None, attr))
+        """A container hit: reported by its rule's check unless the class registers ``attr`` after all."""
+        self.scan.hits[code].append((node, symbol, message, attr))
 
     def _emit(self, code: str, node: ast.AST, symbol: str, message: str, severity: Severity | None = None) -> None:
         line = getattr(node, "lineno", 1)
@@ -403,6 +390,81 @@ class _FileLinter:
             return
         col = getattr(node, "col_offset", 0) + 1
         self.findings.append(RULES[code].finding(symbol, message, location=f"{self.path}:{line}:{col}", severity=severity))
+
+
+@dataclass
+class ClassScan:
+    """What one pass over an nn.Module class found; each rule's check reads what it needs from here."""
+
+    cls: ast.ClassDef
+    methods: dict[str, ast.AST]
+    plain: dict[str, str] = field(default_factory=dict)  # attribute -> "module" | "parameter" | "" (plain container)
+    tensors: dict[str, ast.AST] = field(default_factory=dict)  # tensors made in __init__, by attribute
+    hits: dict[str, list[tuple[ast.AST, str, str, str]]] = field(default_factory=lambda: collections.defaultdict(list))
+    registered_later: dict[str, list[int | None]] = field(default_factory=dict)
+
+    def unregistered(self, code: str) -> Iterator[tuple[ast.AST, str, str, Severity | None]]:
+        """The scan's hits of ``code`` whose container the class does not register after all."""
+        for node, symbol, message, attr in self.hits.get(code, ()):
+            if not any(line is None or line > node.lineno for line in self.registered_later.get(attr, ())):
+                yield node, symbol, message, None
+
+    def forward_reads(self) -> set[str]:
+        forward = self.methods.get("forward")
+        return {n.attr for n in ast.walk(forward) if isinstance(n, ast.Attribute) and _is_self(n.value)
+                and isinstance(n.ctx, ast.Load)} if forward is not None else set()
+
+
+# --- one check per rule (ruff's model): each yields (node, symbol, message, severity or None) ------------------
+
+Emit = Iterator[tuple[ast.AST, str, str, "Severity | None"]]
+
+
+def check_r001(_linter: "_FileLinter", scan: ClassScan) -> Emit:
+    """Modules in plain containers (literals, comprehensions, .append, subscript stores, an unpacked registry)."""
+    yield from scan.unregistered("R001")
+
+
+def check_r002(_linter: "_FileLinter", scan: ClassScan) -> Emit:
+    """Parameters in plain containers."""
+    yield from scan.unregistered("R002")
+
+
+def check_r003(_linter: "_FileLinter", scan: ClassScan) -> Emit:
+    """A module constructor wrapped in a plain object (SimpleNamespace, partial, namedtuple)."""
+    yield from scan.unregistered("R003")
+
+
+def check_r004(_linter: "_FileLinter", scan: ClassScan) -> Emit:
+    """A tensor made in __init__ and assigned to a plain attribute that forward() reads."""
+    reads = scan.forward_reads()
+    for attr, value in scan.tensors.items():
+        if attr in reads:
+            yield value, f"{scan.cls.name}.{attr}", f"self.{attr} is a plain tensor read in forward(): not moved by .to(), not saved", None
+
+
+def check_r005(linter: "_FileLinter", scan: ClassScan) -> Emit:
+    """A module constructed inside forward(); a parameter-free one (activations, pooling, losses) is a note."""
+    forward = scan.methods.get("forward")
+    for node in ast.walk(forward) if forward is not None else ():
+        if linter.is_module_ctor(node):
+            if linter.is_parameter_free(node):
+                yield (node, f"{scan.cls.name}.forward", f"{_dotted(node.func)}(...) is built inside forward(): it holds no "
+                       "parameters, so only the construction is repeated (torch.nn.functional avoids it)", Severity.INFO)
+            else:
+                yield (node, f"{scan.cls.name}.forward",
+                       f"{_dotted(node.func)}(...) is built inside forward(): re-created every call, never trained", None)
+
+
+def check_r009(_linter: "_FileLinter", scan: ClassScan) -> Emit:
+    """nn.Parameter(...).to()/.cuda()/.half()... assigned to an attribute."""
+    yield from scan.unregistered("R009")
+
+
+LINT_CHECKS: dict[str, Callable[["_FileLinter", ClassScan], Emit]] = {
+    "R001": check_r001, "R002": check_r002, "R003": check_r003, "R004": check_r004, "R005": check_r005,
+    "R009": check_r009,
+}
 
 
 def _unpacked_attr(node: ast.AST) -> str | None:
