@@ -342,6 +342,19 @@ RULES: dict[str, Rule] = {
             found_by=('lint',),
         ),
         Rule(
+            code='R010',
+            name='state-registered-in-forward',
+            severity=Severity.ERROR,
+            summary='register_buffer / register_parameter / add_module called inside forward()',
+            why='state that appears only after the first forward is missing from a fresh model: '
+                'load_state_dict(strict=True) of a checkpoint fails on it, and an optimizer built before that forward '
+                'never sees a parameter registered there.',
+            fix='register it in __init__ (with a placeholder shape if needed: nn.UninitializedBuffer, or resize later)',
+            bad_example='def forward(self, x):\n    if not hasattr(self, "mean"):\n        self.register_buffer("mean", x.mean(0))',
+            good_example='self.register_buffer("mean", torch.zeros(d))   # in __init__',
+            found_by=('lint',),
+        ),
+        Rule(
             code='E999',
             name='syntax-error',
             severity=Severity.ERROR,

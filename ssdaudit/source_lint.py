@@ -461,9 +461,18 @@ def check_r009(_linter: "_FileLinter", scan: ClassScan) -> Emit:
     yield from scan.unregistered("R009")
 
 
+def check_r010(_linter: "_FileLinter", scan: ClassScan) -> Emit:
+    """self.register_buffer / register_parameter / add_module / register_module inside forward()."""
+    forward = scan.methods.get("forward")
+    for node in ast.walk(forward) if forward is not None else ():
+        if isinstance(node, ast.Call) and _registers(node) and not (isinstance(node.func, ast.Name)):
+            yield (node, f"{scan.cls.name}.forward", f"self.{node.func.attr}(...) inside forward(): the state exists only "
+                   "after a first call, so a fresh model cannot load it", None)
+
+
 LINT_CHECKS: dict[str, Callable[["_FileLinter", ClassScan], Emit]] = {
     "R001": check_r001, "R002": check_r002, "R003": check_r003, "R004": check_r004, "R005": check_r005,
-    "R009": check_r009,
+    "R009": check_r009, "R010": check_r010,
 }
 
 

@@ -128,3 +128,13 @@ def test_list_filled_and_registered_in_the_same_loop_is_clean(tmp_path):
                            "            block = nn.Linear(4, 4)\n            self.blocks.append(block)\n"
                            "            self.add_module(str(i), block)\n")
     assert clean == []
+
+
+def test_r010_state_registered_in_forward(tmp_path):
+    bug = lint(tmp_path, "class M(nn.Module):\n    def forward(self, x):\n        if not hasattr(self, 'mean'):\n"
+                         "            self.register_buffer('mean', x.mean(0))\n        return x - self.mean\n")
+    assert [(r, line) for r, _, line in bug] == [("R010", 7)]
+    clean = lint(tmp_path, "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                           "        self.register_buffer('mean', torch.zeros(4))\n"
+                           "    def forward(self, x):\n        return x - self.mean\n", "clean.py")
+    assert clean == []
