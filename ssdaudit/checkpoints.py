@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import LoadError
+from .errors import LoadError, first_line
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "network", "weights")
 
@@ -236,7 +236,7 @@ def _trusted_load(path: Path, message: str, trust_pickle: bool):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise LoadError(f"cannot unpickle {path} even with --trust-pickle: {_first_line(exc)}") from exc
+        raise LoadError(f"cannot unpickle {path} even with --trust-pickle: {first_line(exc)}") from exc
 
 
 def _needs_python_global(message: str) -> bool:
@@ -249,7 +249,7 @@ def _needs_python_global(message: str) -> bool:
 def _safe_reason(exc: BaseException) -> str:
     """The first line of torch's error, minus its advice to re-run with weights_only=False (never for an
     untrusted file)."""
-    line = _first_line(exc)
+    line = first_line(exc)
     if "weights_only" in line.lower() or "re-running" in line.lower():
         return exc.__class__.__name__
     return line
@@ -273,10 +273,6 @@ def _unpickler_reason(message: str) -> str | None:
             return rest or (following[0] if following else "an unsupported pickle instruction")
     return None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else exc.__class__.__name__)[:200]
 
 
 def find_state_dict(obj: Any, _prefix: str | None = None, _depth: int = 0) -> tuple[str | None, dict | None]:
@@ -315,7 +311,7 @@ def _open_safetensors(path: Path) -> CheckpointFile:
                 numel *= d
             tensors[key] = TensorInfo(key, shape, dtype, numel, numel * _itemsize(dtype))
     except Exception as exc:
-        raise LoadError(f"cannot read {path} as safetensors: {_first_line(exc)}") from exc
+        raise LoadError(f"cannot read {path} as safetensors: {first_line(exc)}") from exc
     return CheckpointFile(
         path, path.stat().st_size, tensors, None, sum(t.nbytes for t in tensors.values()), False, handle.get_tensor
     )
@@ -376,7 +372,7 @@ def _read_weight_map(index: Path) -> dict[str, str]:
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
-        raise LoadError(f"{index} is not a shard index (unreadable JSON: {_first_line(exc)}); fix or remove it") from exc
+        raise LoadError(f"{index} is not a shard index (unreadable JSON: {first_line(exc)}); fix or remove it") from exc
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
         raise LoadError(f"{index}: 'weight_map' must be an object of tensor name -> shard file name; fix or remove the index")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 app = typer.Typer(
     help="Find the parameters a PyTorch model uses but never registers.\n\n"
@@ -265,16 +265,12 @@ def diff(
             try:
                 n = write_b(cb, report.mapping, write_mapped)
             except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
-                _fail(f"cannot write {write_mapped}: {getattr(exc, 'strerror', None) or _first_line(exc)} "
+                _fail(f"cannot write {write_mapped}: {getattr(exc, 'strerror', None) or first_line(exc)} "
                       "(nothing was written; free space or choose another path)")
             typer.echo(f"wrote {n} tensors of B under A's names to {write_mapped}", err=True)
         _emit(report, fmt, str(a), top=top)
     raise typer.Exit(0 if report.identical else 1)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else exc.__class__.__name__)[:200]
 
 
 def _emit(report, fmt: Format, default_file: str | None = None, **text_options) -> None:

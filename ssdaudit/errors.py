@@ -26,6 +26,13 @@ EXIT_INTERRUPTED = 130
 DEFAULT_TIMEOUT_S = 300.0
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its class name when it has none), cut to ``limit`` characters:
+    how every message here quotes a foreign error."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else exc.__class__.__name__)[:limit]
+
+
 class UserError(Exception):
     """A problem the user can fix; ``str()`` is the whole one-line message. ``kind`` names the class of problem."""
 
@@ -126,9 +133,8 @@ def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]
         raise typer.Exit(EXIT_USAGE) from None
     except Exception as exc:  # a bug of ours or an unforeseen input: one line, never a traceback by default
         _debug(exc, debug)
-        text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         hint = "" if debug else " (run with --debug for the traceback)"
-        _report(f"unexpected {exc.__class__.__name__}: {text}{hint}", "internal", json_output)
+        _report(f"unexpected {exc.__class__.__name__}: {first_line(exc)}{hint}", "internal", json_output)
         raise typer.Exit(EXIT_USAGE) from None
 
 

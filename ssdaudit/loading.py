@@ -18,7 +18,7 @@ from typing import Any
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".tar", ".ckpt")
 
 
-from .errors import LoadError, UserError  # noqa: F401  (LoadError is part of this module's API)
+from .errors import LoadError, UserError, first_line  # noqa: F401  (LoadError is part of this module's API)
 
 
 @dataclass
@@ -53,7 +53,7 @@ def load_target(spec: str, device: str = "cpu", want_input: bool = True) -> Load
         except UserError:
             raise
         except Exception as exc:
-            raise LoadError(f"example_input() in {spec.split(':')[0]} raised {exc.__class__.__name__}: {_one_line(exc)}") from exc
+            raise LoadError(f"example_input() in {spec.split(':')[0]} raised {exc.__class__.__name__}: {first_line(exc)}") from exc
     return LoadedTarget(spec, model=model, example_input=example, module=module, rebuild=rebuild)
 
 
@@ -79,7 +79,7 @@ def _import_spec(spec: str):
     except SyntaxError as exc:
         raise LoadError(f"syntax error in {exc.filename} line {exc.lineno}: {exc.msg}") from exc
     except Exception as exc:
-        raise LoadError(f"importing {path_part} raised {exc.__class__.__name__}: {_one_line(exc)}") from exc
+        raise LoadError(f"importing {path_part} raised {exc.__class__.__name__}: {first_line(exc)}") from exc
 
 
 def _is_drive(spec: str) -> bool:
@@ -105,7 +105,7 @@ def _import_file(path: Path):
         raise
     except Exception as exc:
         sys.modules.pop(module_name, None)
-        raise LoadError(f"importing {path} raised {exc.__class__.__name__}: {_one_line(exc)}") from exc
+        raise LoadError(f"importing {path} raised {exc.__class__.__name__}: {first_line(exc)}") from exc
     except BaseException:  # sys.exit, Ctrl-C: the half-imported module must not be cached
         sys.modules.pop(module_name, None)
         raise
@@ -163,15 +163,11 @@ def _call_factory(factory, spec: str, device: str):
     except UserError:
         raise
     except Exception as exc:
-        raise LoadError(f"{spec}: the factory raised {exc.__class__.__name__}: {_one_line(exc)}") from exc
+        raise LoadError(f"{spec}: the factory raised {exc.__class__.__name__}: {first_line(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise LoadError(f"{spec}: the factory returned a {type(model).__name__}, not an nn.Module")
     return model
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else exc.__class__.__name__)[:300]
 
 
 def load_state_dict(path: str | Path) -> dict:

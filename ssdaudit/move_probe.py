@@ -22,7 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .walk import MOVE_FUNCTIONS as _MOVES
 from .walk import unregistered_module_names, unregistered_tensor_names
 
@@ -134,8 +134,7 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
     except UserError:
         raise
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        return MoveProbeResult([s for _, s in found.values()], f"forward failed: {exc.__class__.__name__}: {text}")
+        return MoveProbeResult([s for _, s in found.values()], f"forward failed: {exc.__class__.__name__}: {first_line(exc, 200)}")
     finally:
         pre.remove()
         post.remove()

@@ -21,7 +21,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .findings import RULES, Finding, Severity
 from .walk import MOVE_FUNCTIONS, AttributeWalker, Hit
 
@@ -157,7 +157,7 @@ def probe_forward(
     except UserError:
         raise
     except Exception as exc:
-        raise ProbeError(f"{exc.__class__.__name__}: {_one_line(exc)}") from exc
+        raise ProbeError(f"{exc.__class__.__name__}: {first_line(exc)}") from exc
     finally:
         handle.remove()
         handle_return.remove()
@@ -182,10 +182,6 @@ def probe_forward(
                     del parent._modules[attr]
     return result
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else exc.__class__.__name__)[:300]
 
 
 @dataclass

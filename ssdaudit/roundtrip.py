@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .findings import RULES, Finding
 from .walk import unregistered_module_names
 
@@ -184,8 +184,7 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
     except UserError:
         raise
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        return RoundTrip(equal=True, error=f"{exc.__class__.__name__}: {text}")
+        return RoundTrip(equal=True, error=f"{exc.__class__.__name__}: {first_line(exc, 200)}")
     finally:
         torch.random.set_rng_state(state[0])
         np.random.set_state(state[1])

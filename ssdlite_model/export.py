@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ssdaudit.errors import UserError
+from ssdaudit.errors import UserError, first_line
 
 
 class ExportError(UserError):
@@ -36,7 +36,7 @@ def export_onnx(model, path: str | Path, opset: int = 17, atol: float = 1e-3) ->
                 output_names=["loc", "conf"], dynamic_axes={"images": {0: "batch"}, "loc": {0: "batch"}, "conf": {0: "batch"}},
             )
     except Exception as exc:
-        raise ExportError(f"ONNX export failed: {str(exc).splitlines()[0][:200]}") from exc
+        raise ExportError(f"ONNX export failed: {first_line(exc, 200)}") from exc
     data = buf.getvalue()
     try:
         import onnxruntime as ort
@@ -46,8 +46,7 @@ def export_onnx(model, path: str | Path, opset: int = 17, atol: float = 1e-3) ->
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         loc, conf = session.run(None, {"images": example.numpy()})
     except Exception as exc:  # onnxruntime's own error types (an opset it cannot run, ...)
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-        raise ExportError(f"onnxruntime cannot run the export (opset {opset}): {text}") from exc
+        raise ExportError(f"onnxruntime cannot run the export (opset {opset}): {first_line(exc, 200)}") from exc
     with torch.no_grad():
         ref_loc, ref_conf = model(example)
     diff_loc = float(abs(torch.from_numpy(loc) - ref_loc).max())

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssdaudit.errors import UserError
+from ssdaudit.errors import UserError, first_line
 
 from .checkpoint import CheckpointError, config_from_dict, config_to_dict, read_checkpoint, weights_of
 from .config import SSDLiteConfig, ssds_voc
@@ -348,8 +348,7 @@ class Trainer:
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
-            text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            raise TrainError(f"{path} has a damaged training state ({exc.__class__.__name__}: {text}): "
+            raise TrainError(f"{path} has a damaged training state ({exc.__class__.__name__}: {first_line(exc, 160)}): "
                              "start a new run with another --out, or resume from a good copy") from exc
 
     # --- training --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from ..errors import LoadError, UserError
+from ..errors import LoadError, UserError, first_line
 from .log import GradFlowRun, find_log_dir
 from .monitor import GradFlowMonitor
 
@@ -40,7 +40,7 @@ def probe_training(
             except UserError:
                 raise
             except Exception as exc:
-                raise ProbeError(f"step {step + 1}: {exc.__class__.__name__}: {_first_line(exc)}") from exc
+                raise ProbeError(f"step {step + 1}: {exc.__class__.__name__}: {first_line(exc)}") from exc
             if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:
                 raise ProbeError(f"step {step + 1}: the loss does not depend on any tensor that requires grad: nothing to follow")
             if optimizer is not None:
@@ -53,17 +53,13 @@ def probe_training(
                 if "backward through the graph a second time" in str(exc):
                     hint = (" (the model carries autograd state from the previous step, e.g. an RNN hidden state: "
                             "detach it between steps, or give a compute_loss that does)")
-                raise ProbeError(f"step {step + 1}: backward failed: {_first_line(exc)}{hint}") from exc
+                raise ProbeError(f"step {step + 1}: backward failed: {first_line(exc)}{hint}") from exc
             if optimizer is not None:
                 optimizer.step()
             if progress is not None:
                 progress(step + 1)
     return monitor.run()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else exc.__class__.__name__)[:300]
 
 
 def default_loss(output: Any, _targets: Any = None) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ssdaudit.errors import UserError
+from ssdaudit.errors import UserError, first_line
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -200,9 +200,8 @@ class COCOFiles(torch.utils.data.Dataset):
             with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
                 base = CocoDetection(str(images), str(annotations))
         except (ValueError, KeyError, TypeError, AttributeError, AssertionError, IndexError) as exc:
-            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else exc.__class__.__name__
             raise DataError(f"{annotations} is not a COCO instances file (a JSON object with 'images', 'annotations' "
-                            f"and 'categories'): {reason}") from exc
+                            f"and 'categories'): {first_line(exc, 120)}") from exc
         except OSError as exc:
             raise DataError(f"cannot read {annotations}: {exc.strerror or exc}") from exc
         if len(base) == 0:
