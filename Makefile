@@ -15,6 +15,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+	$(PY) -m mypy
 	$(VENV)/bin/ssdaudit check
 
 demo: $(STAMP)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .registration import find_unregistered
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     # Lazy: `import ssdaudit` (and the CLI's start-up) must not import torch.
     if name in ("Finding", "Severity", "RULES"):
         from . import findings

@@ -26,7 +26,7 @@ def temp_prefix(name: str) -> str:
     return f".{name}."
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, then move it into place atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,7 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
         ref_obj, ref_name = load_reference(reference, device) if reference else (None, None)
     ckpt_state = load_state_dict(checkpoint) if checkpoint is not None else None
     if loaded.model is None:  # a checkpoint target: counts from its tensors
-        state = loaded.state_dict
+        state = loaded.state_dict or {}
         total = state_dict_params(state)
         size = Path(target).stat().st_size  # the real file: no prediction needed
         groups = group_state_dict(state, depth)
@@ -93,7 +93,7 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
                 rg, rt = group_state_dict(ref_obj, depth), state_dict_params(ref_obj)
             else:
                 rg, rt = group_params(ref_obj, depth), count_params(ref_obj)[0]
-            report.reference = compare_with_reference(ref_name, rg, rt, groups, total, [])
+            report.reference = compare_with_reference(ref_name or str(reference), rg, rt, groups, total, [])
         return report
     from .params import audit_params
 
@@ -105,6 +105,6 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
     with running_user_code(f"probing {shown}'s forward", deadline):
         report = audit_params(loaded.model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
                               rebuild=loaded.rebuild if roundtrip else None)
-    if ckpt_state is not None:
+    if ckpt_state is not None and checkpoint is not None:
         report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), checkpoint.stat().st_size)
     return report

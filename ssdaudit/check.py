@@ -57,7 +57,7 @@ class CheckReport:
 
 
 def read_baseline(path: str | Path) -> set[str]:
-    from .loading import LoadError
+    from .errors import LoadError
 
     path = Path(path)
     if not path.exists():

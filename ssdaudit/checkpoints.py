@@ -53,14 +53,15 @@ class CheckpointFile:
     wrapper_key: str | None = None  # e.g. "model" when the state_dict sat inside {"model": ..., "epoch": ...}
     object_tensor_bytes: int = 0  # bytes of every storage in the file (optimizer state too), 0 when unknown
     trusted_pickle: bool = False
-    _getter: Callable[[str], Any] = field(default=None, repr=False)
+    _getter: Callable[[str], Any] = field(default=lambda key: None, repr=False)
     # Whether tensors from _getter live in a read-only file mapping (then release() may drop their pages).
     _releaser: Callable[[str, Any], None] | None = field(default=None, repr=False)
 
-    def get(self, key: str):
+    def get(self, key: str) -> Any:
+        """The tensor stored under ``key``, read now (memory-mapped where the format allows)."""
         return self._getter(key)
 
-    def release(self, key: str, tensor) -> None:
+    def release(self, key: str, tensor: Any) -> None:
         """Done with ``tensor`` (from ``get(key)``): give its memory back where that is safe."""
         if self._releaser is not None:
             self._releaser(key, tensor)
@@ -74,7 +75,7 @@ class CheckpointFile:
     def tensor_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {k: self.get(k) for k in self.tensors}
 
 
@@ -90,7 +91,7 @@ def open_checkpoint(path: str | Path, trust_pickle: bool = False) -> CheckpointF
     return _open_torch(path, trust_pickle)
 
 
-def _info(key: str, t) -> TensorInfo:
+def _info(key: str, t: Any) -> TensorInfo:
     return TensorInfo(key, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel(), t.numel() * t.element_size())
 
 
@@ -144,7 +145,7 @@ def _object_tensor_bytes(obj: Any) -> int:
     "billion laughs"), and at most ``_MAX_OBJECTS`` of them."""
     import torch
 
-    seen: dict[tuple, int] = {}
+    seen: dict[tuple[Any, ...], int] = {}
     visited: dict[int, Any] = {}  # id -> object: holding it keeps the id unique for the walk
     stack = [obj]
     while stack and len(visited) < _MAX_OBJECTS:
@@ -194,7 +195,7 @@ def _looks_like_text(head: bytes) -> bool:
     return all(c >= 32 or c in b"\t\r\n" for c in head)
 
 
-def _load_unmapped(path: Path, first: Exception | None, trust_pickle: bool):
+def _load_unmapped(path: Path, first: Exception | None, trust_pickle: bool) -> Any:
     """A file torch.load could not map (legacy format, a pickle that needs code, or not a checkpoint), or one
     read without mmap on purpose (``first`` is None)."""
     import torch
@@ -220,7 +221,7 @@ def _load_unmapped(path: Path, first: Exception | None, trust_pickle: bool):
         ) from (first or exc)
 
 
-def _trusted_load(path: Path, message: str, trust_pickle: bool):
+def _trusted_load(path: Path, message: str, trust_pickle: bool) -> Any:
     import torch
 
     what = _unsupported_global(message)
@@ -275,7 +276,7 @@ def _unpickler_reason(message: str) -> str | None:
 
 
 
-def find_state_dict(obj: Any, _prefix: str | None = None, _depth: int = 0) -> tuple[str | None, dict | None]:
+def find_state_dict(obj: Any, _prefix: str | None = None, _depth: int = 0) -> tuple[str | None, dict[str, Any] | None]:
     """The state_dict in ``obj`` and the key it was under: a dict of tensors (string keys), a wrapping dict, or
     an nn.Module. Wrappers are followed at most 8 levels deep (a dict can hold itself)."""
     import torch
@@ -302,8 +303,8 @@ def _open_safetensors(path: Path) -> CheckpointFile:
     try:
         handle = safe_open(str(path), framework="pt")
         tensors = {}
-        for key in handle.keys():
-            s = handle.get_slice(key)
+        for key in handle.keys():  # type: ignore[no-untyped-call]  # safetensors ships no annotations here
+            s = handle.get_slice(key)  # type: ignore[no-untyped-call]
             shape = tuple(s.get_shape())
             dtype = _SAFETENSORS_DTYPES.get(s.get_dtype(), s.get_dtype().lower())
             numel = 1
@@ -386,10 +387,10 @@ def _read_weight_map(index: Path) -> dict[str, str]:
 # --- handing memory-mapped pages back -------------------------------------------------------------
 
 _MADV_DONTNEED = 4
-_libc = None
+_libc: ctypes.CDLL | bool | None = None  # None: not looked up yet; False: not available
 
 
-def drop_mapped_pages(tensor) -> None:
+def drop_mapped_pages(tensor: Any) -> None:
     """Drop the resident pages behind a tensor (or a contiguous slice of one) of a read-only file mapping (Linux); touched again, they are re-read.
 
     Only for tensors of ``torch.load(mmap=True)``: on ordinary memory MADV_DONTNEED would zero the data. Without this, walking a mapped 1 GB checkpoint leaves 1 GB resident in the process by the end.
@@ -414,4 +415,4 @@ def drop_mapped_pages(tensor) -> None:
     last = (start + nbytes) // page * page
     if last > first:
         # Only file-backed private pages that were never written are dropped; madvise fails harmlessly elsewhere.
-        _libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
+        _libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)  # type: ignore[union-attr]

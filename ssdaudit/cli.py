@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 from .errors import UsageError, first_line
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .findings import Finding
+    from .gradflow import GradFlowRun
 
 app = typer.Typer(
     help="Find the parameters a PyTorch model uses but never registers.\n\n"
@@ -55,7 +63,7 @@ def main_callback(
     """ssdaudit: PyTorch parameter audits."""
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """A user mistake: one line on stderr (and a JSON error document under --format json), exit 2."""
     raise UsageError(message)
 
@@ -72,12 +80,12 @@ def _parse_shape(text: str, flag: str = "--input-shape") -> tuple[int, ...]:
     return check_input_shape(shape, flag)
 
 
-def _timeout_option():
+def _timeout_option() -> Any:
     return typer.Option(300.0, "--timeout", min=0.0, help="Seconds allowed for importing, building and probing the "
                         "target (0: no limit); a model file that hangs stops with exit 2.")
 
 
-def _console():
+def _console() -> "Console":
     from rich.console import Console
 
     # Colour only on a terminal; rich checks isatty itself, NO_COLOR is honoured.
@@ -124,7 +132,7 @@ def params(
     raise typer.Exit(1 if any(f.severity in failing for f in report.findings) or broken_ckpt else 0)
 
 
-def _errors(fmt: "Format", debug: bool):
+def _errors(fmt: "Format", debug: bool) -> contextlib.AbstractContextManager[None]:
     from .errors import cli_errors
 
     return cli_errors(fmt is Format.json, debug)
@@ -179,7 +187,8 @@ def gradflow(
     raise typer.Exit(1 if any(f.severity is Severity.ERROR for f in findings) else 0)
 
 
-def _gradflow_run(target: str, steps: int, input_shape, batch_size: int, lr: float, out, fmt, timeout: float):
+def _gradflow_run(target: str, steps: int, input_shape: str | None, batch_size: int, lr: float, out: Path | None,
+                  fmt: "Format", timeout: float) -> "tuple[GradFlowRun, str]":
     """A logged run read back, or a probe run of a model target (its code under the time limit)."""
     from .errors import Deadline, running_user_code
     from .gradflow import probe_target, read_gradflow_log
@@ -203,7 +212,7 @@ def _gradflow_run(target: str, steps: int, input_shape, batch_size: int, lr: flo
 
 
 @contextlib.contextmanager
-def _progress(total: int, label: str, enabled: bool, in_bytes: bool = False):
+def _progress(total: int, label: str, enabled: bool, in_bytes: bool = False) -> Iterator[Callable[..., None] | None]:
     """A transient progress bar on stderr (terminal only); yields ``advance(n=1)``, or None when not shown."""
     if not enabled or not sys.stderr.isatty() or (in_bytes and total < 64 * 2**20):
         yield None
@@ -273,7 +282,7 @@ def diff(
 
 
 
-def _emit(report, fmt: Format, default_file: str | None = None, **text_options) -> None:
+def _emit(report: Any, fmt: Format, default_file: str | None = None, **text_options: Any) -> None:
     """Every report leaves the CLI here: JSON (``to_dict()``), SARIF or GitHub annotations, or the terminal view."""
     if fmt is Format.json:
         from .report import render_json
@@ -287,7 +296,7 @@ def _emit(report, fmt: Format, default_file: str | None = None, **text_options) 
         render_text(report, _console(), **text_options)
 
 
-def _emit_ci(fmt: Format, findings, default_file: str | None) -> None:
+def _emit_ci(fmt: Format, findings: "list[Finding]", default_file: str | None) -> None:
     from . import __version__
     from .report import render_github, render_sarif
 
@@ -392,7 +401,7 @@ def check(
         else:
             status = None
         report = run_check(cfg, known, progress=(lambda msg: status.print(f"[dim]{msg}...[/]")) if status else None)
-        if write_baseline:
+        if write_baseline and base_path is not None:
             gating = [f for row in report.rows if row.expect == "pass" for f in row.findings]
             n = write_file(base_path, gating)
             typer.echo(f"wrote {n} known findings to {base_path}")

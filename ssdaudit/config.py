@@ -10,7 +10,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import UserError
 from .findings import RULES
@@ -137,7 +137,7 @@ def load_config(path: str | Path) -> CheckConfig:
     return cfg
 
 
-def _model(m: Any, i: int, fail) -> ModelCheck:
+def _model(m: Any, i: int, fail: Callable[..., ConfigError]) -> ModelCheck:
     if not isinstance(m, dict):
         raise fail("models", "each model must be a table")
     for key in m:
@@ -146,7 +146,7 @@ def _model(m: Any, i: int, fail) -> ModelCheck:
     if not isinstance(m.get("target"), str) or not m["target"]:
         raise fail("target", "'target' is required: file.py[:NAME] or package.module:NAME", i)
 
-    def typed(key: str, kinds: tuple, what: str, default=None):
+    def typed(key: str, kinds: tuple[type, ...], what: str, default: Any = None) -> Any:
         value = m.get(key, default)
         if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
             raise fail(key, f"'{key}' must be {what}, got {value!r}", i)

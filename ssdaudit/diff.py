@@ -103,7 +103,8 @@ def align_keys(a: dict[str, TensorInfo], b: dict[str, TensorInfo], mode: str = "
     return KeyMapping(dict(ordered), {k: method[k] for k in ordered}, ambiguous)
 
 
-def _match_by_prefix(a, b, rest_a, rest_b, pairs, method) -> None:
+def _match_by_prefix(a: dict[str, TensorInfo], b: dict[str, TensorInfo], rest_a: list[str], rest_b: list[str],
+                     pairs: dict[str, str], method: dict[str, str]) -> None:
     strip_a, strip_b = _common_first(list(a)), _common_first(list(b))
     if strip_a and strip_b and strip_a == strip_b:
         strip_a = strip_b = None
@@ -118,12 +119,12 @@ def _match_by_prefix(a, b, rest_a, rest_b, pairs, method) -> None:
     for kb in rest_b:
         by_norm_b.setdefault(norm(kb, strip_b), kb)
     for ka in rest_a:
-        kb = by_norm_b.get(norm(ka, strip_a))
-        if kb is not None and kb not in pairs.values():
-            pairs[ka], method[ka] = kb, "prefix"
+        found = by_norm_b.get(norm(ka, strip_a))
+        if found is not None and found not in pairs.values():
+            pairs[ka], method[ka] = found, "prefix"
 
 
-def _signature(infos: dict[str, TensorInfo], keys: list[str]) -> list[tuple]:
+def _signature(infos: dict[str, TensorInfo], keys: list[str]) -> list[tuple[tuple[int, ...], str]]:
     return [(infos[k].shape, k.rsplit(".", 1)[-1]) for k in keys]
 
 
@@ -134,7 +135,8 @@ def _groups(keys: list[str]) -> "OrderedDict[str, list[str]]":
     return groups
 
 
-def _match_groups_by_shape(a, b, rest_a, rest_b, pairs, method, ambiguous) -> None:
+def _match_groups_by_shape(a: dict[str, TensorInfo], b: dict[str, TensorInfo], rest_a: list[str], rest_b: list[str],
+                           pairs: dict[str, str], method: dict[str, str], ambiguous: set[str]) -> None:
     groups_b = _groups(rest_b)
     used: set[str] = set()
     for name_a, keys_a in _groups(rest_a).items():
@@ -166,7 +168,7 @@ class TensorComparison:
 _INT_VIEW = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
 
 
-def _nonfinite(t) -> int:
+def _nonfinite(t: Any) -> int:
     import torch
 
     if not t.is_floating_point() or t.numel() == 0:
@@ -178,7 +180,7 @@ def _nonfinite(t) -> int:
 
 
 def compare_tensors(
-    a, b, rtol: float = 0.0, atol: float = 0.0, after_chunk: Callable[[int, int], None] | None = None
+    a: Any, b: Any, rtol: float = 0.0, atol: float = 0.0, after_chunk: Callable[[int, int], None] | None = None
 ) -> TensorComparison:
     """Compare two tensors of one shape in flattened chunks; dtypes may differ (then values are compared).
 
@@ -237,7 +239,7 @@ class DiffReport:
     mapping: KeyMapping | None  # None with --map none
     only_in_a: list[str]
     only_in_b: list[str]
-    shape_mismatch: list[tuple[str, tuple, tuple]]
+    shape_mismatch: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
     dtype_mismatch: list[tuple[str, str, str]]
     changed: list[dict[str, Any]]  # {"key", "max_abs_diff", "rel_change"}, beyond tolerance
     close: list[str]  # not bitwise equal, but within rtol/atol
@@ -317,7 +319,7 @@ def diff_checkpoints(
             dtype_mm.append((ka, ia.dtype, ib.dtype))
         ta, tb = a.get(ka), b.get(kb)
 
-        def done(start: int, stop: int, ta=ta, tb=tb, ka=ka, kb=kb) -> None:
+        def done(start: int, stop: int, ta: Any = ta, tb: Any = tb, ka: str = ka, kb: str = kb) -> None:
             a.release(ka, ta.reshape(-1)[start:stop])
             b.release(kb, tb.reshape(-1)[start:stop])
 
@@ -348,7 +350,7 @@ def diff_checkpoints(
     return report
 
 
-def _progress(cb, key: str, nbytes: int) -> None:
+def _progress(cb: Callable[[str, int], None] | None, key: str, nbytes: int) -> None:
     if cb is not None:
         cb(key, nbytes)
 

@@ -72,14 +72,13 @@ class Deadline:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         left = self.left()
-        usable = left is not None and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-        if not usable:
+        if left is None or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
             yield
             return
         if left <= 0:
             raise TimeLimitExceeded(self._message(name))
 
-        def expire(_signum, _frame):
+        def expire(_signum: int, _frame: object) -> None:
             raise TimeLimitExceeded(self._message(name))
 
         previous = signal.signal(signal.SIGALRM, expire)

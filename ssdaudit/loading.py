@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from .errors import LoadError, UserError, first_line  # noqa: F401  (LoadError i
 class LoadedTarget:
     spec: str
     model: Any = None  # nn.Module, or None for a checkpoint target
-    state_dict: dict | None = None  # for a checkpoint target
+    state_dict: dict[str, Any] | None = None  # for a checkpoint target
     example_input: Any = None
     module: Any = None  # the Python module the model came from
     rebuild: Any = None  # () -> a new instance of the same model (None when the target was an instance)
@@ -57,7 +58,7 @@ def load_target(spec: str, device: str = "cpu", want_input: bool = True) -> Load
     return LoadedTarget(spec, model=model, example_input=example, module=module, rebuild=rebuild)
 
 
-def _import_spec(spec: str):
+def _import_spec(spec: str) -> tuple[types.ModuleType, str | None]:
     path_part, _, name = spec.partition(":") if ":" in spec and not _is_drive(spec) else (spec, "", "")
     if path_part.endswith(".py") or "/" in path_part or Path(path_part).exists():
         path = Path(path_part)
@@ -86,12 +87,14 @@ def _is_drive(spec: str) -> bool:
     return len(spec) > 2 and spec[1] == ":" and spec[0].isalpha() and spec[2] in "\\/"
 
 
-def _import_file(path: Path):
+def _import_file(path: Path) -> types.ModuleType:
     stat = path.stat()  # an edited file is a new module: the cache key includes its size and mtime
     module_name = f"_ssdaudit_target_{abs(hash((str(path.resolve()), stat.st_mtime_ns, stat.st_size)))}"
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot import {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.resolve().parent))  # the file may import its neighbours
     try:
@@ -114,7 +117,7 @@ def _import_file(path: Path):
     return module
 
 
-def _find_factory(module, name: str | None, spec: str):
+def _find_factory(module: types.ModuleType, name: str | None, spec: str) -> Any:
     from torch import nn
 
     if name:
@@ -136,7 +139,7 @@ def _find_factory(module, name: str | None, spec: str):
     raise LoadError(f"{spec}: several nn.Module classes ({names}); pick one with {spec}:NAME")
 
 
-def _zero_arg(cls) -> bool:
+def _zero_arg(cls: type) -> bool:
     try:
         params = list(inspect.signature(cls).parameters.values())
     except (TypeError, ValueError):
@@ -144,13 +147,13 @@ def _zero_arg(cls) -> bool:
     return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
-def _device_context(device: str):
+def _device_context(device: str) -> contextlib.AbstractContextManager[Any]:
     import torch
 
     return torch.device(device) if device != "cpu" else contextlib.nullcontext()
 
 
-def _call_factory(factory, spec: str, device: str):
+def _call_factory(factory: Any, spec: str, device: str) -> Any:
     from torch import nn
 
     if isinstance(factory, nn.Module):
@@ -170,7 +173,7 @@ def _call_factory(factory, spec: str, device: str):
 
 
 
-def load_state_dict(path: str | Path) -> dict:
+def load_state_dict(path: str | Path) -> dict[str, Any]:
     """Tensors of a checkpoint: a state_dict, or a dict wrapping one ("state_dict", "model", ...)."""
     from .checkpoints import open_checkpoint
 

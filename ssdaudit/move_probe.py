@@ -84,7 +84,7 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
 
     inputs = tree_map(convert, example_input)
     input_ids = {id(t) for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)}
-    produced: dict[int, weakref.ref] = {}  # tensors made during the pass: weak, so ids are checked against identity
+    produced: dict[int, weakref.ref[torch.Tensor]] = {}  # tensors made during the pass: weak, so ids are checked against identity
     found: dict[int, tuple[torch.Tensor, DeviceStray]] = {}  # keeps each stray alive: its id stays unique
     stack: list[str] = [""]
 
@@ -97,7 +97,7 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
         return id(t) not in input_ids and not (ref is not None and ref() is t)
 
     class _Convert(TorchFunctionMode):
-        def __torch_function__(self, func, types_, args=(), kwargs=None):
+        def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
             name = getattr(func, "__name__", "")
             flat, spec = tree_flatten((args, kwargs or {}))
             changed = False
@@ -118,10 +118,10 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
                     produced[id(t)] = weakref.ref(t)
             return out
 
-    def push(module, _args):
+    def push(module: nn.Module, _args: Any) -> None:
         stack.append(module_names.get(id(module), type(module).__name__))
 
-    def pop(_module, _args, _output):
+    def pop(_module: nn.Module, _args: Any, _output: Any) -> None:
         if len(stack) > 1:
             stack.pop()
 

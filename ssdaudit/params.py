@@ -106,7 +106,7 @@ class _SizeCounter(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def write(self, data) -> int:
+    def write(self, data: Any) -> int:
         n = memoryview(data).nbytes
         self.pos += n
         self.end = max(self.end, self.pos)
@@ -133,14 +133,15 @@ def predict_checkpoint_bytes(state: Mapping[str, torch.Tensor]) -> tuple[int, bo
     sink = _SizeCounter()
     if not any(t.is_meta for t in state.values()):
         with skip_data():
-            torch.save(state, sink)
+            torch.save(state, sink)  # type: ignore[arg-type]  # any seekable binary sink works
         return sink.end, True
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
-        fakes, by_storage = collections.OrderedDict(), {}
+        fakes: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
+        by_storage: dict[tuple[int, torch.dtype], torch.Tensor] = {}
         if hasattr(state, "_metadata"):
-            fakes._metadata = state._metadata
+            fakes._metadata = state._metadata  # type: ignore[attr-defined]  # torch.save pickles it with the dict
         for key, t in state.items():
             storage_key = (t.untyped_storage()._cdata, t.dtype)
             if storage_key not in by_storage:
@@ -148,7 +149,7 @@ def predict_checkpoint_bytes(state: Mapping[str, torch.Tensor]) -> tuple[int, bo
                 by_storage[storage_key] = torch.empty(n, dtype=t.dtype, device="cpu")
             fakes[key] = by_storage[storage_key].as_strided(t.shape, t.stride(), t.storage_offset())
         with skip_data(materialize_fake_tensors=True):
-            torch.save(fakes, sink)
+            torch.save(fakes, sink)  # type: ignore[arg-type]
     return sink.end, False
 
 
@@ -227,7 +228,7 @@ def compare_with_reference(
     target = {g.path: g.params for g in report_groups}
     reference = {g.path: g.params for g in ref_groups}
     rows, explanation = [], []
-    by_path = {}
+    by_path: dict[str, list[Finding]] = {}
     for f in findings:
         if f.params:
             by_path.setdefault(f.path.split(".")[0] if f.path != "<forward>" else f.path, []).append(f)

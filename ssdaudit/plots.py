@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .gradflow import GradFlowRun, LayerStats
 
 _ORPHAN, _DEAD, _OK = "#d62728", "#7f7f7f", "#1f77b4"
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
@@ -18,7 +22,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     from .atomic import atomic_write
 
     path = Path(path)
@@ -27,7 +31,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _tick_labels(ax, names: list[str], axis: str = "x", max_labels: int = 60) -> None:
+def _tick_labels(ax: Any, names: list[str], axis: str = "x", max_labels: int = 60) -> None:
     step = max(1, int(np.ceil(len(names) / max_labels)))
     pos = list(range(0, len(names), step))
     if axis == "x":
@@ -38,7 +42,7 @@ def _tick_labels(ax, names: list[str], axis: str = "x", max_labels: int = 60) ->
         ax.set_yticklabels([names[i] for i in pos], fontsize=6)
 
 
-def plot_gradient_flow(layers, path: Path, title: str = "Gradient flow") -> Path:
+def plot_gradient_flow(layers: list[LayerStats], path: Path, title: str = "Gradient flow") -> Path:
     """The classic chart: max and mean |grad| per layer (log scale); layers without gradient and layers whose
     gradients no optimizer applies (not registered) marked."""
     plt = _pyplot()
@@ -70,7 +74,8 @@ def plot_gradient_flow(layers, path: Path, title: str = "Gradient flow") -> Path
     return _save(fig, path)
 
 
-def _heatmap(matrix: np.ndarray, layers, steps: np.ndarray, path: Path, title: str, label: str, masked_label: str):
+def _heatmap(matrix: np.ndarray, layers: list[LayerStats], steps: np.ndarray, path: Path, title: str, label: str,
+             masked_label: str) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, max(5, len(layers) * 0.06)))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -86,19 +91,19 @@ def _heatmap(matrix: np.ndarray, layers, steps: np.ndarray, path: Path, title: s
     return _save(fig, path)
 
 
-def plot_grad_norm_heatmap(layers, steps: np.ndarray, path: Path) -> Path:
+def plot_grad_norm_heatmap(layers: list[LayerStats], steps: np.ndarray, path: Path) -> Path:
     matrix = np.stack([ls.grad_norm_steps for ls in layers]) if layers else np.zeros((0, 0))
     return _heatmap(matrix, layers, steps, path, "Per-layer gradient L2 norm over steps",
                     "log10 gradient norm", "no gradient")
 
 
-def plot_update_ratio(layers, steps: np.ndarray, path: Path) -> Path:
+def plot_update_ratio(layers: list[LayerStats], steps: np.ndarray, path: Path) -> Path:
     matrix = np.stack([ls.update_ratio_steps for ls in layers]) if layers else np.zeros((0, 0))
     return _heatmap(matrix, layers, steps, path, "Update-to-weight ratio ||w' - w|| / ||w|| per layer and step",
                     "log10 update ratio (about -3 is healthy for SGD)", "never updated by the optimizer")
 
 
-def plot_gradflow_run(run, layers, out_dir: Path, title: str = "Gradient flow") -> list[Path]:
+def plot_gradflow_run(run: GradFlowRun, layers: list[LayerStats], out_dir: Path, title: str = "Gradient flow") -> list[Path]:
     """All three figures of a run into ``out_dir``."""
     out_dir = Path(out_dir)
     paths = [plot_gradient_flow(layers, out_dir / "gradient_flow.png", title)]

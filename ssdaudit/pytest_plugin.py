@@ -12,15 +12,20 @@ dict name -> model, or (model, example_input) pairs) also has those models audit
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .findings import Finding
 
 
 class Auditor:
     """What the ``ssdaudit`` fixture returns."""
 
-    def findings(self, model, example_input: Any = None, strict: bool = False):
+    def findings(self, model: nn.Module, example_input: Any = None, strict: bool = False) -> list[Finding]:
         from .findings import Severity
         from .params import audit_params
 
@@ -28,7 +33,7 @@ class Auditor:
         failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
         return [f for f in report.findings if f.severity in failing]
 
-    def assert_reloads(self, build, example_input: Any, atol: float = 0.0) -> None:
+    def assert_reloads(self, build: Callable[[], nn.Module], example_input: Any, atol: float = 0.0) -> None:
         """Fail the test when a model made by ``build()`` and reloaded from another's state_dict computes
         something else (R007: state that a checkpoint does not hold)."""
         from .roundtrip import check_roundtrip
@@ -37,7 +42,7 @@ class Auditor:
         if found:
             pytest.fail(render(found, getattr(build, "__name__", "model")), pytrace=False)
 
-    def assert_clean(self, model, example_input: Any = None, strict: bool = False) -> None:
+    def assert_clean(self, model: nn.Module, example_input: Any = None, strict: bool = False) -> None:
         """Fail the test with the rendered findings when ``model`` has unregistered members (errors; warnings too
         with ``strict``)."""
         found = self.findings(model, example_input, strict)
@@ -45,7 +50,7 @@ class Auditor:
             pytest.fail(render(found, type(model).__name__), pytrace=False)
 
 
-def render(findings, name: str) -> str:
+def render(findings: list[Finding], name: str) -> str:
     lines = [f"ssdaudit: {len(findings)} finding(s) in {name}:"]
     for f in findings:
         where = f" ({f.location})" if f.location else ""
@@ -59,13 +64,13 @@ def ssdaudit() -> Auditor:
     return Auditor()
 
 
-def pytest_addoption(parser) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ssdaudit")
     group.addoption("--ssdaudit", action="store_true", default=False,
                     help="audit the models of every test that uses an `ssdaudit_models` fixture")
 
 
-def _models(value) -> list[tuple[str, Any, Any]]:
+def _models(value: Any) -> list[tuple[str, Any, Any]]:
     from torch import nn
 
     if isinstance(value, nn.Module):
@@ -77,18 +82,18 @@ def _models(value) -> list[tuple[str, Any, Any]]:
     raise TypeError(f"ssdaudit_models must return a module, a list or a dict of modules, got {type(value).__name__}")
 
 
-def _pair(v):
+def _pair(v: Any) -> tuple[Any, Any]:
     return (v[0], v[1]) if isinstance(v, tuple) and len(v) == 2 else (v, None)
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
+def pytest_runtest_call(item: pytest.Item) -> Any:
     result = yield  # a failing test raises here and is reported as it is
     if not item.config.getoption("--ssdaudit", default=False) or "ssdaudit_models" not in getattr(item, "fixturenames", ()):
         return result
     auditor = Auditor()
     problems = []
-    for name, model, example in _models(item.funcargs["ssdaudit_models"]):
+    for name, model, example in _models(item.funcargs["ssdaudit_models"]):  # type: ignore[attr-defined]  # a Function item
         found = auditor.findings(model, example)
         if found:
             problems.append(render(found, name))

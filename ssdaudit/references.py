@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from torch import nn
 
@@ -12,7 +12,8 @@ from .ssdlite_adapter import ssds_reference as _ssds
 def _torchvision_ssdlite() -> nn.Module:
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-    return ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    model: nn.Module = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    return model
 
 
 BUILTIN_REFERENCES: dict[str, tuple[str, Callable[[], nn.Module]]] = {
@@ -22,9 +23,10 @@ BUILTIN_REFERENCES: dict[str, tuple[str, Callable[[], nn.Module]]] = {
 }
 
 
-def load_reference(spec: str, device: str = "cpu"):
+def load_reference(spec: str, device: str = "cpu") -> tuple[Any, str]:
     """(model or state_dict, name) for a built-in name, a checkpoint, or file.py[:NAME] / package.module:NAME."""
-    from .loading import LoadError, is_checkpoint_path, load_state_dict, load_target
+    from .errors import LoadError
+    from .loading import is_checkpoint_path, load_state_dict, load_target
 
     if spec in BUILTIN_REFERENCES:
         import torch

@@ -14,6 +14,7 @@ import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -74,7 +75,7 @@ class ProbeResult:
 
 
 def probe_forward(
-    model: nn.Module, example_input: Any, extra_modules: list[nn.Module] = (), grad: bool = False,
+    model: nn.Module, example_input: Any, extra_modules: Sequence[nn.Module] = (), grad: bool = False,
     produced: dict[int, Any] | None = None,
 ) -> ProbeResult:
     """Run one forward pass under observation and leave the model exactly as it was.
@@ -89,7 +90,7 @@ def probe_forward(
     import weakref
 
     result = ProbeResult(grad_observed=grad)
-    produced = {} if produced is None else produced
+    made: dict[int, Any] = produced if produced is not None else {}
     inputs = {id(t) for t in tree_flatten(example_input)[0] if isinstance(t, torch.Tensor)}
     stack: list[nn.Module] = [model]
     before = dict(model.named_modules())
@@ -99,31 +100,33 @@ def probe_forward(
     states = [b for m in (model, *extra_modules) for b in m.buffers()]
     saved_buffers = [b.detach().clone() for b in states]
     rng = torch.random.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
 
-    def on_call(module, _args):
+    def on_call(module: nn.Module, _args: Any) -> None:
         result.called.setdefault(id(module), module)
         stack.append(module)
         if torch.is_grad_enabled():
             result.with_grad.add(id(module))
 
-    def on_return(_module, _args, _output):
+    def on_return(_module: nn.Module, _args: Any, _output: Any) -> None:
         if len(stack) > 1:
             stack.pop()
 
     original_init = nn.Module.__init__
 
-    def recording_init(self, *args, **kwargs):
+    def recording_init(self: nn.Module, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         result.created.append(self)
-        result.created_at.setdefault(id(self), _caller_location())
+        where = _caller_location()
+        if where is not None:
+            result.created_at.setdefault(id(self), where)
 
     def made_here(t: torch.Tensor) -> bool:
-        ref = produced.get(id(t))
+        ref = made.get(id(t))
         return ref is not None and ref() is t
 
     class _Reads(TorchFunctionMode):
-        def __torch_function__(self, func, types_, args=(), kwargs=None):
+        def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
             name = getattr(func, "__name__", "")
             metadata = name == "__get__"  # .shape, .device, .dtype: a look at the tensor, not a use of its values
             for leaf in tree_flatten((args, kwargs or {}))[0]:
@@ -137,14 +140,14 @@ def probe_forward(
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
                     try:
-                        produced[id(t)] = weakref.ref(t)
+                        made[id(t)] = weakref.ref(t)
                     except TypeError:  # a tensor subclass without weak references: cannot be cached state anyway
                         pass
             return out
 
     handle = nn.modules.module.register_module_forward_pre_hook(on_call)
     handle_return = nn.modules.module.register_module_forward_hook(on_return)
-    nn.Module.__init__ = recording_init
+    nn.Module.__init__ = recording_init  # type: ignore[method-assign]  # put back in the finally block
     try:
         with torch.set_grad_enabled(grad), _Reads():
             output = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
@@ -161,7 +164,7 @@ def probe_forward(
     finally:
         handle.remove()
         handle_return.remove()
-        nn.Module.__init__ = original_init
+        nn.Module.__init__ = original_init  # type: ignore[method-assign]
         for m, buffers in buffer_dicts:
             if m._buffers.keys() != buffers.keys() or any(m._buffers[k] is not v for k, v in buffers.items()):
                 m._buffers.clear()
@@ -192,7 +195,7 @@ class ProbeOutcome:
     failures: dict[str, str]
 
 
-def probe_modes(model: nn.Module, example_input: Any, extra_modules: list[nn.Module] = ()) -> ProbeOutcome:
+def probe_modes(model: nn.Module, example_input: Any, extra_modules: Sequence[nn.Module] = ()) -> ProbeOutcome:
     """Probe forward in train mode (autograd recording, as in training) and in eval mode (under no_grad).
 
     Forward paths that run only in one mode (a tensor read only at inference) are seen either way. Every module's
@@ -260,12 +263,14 @@ def _assignment_location(owner: nn.Module, attr: str) -> str | None:
             filename = inspect.getsourcefile(cls)
         except (OSError, TypeError):
             continue
-        for offset, line in enumerate(lines):
-            if pattern.search(line):
+        if filename is None:
+            continue
+        for offset, text in enumerate(lines):
+            if pattern.search(text):
                 return f"{_relative(filename)}:{start + offset}"
-        line = _setattr_line(lines, attr)
-        if line is not None:
-            return f"{_relative(filename)}:{start + line - 1}"
+        found = _setattr_line(lines, attr)
+        if found is not None:
+            return f"{_relative(filename)}:{start + found - 1}"
     return None
 
 
@@ -410,7 +415,7 @@ def moved_by_to(model: nn.Module) -> set[int]:
         seen[id(t)] = t
         return t
 
-    model._apply(record)
+    model._apply(record)  # type: ignore[no-untyped-call]
     return set(seen)
 
 
@@ -524,10 +529,10 @@ def _forward_use(owner: nn.Module, attr: str) -> str | None:
              and isinstance(n.value, ast.Name) and n.value.id == "self" and isinstance(n.ctx, ast.Load)]
     if not reads:
         return "unread"
-    for node in reads:
+    for read in reads:
         moved = False
-        while isinstance(parents.get(node), ast.Attribute):  # self.x.detach().type_as(y).to(...): follow the chain
-            method = parents[node]
+        node: ast.AST = read
+        while isinstance(method := parents.get(node), ast.Attribute):  # self.x.detach().type_as(y).to(...): follow it
             if method.attr in MOVE_FUNCTIONS:
                 moved = True
                 break
@@ -544,7 +549,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def _home(model: nn.Module) -> tuple[torch.device, torch.dtype] | None:
     """The (device, dtype) holding most of the model's registered floating-point values."""
-    sizes: collections.Counter = collections.Counter()
+    sizes: collections.Counter[tuple[torch.device, torch.dtype]] = collections.Counter()
     for t in (*model.parameters(), *model.buffers()):
         if t.is_floating_point():
             sizes[(t.device, t.dtype)] += t.numel()
@@ -610,7 +615,7 @@ def _probe_findings(walker: AttributeWalker, probe: ProbeResult, counted: set[in
     nested = {id(sub) for m in strays.values() for sub in m.modules() if sub is not m}
     roots = [m for i, m in strays.items() if i not in nested]
     by_place: dict[tuple[str, str | None], list[nn.Module]] = collections.defaultdict(list)
-    built: set[tuple] = set()
+    built: set[tuple[Any, ...]] = set()
     for m in roots:
         path, location = added_ids.get(id(m), "<forward>"), probe.created_at.get(id(m))
         if location is not None:  # built anew by each probe pass: count what one pass builds

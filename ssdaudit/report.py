@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .findings import RULES, Severity
+from .findings import RULES, Finding, Severity
+
+if TYPE_CHECKING:
+    from .check import CheckReport
+    from .diff import DiffReport
+    from .gradflow import GradFlowRun, LayerStats
+    from .params import ParamsReport
+    from .source_lint import LintResult
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "dim"}
 
@@ -22,7 +29,7 @@ def render_json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2)
 
 
-def render_params_text(report, console: Console, show_notes: bool = True) -> None:
+def render_params_text(report: ParamsReport, console: Console, show_notes: bool = True) -> None:
     """The terminal view of a ParamsReport: groups (with the reference beside them), findings, summary."""
     table = Table(title=f"Registered parameters: {report.target}", title_justify="left")
     table.add_column("module")
@@ -64,7 +71,7 @@ def render_params_text(report, console: Console, show_notes: bool = True) -> Non
             console.print(f"  [red]{len(c.shape_mismatch)} tensors differ in shape[/], e.g. {', '.join(c.shape_mismatch[:3])}")
 
 
-def render_findings_text(findings, console: Console, show_notes: bool = True) -> None:
+def render_findings_text(findings: list[Finding], console: Console, show_notes: bool = True) -> None:
     shown = [f for f in findings if show_notes or f.severity is not Severity.INFO]
     if not shown:
         console.print("[green]no findings[/]")
@@ -85,7 +92,7 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
-def render_diff_text(report, console: Console, top: int = 10) -> None:
+def render_diff_text(report: DiffReport, console: Console, top: int = 10) -> None:
     """The terminal view of a DiffReport: the two files, key differences, changed tensors, unchanged groups."""
     from .diff import prefix_of
 
@@ -93,7 +100,7 @@ def render_diff_text(report, console: Console, top: int = 10) -> None:
     for col in ("", "path", "file bytes", "tensor bytes", "tensors", "params", "under key"):
         numeric = "bytes" in col or col in ("tensors", "params")
         table.add_column(col, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
-    for name, c in (("A", report.a), ("B", report.b)):
+    for name, c in (("A", report.a), ("B", report.b)):  # the two opened checkpoints
         table.add_row(name, escape(str(c.path)), f"{c.file_bytes:,}", f"{c.tensor_bytes:,}", f"{len(c.tensors):,}",
                       f"{c.params:,}", c.wrapper_key or "(top level)")
     console.print(table)
@@ -111,8 +118,8 @@ def render_diff_text(report, console: Console, top: int = 10) -> None:
         t.add_column("key")
         t.add_column("max |a-b|", justify="right")
         t.add_column("relative L2 change", justify="right")
-        for c in sorted(report.changed, key=lambda c: -c["rel_change"])[:top]:
-            t.add_row(escape(c["key"]), f"{c['max_abs_diff']:.3g}", f"{c['rel_change']:.3g}")
+        for row in sorted(report.changed, key=lambda r: -r["rel_change"])[:top]:
+            t.add_row(escape(row["key"]), f"{row['max_abs_diff']:.3g}", f"{row['rel_change']:.3g}")
         console.print(t)
     groups: dict[str, list[int]] = {}
     for k in report.unchanged:
@@ -134,15 +141,16 @@ def render_diff_text(report, console: Console, top: int = 10) -> None:
     )
 
 
-def render_text(report, console: Console, **options) -> None:
+def render_text(report: Any, console: Console, **options: Any) -> None:
     """The terminal view of any report (params, diff, gradflow, lint, check), by its type."""
-    renderers = {"ParamsReport": render_params_text, "DiffReport": render_diff_text, "LintResult": render_lint_text,
+    renderers: dict[str, Callable[..., None]] = {"ParamsReport": render_params_text, "DiffReport": render_diff_text, "LintResult": render_lint_text,
                  "CheckReport": render_check_text,
                  "GradflowReport": lambda r, c, **o: render_gradflow_text(r.target, r.run, r.findings, r.layers, r.plots, c, **o)}
     renderers[type(report).__name__](report, console, **options)
 
 
-def render_gradflow_text(target: str, run, findings, layers, plots, console: Console, top: int = 8) -> None:
+def render_gradflow_text(target: str, run: GradFlowRun, findings: list[Finding], layers: list[LayerStats],
+                         plots: list[Any], console: Console, top: int = 8) -> None:
     """Findings first, then the layers with the weakest and strongest gradients, then where the plots are."""
     for w in run.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
@@ -152,7 +160,7 @@ def render_gradflow_text(target: str, run, findings, layers, plots, console: Con
         for col in ("layer", "params", "grad norm", "max |grad|", "update/weight"):
             t.add_column(col, justify="left" if col == "layer" else "right", no_wrap=col != "layer")
         ordered = sorted(reached, key=lambda ls: ls.grad_norm_mean)
-        shown = ordered if len(ordered) <= 2 * top else ordered[:top] + [None] + ordered[-top:]
+        shown: list[LayerStats | None] = list(ordered) if len(ordered) <= 2 * top else [*ordered[:top], None, *ordered[-top:]]
         for ls in shown:
             if ls is None:
                 t.add_row("...", "", "", "", "")
@@ -178,14 +186,14 @@ def split_location(location: str | None) -> tuple[str | None, int | None, int | 
     if not location:
         return None, None, None
     parts = location.rsplit(":", 2)
-    nums = []
+    nums: list[int] = []
     while len(parts) > 1 and parts[-1].isdigit():
         nums.insert(0, int(parts.pop()))
     path = ":".join(parts)
     return path, (nums[0] if nums else None), (nums[1] if len(nums) > 1 else None)
 
 
-def render_sarif(findings, tool_version: str, default_file: str | None = None) -> str:
+def render_sarif(findings: list[Finding], tool_version: str, default_file: str | None = None) -> str:
     """SARIF 2.1.0: one run, rule metadata (name, description, help text and docs link), one result per finding."""
     used = sorted({f.rule for f in findings})
     rules = []
@@ -244,7 +252,7 @@ def _escape_github(text: str, prop: bool = False) -> str:
     return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
 
-def render_github(findings, default_file: str | None = None) -> str:
+def render_github(findings: list[Finding], default_file: str | None = None) -> str:
     """GitHub Actions workflow commands: ``::error file=...,line=...,col=...,title=...::message``."""
     lines = []
     for f in findings:
@@ -262,13 +270,13 @@ def render_github(findings, default_file: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def fingerprint(f) -> str:
+def fingerprint(f: Finding) -> str:
     """A finding's identity across edits: rule, file and symbol, not the line number (lines move)."""
     path, _, _ = split_location(f.location)
     return f"{f.rule}:{_uri(path) if path else ''}:{f.path}"
 
 
-def render_lint_text(result, console: Console) -> None:
+def render_lint_text(result: LintResult, console: Console) -> None:
     for f in result.findings:
         console.print(f"{escape(f.location or '')}: [{_STYLE[f.severity]}]{f.rule}[/] {escape(f.message)}")
     for e in result.errors:
@@ -280,7 +288,7 @@ def render_lint_text(result, console: Console) -> None:
     console.print(("[green]" if n == 0 else "[red]") + summary + "[/]")
 
 
-def render_check_text(report, console: Console) -> None:
+def render_check_text(report: CheckReport, console: Console) -> None:
     """One table: each step, its status and what it found; then the findings that fail the gate."""
     colour = {"ok": "green", "expected failure": "green", "failed": "red", "unexpected pass": "red", "error": "red"}
     table = Table(title="ssdaudit check", title_justify="left")

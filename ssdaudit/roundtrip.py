@@ -101,12 +101,12 @@ class _Recorder:
         self.names = {id(m): n for n, m in model.named_modules()}
         self.names.update({i: n for i, n in unregistered_module_names(model).items() if i not in self.names})
         self.calls: list[tuple[str, list[torch.Tensor]]] = []
-        self._handle = None
+        self._handle: Any = None
 
     def __enter__(self) -> "_Recorder":
         names = self.names
 
-        def hook(module, _args, output):
+        def hook(module: nn.Module, _args: Any, output: Any) -> None:
             name = names.get(id(module))
             if name is not None:  # modules outside the model (built in forward) have no stable name: skipped
                 self.calls.append((name, [t.detach().clone() for t in _outputs(output)]))
@@ -114,7 +114,7 @@ class _Recorder:
         self._handle = nn.modules.module.register_module_forward_hook(hook)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._handle.remove()
 
 
@@ -164,7 +164,7 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
             rec_a, rec_b = _Recorder(a), _Recorder(b)
             outputs(a, rec_a)
             outputs(b, rec_b)
-            seen: collections.Counter = collections.Counter()
+            seen: collections.Counter[str] = collections.Counter()
             calls_b: dict[tuple[str, int], list[torch.Tensor]] = {}
             for name, outs in rec_b.calls:
                 calls_b[(name, seen[name])] = outs

@@ -21,6 +21,8 @@ import collections
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Callable, Iterator
 
 from .findings import RULES, Finding, Severity
@@ -63,7 +65,7 @@ class LintResult:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def iter_python_files(paths: list[str | Path]) -> list[Path]:
+def iter_python_files(paths: Sequence[str | Path]) -> list[Path]:
     """Python files under ``paths`` (files taken as given), sorted; hidden and virtual-env folders skipped."""
     out: list[Path] = []
     for p in map(Path, paths):
@@ -243,7 +245,7 @@ class _FileLinter:
     def _scan(self, cls: ast.ClassDef) -> "ClassScan":
         """One pass over the class's methods: plain containers and what goes into them, tensors made in
         ``__init__``, wrapped modules, moved parameters. The rule checks read from it."""
-        methods = {f.name: f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        methods: dict[str, ast.AST] = {f.name: f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
         ctx = ClassScan(cls, methods)
         self.scan = ctx
         for fname, fn in methods.items():
@@ -264,7 +266,7 @@ class _FileLinter:
         ctx.registered_later = self._registered_later(methods.values())
         return ctx
 
-    def _registered_later(self, methods) -> dict[str, list[int | None]]:
+    def _registered_later(self, methods: Iterable[ast.AST]) -> dict[str, list[int | None]]:
         """Attributes the class registers beside holding them in a plain container, with the line where it does
         (None: wherever it is, it registers that container's own contents): ``self.x = nn.ModuleList(self.x)``,
         a registering container assigned to ``self.x`` on a later line, or a loop over ``self.x`` that calls
@@ -318,7 +320,8 @@ class _FileLinter:
                                 f"self.{t.attr} holds the modules of self.{source} in a plain list after `del self.{source}`: "
                                 "they leave parameters(), state_dict() and .to()", t.attr)
 
-    def _assignment(self, cls, fname, target, value, bound, plain, tensors) -> None:
+    def _assignment(self, cls: ast.ClassDef, fname: str, target: ast.AST, value: ast.AST, bound: dict[str, str],
+                    plain: dict[str, str], tensors: dict[str, ast.AST]) -> None:
         if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute) and _is_self(target.value.value):
             attr = target.value.attr  # self.x[k] = <module> on a plain container
             kind = self._kind([value], bound)
@@ -358,7 +361,7 @@ class _FileLinter:
         if fname == "__init__" and self.is_tensor_factory(value):
             tensors[attr] = value
 
-    def _append(self, cls, call: ast.Call, bound, plain) -> None:
+    def _append(self, cls: ast.ClassDef, call: ast.Call, bound: dict[str, str], plain: dict[str, str]) -> None:
         func = call.func
         if not (isinstance(func, ast.Attribute) and func.attr in ("append", "extend", "insert", "add", "appendleft")
                 and isinstance(func.value, ast.Attribute) and _is_self(func.value.value)):
@@ -379,6 +382,7 @@ class _FileLinter:
 
     def _defer(self, code: str, node: ast.AST, symbol: str, message: str, attr: str) -> None:
         """A container hit: reported by its rule's check unless the class registers ``attr`` after all."""
+        assert self.scan is not None, "hits are recorded while a class is scanned"
         self.scan.hits[code].append((node, symbol, message, attr))
 
     def _emit(self, code: str, node: ast.AST, symbol: str, message: str, severity: Severity | None = None) -> None:
@@ -406,7 +410,8 @@ class ClassScan:
     def unregistered(self, code: str) -> Iterator[tuple[ast.AST, str, str, Severity | None]]:
         """The scan's hits of ``code`` whose container the class does not register after all."""
         for node, symbol, message, attr in self.hits.get(code, ()):
-            if not any(line is None or line > node.lineno for line in self.registered_later.get(attr, ())):
+            lineno = getattr(node, "lineno", 0)
+            if not any(line is None or line > lineno for line in self.registered_later.get(attr, ())):
                 yield node, symbol, message, None
 
     def forward_reads(self) -> set[str]:
@@ -447,7 +452,7 @@ def check_r005(linter: "_FileLinter", scan: ClassScan) -> Emit:
     """A module constructed inside forward(); a parameter-free one (activations, pooling, losses) is a note."""
     forward = scan.methods.get("forward")
     for node in ast.walk(forward) if forward is not None else ():
-        if linter.is_module_ctor(node):
+        if isinstance(node, ast.Call) and linter.is_module_ctor(node):
             if linter.is_parameter_free(node):
                 yield (node, f"{scan.cls.name}.forward", f"{_dotted(node.func)}(...) is built inside forward(): it holds no "
                        "parameters, so only the construction is repeated (torch.nn.functional avoids it)", Severity.INFO)
@@ -465,7 +470,7 @@ def check_r010(_linter: "_FileLinter", scan: ClassScan) -> Emit:
     """self.register_buffer / register_parameter / add_module / register_module inside forward()."""
     forward = scan.methods.get("forward")
     for node in ast.walk(forward) if forward is not None else ():
-        if isinstance(node, ast.Call) and _registers(node) and not (isinstance(node.func, ast.Name)):
+        if isinstance(node, ast.Call) and _registers(node) and isinstance(node.func, ast.Attribute):
             yield (node, f"{scan.cls.name}.forward", f"self.{node.func.attr}(...) inside forward(): the state exists only "
                    "after a first call, so a fresh model cannot load it", None)
 
@@ -544,7 +549,7 @@ def _module_classes(trees: list[ast.Module]) -> set[str]:
     return known - {"Module"}
 
 
-def _sort_key(f: Finding) -> tuple:
+def _sort_key(f: Finding) -> tuple[str, int, int, str]:
     """File, then line and column as numbers (``m.py:5`` before ``m.py:10``), then rule."""
     from .report import split_location
 
@@ -552,7 +557,8 @@ def _sort_key(f: Finding) -> tuple:
     return (path or "", line or 0, col or 0, f.rule)
 
 
-def lint_paths(paths: list[str | Path], ignore: set[str] = frozenset(), exclude: list[str | Path] = ()) -> LintResult:
+def lint_paths(paths: Sequence[str | Path], ignore: AbstractSet[str] = frozenset(),
+               exclude: Sequence[str | Path] = ()) -> LintResult:
     """Lint every Python file under ``paths``; ``ignore`` drops rule codes; files under ``exclude`` are read (their
     classes count as module bases) but not reported. Unparsable files are listed in errors."""
     files = iter_python_files(paths)

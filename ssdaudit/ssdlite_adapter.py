@@ -23,7 +23,7 @@ def training_hooks(model: nn.Module, batch_size: int = 2) -> tuple[Callable[[int
     return ssdlite_probe(model, batch_size) if is_ssdlite(model) else None
 
 
-def ssdlite_probe(model: nn.Module, batch_size: int = 2, seed: int = 0):
+def ssdlite_probe(model: Any, batch_size: int = 2, seed: int = 0) -> tuple[Callable[[int], Any], Callable[[Any, Any], Any]]:
     """(make_batch, compute_loss) for this project's SSDLite: synthetic shapes and the MultiBox loss."""
     from ssdlite_model.data import ShapesDataset, collate_detection
     from ssdlite_model.loss import MultiBoxLoss, targets_to_fractions
@@ -33,12 +33,12 @@ def ssdlite_probe(model: nn.Module, batch_size: int = 2, seed: int = 0):
     data = ShapesDataset(n=max(batch_size * 64, 64), image_size=size, num_classes=min(cfg.num_classes - 1, 6), seed=seed)
     criterion = MultiBoxLoss(cfg.iou_threshold, cfg.neg_pos_ratio, cfg.variances)
 
-    def make_batch(step: int):
+    def make_batch(step: int) -> tuple[Any, Any]:
         items = [data[(step * batch_size + i) % len(data)] for i in range(batch_size)]
         images, targets = collate_detection(items)
         return images, targets_to_fractions(targets, size, size)
 
-    def compute_loss(output, targets):
+    def compute_loss(output: Any, targets: Any) -> Any:
         loc, conf = output
         return criterion(loc, conf, model.priors, targets)["loss"]
 

@@ -55,7 +55,8 @@ class AttributeWalker:
                     continue
                 self._visit(value, path, path, False, 0, module, name)
 
-    def _visit(self, value: Any, attr_path: str, member: str, via_object: bool, depth: int, owner, attr) -> None:
+    def _visit(self, value: Any, attr_path: str, member: str, via_object: bool, depth: int, owner: nn.Module,
+               attr: str) -> None:
         if depth > _MAX_DEPTH or isinstance(value, _ATOMS) or id(value) in self.seen:
             return
         self.seen.add(id(value))

@@ -37,7 +37,7 @@ def _with_expansion(block: nn.Module, channels: int) -> nn.Module:
     """Give a t=1 inverted residual the 1x1 expansion conv (channels -> channels) that torchvision drops."""
     expand = Conv2dNormActivation(channels, channels, kernel_size=1, activation_layer=nn.ReLU6)
     nn.init.kaiming_normal_(expand[0].weight, mode="fan_out")
-    block.conv = nn.Sequential(expand, *block.conv)
+    block.conv = nn.Sequential(expand, *block.conv)  # type: ignore[misc]  # an nn.Sequential iterates its layers
     return block
 
 

@@ -26,7 +26,8 @@ class BoxCoder:
         """(..., 4) offsets and (..., 4) cxcywh priors -> (..., 4) xyxy boxes."""
         centre = priors[..., :2] + offsets[..., :2] * self.variances[0] * priors[..., 2:]
         size = priors[..., 2:] * torch.exp(offsets[..., 2:] * self.variances[1])
-        return box_convert(torch.cat([centre, size], dim=-1), "cxcywh", "xyxy")
+        boxes: torch.Tensor = box_convert(torch.cat([centre, size], dim=-1), "cxcywh", "xyxy")
+        return boxes
 
 
 class PriorMatcher:

@@ -110,7 +110,7 @@ def weights_of(obj: Any, where: str) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_checkpoint_model(path: str | Path, fallback: SSDLiteConfig | None = None) -> tuple[SSDLite, dict]:
+def load_checkpoint_model(path: str | Path, fallback: SSDLiteConfig | None = None) -> tuple[SSDLite, dict[str, Any]]:
     """An SSDLite with a checkpoint's weights, in eval mode, and the checkpoint's dict.
 
     A trainer checkpoint brings its config; a bare state_dict is built with ``fallback``. The model is first built

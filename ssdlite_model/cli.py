@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 from ssdaudit.errors import UsageError, cli_errors
+
+if TYPE_CHECKING:
+    import torch
+
+    from .detector import SSDLite
 
 app = typer.Typer(
     help="SSDLite with a MobileNetV2 backbone, built the way ssds.pytorch builds it.\n\n"
@@ -82,7 +88,7 @@ def info(
         typer.echo(f"  published: {PUBLISHED[preset]}")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """A user mistake: one line, exit 2 (printed by ``cli_errors``)."""
     raise UsageError(message)
 
@@ -212,7 +218,7 @@ def train(
         typer.echo(f"nothing to train: the run in {out} already reached epoch {trainer.epoch} of {settings.epochs}")
 
 
-def _load(checkpoint: Path, preset: str | None):
+def _load(checkpoint: Path, preset: str | None) -> "tuple[SSDLite, dict[str, Any]]":
     import ssdlite_model
 
     from .checkpoint import load_checkpoint_model
@@ -245,7 +251,8 @@ def evaluate(
 
     with cli_errors(fmt is OutputFormat.json, debug):
         model, state = _load(checkpoint, preset)
-        settings = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+        stored = state.get("settings")
+        settings: dict[str, Any] = stored if isinstance(stored, dict) else {}
         stored_seed = settings.get("seed", 0)
         cfg = model.config
         s = TrainSettings(data=data, image_size=cfg.image_size, n_val=n_val, n_train=1,
@@ -305,7 +312,7 @@ def detect(
             typer.echo(f"{path}: {len(det['boxes'])} detections >= {score} -> {target}")
 
 
-def detect_in_image(model, image, score: float) -> dict:
+def detect_in_image(model: "SSDLite", image: "torch.Tensor", score: float) -> "dict[str, torch.Tensor]":
     """Detections on one (3, H, W) image in [0, 1]: the model sees it resized to its square input; boxes come back
     in the image's own pixels, {"boxes": (D, 4) xyxy, "scores": (D,), "labels": (D,)}."""
     import torch

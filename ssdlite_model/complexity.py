@@ -28,4 +28,4 @@ def count_macs(model: nn.Module, image_size: int) -> int:
             model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
     finally:
         model.train(was_training)
-    return counter.get_total_flops() // 2
+    return int(counter.get_total_flops()) // 2

@@ -25,6 +25,10 @@ class SSDLite(nn.Module):
     Images are (N, 3, H, W) RGB floats in [0, 1]; the model normalises them itself.
     """
 
+    priors: torch.Tensor  # (P, 4) cx, cy, w, h as image fractions (a buffer)
+    image_mean: torch.Tensor  # (1, 3, 1, 1)
+    image_std: torch.Tensor  # (1, 3, 1, 1)
+
     def __init__(self, config: SSDLiteConfig, backbone_weights: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.config = config
@@ -64,7 +68,7 @@ class SSDLite(nn.Module):
     def sources(self, images: torch.Tensor) -> list[torch.Tensor]:
         """(N, 3, H, W) images in [0, 1] -> the feature maps the predictors read, largest first."""
         x = (images - self.image_mean) / self.image_std
-        taps, sources = set(self.config.feature_taps), []
+        taps, sources = set(self.config.feature_taps), list[torch.Tensor]()
         for i, block in enumerate(self.backbone):
             x = block(x)
             if i in taps:

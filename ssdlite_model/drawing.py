@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
-def draw_detections(image: torch.Tensor, det: dict[str, torch.Tensor], class_names, score: float = 0.0,
+def draw_detections(image: torch.Tensor, det: dict[str, torch.Tensor], class_names: Sequence[str], score: float = 0.0,
                     truth: dict[str, torch.Tensor] | None = None) -> bytes:
     """image (3, H, W) in [0, 1]; det {"boxes" (D, 4) xyxy pixels, "scores", "labels"} -> PNG bytes.
 
@@ -24,4 +26,4 @@ def draw_detections(image: torch.Tensor, det: dict[str, torch.Tensor], class_nam
         text = [f"{class_names[int(k) - 1] if 0 < int(k) <= len(class_names) else int(k)} {float(s):.2f}" for k, s in zip(labels, scores)]
         colours = [palette[(int(k) - 1) % len(palette)] for k in labels]
         canvas = draw_bounding_boxes(canvas, boxes.float(), labels=text, colors=colours, width=width)
-    return encode_png(canvas).numpy().tobytes()
+    return bytes(encode_png(canvas).numpy().tobytes())

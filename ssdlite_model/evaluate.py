@@ -10,11 +10,15 @@ import contextlib
 import io
 from dataclasses import dataclass, field
 
+from typing import Any, Callable
+
 import numpy as np
 import torch
 from torchvision.ops import box_iou
 
 COCO_IOUS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2))
+
+Detections = dict[str, torch.Tensor]  # {"boxes" (D, 4) xyxy pixels, "scores" (D,), "labels" (D,)}
 
 
 @dataclass
@@ -24,7 +28,7 @@ class DetectionMetrics:
     coco_map: float  # AP@[.5:.95], 101-point, COCO matching
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> {"ap50", "ap50_11pt", "ap", "gt"}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"map50": self.map50, "map50_11pt": self.map50_11pt, "coco_map": self.coco_map, "per_class": self.per_class}
 
 
@@ -47,7 +51,8 @@ def _ap_101_points(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.mean([p[i] if i < len(p) else 0.0 for i in idx]))
 
 
-def _class_matches(detections, targets, cls: int, iou: float, coco: bool, max_dets: int):
+def _class_matches(detections: list[Detections], targets: list[Detections], cls: int, iou: float, coco: bool,
+                   max_dets: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(scores, is_true_positive, number of ground-truth boxes) for one class at one IoU threshold."""
     scores_all, tps_all, n_gt = [], [], 0
     for det, tgt in zip(detections, targets):
@@ -89,7 +94,7 @@ def _pr(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> tuple[np.ndarray, np.n
     return recall, precision
 
 
-def evaluate_detections(detections, targets, class_names: tuple[str, ...], max_dets: int = 100) -> DetectionMetrics:
+def evaluate_detections(detections: list[Detections], targets: list[Detections], class_names: tuple[str, ...], max_dets: int = 100) -> DetectionMetrics:
     """VOC AP@0.5 (all-point and 11-point) and COCO-style AP@[.5:.95] per class; means over classes with ground truth."""
     per_class: dict[str, dict[str, float]] = {}
     for cls, name in enumerate(class_names, start=1):
@@ -107,17 +112,21 @@ def evaluate_detections(detections, targets, class_names: tuple[str, ...], max_d
             "ap": float(np.mean(ap_coco)),
             "gt": n_gt,
         }
-    mean = (lambda key: float(np.mean([v[key] for v in per_class.values()])) if per_class else 0.0)
+    def mean(key: str) -> float:
+        return float(np.mean([v[key] for v in per_class.values()])) if per_class else 0.0
+
     return DetectionMetrics(mean("ap50"), mean("ap50_11pt"), mean("ap"), per_class)
 
 
-def coco_eval(detections, targets, num_classes: int, max_dets: int = 100) -> list[float]:
+def coco_eval(detections: list[Detections], targets: list[Detections], num_classes: int, max_dets: int = 100) -> list[float]:
     """pycocotools' COCOeval on the same inputs: its 12 summary numbers (stats[0] is AP@[.5:.95] at ``max_dets``
     detections per image)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    images, annotations, results = [], [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     for i, (det, tgt) in enumerate(zip(detections, targets), start=1):
         images.append({"id": i, "width": 10_000, "height": 10_000})
         for box, label in zip(tgt["boxes"].tolist(), tgt["labels"].tolist()):
@@ -148,7 +157,8 @@ def coco_eval(detections, targets, num_classes: int, max_dets: int = 100) -> lis
 
 
 @torch.no_grad()
-def predict(model, dataset, batch_size: int = 16, progress=None, device: str | torch.device = "cpu"):
+def predict(model: Any, dataset: Any, batch_size: int = 16, progress: Callable[[int], None] | None = None,
+            device: str | torch.device = "cpu") -> tuple[list[Detections], list[Detections]]:
     """Run ``model.detect`` over a dataset of (image, target) -> (detections, targets) on the CPU."""
     from .data.shapes import collate_detection
 
@@ -168,7 +178,8 @@ def predict(model, dataset, batch_size: int = 16, progress=None, device: str | t
     return detections, targets
 
 
-def evaluate_model(model, dataset, batch_size: int = 16, progress=None, device="cpu") -> DetectionMetrics:
+def evaluate_model(model: Any, dataset: Any, batch_size: int = 16, progress: Callable[[int], None] | None = None,
+                   device: str | torch.device = "cpu") -> DetectionMetrics:
     detections, targets = predict(model, dataset, batch_size, progress, device)
     names = tuple(getattr(dataset, "class_names", ())) or tuple(f"class{k}" for k in range(1, model.config.num_classes))
     return evaluate_detections(detections, targets, names[: model.config.num_classes - 1])

@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ssdaudit.errors import UserError, first_line
+
+if TYPE_CHECKING:
+    from .detector import SSDLite
 
 
 class ExportError(UserError):
@@ -17,7 +21,7 @@ class ExportError(UserError):
     kind = "export"
 
 
-def export_onnx(model, path: str | Path, opset: int = 17, atol: float = 1e-3) -> dict:
+def export_onnx(model: "SSDLite", path: str | Path, opset: int = 17, atol: float = 1e-3) -> dict[str, float]:
     """Write ``model`` as ONNX (dynamic batch) and compare onnxruntime's outputs with PyTorch's on random images.
 
     Returns {"bytes", "max_abs_diff_loc", "max_abs_diff_conf"}; raises ExportError when they differ beyond ``atol``.
@@ -32,7 +36,8 @@ def export_onnx(model, path: str | Path, opset: int = 17, atol: float = 1e-3) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes about the input-size check and the legacy exporter
             torch.onnx.export(
-                model, (example,), buf, dynamo=False, opset_version=opset, input_names=["images"],
+                model, (example,), buf,  # type: ignore[arg-type]  # a BytesIO is accepted
+                dynamo=False, opset_version=opset, input_names=["images"],
                 output_names=["loc", "conf"], dynamic_axes={"images": {0: "batch"}, "loc": {0: "batch"}, "conf": {0: "batch"}},
             )
     except Exception as exc:
@@ -56,5 +61,5 @@ def export_onnx(model, path: str | Path, opset: int = 17, atol: float = 1e-3) ->
     try:
         atomic_write(path, lambda f: f.write(data))
     except (OSError, RuntimeError) as exc:
-        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise ExportError(f"cannot write {path}: {getattr(exc, 'strerror', None) or first_line(exc)}") from exc
     return {"bytes": len(data), "max_abs_diff_loc": diff_loc, "max_abs_diff_conf": diff_conf}

@@ -18,7 +18,7 @@ class MultiBoxLoss(nn.Module):
     positive in each image (at least ``neg_pos_ratio`` when an image has no objects).
     """
 
-    def __init__(self, iou_threshold: float = 0.5, neg_pos_ratio: int = 3, variances=(0.1, 0.2)) -> None:
+    def __init__(self, iou_threshold: float = 0.5, neg_pos_ratio: int = 3, variances: tuple[float, float] = (0.1, 0.2)) -> None:
         super().__init__()
         self.matcher = PriorMatcher(iou_threshold)
         self.coder = BoxCoder(variances)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
-def plot_training(records: list[dict], path: str | Path, title: str = "SSDLite training", compare: dict[str, list[dict]] | None = None) -> Path:
+def plot_training(records: list[dict[str, Any]], path: str | Path, title: str = "SSDLite training",
+                  compare: dict[str, list[dict[str, Any]]] | None = None) -> Path:
     """Left: MultiBox loss per step (light) and per epoch (bold), loc and conf parts. Right: mAP@0.5 per epoch.
 
     ``compare`` maps a label to another run's records, drawn on the same axes (the seed story: buggy vs fixed).

@@ -49,7 +49,7 @@ def postprocess_detections(
     kept = kept[rank < max_detections]
     per_image = torch.bincount(image_idx[kept], minlength=n).clamp(max=max_detections).tolist()  # the one sync
     results = []
-    for b, s_, l_ in zip(cand_boxes[kept].split(per_image), cand_scores[kept].split(per_image),
-                         cand_labels[kept].split(per_image)):
+    for b, s_, l_ in zip(torch.split(cand_boxes[kept], per_image), torch.split(cand_scores[kept], per_image),
+                         torch.split(cand_labels[kept], per_image)):
         results.append({"boxes": b, "scores": s_, "labels": l_})
     return results

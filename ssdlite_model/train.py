@@ -87,6 +87,8 @@ class TrainSettings:
 def build_datasets(s: TrainSettings) -> tuple[Any, Any, tuple[str, ...]]:
     """(train, val, class names) for ``s.data``; images come out at ``s.image_size``."""
     kind, _, spec = s.data.partition(":")
+    train: Any
+    val: Any
     if kind == "synthetic":
         train = ShapesDataset(s.n_train, s.image_size, s.num_shapes, seed=s.seed)
         val = ShapesDataset(s.n_val, s.image_size, s.num_shapes, seed=s.seed + 10_007)
@@ -117,7 +119,7 @@ def build_datasets(s: TrainSettings) -> tuple[Any, Any, tuple[str, ...]]:
     return train, val, tuple(names)
 
 
-def _data(cls, *args):
+def _data(cls: Callable[..., Any], *args: Any) -> Any:
     try:
         return cls(*args)
     except DataError as exc:
@@ -139,7 +141,8 @@ def lr_factor(progress: float, warmup: float, hold: float) -> float:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights only: BatchNorm parameters, biases and L2Norm scales are 1-D."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
@@ -193,7 +196,7 @@ class Trainer:
         settings: TrainSettings,
         model_factory: Callable[[SSDLiteConfig], nn.Module] | None = None,
         base_config: SSDLiteConfig | None = None,
-        on_epoch: Callable[[dict], None] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.s = settings
         self.run_dir = Path(settings.out)
@@ -223,6 +226,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.criterion = MultiBoxLoss(self.config.iou_threshold, self.config.neg_pos_ratio, self.config.variances)
         groups = param_groups(self.model, settings.weight_decay)
+        self.optimizer: torch.optim.Optimizer
         if settings.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
         elif settings.optimizer == "adamw":
@@ -277,14 +281,15 @@ class Trainer:
         except OSError as exc:
             raise TrainError(f"cannot write to run directory {self.run_dir}: {exc.strerror or exc}") from exc
 
-    def checkpoint(self, metrics: dict | None = None) -> dict[str, Any]:
-        rng = {
+    def checkpoint(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        numpy_state: Any = np.random.get_state()  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
+        rng: dict[str, Any] = {
             "torch": torch.get_rng_state(),
-            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-            "numpy_pos": int(np.random.get_state()[2]),
+            "numpy": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "numpy_pos": int(numpy_state[2]),
             "python": list(random.getstate()[1]),
         }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "model": self.model.state_dict(),
@@ -300,7 +305,7 @@ class Trainer:
             "metrics": metrics or {},
         }
 
-    def save(self, *names: str, metrics: dict | None = None) -> Path:
+    def save(self, *names: str, metrics: dict[str, Any] | None = None) -> Path:
         """Write the training state to RUN_DIR/<name> for each name (default last.pth), built once; returns the first."""
         from ssdaudit.atomic import atomic_write
 
@@ -353,11 +358,13 @@ class Trainer:
 
     # --- training --------------------------------------------------------------------------------------
 
-    def _loader(self, epoch: int) -> torch.utils.data.DataLoader:
+    def _loader(self, epoch: int) -> torch.utils.data.DataLoader[Any]:
         g = torch.Generator().manual_seed(self.s.seed * 100_003 + epoch)
+        sampler: torch.utils.data.Sampler[int]
         if self.dist.world > 1:
-            sampler = torch.utils.data.DistributedSampler(self.train_set, seed=self.s.seed, drop_last=False)
-            sampler.set_epoch(epoch)
+            distributed: torch.utils.data.DistributedSampler[Any] = torch.utils.data.DistributedSampler(self.train_set, seed=self.s.seed, drop_last=False)
+            distributed.set_epoch(epoch)
+            sampler = distributed
         else:
             sampler = torch.utils.data.RandomSampler(self.train_set, generator=g)
         return torch.utils.data.DataLoader(
@@ -377,7 +384,7 @@ class Trainer:
             group["lr"] = lr
         return lr
 
-    def train_step(self, images: torch.Tensor, targets: list[dict]) -> dict[str, float]:
+    def train_step(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         size = self.config.image_size
         targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets_to_fractions(targets, size, size)]
         images = images.to(self.device, non_blocking=True)
@@ -412,7 +419,7 @@ class Trainer:
         metrics = evaluate_model(self.model, self.val_set, self.s.eval_batch_size, device=self.device)
         return metrics.to_dict()
 
-    def fit(self) -> list[dict]:
+    def fit(self) -> list[dict[str, Any]]:
         """Train to ``epochs`` (or the time budget); returns the epoch records also written to metrics.jsonl."""
         self.prepare_run_dir()
         if self.s.resume:
@@ -447,7 +454,7 @@ class Trainer:
     def _out_of_time(self) -> bool:
         return self.s.time_budget_min is not None and self.elapsed >= self.s.time_budget_min * 60
 
-    def _train_epoch(self, view: "_ProgressView", monitor) -> dict:
+    def _train_epoch(self, view: "_ProgressView", monitor: Any) -> dict[str, Any]:
         epoch = self.epoch
         torch.manual_seed(self.s.seed * 1_000_003 + epoch)  # augmentation randomness, per epoch
         np.random.seed((self.s.seed * 1_000_003 + epoch) % 2**32)
@@ -472,7 +479,7 @@ class Trainer:
         except DataError as exc:
             raise TrainError(str(exc)) from exc
         self.epoch = epoch + 1
-        record = {
+        record: dict[str, Any] = {
             "epoch": self.epoch, "step": self.step,
             "loss": float(np.mean([x["loss"] for x in losses])), "loc": float(np.mean([x["loc"] for x in losses])),
             "conf": float(np.mean([x["conf"] for x in losses])), "lr": losses[-1]["lr"],
@@ -486,9 +493,10 @@ class Trainer:
             record.update({"map50": m["map50"], "map50_11pt": m["map50_11pt"], "coco_map": m["coco_map"],
                            "per_class": {k: v["ap50"] for k, v in m["per_class"].items()}})
         if self.dist.main:
-            best = record.get("map50", -1) > self.best_map
+            score = float(record.get("map50", -1.0))
+            best = score > self.best_map
             if best:
-                self.best_map = record["map50"]
+                self.best_map = score
             # last.pth goes last: a kill before it replays this epoch on --resume, which rewrites the metrics line
             # (trimmed back to last.pth's epoch) and best.pth; a kill after it finds both already written.
             self._append_metrics(record)
@@ -499,7 +507,7 @@ class Trainer:
         view.end_epoch(record, monitor.summary_line() if monitor else "")
         return record
 
-    def _append_metrics(self, record: dict) -> None:
+    def _append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
@@ -550,10 +558,10 @@ class _ProgressView:
         self.enabled = enabled
         self.live = enabled and sys.stderr.isatty()
         self.steps = steps_per_epoch
-        self.progress = None
-        self.task = None
+        self.progress: Any = None  # rich.progress.Progress on a terminal
+        self.task: Any = None
 
-    def __enter__(self):
+    def __enter__(self) -> "_ProgressView":
         if self.live:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -565,7 +573,7 @@ class _ProgressView:
             self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         if self.progress is not None:
             self.progress.__exit__(*exc)
 
@@ -573,7 +581,7 @@ class _ProgressView:
         if self.progress is not None:
             self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=self.steps, info="")
 
-    def advance(self, out: dict, rate: float, extra: str) -> None:
+    def advance(self, out: dict[str, float], rate: float, extra: str) -> None:
         if self.progress is not None:
             info = (f"loss {out['loss']:.3f} (loc {out['loc']:.3f} conf {out['conf']:.3f}) lr {out['lr']:.2e} "
                     f"{rate:.1f} img/s {extra}")
@@ -583,7 +591,7 @@ class _ProgressView:
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, info=text)
 
-    def end_epoch(self, record: dict, extra: str = "") -> None:
+    def end_epoch(self, record: dict[str, Any], extra: str = "") -> None:
         if not self.enabled:
             return
         line = (f"epoch {record['epoch']}: loss {record['loss']:.3f} (loc {record['loc']:.3f}, conf {record['conf']:.3f}), "

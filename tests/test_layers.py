@@ -22,8 +22,14 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
     """Project modules imported anywhere in the file (module level or inside functions)."""
     is_package = path.name == "__init__.py"
     tree = ast.parse(path.read_text())
+    # imports for type annotations only (`if TYPE_CHECKING:`) never run: no cycle of code
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
     found = set()
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         targets = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]

@@ -60,7 +60,8 @@ class GradFlowRun:
         return list(seen)
 
 
-def assemble_run(tensors, stale, history, every, has_optimizer, warnings=None) -> GradFlowRun:
+def assemble_run(tensors: list[TrackedTensor], stale: list[dict[str, Any]], history: list[tuple[np.ndarray, np.ndarray]],
+                 every: int, has_optimizer: bool, warnings: list[str] | None = None) -> GradFlowRun:
     p = len(tensors)
     if history:
         steps = np.concatenate([h[0] for h in history])
@@ -107,7 +108,8 @@ def read_gradflow_log(path: str | Path) -> GradFlowRun:
             raise ValueError(f"every = {every}")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise LoadError(f"{log / 'index.json'} is not a gradflow index ({exc.__class__.__name__}: {exc})") from exc
-    history, warnings = [], []
+    history: list[tuple[np.ndarray, np.ndarray]] = []
+    warnings: list[str] = []
     for chunk in sorted(log.glob("chunk_*.npz")):
         try:
             with np.load(chunk, allow_pickle=False) as data:

@@ -113,22 +113,22 @@ class GradFlowMonitor:
     def __enter__(self) -> "GradFlowMonitor":
         return self.attach()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
-    def _on_forward_pre(self, _module, args) -> None:
+    def _on_forward_pre(self, _module: nn.Module, args: Any) -> None:
         if not self.tensors:
             self._inputs = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)]
 
-    def _on_forward(self, _module, _args, output) -> None:
+    def _on_forward(self, _module: nn.Module, _args: Any, output: Any) -> None:
         if not torch.is_grad_enabled():
             return
         for t in tree_flatten(output)[0]:
             if isinstance(t, torch.Tensor) and t.grad_fn is not None:
-                t.register_hook(self._make_output_hook(t.grad_fn))
+                t.register_hook(self._make_output_hook(t.grad_fn))  # type: ignore[no-untyped-call]
 
-    def _make_output_hook(self, grad_fn):
-        def hook(grad):
+    def _make_output_hook(self, grad_fn: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        def hook(grad: torch.Tensor) -> torch.Tensor:
             self._roots.append(grad_fn)
             if not self._queued:
                 self._queued = True
@@ -175,9 +175,10 @@ class GradFlowMonitor:
                          key=lambda i: order.get(i, len(order)))
         for i in orphans:
             t = leaves[i]
-            name = names.get(i)
-            if name is None:
-                name, n_unnamed = f"{UNREGISTERED}.{n_unnamed}", n_unnamed + 1
+            found = names.get(i)
+            if found is None:
+                found, n_unnamed = f"{UNREGISTERED}.{n_unnamed}", n_unnamed + 1
+            name = found
             self._track(name, t, False, i in opt_ids, True)
         tracked = {id(t) for t in self._objs}
         self._stale = [
@@ -203,7 +204,7 @@ class GradFlowMonitor:
         row = torch.zeros(N_FIELDS, len(self._objs), device=device)
         row[LR] = float("nan")
         if present:
-            grads = [self._objs[k].grad for k in present]
+            grads = [g for g in (self._objs[k].grad for k in present) if g is not None]  # all present, by construction
             idx = torch.tensor(present, device=device)
             # Three bulk kernels over all gradients; nothing leaves the device here.
             row[GRAD_NORM, idx] = torch.stack(torch._foreach_norm(grads)).float()
@@ -215,8 +216,8 @@ class GradFlowMonitor:
         self._pending_row = row
 
     @torch.no_grad()
-    def _on_step_pre(self, _opt, _args, _kwargs) -> None:
-        if self._pending_row is not None and self._opt_index:
+    def _on_step_pre(self, _opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        if self._pending_row is not None and self._opt_index and self.optimizer is not None:
             params = [self._objs[k] for k in self._opt_index]
             if self._snap_buffer is None:  # one reused copy of the weights: no allocation per step
                 self._snap_buffer = [torch.empty_like(p) for p in params]
@@ -228,7 +229,7 @@ class GradFlowMonitor:
             row[LR, self._opt_index_on(row.device)] = group_lr[self._opt_groups].to(row.device, non_blocking=True)
 
     @torch.no_grad()
-    def _on_step_post(self, _opt, _args, _kwargs) -> None:
+    def _on_step_post(self, _opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         row, snap, self._pending_row, self._snapshot = self._pending_row, self._snapshot, None, None
         if row is None or snap is None:
             return
@@ -286,7 +287,8 @@ class GradFlowMonitor:
     def coverage_findings(self) -> list[Finding]:
         return coverage_findings(self.tensors, self._stale, self.optimizer is not None)
 
-    def findings(self, **thresholds: float) -> list[Finding]:
+    def findings(self, **thresholds: Any) -> list[Finding]:
+        """Findings G001-G006 of what has been recorded so far (``thresholds``: see ``analyse_gradflow``)."""
         return analyse_gradflow(self.run(), **thresholds)[0]
 
     def drop_unapplied_grads(self) -> None:

@@ -47,7 +47,7 @@ def probe_training(
                 optimizer.zero_grad(set_to_none=True)
             monitor.drop_unapplied_grads()
             try:
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
             except RuntimeError as exc:
                 hint = ""
                 if "backward through the graph a second time" in str(exc):
@@ -67,10 +67,10 @@ def default_loss(output: Any, _targets: Any = None) -> torch.Tensor:
     tensors = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
     if not tensors:
         raise TypeError("the model returned no floating-point tensor to build a loss from")
-    return sum(t.float().mean() for t in tensors)
+    return torch.stack([t.float().mean() for t in tensors]).sum()
 
 
-def probe_target(loaded, steps: int, input_shape: tuple[int, ...] | None = None, batch_size: int = 2, lr: float = 0.01,
+def probe_target(loaded: Any, steps: int, input_shape: tuple[int, ...] | None = None, batch_size: int = 2, lr: float = 0.01,
                  log_dir: str | Path | None = None, progress: Callable[[int], None] | None = None) -> GradFlowRun:
     """Probe a ``loading.LoadedTarget``: a model the adapter knows (this project's SSDLite: synthetic shapes and the
     MultiBox loss) trains with its own hooks; other models on ``example_input()`` (or random ``input_shape``) with the file's ``compute_loss(output)`` or
@@ -91,7 +91,7 @@ def probe_target(loaded, steps: int, input_shape: tuple[int, ...] | None = None,
             raise LoadError(f"{loaded.spec}: no example_input() in the file: give --input-shape, e.g. 2,3,224,224")
         user_loss = getattr(module, "compute_loss", None)
 
-        def make_batch(_step: int):
+        def make_batch(_step: int) -> tuple[Any, None]:
             return example, None
 
         compute_loss = (lambda output, _t: user_loss(output)) if callable(user_loss) else default_loss

@@ -12,6 +12,7 @@ import json
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -40,7 +41,8 @@ def _split_ids(n: int, val_fraction: float) -> dict[str, list[str]]:
     return {"train": ids[: n - n_val], "val": ids[n - n_val:], "trainval": ids}
 
 
-def write_voc(dataset, root: str | Path, val_fraction: float = 0.2, progress=None) -> Path:
+def write_voc(dataset: Any, root: str | Path, val_fraction: float = 0.2,
+              progress: Callable[[int], None] | None = None) -> Path:
     """Write ``dataset`` as ``root/VOCdevkit/VOC2007`` (JPEGImages, Annotations, ImageSets/Main, labels.txt)."""
     from torchvision.io import write_jpeg
 
@@ -77,7 +79,8 @@ def write_voc(dataset, root: str | Path, val_fraction: float = 0.2, progress=Non
     return base
 
 
-def write_coco(dataset, root: str | Path, val_fraction: float = 0.2, progress=None) -> Path:
+def write_coco(dataset: Any, root: str | Path, val_fraction: float = 0.2,
+               progress: Callable[[int], None] | None = None) -> Path:
     """Write ``dataset`` as ``root/images/*.jpg`` and ``root/annotations/instances_{train,val}.json``."""
     from torchvision.io import write_jpeg
 
@@ -110,7 +113,8 @@ def write_coco(dataset, root: str | Path, val_fraction: float = 0.2, progress=No
     return root
 
 
-def _valid_boxes(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int, counts: Counter):
+def _valid_boxes(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int,
+                 counts: Counter[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep boxes inside the image (1 px tolerance), with positive area and a known class; count the rest."""
     keep = torch.ones(len(boxes), dtype=torch.bool)
     for k, (box, label) in enumerate(zip(boxes.tolist(), labels.tolist())):
@@ -127,7 +131,7 @@ def _valid_boxes(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int, coun
     return boxes[keep].clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=boxes.dtype)), labels[keep]
 
 
-class VOCFiles(torch.utils.data.Dataset):
+class VOCFiles(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     """A Pascal VOC tree (``root`` holds ``VOCdevkit/VOC2007``) through torchvision's VOCDetection."""
 
     def __init__(self, root: str | Path, split: str = "trainval", class_names: tuple[str, ...] | None = None) -> None:
@@ -148,7 +152,7 @@ class VOCFiles(torch.utils.data.Dataset):
         self.voc = VOCDetection(str(root), year=VOC_YEAR, image_set=split, download=False)
         if len(self.voc) == 0:
             raise DataError(f"{base}/ImageSets/Main/{split}.txt lists no images: the dataset is empty")
-        self.dropped: Counter = Counter()
+        self.dropped: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self.voc)
@@ -173,7 +177,7 @@ class VOCFiles(torch.utils.data.Dataset):
         return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64),
                 height, width)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = _read_image(self.voc.images[index])
         boxes, labels, _, _ = self.annotation(index)
         h, w = image.shape[-2:]
@@ -181,7 +185,7 @@ class VOCFiles(torch.utils.data.Dataset):
         return image, {"boxes": boxes, "labels": labels}
 
 
-class COCOFiles(torch.utils.data.Dataset):
+class COCOFiles(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     """A COCO image folder + instances JSON through CocoDetection and wrap_dataset_for_transforms_v2.
 
     Category ids are mapped to contiguous labels 1..K in id order (COCO's 80 ids run to 90)."""
@@ -211,12 +215,12 @@ class COCOFiles(torch.utils.data.Dataset):
         self._label = {c["id"]: k + 1 for k, c in enumerate(cats)}
         self.base = base
         self.wrapped = wrap_dataset_for_transforms_v2(base, target_keys=("boxes", "labels", "image_id"))
-        self.dropped: Counter = Counter()
+        self.dropped: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         path = Path(self.base.root) / self.base.coco.loadImgs(self.base.ids[index])[0]["file_name"]
         try:
             pil, target = self.wrapped[index]
@@ -235,10 +239,11 @@ class COCOFiles(torch.utils.data.Dataset):
         return image, {"boxes": boxes, "labels": labels}
 
 
-def _read_image(path) -> torch.Tensor:
+def _read_image(path: str | Path) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
 
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB).float() / 255
+        image: torch.Tensor = decode_image(str(path), mode=ImageReadMode.RGB).float() / 255
+        return image
     except (RuntimeError, OSError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else 'corrupt'}") from exc

@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 SHAPE_NAMES = ("circle", "square", "triangle", "diamond", "ring", "cross")
 
 
-class ShapesDataset(Dataset):
+class ShapesDataset(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     """``n`` images of ``image_size`` pixels with 1..``max_objects`` shapes each, deterministic per
     (``seed``, index): the same arguments always give the same images and boxes.
 
@@ -99,7 +99,7 @@ def _shape_mask(kind: str, xs: torch.Tensor, ys: torch.Tensor, x0: float, y0: fl
     raise ValueError(f"unknown shape {kind!r}")
 
 
-def collate_detection(batch: list) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+def collate_detection(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """Stack same-size images into (N, 3, H, W) and keep targets as a list."""
     images, targets = zip(*batch)
     return torch.stack(images), list(targets)

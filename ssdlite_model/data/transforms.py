@@ -7,6 +7,8 @@ float tensor in [0, 1] or uint8, and returns the same structure at ``size`` x ``
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -18,7 +20,7 @@ FILL = (0.485, 0.456, 0.406)
 def ssd_train_transform(size: int, strong: bool = True) -> v2.Compose:
     """ssds.pytorch's training augmentation. ``strong=False`` keeps only flip and photometric distortion
     (for short CPU runs on synthetic data, where crops mostly cost time)."""
-    steps: list = [v2.ToDtype(torch.float32, scale=True), v2.RandomPhotometricDistort(p=0.5)]
+    steps: list[Any] = [v2.ToDtype(torch.float32, scale=True), v2.RandomPhotometricDistort(p=0.5)]
     if strong:
         steps += [
             v2.RandomZoomOut(fill={tv_tensors.Image: FILL, "others": 0}, side_range=(1.0, 4.0), p=0.5),
@@ -37,7 +39,7 @@ def eval_transform(size: int) -> v2.Compose:
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Resize((size, size), antialias=True)])
 
 
-def apply(transform: v2.Compose, image: torch.Tensor, target: dict[str, torch.Tensor]):
+def apply(transform: v2.Compose, image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run a v2 pipeline on plain tensors and return plain tensors (image clamped to [0, 1])."""
     h, w = image.shape[-2:]
     boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
@@ -48,16 +50,16 @@ def apply(transform: v2.Compose, image: torch.Tensor, target: dict[str, torch.Te
     )
 
 
-class Transformed(torch.utils.data.Dataset):
+class Transformed(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     """A detection dataset with a v2 pipeline applied to each item."""
 
-    def __init__(self, dataset, transform: v2.Compose) -> None:
+    def __init__(self, dataset: Any, transform: v2.Compose) -> None:
         self.dataset, self.transform = dataset, transform
         self.class_names = getattr(dataset, "class_names", ())
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image, target = self.dataset[index]
         return apply(self.transform, image, target)
