@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import CheckConfig, ModelCheck
-from .findings import Finding, Severity
+from .findings import Finding, Location, Severity
 
 BASELINE_VERSION = 1
 
@@ -129,7 +129,7 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
             row.details.append(f"gradflow: {len(run.steps)} steps, {len(gf)} findings")
         target_file = _target_file(m.target)
         for f in findings:
-            f.location = _relative_to(root, f.location) if f.location else target_file
+            f.location = _relative_to(root, f.location) if f.location else Location(target_file)
         row.findings, row.broken = findings, broken
         row.details += broken
         if m.expect == "fail" and m.reason:
@@ -139,12 +139,11 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
     return row
 
 
-def _relative_to(root: Path, location: str) -> str:
-    """A finding's "file:line[:col]" with the file relative to the configuration's folder where it lies below it,
-    so fingerprints (and reports) do not depend on the folder ssdaudit was started in."""
-    path, sep, rest = location.partition(":")
+def _relative_to(root: Path, location: Location) -> Location:
+    """A finding's location with the file relative to the configuration's folder where it lies below it, so
+    fingerprints (and reports) do not depend on the folder ssdaudit was started in."""
     try:
-        return f"{Path(path).resolve().relative_to(root.resolve()).as_posix()}{sep}{rest}"
+        return location.with_path(Path(location.path).resolve().relative_to(root.resolve()).as_posix())
     except (ValueError, OSError):
         return location
 

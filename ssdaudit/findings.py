@@ -369,9 +369,37 @@ RULES: dict[str, Rule] = {
 }
 
 
+@dataclass(frozen=True)
+class Location:
+    """A place in a source file: ``path``, 1-based ``line`` and ``col`` where known."""
+
+    path: str
+    line: int | None = None
+    col: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Location":
+        """"path:line[:col]" (or a bare path; a Windows drive letter stays in the path)."""
+        parts = text.rsplit(":", 2)
+        nums: list[int] = []
+        while len(parts) > 1 and parts[-1].isdigit():
+            nums.insert(0, int(parts.pop()))
+        return cls(":".join(parts), nums[0] if nums else None, nums[1] if len(nums) > 1 else None)
+
+    def __str__(self) -> str:
+        return ":".join([self.path, *(str(n) for n in (self.line, self.col) if n is not None)])
+
+    def with_path(self, path: str) -> "Location":
+        return Location(path, self.line, self.col)
+
+
 @dataclass
 class Finding:
-    """One problem (or note) found in a model: where, what, how many parameters, and the fix."""
+    """One problem (or note) found in a model: where, what, how many parameters, and the fix.
+
+    ``path`` is the attribute path in the model (``backbone``, ``<forward>`` for a pass-wide fact), or the
+    checkpoint key or class symbol the rule is about; ``location`` is where in the source (a ``Location``; a
+    "file:line[:col]" string given here is parsed)."""
 
     rule: str
     severity: Severity
@@ -379,9 +407,13 @@ class Finding:
     message: str
     params: int = 0
     modules: int = 0
-    location: str | None = None
+    location: Location | None = None
     # The unregistered objects behind the finding, by the dotted name they would get once fixed.
     members: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.location, str):  # detectors that know "file:line" as text
+            self.location = Location.parse(self.location) if self.location else None
 
     @property
     def name(self) -> str:
@@ -401,5 +433,5 @@ class Finding:
             "modules": self.modules,
             "message": self.message,
             "fix": self.fix,
-            "location": self.location,
+            "location": str(self.location) if self.location is not None else None,
         }

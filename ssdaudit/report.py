@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .findings import RULES, Finding, Severity
+from .findings import RULES, Finding, Location, Severity
 
 if TYPE_CHECKING:
     from .check import CheckReport
@@ -181,16 +181,11 @@ _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.I
 _GITHUB_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
 
-def split_location(location: str | None) -> tuple[str | None, int | None, int | None]:
-    """"path:line[:col]" -> (path, line, col); a bare path -> (path, None, None)."""
-    if not location:
+def split_location(location: Location | None) -> tuple[str | None, int | None, int | None]:
+    """A finding's location as (path, line, col), all None when it has none."""
+    if location is None:
         return None, None, None
-    parts = location.rsplit(":", 2)
-    nums: list[int] = []
-    while len(parts) > 1 and parts[-1].isdigit():
-        nums.insert(0, int(parts.pop()))
-    path = ":".join(parts)
-    return path, (nums[0] if nums else None), (nums[1] if len(nums) > 1 else None)
+    return location.path, location.line, location.col
 
 
 def render_sarif(findings: list[Finding], tool_version: str, default_file: str | None = None) -> str:
@@ -278,7 +273,7 @@ def fingerprint(f: Finding) -> str:
 
 def render_lint_text(result: LintResult, console: Console) -> None:
     for f in result.findings:
-        console.print(f"{escape(f.location or '')}: [{_STYLE[f.severity]}]{f.rule}[/] {escape(f.message)}")
+        console.print(f"{escape(str(f.location or ''))}: [{_STYLE[f.severity]}]{f.rule}[/] {escape(f.message)}")
     for e in result.errors:
         console.print(f"[yellow]{escape(e)}[/]")
     n = len(result.findings)

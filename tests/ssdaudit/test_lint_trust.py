@@ -17,8 +17,8 @@ def lint(tmp_path: Path, source: str, name: str = "m.py", extra: dict[str, str] 
         (tmp_path / other).write_text(text)
     path = tmp_path / name
     path.write_text(HEAD + source)
-    return [(f.rule, f.severity.value, int(f.location.split(":")[1])) for f in lint_paths([tmp_path]).findings
-            if f.location.startswith(str(path))]
+    return [(f.rule, f.severity.value, f.location.line) for f in lint_paths([tmp_path]).findings
+            if f.location.path == str(path)]
 
 
 def test_parameter_moved_after_wrapping(tmp_path):

@@ -32,7 +32,7 @@ def test_seed_bug_on_the_real_ssdlite(reference):
     report = audit_params(model, reference, buggy_plain_list.example_input(), reference_name="ssds-voc")
     (r001,) = [f for f in report.findings if f.rule == "R001"]
     assert r001.path == "backbone" and r001.params == 1_812_800 and r001.modules == 18
-    assert r001.location.endswith("buggy_plain_list.py:20")
+    assert r001.location.path.endswith("buggy_plain_list.py") and r001.location.line == 20
     assert report.registered_params == 4_577_792 - 1_812_800
     assert report.effective_params == 4_577_792
     assert report.reference.difference == 1_812_800

@@ -40,7 +40,7 @@ def test_r001_plain_list_found_with_path_count_and_line():
     f = only(errors(ListNet()), "R001")
     assert f.path == "layers" and f.params == 2 * (64 + 8) and f.modules == 2
     assert f.severity is Severity.ERROR and "ModuleList" in f.fix
-    assert f.location and f.location.endswith(f":{ListNet.__init__.__code__.co_firstlineno + 2}")
+    assert f.location and f.location.line == ListNet.__init__.__code__.co_firstlineno + 2
 
 
 def test_r001_nested_containers_and_dicts():
@@ -195,7 +195,7 @@ def test_r005_module_built_in_forward():
     model = BuildsInForward()
     f = only(errors(model), "R005")
     assert f.path == "<forward>" and f.params == 27 and f.severity is Severity.ERROR
-    assert f.location and f.location.endswith(f":{BuildsInForward.forward.__code__.co_firstlineno + 1}")
+    assert f.location and f.location.line == BuildsInForward.forward.__code__.co_firstlineno + 1
 
 
 def test_r005_module_registered_inside_forward_is_named_and_removed_again():
