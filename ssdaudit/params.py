@@ -301,7 +301,13 @@ def compare_with_checkpoint(model: nn.Module, state: Mapping[str, torch.Tensor],
     """What the checkpoint file lacks, has extra, or shapes differently, against the model's state_dict."""
     own = model.state_dict()
     predicted, _ = predict_checkpoint_bytes(own)
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatch = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    missing, unexpected, mismatch = compare_keys(own, state)
     return CheckpointComparison(path, file_bytes, predicted, missing, unexpected, mismatch)
+
+
+def compare_keys(own: Mapping[str, Any], other: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """(keys ``other`` lacks, keys only ``other`` has, keys whose shapes differ) against ``own``'s state_dict."""
+    missing = [k for k in own if k not in other]
+    unexpected = [k for k in other if k not in own]
+    mismatch = [k for k in own if k in other and tuple(own[k].shape) != tuple(other[k].shape)]
+    return missing, unexpected, mismatch

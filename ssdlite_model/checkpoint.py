@@ -129,10 +129,9 @@ def load_checkpoint_model(path: str | Path, fallback: SSDLiteConfig | None = Non
                               "`ssdaudit diff` or `ssdaudit params` read other checkpoints")
     with torch.device("meta"):
         skeleton = SSDLite(config)
-    own = skeleton.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    from ssdaudit.params import compare_keys
+
+    missing, unexpected, shapes = compare_keys(skeleton.state_dict(), weights)
     if missing or unexpected or shapes:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", shapes)):

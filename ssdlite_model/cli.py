@@ -13,6 +13,7 @@ from ssdaudit.errors import UsageError, cli_errors
 if TYPE_CHECKING:
     import torch
 
+    from .config import SSDLiteConfig
     from .detector import SSDLite
 
 app = typer.Typer(
@@ -69,9 +70,7 @@ def info(
     from .complexity import count_macs, params_per_part
 
     with cli_errors():
-        if preset not in PRESETS:
-            _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        config = getattr(ssdlite_model, PRESETS[preset])()
+        config = _preset(preset)
         try:
             model = ssdlite_model.build_ssdlite(config, backbone_weights)
         except (FileNotFoundError, ValueError) as exc:
@@ -86,6 +85,16 @@ def info(
         typer.echo(f"  MAdds     {count_macs(model, config.image_size) / 1e9:>12.3f} G")
     if preset in PUBLISHED:
         typer.echo(f"  published: {PUBLISHED[preset]}")
+
+
+def _preset(name: str) -> "SSDLiteConfig":
+    """The configuration of a preset name (ssds-voc, ...), or a one-line error listing the names."""
+    import ssdlite_model
+
+    if name not in PRESETS:
+        _fail(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    config: SSDLiteConfig = getattr(ssdlite_model, PRESETS[name])()
+    return config
 
 
 def _fail(message: str) -> NoReturn:
@@ -187,13 +196,9 @@ def train(
         gradflow=gradflow, amp=amp.value, device=device.value, time_budget_min=time_budget,
     )
     with cli_errors(False, debug):
-        if preset not in PRESETS:
-            _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        base = _preset(preset)
         if override and not resume:
             _fail("--override only applies with --resume")
-        import ssdlite_model
-
-        base = getattr(ssdlite_model, PRESETS[preset])()
         if resume and (out / CHECKPOINT).is_file():
             given = _given(ctx)
             settings, stored_config, notes = merge_resume_settings(out / CHECKPOINT, settings, given, override)
@@ -219,14 +224,9 @@ def train(
 
 
 def _load(checkpoint: Path, preset: str | None) -> "tuple[SSDLite, dict[str, Any]]":
-    import ssdlite_model
-
     from .checkpoint import load_checkpoint_model
 
-    if preset is not None and preset not in PRESETS:
-        _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    fallback = getattr(ssdlite_model, PRESETS[preset])() if preset in PRESETS else None
-    return load_checkpoint_model(checkpoint, fallback)
+    return load_checkpoint_model(checkpoint, _preset(preset) if preset is not None else None)
 
 
 @app.command("eval")
