@@ -52,7 +52,7 @@ class CheckpointFile:
     tensors: dict[str, TensorInfo]
     wrapper_key: str | None = None  # e.g. "model" when the state_dict sat inside {"model": ..., "epoch": ...}
     object_tensor_bytes: int = 0  # bytes of every storage in the file (optimizer state too), 0 when unknown
-    trusted_pickle: bool = False
+    trusted_pickle: bool = False  # some of it was unpickled with weights_only=False (the caller asked to trust it)
     _getter: Callable[[str], Any] = field(default=lambda key: None, repr=False)
     # Whether tensors from _getter live in a read-only file mapping (then release() may drop their pages).
     _releaser: Callable[[str, Any], None] | None = field(default=None, repr=False)
@@ -95,11 +95,29 @@ def _info(key: str, t: Any) -> TensorInfo:
     return TensorInfo(key, tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel(), t.numel() * t.element_size())
 
 
-def load_object(path: str | Path, trust_pickle: bool = False, mmap: bool = True) -> tuple[Any, bool]:
-    """The project's one way to unpickle a torch.save file: ``torch.load(weights_only=True)`` (memory-mapped when
-    ``mmap`` and the format allows), every failure a one-line ``LoadError``. Returns (object, mapped).
+@dataclass
+class LoadedObject:
+    """What ``load_object`` read: the object, whether its tensors are memory-mapped, and whether it had to be
+    unpickled with ``weights_only=False`` (only ever when the caller passed ``trust_pickle``)."""
 
-    A file that needs Python globals is refused unless ``trust_pickle`` (then it is loaded with a warning)."""
+    obj: Any
+    mapped: bool = False
+    unpickled: bool = False
+
+
+class _Unpickled:
+    """Marks an object that ``_trusted_load`` read with weights_only=False."""
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+
+def load_object(path: str | Path, trust_pickle: bool = False, mmap: bool = True) -> LoadedObject:
+    """The project's one way to unpickle a torch.save file: ``torch.load(weights_only=True)`` (memory-mapped when
+    ``mmap`` and the format allows), every failure a one-line ``LoadError``.
+
+    A file that needs Python globals is refused unless ``trust_pickle``; the result then says ``unpickled`` so the
+    caller can warn (this module prints nothing)."""
     import torch
 
     path = Path(path)
@@ -111,18 +129,23 @@ def load_object(path: str | Path, trust_pickle: bool = False, mmap: bool = True)
         raise LoadError(f"{path} is empty (0 bytes): not a checkpoint (a write that was killed? use another copy)")
     if _looks_like_text(_head(path)):
         raise LoadError(f"{path} is a text file, not a checkpoint (torch.save or .safetensors)")
-    if not mmap:
-        return _load_unmapped(path, None, trust_pickle), False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # protocol notices about foreign pickles: the refusal below says more
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), True
-    except Exception as exc:
-        return _load_unmapped(path, exc, trust_pickle), False
+    if mmap:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # protocol notices about foreign pickles: the refusal below says more
+                return LoadedObject(torch.load(path, map_location="cpu", weights_only=True, mmap=True), mapped=True)
+        except Exception as exc:
+            obj = _load_unmapped(path, exc, trust_pickle)
+    else:
+        obj = _load_unmapped(path, None, trust_pickle)
+    if isinstance(obj, _Unpickled):
+        return LoadedObject(obj.obj, unpickled=True)
+    return LoadedObject(obj)
 
 
 def _open_torch(path: Path, trust_pickle: bool) -> CheckpointFile:
-    obj, mapped = load_object(path, trust_pickle)
+    loaded = load_object(path, trust_pickle)
+    obj, mapped = loaded.obj, loaded.mapped
     wrapper, state = find_state_dict(obj)
     if state is None:
         raise LoadError(f"{path} holds {_describe_object(obj)}: expected a state_dict (a dict of name -> tensor) or a "
@@ -131,7 +154,7 @@ def _open_torch(path: Path, trust_pickle: bool) -> CheckpointFile:
     object_bytes = _object_tensor_bytes(obj)
     releaser = (lambda _key, t: drop_mapped_pages(t)) if mapped else None
     return CheckpointFile(
-        path, path.stat().st_size, tensors, wrapper, object_bytes, trust_pickle, state.__getitem__, releaser
+        path, path.stat().st_size, tensors, wrapper, object_bytes, loaded.unpickled, state.__getitem__, releaser
     )
 
 
@@ -231,11 +254,10 @@ def _trusted_load(path: Path, message: str, trust_pickle: bool) -> Any:
             "and unpickling them can run arbitrary code; re-save it as a state_dict, or pass --trust-pickle "
             "if you trust where it came from"
         )
-    print(f"warning: --trust-pickle: unpickling {path} with weights_only=False runs any code it contains", file=sys.stderr)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return _Unpickled(torch.load(path, map_location="cpu", weights_only=False))
     except Exception as exc:
         raise LoadError(f"cannot unpickle {path} even with --trust-pickle: {first_line(exc)}") from exc
 
@@ -363,7 +385,8 @@ def _open_directory(path: Path, trust_pickle: bool) -> CheckpointFile:
             raise LoadError(f"{index} lists {len(missing)} tensors its shards lack, e.g. {missing[0]}")
     total = sum(s.file_bytes for s in shards.values())
     return CheckpointFile(
-        path, total, tensors, None, sum(s.object_tensor_bytes for s in shards.values()), trust_pickle, lambda k: owner[k].get(k), lambda k, t: owner[k].release(k, t)
+        path, total, tensors, None, sum(s.object_tensor_bytes for s in shards.values()),
+        any(s.trusted_pickle for s in shards.values()), lambda k: owner[k].get(k), lambda k, t: owner[k].release(k, t)
     )
 
 

@@ -266,6 +266,10 @@ def diff(
 
         ca = open_checkpoint(a, trust_pickle)
         cb = open_checkpoint(b, trust_pickle)
+        for c in (ca, cb):
+            if c.trusted_pickle:
+                typer.echo(f"warning: --trust-pickle: {c.path} was unpickled with weights_only=False, which runs any "
+                           "code it contains", err=True)
         with _progress(ca.tensor_bytes + cb.tensor_bytes, "comparing", fmt is Format.text, in_bytes=True) as advance:
             report = diff_checkpoints(ca, cb, rtol, atol, map_mode.value, progress=advance and (lambda _key, n: advance(n)))
         if write_mapped is not None:

@@ -65,7 +65,7 @@ def load_imagenet_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights not found: {path}")
     try:
-        state, _ = load_object(path, mmap=False)  # the project's one safe reader (weights only)
+        state = load_object(path, mmap=False).obj  # the project's one safe reader (weights only)
     except LoadError as exc:
         raise ValueError(f"cannot read backbone weights: {exc}") from None
     if isinstance(state, dict) and "state_dict" in state:

@@ -36,7 +36,7 @@ def read_checkpoint(path: str | Path) -> Any:
     from ssdaudit.checkpoints import load_object
 
     try:
-        obj, _ = load_object(path, mmap=False)
+        obj = load_object(path, mmap=False).obj
     except LoadError as exc:
         raise CheckpointError(str(exc)) from exc
     return obj
