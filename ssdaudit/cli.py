@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -205,27 +204,12 @@ def _gradflow_run(target: str, steps: int, input_shape: str | None, batch_size: 
     with running_user_code(f"building {target}", deadline):
         loaded = load_target(target)
     log_dir = out / "gradflow" if out is not None else None
-    with _progress(steps, "probe steps", fmt is Format.text) as advance, \
+    from .progress import progress_bar
+
+    with progress_bar(steps, "probe steps", fmt is Format.text) as advance, \
             running_user_code(f"training {target} for {steps} probe steps", deadline):
         run = probe_target(loaded, steps, shape, batch_size, lr, log_dir, advance and (lambda _step: advance()))
     return run, f"Gradient flow: {target} ({steps} steps)"
-
-
-@contextlib.contextmanager
-def _progress(total: int, label: str, enabled: bool, in_bytes: bool = False) -> Iterator[Callable[..., None] | None]:
-    """A transient progress bar on stderr (terminal only); yields ``advance(n=1)``, or None when not shown."""
-    if not enabled or not sys.stderr.isatty() or (in_bytes and total < 64 * 2**20):
-        yield None
-        return
-    from rich.console import Console
-    from rich import progress as rp
-
-    columns = ((rp.DownloadColumn(), rp.TransferSpeedColumn(), rp.TimeRemainingColumn()) if in_bytes
-               else (rp.MofNCompleteColumn(), rp.TimeElapsedColumn()))
-    with rp.Progress(f"[progress.description]{label}", rp.BarColumn(), *columns, console=Console(stderr=True),
-                     transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n=1: bar.advance(task, n)
 
 
 class MapMode(str, Enum):
@@ -270,7 +254,9 @@ def diff(
             if c.trusted_pickle:
                 typer.echo(f"warning: --trust-pickle: {c.path} was unpickled with weights_only=False, which runs any "
                            "code it contains", err=True)
-        with _progress(ca.tensor_bytes + cb.tensor_bytes, "comparing", fmt is Format.text, in_bytes=True) as advance:
+        from .progress import progress_bar
+
+        with progress_bar(ca.tensor_bytes + cb.tensor_bytes, "comparing", fmt is Format.text, in_bytes=True) as advance:
             report = diff_checkpoints(ca, cb, rtol, atol, map_mode.value, progress=advance and (lambda _key, n: advance(n)))
         if write_mapped is not None:
             if report.mapping is None or not report.mapping.pairs:

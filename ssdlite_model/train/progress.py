@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 class _ProgressView:
     """Rich progress bars on a terminal (loss parts, lr, images/s, ETA); one line per epoch otherwise."""
 
@@ -18,13 +19,9 @@ class _ProgressView:
 
     def __enter__(self) -> "_ProgressView":
         if self.live:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from ssdaudit.progress import new_progress
 
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=False,
-            )
+            self.progress = new_progress(info=True, transient=False)  # the epochs' bars stay, as a log
             self.progress.__enter__()
         return self
 
