@@ -398,8 +398,9 @@ class Finding:
     """One problem (or note) found in a model: where, what, how many parameters, and the fix.
 
     ``path`` is the attribute path in the model (``backbone``, ``<forward>`` for a pass-wide fact), or the
-    checkpoint key or class symbol the rule is about; ``location`` is where in the source (a ``Location``; a
-    "file:line[:col]" string given here is parsed)."""
+    checkpoint key or class symbol the rule is about; a finding about something else names it in ``subject``
+    ("file" for a file that does not parse, "optimizer" for tensors only the optimizer holds) and leaves ``path``
+    empty. ``location`` is where in the source (a ``Location``; a "file:line[:col]" string given here is parsed)."""
 
     rule: str
     severity: Severity
@@ -410,6 +411,12 @@ class Finding:
     location: Location | None = None
     # The unregistered objects behind the finding, by the dotted name they would get once fixed.
     members: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    subject: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What a report shows the finding about: its path, else its subject."""
+        return self.path or self.subject or ""
 
     def __post_init__(self) -> None:
         if isinstance(self.location, str):  # detectors that know "file:line" as text
@@ -434,4 +441,5 @@ class Finding:
             "message": self.message,
             "fix": self.fix,
             "location": str(self.location) if self.location is not None else None,
+            "subject": self.subject,
         }

@@ -3,6 +3,9 @@
     def test_model_is_clean(ssdaudit):
         ssdaudit.assert_clean(build_model(), example_input=torch.rand(1, 3, 300, 300))
 
+    def test_model_file_is_clean(ssdaudit):
+        ssdaudit.assert_clean("models/net.py:build")     # the same pipeline as `ssdaudit params`
+
     def test_checkpoint_holds_everything(ssdaudit):
         ssdaudit.assert_reloads(build_model, torch.rand(2, 3, 300, 300))
 
@@ -25,11 +28,19 @@ if TYPE_CHECKING:
 class Auditor:
     """What the ``ssdaudit`` fixture returns."""
 
-    def findings(self, model: nn.Module, example_input: Any = None, strict: bool = False) -> list[Finding]:
+    def findings(self, model: nn.Module | str, example_input: Any = None, strict: bool = False) -> list[Finding]:
+        """The failing findings of a model object, or of a target spec ("model.py[:NAME]", "pkg.module:NAME") audited
+        through the same pipeline as ``ssdaudit params`` (``audit.audit_target``)."""
         from .findings import Severity
-        from .params import audit_params
 
-        report = audit_params(model, example_input=example_input)
+        if isinstance(model, str):
+            from .audit import audit_target
+
+            report = audit_target(model, input_shape=tuple(example_input) if example_input is not None else None)
+        else:
+            from .params import audit_params
+
+            report = audit_params(model, example_input=example_input)
         failing = {Severity.ERROR, Severity.WARNING} if strict else {Severity.ERROR}
         return [f for f in report.findings if f.severity in failing]
 
@@ -42,19 +53,19 @@ class Auditor:
         if found:
             pytest.fail(render(found, getattr(build, "__name__", "model")), pytrace=False)
 
-    def assert_clean(self, model: nn.Module, example_input: Any = None, strict: bool = False) -> None:
-        """Fail the test with the rendered findings when ``model`` has unregistered members (errors; warnings too
-        with ``strict``)."""
+    def assert_clean(self, model: nn.Module | str, example_input: Any = None, strict: bool = False) -> None:
+        """Fail the test with the rendered findings when ``model`` (an object, or a target spec with
+        ``example_input`` an input shape) has unregistered members (errors; warnings too with ``strict``)."""
         found = self.findings(model, example_input, strict)
         if found:
-            pytest.fail(render(found, type(model).__name__), pytrace=False)
+            pytest.fail(render(found, model if isinstance(model, str) else type(model).__name__), pytrace=False)
 
 
 def render(findings: list[Finding], name: str) -> str:
     lines = [f"ssdaudit: {len(findings)} finding(s) in {name}:"]
     for f in findings:
         where = f" ({f.location})" if f.location else ""
-        lines.append(f"  {f.rule} {f.name} at {f.path}{where}: {f.message}")
+        lines.append(f"  {f.rule} {f.name} at {f.label}{where}: {f.message}")
         lines.append(f"      fix: {f.fix}")
     return "\n".join(lines)
 

@@ -78,7 +78,7 @@ def render_findings_text(findings: list[Finding], console: Console, show_notes: 
         return
     for f in shown:
         where = f" ({f.location})" if f.location else ""
-        console.print(f"[{_STYLE[f.severity]}]{f.rule} {f.name}[/] ({f.severity.value}) {escape(f.path)}{escape(where)}")
+        console.print(f"[{_STYLE[f.severity]}]{f.rule} {f.name}[/] ({f.severity.value}) {escape(f.label)}{escape(where)}")
         console.print(f"    {escape(f.message)}")
         if f.severity is not Severity.INFO:
             console.print(f"    fix: {escape(f.fix)}")
@@ -212,7 +212,7 @@ def render_sarif(findings: list[Finding], tool_version: str, default_file: str |
             "ruleId": f.rule,
             "ruleIndex": index[f.rule],
             "level": _SARIF_LEVEL[f.severity],
-            "message": {"text": f"{f.path}: {f.message}. Fix: {f.fix}"},
+            "message": {"text": f"{f.label}: {f.message}. Fix: {f.fix}"},
             "partialFingerprints": {"ssdaudit/v1": fingerprint(f)},
         }
         if path:
@@ -261,14 +261,14 @@ def render_github(findings: list[Finding], default_file: str | None = None) -> s
             if col:
                 props.append(f"col={col}")
         props.append(f"title={_escape_github(f'{f.rule} {f.name}', True)}")
-        lines.append(f"::{level} {','.join(props)}::{_escape_github(f'{f.path}: {f.message} (fix: {f.fix})')}")
+        lines.append(f"::{level} {','.join(props)}::{_escape_github(f'{f.label}: {f.message} (fix: {f.fix})')}")
     return "\n".join(lines)
 
 
 def fingerprint(f: Finding) -> str:
     """A finding's identity across edits: rule, file and symbol, not the line number (lines move)."""
     path, _, _ = split_location(f.location)
-    return f"{f.rule}:{_uri(path) if path else ''}:{f.path}"
+    return f"{f.rule}:{_uri(path) if path else ''}:{f.label}"
 
 
 def render_lint_text(result: LintResult, console: Console) -> None:
@@ -297,7 +297,7 @@ def render_check_text(report: CheckReport, console: Console) -> None:
     console.print(table)
     for f in report.new:
         where = f"{f.location}: " if f.location else ""
-        console.print(f"{escape(where)}[{_STYLE[f.severity]}]{f.rule}[/] {escape(f.path)}: {escape(f.message)}")
+        console.print(f"{escape(where)}[{_STYLE[f.severity]}]{f.rule}[/] {escape(f.label)}: {escape(f.message)}")
     if report.known:
         console.print(f"{len(report.known)} known findings (in the baseline) not failing the gate")
     console.print("[green]check passed[/]" if report.ok else "[red]check failed[/]")

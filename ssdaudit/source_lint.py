@@ -571,7 +571,7 @@ def lint_paths(paths: Sequence[str | Path], ignore: AbstractSet[str] = frozenset
             parsed.append((f, ast.parse(source, filename=str(f)), source.splitlines()))
         except SyntaxError as exc:  # ruff's E999: the file is reported, and the run fails
             line, col = exc.lineno or 1, exc.offset or 1
-            syntax.append(RULES["E999"].finding(str(f), f"SyntaxError: {exc.msg}", location=f"{f}:{line}:{col}"))
+            syntax.append(RULES["E999"].finding("", f"SyntaxError: {exc.msg}", location=f"{f}:{line}:{col}", subject="file"))
         except (OSError, ValueError) as exc:
             errors.append(f"{f}: cannot read: {exc}")
     classes = _module_classes([t for _, t, _ in parsed])
@@ -586,8 +586,8 @@ def lint_paths(paths: Sequence[str | Path], ignore: AbstractSet[str] = frozenset
         linter.run()
         findings += [x for x in linter.findings if x.rule not in ignore]
         suppressed += linter.suppressed
-    skipped_syntax = [x for x in syntax if not any(Path(x.path).resolve() == e or e in Path(x.path).resolve().parents
-                                                   for e in skipped)]
+    skipped_syntax = [x for x in syntax if x.location is not None and not any(
+        Path(x.location.path).resolve() == e or e in Path(x.location.path).resolve().parents for e in skipped)]
     findings += [x for x in skipped_syntax if x.rule not in ignore]
     findings.sort(key=_sort_key)
     return LintResult(findings, len(files), suppressed, errors)

@@ -53,10 +53,10 @@ def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]],
         if stale:
             params = sum(s["numel"] for s in stale)
             where = ", ".join(f"param_groups[{s['group']}][{s['index']}] {tuple(s['shape'])}" for s in stale[:3])
-            out.append(RULES["G003"].finding("optimizer",
+            out.append(RULES["G003"].finding("",
                 f"the optimizer holds {len(stale)} tensors ({params:,} values) that are not parameters of the model "
                 f"(stale optimizer, built before the model was rebuilt or moved?): {where}",
-                params=params,
+                params=params, subject="optimizer",
             ))
     return out
 

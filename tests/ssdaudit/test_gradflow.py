@@ -91,7 +91,7 @@ def test_g003_missing_from_optimizer_and_stale_optimizer():
     stale = Chain()  # the optimizer was built for a model that was later replaced
     opt = torch.optim.SGD(list(model.parameters()) + list(stale.first.parameters()), lr=0.1)
     found = [f for f in train(model, opt).findings() if f.rule == "G003"]
-    assert [f.path for f in found] == ["optimizer"] and found[0].params == 42
+    assert [(f.path, f.subject) for f in found] == [("", "optimizer")] and found[0].params == 42
 
 
 def test_g004_never_updated():

@@ -308,3 +308,9 @@ def test_check_expectations_max_checkpoint_tolerance_and_input_shape(tmp_path):
     assert "N004" in {f["rule"] for r in json.loads(result.stdout)["rows"] for f in r["findings"]}
     config.write_text(text.replace("params = 31", "params = 30\ninput_shape = [3, 4]"))
     assert check(config).exit_code == 0
+
+
+def test_pytest_plugin_audits_target_specs_through_the_cli_pipeline(ssdaudit):
+    ssdaudit.assert_clean(str(ROOT / "examples" / "fixed_modulelist.py"))
+    with pytest.raises(pytest.fail.Exception, match=r"R001 module-in-container at backbone"):
+        ssdaudit.assert_clean(str(ROOT / "examples" / "buggy_plain_list.py"))

@@ -117,6 +117,7 @@ def test_syntax_error_is_e999_and_fails(tmp_path):
     assert result.exit_code == 1
     (f,) = json.loads(result.stdout)["findings"]
     assert f["rule"] == "E999" and f["location"].startswith(str(tmp_path / "broken.py") + ":1:")
+    assert f["path"] == "" and f["subject"] == "file"
     assert "SyntaxError" in f["message"]
     (tmp_path / "broken.py").unlink()
     assert runner.invoke(app, ["lint", str(tmp_path)]).exit_code == 0
