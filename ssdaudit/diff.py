@@ -371,9 +371,9 @@ def diff_findings(r: DiffReport) -> list[Finding]:
                 params=params,
             ))
     for key, sa, sb in r.shape_mismatch:
-        out.append(RULES["C002"].finding(key, f"shape {list(sa)} in A, {list(sb)} in B"))
+        out.append(RULES["C002"].finding(key, values={"a": list(sa), "b": list(sb)}))
     for key, da, db in r.dtype_mismatch:
-        out.append(RULES["C003"].finding(key, f"dtype {da} in A, {db} in B"))
+        out.append(RULES["C003"].finding(key, values={"a": da, "b": db}))
     if r.changed:  # an unchanged group matters only when something else did change
         changed_prefixes = {prefix_of(c["key"]) for c in r.changed if not is_buffer_name(c["key"])}
         unchanged_set = set(r.unchanged) | set(r.close)
@@ -389,7 +389,7 @@ def diff_findings(r: DiffReport) -> list[Finding]:
             ))
     for key, (na, nb) in r.nonfinite.items():
         where = " and ".join(f"{n:,} in {s}" for n, s in ((na, "A"), (nb, "B")) if n)
-        out.append(RULES["C005"].finding(key, f"NaN or Inf values: {where}"))
+        out.append(RULES["C005"].finding(key, values={"where": where}))
     for name, c in (("A", r.a), ("B", r.b)):
         overhead = 64 * 1024 + 512 * len(c.tensors)
         if c.object_tensor_bytes and c.file_bytes > 1.25 * c.object_tensor_bytes + overhead:

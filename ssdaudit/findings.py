@@ -30,14 +30,20 @@ class Rule:
     bad_example: str
     good_example: str
     found_by: tuple[str, ...]  # the commands that report it: "lint", "params", "gradflow", "diff"
+    # The one-line message, with {fields} the detector fills ("" where the detectors phrase each case themselves).
+    message: str = ""
 
     @property
     def docs(self) -> str:
         return f"docs/rules/{self.code}.md"
 
-    def finding(self, path: str, message: str, *args: Any, severity: "Severity | None" = None, **fields: Any) -> "Finding":
+    def finding(self, path: str, message: str | None = None, *args: Any, severity: "Severity | None" = None,
+                values: dict[str, Any] | None = None, **fields: Any) -> "Finding":
         """A finding of this rule at the attribute path ``path``, with the rule's severity unless a detector has a
-        reason to say otherwise (a parameter-free module built in forward is only a note)."""
+        reason to say otherwise (a parameter-free module built in forward is only a note). ``message`` None: the
+        rule's template, filled with ``path`` and ``values``."""
+        if message is None:
+            message = self.message.format(path=path, **(values or {}))
         return Finding(self.code, severity or self.severity, path, message, *args, **fields)
 
 
@@ -197,6 +203,7 @@ RULES: dict[str, Rule] = {
             bad_example='ssdaudit diff voc.pth coco.pth        # conf.*: 21 classes against 81',
             good_example="build the model with the checkpoint's number of classes",
             found_by=('diff',),
+            message='shape {a} in A, {b} in B',
         ),
         Rule(
             code='C003',
@@ -208,6 +215,7 @@ RULES: dict[str, Rule] = {
             bad_example='torch.save(model.half().state_dict(), "model.pth")',
             good_example='torch.save(model.float().state_dict(), "model.pth")',
             found_by=('diff',),
+            message='dtype {a} in A, {b} in B',
         ),
         Rule(
             code='C004',
@@ -230,6 +238,7 @@ RULES: dict[str, Rule] = {
             bad_example='ssdaudit diff last.pth best.pth       # conf.3.weight: 12 NaN in A',
             good_example='resume from the last finite checkpoint with a lower learning rate',
             found_by=('diff',),
+            message='NaN or Inf values: {where}',
         ),
         Rule(
             code='C006',
@@ -252,6 +261,7 @@ RULES: dict[str, Rule] = {
             bad_example='self.head.weight = self.embed.weight  # tied on purpose',
             good_example='(nothing to fix)',
             found_by=('params',),
+            message='`{path}` is tied to {aliases}: counted once',
         ),
         Rule(
             code='N002',
@@ -263,6 +273,7 @@ RULES: dict[str, Rule] = {
             bad_example='for p in model.backbone.parameters():\n    p.requires_grad_(False)',
             good_example='(intended when fine-tuning; otherwise remove the freeze)',
             found_by=('params',),
+            message='{tensors} frozen tensors ({params:,} parameters) under {prefixes}',
         ),
         Rule(
             code='N003',
@@ -274,6 +285,7 @@ RULES: dict[str, Rule] = {
             bad_example='ssdaudit params model.py              # model.py has no example_input()',
             good_example='ssdaudit params model.py --input-shape 1,3,300,300',
             found_by=('params',),
+            message='no example input: the forward probe was skipped',
         ),
         Rule(
             code='N004',
@@ -340,6 +352,7 @@ RULES: dict[str, Rule] = {
             bad_example='self.w = nn.Parameter(torch.empty(n)).to(device)   # a plain tensor on a GPU',
             good_example='self.w = nn.Parameter(torch.empty(n, device=device))',
             found_by=('lint',),
+            message='self.{attr} = nn.Parameter(...).{method}(...): the move returns a plain tensor (on a GPU), which no optimizer or state_dict() sees',
         ),
         Rule(
             code='R010',
@@ -353,6 +366,7 @@ RULES: dict[str, Rule] = {
             bad_example='def forward(self, x):\n    if not hasattr(self, "mean"):\n        self.register_buffer("mean", x.mean(0))',
             good_example='self.register_buffer("mean", torch.zeros(d))   # in __init__',
             found_by=('lint',),
+            message='self.{method}(...) inside forward(): the state exists only after a first call, so a fresh model cannot load it',
         ),
         Rule(
             code='E999',
@@ -364,6 +378,7 @@ RULES: dict[str, Rule] = {
             bad_example='def forward(self, x)                  # missing colon',
             good_example='def forward(self, x):',
             found_by=('lint',),
+            message='SyntaxError: {error}',
         ),
     )
 }

@@ -209,14 +209,15 @@ def _findings_notes(model: nn.Module) -> list[Finding]:
         if len(aliases) > 1:
             p = model.get_parameter(aliases[0])
             notes.append(
-                RULES["N001"].finding(aliases[0], f"`{aliases[0]}` is tied to {', '.join(aliases[1:])}: counted once", p.numel())
+                RULES["N001"].finding(aliases[0], None, p.numel(), values={"aliases": ", ".join(aliases[1:])})
             )
     frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
     if frozen:
         total = sum(p.numel() for _, p in frozen)
         prefixes = sorted({n.split(".")[0] for n, _ in frozen})
         notes.append(
-            RULES["N002"].finding(", ".join(prefixes[:5]), f"{len(frozen)} frozen tensors ({total:,} parameters) under {', '.join(prefixes[:5])}", total)
+            RULES["N002"].finding(", ".join(prefixes[:5]), None, total,
+                                  values={"tensors": len(frozen), "params": total, "prefixes": ", ".join(prefixes[:5])})
         )
     return notes
 

@@ -389,7 +389,7 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
             )
 
     if example_input is None:
-        findings.append(RULES["N003"].finding("<forward>", "no example input: the forward probe was skipped"))
+        findings.append(RULES["N003"].finding("<forward>"))
     elif outcome is not None:
         findings.extend(_probe_notes(outcome, explained=any(_move_note([h.obj], home, failure) for h in walker.hits)))
         if probe is not None:

@@ -32,6 +32,7 @@ def page(code: str) -> str:
         f"**What it finds:** {r.summary}.",
         "",
         f"Severity: {r.severity.value}.",
+        *([ "", f"Message: `{r.message}`"] if r.message else []),
         "",
         f"Reported by {found_by}.",
         "",

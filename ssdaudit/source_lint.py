@@ -348,8 +348,7 @@ class _FileLinter:
         if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr in MOVE_METHODS
                 and self.is_parameter_ctor(value.func.value)):
             self._defer("R009", value, f"{cls.name}.{attr}",
-                        f"self.{attr} = nn.Parameter(...).{value.func.attr}(...): the move returns a plain tensor (on a GPU), "
-                        "which no optimizer or state_dict() sees", attr)
+                        RULES["R009"].message.format(attr=attr, method=value.func.attr), attr)
             return
         if isinstance(value, ast.Call) and not self.is_module_ctor(value):
             name = (_dotted(value.func) or "").rpartition(".")[2]
@@ -471,8 +470,7 @@ def check_r010(_linter: "_FileLinter", scan: ClassScan) -> Emit:
     forward = scan.methods.get("forward")
     for node in ast.walk(forward) if forward is not None else ():
         if isinstance(node, ast.Call) and _registers(node) and isinstance(node.func, ast.Attribute):
-            yield (node, f"{scan.cls.name}.forward", f"self.{node.func.attr}(...) inside forward(): the state exists only "
-                   "after a first call, so a fresh model cannot load it", None)
+            yield (node, f"{scan.cls.name}.forward", RULES["R010"].message.format(method=node.func.attr), None)
 
 
 LINT_CHECKS: dict[str, Callable[["_FileLinter", ClassScan], Emit]] = {
@@ -571,7 +569,7 @@ def lint_paths(paths: Sequence[str | Path], ignore: AbstractSet[str] = frozenset
             parsed.append((f, ast.parse(source, filename=str(f)), source.splitlines()))
         except SyntaxError as exc:  # ruff's E999: the file is reported, and the run fails
             line, col = exc.lineno or 1, exc.offset or 1
-            syntax.append(RULES["E999"].finding("", f"SyntaxError: {exc.msg}", location=f"{f}:{line}:{col}", subject="file"))
+            syntax.append(RULES["E999"].finding("", values={"error": exc.msg}, location=f"{f}:{line}:{col}", subject="file"))
         except (OSError, ValueError) as exc:
             errors.append(f"{f}: cannot read: {exc}")
     classes = _module_classes([t for _, t, _ in parsed])
