@@ -36,3 +36,16 @@ def test_gradflow_on_cuda_reaches_every_parameter():
             loss.backward()
             opt.step()
     assert all(t.reached for t in mon.tensors) and mon.findings() == []
+
+
+def test_fp16_training_uses_the_grad_scaler(tmp_path):
+    """--amp fp16 on CUDA: the GradScaler is on and its scale moves; bf16 needs none."""
+    from ssdlite_model import tiny
+    from ssdlite_model.train import Trainer, TrainSettings
+
+    s = TrainSettings(data="synthetic", epochs=1, batch_size=4, image_size=64, width_mult=0.35, n_train=8, n_val=4,
+                      out=str(tmp_path / "r"), progress=False, eval_every=100, device="cuda", amp="fp16")
+    trainer = Trainer(s, base_config=tiny())
+    assert trainer.scaler.is_enabled()
+    trainer.fit()
+    assert trainer.scaler.get_scale() > 0 and trainer.step == 2
