@@ -148,6 +148,7 @@ def gradflow(
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load and probe errors."),
     timeout: float = _timeout_option(),
+    tensorboard: Path = typer.Option(None, "--tensorboard", help="Also write the run as TensorBoard events to this folder."),
 ) -> None:
     """Follow gradients through a few training steps (or a logged run) and name the parameters that do not learn.
 
@@ -163,6 +164,8 @@ def gradflow(
 
       ssdaudit gradflow runs/shapes            # a RUN_DIR written by `ssdlite train --gradflow`
 
+      ssdaudit gradflow runs/shapes --tensorboard runs/shapes/tb   # then: tensorboard --logdir runs/shapes/tb
+
       ssdaudit gradflow mynet.py:build --input-shape 8,3,224,224 --format json
     """
     from .findings import Severity
@@ -172,6 +175,13 @@ def gradflow(
         from .gradflow import analyse_gradflow
 
         findings, layers = analyse_gradflow(run)
+        if tensorboard is not None:
+            from .integrations.tensorboard import write_run
+
+            try:
+                write_run(run, findings, tensorboard)
+            except OSError as exc:
+                _fail(f"cannot write TensorBoard events to {tensorboard}: {exc.strerror or exc}")
         plots = []
         if out is not None:
             from .plots import plot_gradflow_run

@@ -63,6 +63,7 @@ class GradFlowMonitor:
         log_dir: str | Path | None = None,
         chunk_steps: int = 100,
         on_findings: Callable[[list[Finding]], None] | None = None,
+        tb_dir: str | Path | None = None,
     ) -> None:
         if every < 1:
             raise ValueError("every must be >= 1")
@@ -72,6 +73,8 @@ class GradFlowMonitor:
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.chunk_steps = chunk_steps
         self.on_findings = on_findings
+        self.tb_dir = Path(tb_dir) if tb_dir is not None else None
+        self._tb_writer: Any = None  # a SummaryWriter, made on the first flush
         self.step = 0
         self.tensors: list[TrackedTensor] = []
         self._objs: list[torch.Tensor] = []  # the tracked tensors, in self.tensors' order
@@ -109,6 +112,12 @@ class GradFlowMonitor:
             h.remove()
         self._handles.clear()
         self.flush()
+        if self._tb_writer is not None:
+            from ..integrations.tensorboard import write_findings
+
+            write_findings(self._tb_writer, self.findings(), self.step)
+            self._tb_writer.close()
+            self._tb_writer = None
 
     def __enter__(self) -> "GradFlowMonitor":
         return self.attach()
@@ -126,6 +135,11 @@ class GradFlowMonitor:
         for t in tree_flatten(output)[0]:
             if isinstance(t, torch.Tensor) and t.grad_fn is not None:
                 t.register_hook(self._make_output_hook(t.grad_fn))  # type: ignore[no-untyped-call]
+
+    def observe(self, output: Any) -> None:
+        """Follow gradients from ``output`` too (a loss, or outputs computed without calling the model itself): for
+        training frameworks whose steps call submodules directly."""
+        self._on_forward(self.model, (), output)
 
     def _make_output_hook(self, grad_fn: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         def hook(grad: torch.Tensor) -> torch.Tensor:
@@ -255,6 +269,13 @@ class GradFlowMonitor:
         steps = np.asarray(self._row_steps, dtype=np.int64)
         self._rows, self._row_steps = [], []
         self._history.append((steps, stats))
+        if self.tb_dir is not None and self._writer:
+            from ..integrations.tensorboard import summary_writer, write_rows
+
+            if self._tb_writer is None:
+                self._tb_writer = summary_writer(self.tb_dir)
+            write_rows(self._tb_writer, self.tensors, steps, stats)
+            self._tb_writer.flush()
         if self.log_dir is not None and self._writer:
             buf = io.BytesIO()
             np.savez(buf, steps=steps, stats=stats)

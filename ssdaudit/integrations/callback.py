@@ -1,0 +1,58 @@
+"""What the Lightning and Hugging Face callbacks share: one monitored run, findings reported once, and the
+decision to stop training on the rules the user names."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..findings import Finding, Severity
+from ..gradflow import GradFlowMonitor
+
+DEFAULT_FAIL_ON = ("G001", "G003")
+
+
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer inside a framework's wrapper (accelerate's AcceleratedOptimizer, Lightning's
+    LightningOptimizer): step hooks are registered on it, and the wrapper's step() calls its step()."""
+    inner = getattr(optimizer, "optimizer", None)
+    return inner if isinstance(inner, torch.optim.Optimizer) else optimizer
+
+
+class MonitoredRun:
+    """A GradFlowMonitor attached for a framework's training run; ``report`` receives the coverage findings once,
+    after the first backward, and ``should_stop`` turns true when one of them is in ``fail_on``."""
+
+    def __init__(self, every: int = 1, log_dir: str | Path | None = None, fail_on: tuple[str, ...] = DEFAULT_FAIL_ON,
+                 tb_dir: str | Path | None = None, report: Callable[[list[Finding]], None] | None = None) -> None:
+        self.every, self.log_dir, self.fail_on, self.tb_dir = every, log_dir, tuple(fail_on), tb_dir
+        self.report = report
+        self.monitor: GradFlowMonitor | None = None
+        self.first: list[Finding] = []  # the coverage findings of the first backward
+        self.should_stop = False
+
+    def start(self, model: nn.Module, optimizer: Any) -> GradFlowMonitor:
+        self.monitor = GradFlowMonitor(model, unwrap_optimizer(optimizer), every=self.every, log_dir=self.log_dir,
+                                       on_findings=self._on_findings, tb_dir=self.tb_dir).attach()
+        return self.monitor
+
+    def _on_findings(self, findings: list[Finding]) -> None:
+        self.first = findings
+        errors = [f for f in findings if f.severity is Severity.ERROR]
+        if errors:
+            for f in errors:
+                print(f"ssdaudit: {f.rule} {f.name} `{f.label}`: {f.message} (fix: {f.fix})", file=sys.stderr)
+        self.should_stop = any(f.rule in self.fail_on for f in findings)
+        if self.report is not None:
+            self.report(findings)
+
+    def finish(self) -> list[Finding]:
+        """Detach (writing the log and TensorBoard events) and return the findings of the whole run."""
+        if self.monitor is None:
+            return []
+        self.monitor.detach()
+        return self.monitor.findings()
