@@ -61,11 +61,12 @@ def importable_from(root: Path | None) -> Iterator[None]:
 
 def audit_target(target: str, reference: str | None = None, checkpoint: Path | None = None,
                  input_shape: tuple[int, ...] | None = None, device: str = "cpu", depth: int = 1, timeout: float = 300.0,
-                 roundtrip: bool = True, root: Path | None = None) -> ParamsReport:
+                 roundtrip: bool = True, root: Path | None = None, layers: bool = False) -> ParamsReport:
     """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit.
 
     ``input_shape``: the probe input when the model file has no ``example_input()``; ``timeout``: seconds for
-    building and probing (0: no limit); ``root``: the folder relative specs are read from."""
+    building and probing (0: no limit); ``root``: the folder relative specs are read from; ``layers``: add the
+    torchinfo layer table with the unregistered members spliced in (``layers.layer_table``)."""
     from .errors import Deadline, running_user_code
     from .loading import load_state_dict, load_target
     from .params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
@@ -105,6 +106,11 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
     with running_user_code(f"probing {shown}'s forward", deadline):
         report = audit_params(loaded.model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
                               rebuild=loaded.rebuild if roundtrip else None)
+    if layers and example is not None:
+        from .layers import layer_table
+
+        with running_user_code(f"the layer table of {shown}", deadline):
+            report.layers = layer_table(loaded.model, example, depth, report.findings)
     if ckpt_state is not None and checkpoint is not None:
         report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), checkpoint.stat().st_size)
     return report

@@ -103,6 +103,8 @@ def params(
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load errors."),
     timeout: float = _timeout_option(),
+    layers: bool = typer.Option(False, "--layers", help="torchinfo's layer table (shapes from the probe input, down to "
+                                "--depth) with the unregistered members spliced in and marked."),
     roundtrip: bool = typer.Option(True, "--roundtrip/--no-roundtrip", help="Save-reload round trip (R007): build the "
                                    "model twice, reload one from the other's state_dict, compare outputs."),
 ) -> None:
@@ -122,7 +124,8 @@ def params(
         from .audit import audit_target
 
         shape = _parse_shape(input_shape) if input_shape else None
-        report = audit_target(target, reference, checkpoint, shape, device.value, depth, timeout, roundtrip)
+        report = audit_target(target, reference, checkpoint, shape, device.value, depth, timeout, roundtrip,
+                              layers=layers)
         _emit(report, fmt, target.split(":")[0])
     from .findings import Severity
 

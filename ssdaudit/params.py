@@ -57,6 +57,7 @@ class ParamsReport:
     findings: list[Finding]
     reference: ReferenceComparison | None = None
     checkpoint: CheckpointComparison | None = None
+    layers: list[Any] | None = None  # layers.LayerRow, with --layers
 
     @property
     def errors(self) -> list[Finding]:
@@ -91,6 +92,7 @@ class ParamsReport:
             "reference": ref,
             "checkpoint": ckpt,
             "findings": [f.to_dict() for f in self.findings],
+            **({"layers": [row.to_dict() for row in self.layers]} if self.layers is not None else {}),
         }
 
 

@@ -47,6 +47,8 @@ def render_params_text(report: ParamsReport, console: Console, show_notes: bool 
             table.add_row(g.path, f"{g.params:,}")
         table.add_row("[bold]total[/]", f"[bold]{report.registered_params:,}[/]")
     console.print(table)
+    if report.layers is not None:
+        render_layers_text(report.layers, console)
     render_findings_text(report.findings, console, show_notes)
     if ref is not None:
         for line in ref.explanation:
@@ -69,6 +71,19 @@ def render_params_text(report: ParamsReport, console: Console, show_notes: bool 
             console.print(f"  the file has {len(c.unexpected_keys)} tensors the model lacks, e.g. {', '.join(c.unexpected_keys[:3])}")
         if c.shape_mismatch:
             console.print(f"  [red]{len(c.shape_mismatch)} tensors differ in shape[/], e.g. {', '.join(c.shape_mismatch[:3])}")
+
+
+def render_layers_text(rows: list[Any], console: Console) -> None:
+    """torchinfo's table with the unregistered members in red: the count torchinfo alone never shows."""
+    table = Table(title="Layers (torchinfo, with what it cannot see)", title_justify="left")
+    for col in ("layer", "type", "output shape", "params"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for r in rows:
+        name = "  " * r.depth + (r.path or "(model)")
+        shape = "x".join(map(str, r.output_shape)) if r.output_shape else "-"
+        style = "red" if r.unregistered else None
+        table.add_row(escape(name), escape(r.kind), shape, f"{r.params:,}", style=style)
+    console.print(table)
 
 
 def render_findings_text(findings: list[Finding], console: Console, show_notes: bool = True) -> None:

@@ -179,3 +179,25 @@ def test_rules_command():
     one = invoke("rules", "r007")
     assert one.exit_code == 0 and RULES["R007"].fix in one.stdout and "docs/rules/R007.md" in one.stdout
     assert invoke("rules", "X123").exit_code == 2
+
+
+def test_layers_table_splices_in_what_torchinfo_cannot_see():
+    import torchinfo
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import buggy_plain_list
+
+    blind = torchinfo.summary(buggy_plain_list.build_model(), input_data=[torch.rand(2, 3, 300, 300)], verbose=0)
+    assert blind.total_params == 2_764_992  # torchinfo alone: the backbone is not there
+    buggy = str(ROOT / "examples" / "buggy_plain_list.py")
+    data = json.loads(invoke("params", buggy, "--layers", "--depth", "2", "--no-roundtrip", "--format", "json").stdout)
+    rows = data["layers"]
+    assert rows[0]["depth"] == 0 and rows[0]["params"] == 4_577_792  # the real total
+    hidden = [r for r in rows if r["unregistered"] == "R001"]
+    assert hidden[0]["path"] == "backbone" and hidden[0]["params"] == 1_812_800
+    assert sum(r["params"] for r in hidden if r["depth"] == 2) == 1_812_800 and len(hidden) == 19
+    assert any(r["path"] == "extras.0" and r["output_shape"] == [2, 512, 5, 5] for r in rows)  # torchinfo's shapes
+    fixed = json.loads(invoke("params", str(ROOT / "examples" / "fixed_modulelist.py"), "--layers", "--no-roundtrip",
+                              "--format", "json").stdout)["layers"]
+    assert fixed[0]["params"] == 4_577_792 and not [r for r in fixed if r["unregistered"]]
+    assert "layers" not in json.loads(invoke("params", buggy, "--no-roundtrip", "--format", "json").stdout)
