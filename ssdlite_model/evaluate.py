@@ -94,45 +94,76 @@ def _pr(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> tuple[np.ndarray, np.n
     return recall, precision
 
 
-def evaluate_detections(detections: list[Detections], targets: list[Detections], class_names: tuple[str, ...], max_dets: int = 100) -> DetectionMetrics:
-    """VOC AP@0.5 (all-point and 11-point) and COCO-style AP@[.5:.95] per class; means over classes with ground truth."""
+def evaluate_detections(detections: list[Detections], targets: list[Detections], class_names: tuple[str, ...],
+                        max_dets: int = 100, coco_backend: str = "auto") -> DetectionMetrics:
+    """VOC AP@0.5 (all-point and 11-point, our own) and COCO AP@[.5:.95] per class; means over classes with ground
+    truth. COCO AP comes from a maintained evaluator (``coco_backend``: "faster" = faster-coco-eval, "pycocotools",
+    "auto" = the first installed, "own" = this module's Python loop, the fallback; all give the same numbers)."""
+    backend = _coco_backend(coco_backend)
+    coco_per_class = (_coco_per_class(detections, targets, len(class_names) + 1, max_dets, backend)
+                      if backend != "own" else {})
     per_class: dict[str, dict[str, float]] = {}
     for cls, name in enumerate(class_names, start=1):
         scores, tp, n_gt = _class_matches(detections, targets, cls, 0.5, False, max_dets)
         if n_gt == 0:
             continue
         recall, precision = _pr(scores, tp, n_gt)
-        ap_coco = []
-        for t in COCO_IOUS:
-            s, tpc, _ = _class_matches(detections, targets, cls, float(t), True, max_dets)
-            ap_coco.append(_ap_101_points(*_pr(s, tpc, n_gt)))
+        if backend == "own":
+            ap_coco = []
+            for t in COCO_IOUS:
+                s, tpc, _ = _class_matches(detections, targets, cls, float(t), True, max_dets)
+                ap_coco.append(_ap_101_points(*_pr(s, tpc, n_gt)))
+            ap = float(np.mean(ap_coco))
+        else:
+            ap = coco_per_class.get(cls, 0.0)
         per_class[name] = {
             "ap50": _ap_all_points(recall, precision),
             "ap50_11pt": _ap_11_points(recall, precision),
-            "ap": float(np.mean(ap_coco)),
+            "ap": ap,
             "gt": n_gt,
         }
+
     def mean(key: str) -> float:
         return float(np.mean([v[key] for v in per_class.values()])) if per_class else 0.0
 
     return DetectionMetrics(mean("ap50"), mean("ap50_11pt"), mean("ap"), per_class)
 
 
-def coco_eval(detections: list[Detections], targets: list[Detections], num_classes: int, max_dets: int = 100) -> list[float]:
-    """pycocotools' COCOeval on the same inputs: its 12 summary numbers (stats[0] is AP@[.5:.95] at ``max_dets``
-    detections per image)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+def _coco_backend(name: str) -> str:
+    """The evaluator to use: "faster" (faster-coco-eval), "pycocotools", or "own" when neither is installed."""
+    import importlib.util
+
+    if name not in ("auto", "faster", "pycocotools", "own"):
+        raise ValueError(f"unknown COCO evaluator {name!r}: use auto, faster, pycocotools or own")
+    if name != "auto":
+        return name
+    for backend, module in (("faster", "faster_coco_eval"), ("pycocotools", "pycocotools")):
+        if importlib.util.find_spec(module) is not None:
+            return backend
+    return "own"
+
+
+def _run_cocoeval(detections: list[Detections], targets: list[Detections], num_classes: int, max_dets: int,
+                  backend: str) -> Any:
+    """An evaluated and accumulated COCOeval (either implementation) on the detections, boxes in pixels.
+    A target's optional "iscrowd" (N,) marks crowd boxes: matched detections on them are ignored, as COCO does."""
+    if backend == "faster":
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster as COCOeval
+    else:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
 
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
     for i, (det, tgt) in enumerate(zip(detections, targets), start=1):
         images.append({"id": i, "width": 10_000, "height": 10_000})
-        for box, label in zip(tgt["boxes"].tolist(), tgt["labels"].tolist()):
+        crowd = tgt.get("iscrowd", torch.zeros(len(tgt["labels"]), dtype=torch.int64)).tolist()
+        for box, label, is_crowd in zip(tgt["boxes"].tolist(), tgt["labels"].tolist(), crowd):
             x0, y0, x1, y1 = box
             annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": int(is_crowd)})
         for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
             x0, y0, x1, y1 = box
             results.append({"image_id": i, "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
@@ -146,11 +177,36 @@ def coco_eval(detections: list[Detections], targets: list[Detections], num_class
         ev.params.maxDets = [1, 10, max_dets]
         ev.evaluate()
         ev.accumulate()
+    return ev
+
+
+def _coco_per_class(detections: list[Detections], targets: list[Detections], num_classes: int, max_dets: int,
+                    backend: str) -> dict[int, float]:
+    """COCO AP@[.5:.95] per class id (classes with ground truth only)."""
+    if not any(len(t["labels"]) for t in targets):
+        return {}
+    ev = _run_cocoeval(detections, targets, num_classes, max_dets, backend)
+    m = list(ev.params.maxDets).index(max_dets)  # evaluate() sorts maxDets
+    precision = np.asarray(ev.eval["precision"])[:, :, :, 0, m]  # (iou, recall, class) at area "all"
+    out = {}
+    for k, cls in enumerate(ev.params.catIds):
+        p = precision[:, :, k]
+        if (p > -1).any():
+            out[int(cls)] = float(p[p > -1].mean())
+    return out
+
+
+def coco_eval(detections: list[Detections], targets: list[Detections], num_classes: int, max_dets: int = 100,
+              backend: str = "pycocotools") -> list[float]:
+    """COCOeval's 12 summary numbers (stats[0] is AP@[.5:.95] at ``max_dets`` detections per image) from
+    pycocotools (the reference) or faster-coco-eval."""
+    ev = _run_cocoeval(detections, targets, num_classes, max_dets, _coco_backend(backend))
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.summarize()
     stats = [float(x) for x in ev.stats]
     if max_dets != 100:  # summarize() reads AP@[.5:.95] at maxDets=100 only (-1 otherwise): take it at max_dets
-        m = list(ev.params.maxDets).index(max_dets)  # evaluate() sorts maxDets
-        precision = ev.eval["precision"][:, :, :, 0, m]  # (iou, recall, class) at area "all" and max_dets
+        m = list(ev.params.maxDets).index(max_dets)
+        precision = np.asarray(ev.eval["precision"])[:, :, :, 0, m]
         valid = precision[precision > -1]
         stats[0] = float(valid.mean()) if valid.size else -1.0
     return stats
