@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from .errors import DEFAULT_TIMEOUT_S
 from .params import ParamsReport
 
 MAX_INPUT_ELEMENTS = 2**30  # 4 GiB of float32: an input shape beyond this is a typo, not a probe
@@ -60,7 +61,7 @@ def importable_from(root: Path | None) -> Iterator[None]:
 
 
 def audit_target(target: str, reference: str | None = None, checkpoint: Path | None = None,
-                 input_shape: tuple[int, ...] | None = None, device: str = "cpu", depth: int = 1, timeout: float = 300.0,
+                 input_shape: tuple[int, ...] | None = None, device: str = "cpu", depth: int = 1, timeout: float = DEFAULT_TIMEOUT_S,
                  roundtrip: bool = True, root: Path | None = None, layers: bool = False) -> ParamsReport:
     """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit.
 

@@ -80,7 +80,9 @@ def _parse_shape(text: str, flag: str = "--input-shape") -> tuple[int, ...]:
 
 
 def _timeout_option() -> Any:
-    return typer.Option(300.0, "--timeout", min=0.0, help="Seconds allowed for importing, building and probing the "
+    from .errors import DEFAULT_TIMEOUT_S
+
+    return typer.Option(DEFAULT_TIMEOUT_S, "--timeout", min=0.0, help="Seconds allowed for importing, building and probing the "
                         "target (0: no limit); a model file that hangs stops with exit 2.")
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import UserError
+from .errors import DEFAULT_TIMEOUT_S, UserError
 from .findings import RULES
 
 TOP_KEYS = {"lint", "exclude", "ignore", "baseline", "models", "timeout"}
@@ -47,7 +47,7 @@ class CheckConfig:
     ignore: set[str] = field(default_factory=set)
     baseline: str | None = None
     models: list[ModelCheck] = field(default_factory=list)
-    timeout: float = 300.0  # seconds for building and probing each model (0: no limit)
+    timeout: float = DEFAULT_TIMEOUT_S  # seconds for building and probing each model (0: no limit)
 
     @property
     def root(self) -> Path:
@@ -125,7 +125,7 @@ def load_config(path: str | Path) -> CheckConfig:
     if baseline is not None and not isinstance(baseline, str):
         raise fail("baseline", "'baseline' must be a file path")
     cfg.baseline = baseline
-    timeout = section.get("timeout", 300.0)
+    timeout = section.get("timeout", DEFAULT_TIMEOUT_S)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
         raise fail("timeout", f"'timeout' must be a number of seconds >= 0 (0: no limit), got {timeout!r}")
     cfg.timeout = float(timeout)

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_TIMEOUT_S = 300.0

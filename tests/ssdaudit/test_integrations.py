@@ -124,7 +124,7 @@ def test_tensorboard_from_the_monitor_and_from_a_log(tmp_path):
     model = Body(False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = _data()
-    with GradFlowMonitor(model, opt, log_dir=tmp_path / "log", tb_dir=tmp_path / "tb") as mon:
+    with GradFlowMonitor(model, opt, log_dir=tmp_path / "log", tb_dir=tmp_path / "tb"):
         for _ in range(3):
             opt.zero_grad()
             nn.functional.mse_loss(model(x), y).backward()
