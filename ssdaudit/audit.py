@@ -69,7 +69,7 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
     building and probing (0: no limit); ``root``: the folder relative specs are read from; ``layers``: add the
     torchinfo layer table with the unregistered members spliced in (``layers.layer_table``)."""
     from .errors import Deadline, running_user_code
-    from .loading import load_state_dict, load_target
+    from .loading import load_checkpoint_shapes, load_target
     from .params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
     from .references import load_reference
 
@@ -81,11 +81,11 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
         loaded = load_target(target, device=device)
     with importable_from(root), running_user_code(f"building the reference {reference}", deadline):
         ref_obj, ref_name = load_reference(reference, device) if reference else (None, None)
-    ckpt_state = load_state_dict(checkpoint) if checkpoint is not None else None
+    ckpt_state, ckpt_bytes = load_checkpoint_shapes(checkpoint) if checkpoint is not None else (None, 0)
     if loaded.model is None:  # a checkpoint target: counts from its tensors
         state = loaded.state_dict or {}
         total = state_dict_params(state)
-        size = Path(target).stat().st_size  # the real file: no prediction needed
+        size = loaded.checkpoint_bytes  # the real file(s): no prediction needed
         groups = group_state_dict(state, depth)
         report = ParamsReport(shown, total, total, 0, total, size, size, True, groups, [])
         if ref_obj is not None:
@@ -113,5 +113,5 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
         with running_user_code(f"the layer table of {shown}", deadline):
             report.layers = layer_table(loaded.model, example, depth, report.findings)
     if ckpt_state is not None and checkpoint is not None:
-        report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), checkpoint.stat().st_size)
+        report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), ckpt_bytes)
     return report

@@ -1,4 +1,4 @@
-"""Reading checkpoints safely and lazily: torch.save files, safetensors, sharded directories.
+"""Reading checkpoints safely and lazily: torch.save files, safetensors, sharded directories, DCP directories.
 
 Nothing here runs code from a pickle: torch.save files are read with ``torch.load(weights_only=True,
 mmap=True)`` unless the caller explicitly trusts the file. Tensors are fetched one at a time, and
@@ -353,6 +353,10 @@ def _itemsize(dtype: str) -> int:
 
 
 def _open_directory(path: Path, trust_pickle: bool) -> CheckpointFile:
+    from .dcp import is_dcp_dir, open_dcp
+
+    if is_dcp_dir(path):  # torch.distributed.checkpoint.save (FSDP2, DTensor): .metadata + __N_M.distcp
+        return open_dcp(path)
     index = next((path / n for n in INDEX_NAMES if (path / n).exists()), None)
     if index is None:
         indexes = sorted(path.glob("*.index.json"))
@@ -364,7 +368,8 @@ def _open_directory(path: Path, trust_pickle: bool) -> CheckpointFile:
         shard_names = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", *TORCH_SUFFIXES) and p.is_file())
         weight_map = None
     if not shard_names:
-        raise LoadError(f"{path} is a directory with no checkpoint in it (no *.index.json, .safetensors or .pt/.pth/.bin file)")
+        raise LoadError(f"{path} is a directory with no checkpoint in it (no DCP .metadata, *.index.json, .safetensors or "
+                        ".pt/.pth/.bin file)")
     shards = {}
     for name in shard_names:
         shard_path = path / name

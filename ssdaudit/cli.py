@@ -95,9 +95,9 @@ def _console() -> "Console":
 
 @app.command()
 def params(
-    target: str = typer.Argument(..., help="model.py[:NAME], package.module:NAME, or a checkpoint (.pt/.pth/.bin/.safetensors)."),
-    reference: str = typer.Option(None, "--reference", "-r", help="ssds-voc, ssds-coco, torchvision-ssdlite, file.py[:NAME] or a checkpoint."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="A checkpoint of this model: real size against predicted, missing tensors."),
+    target: str = typer.Argument(..., help="model.py[:NAME], package.module:NAME, or a checkpoint (.pt/.pth/.bin/.safetensors, or a directory of shards or DCP)."),
+    reference: str = typer.Option(None, "--reference", "-r", help="ssds-voc, ssds-coco, torchvision-ssdlite, file.py[:NAME], a checkpoint or a checkpoint directory (shards, DCP)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="A checkpoint (file or directory: shards, DCP) of this model: real size against predicted, missing tensors."),
     input_shape: str = typer.Option(None, "--input-shape", help="Probe input shape, e.g. 1,3,300,300 (used when the file has no example_input())."),
     device: Device = typer.Option(Device.cpu, "--device", help="meta: build without allocating parameter memory."),
     depth: int = typer.Option(1, "--depth", min=1, help="Module depth of the parameter table."),
@@ -234,7 +234,7 @@ class MapMode(str, Enum):
 
 @app.command()
 def diff(
-    a: Path = typer.Argument(..., help="First checkpoint: .pt/.pth/.bin/.tar, .safetensors, or a directory of shards."),
+    a: Path = typer.Argument(..., help="First checkpoint: .pt/.pth/.bin/.tar, .safetensors, a directory of shards, or a torch.distributed.checkpoint (DCP) directory."),
     b: Path = typer.Argument(..., help="Second checkpoint, compared against the first."),
     rtol: float = typer.Option(0.0, "--rtol", min=0.0, help="Relative tolerance: tensors within it count as equal."),
     atol: float = typer.Option(0.0, "--atol", min=0.0, help="Absolute tolerance."),
@@ -247,7 +247,8 @@ def diff(
 ) -> None:
     """Compare two checkpoints: missing keys, shapes, dtypes, changed and unchanged tensors, NaN/Inf, file size.
 
-    Files are read with torch.load(weights_only=True, mmap=True) or safetensors, one tensor at a time.
+    Files are read with torch.load(weights_only=True, mmap=True) or safetensors, one tensor at a time; DCP
+    directories (torch.distributed.checkpoint.save, FSDP2) through DCP's reader, shards reassembled per tensor.
 
     Exit codes: 0 identical (within tolerance), 1 different, 2 unreadable, refused or not a checkpoint.
 
@@ -258,6 +259,8 @@ def diff(
       ssdaudit diff ours.pth ssds_port.pth --map auto --write-mapped ported.pth
 
       ssdaudit diff model.safetensors shards/ --rtol 1e-3 --format json
+
+      ssdaudit diff ckpt/step_1000/ model.pth    # a DCP directory against a torch.save file
     """
     with _errors(fmt, debug):
         from .checkpoints import open_checkpoint

@@ -26,20 +26,29 @@ from .errors import LoadError, UserError, first_line  # noqa: F401  (LoadError i
 class LoadedTarget:
     spec: str
     model: Any = None  # nn.Module, or None for a checkpoint target
-    state_dict: dict[str, Any] | None = None  # for a checkpoint target
+    state_dict: dict[str, Any] | None = None  # for a checkpoint target: its tensors' shapes (meta tensors)
+    checkpoint_bytes: int = 0  # for a checkpoint target: bytes on disk (all files of a directory)
     example_input: Any = None
     module: Any = None  # the Python module the model came from
     rebuild: Any = None  # () -> a new instance of the same model (None when the target was an instance)
 
 
 def is_checkpoint_path(spec: str) -> bool:
-    return spec.lower().endswith(CHECKPOINT_SUFFIXES)
+    """A checkpoint file (by suffix), or a directory of one: DCP (``.metadata``), a shard index or shard files."""
+    if spec.lower().endswith(CHECKPOINT_SUFFIXES):
+        return True
+    path = Path(spec)
+    if not path.is_dir():
+        return False
+    return (path / ".metadata").is_file() or any(
+        p.name.endswith(".index.json") or p.suffix in CHECKPOINT_SUFFIXES for p in path.iterdir())
 
 
 def load_target(spec: str, device: str = "cpu", want_input: bool = True) -> LoadedTarget:
     """Build the model (or read the checkpoint) that ``spec`` names, on ``device`` ("cpu" or "meta")."""
     if is_checkpoint_path(spec):
-        return LoadedTarget(spec, state_dict=load_state_dict(spec))
+        shapes, nbytes = load_checkpoint_shapes(spec)
+        return LoadedTarget(spec, state_dict=shapes, checkpoint_bytes=nbytes)
     module, name = _import_spec(spec)
     factory = _find_factory(module, name, spec)
     model = _call_factory(factory, spec, device)
@@ -173,8 +182,15 @@ def _call_factory(factory: Any, spec: str, device: str) -> Any:
 
 
 
-def load_state_dict(path: str | Path) -> dict[str, Any]:
-    """Tensors of a checkpoint: a state_dict, or a dict wrapping one ("state_dict", "model", ...)."""
+def load_checkpoint_shapes(path: str | Path) -> tuple[dict[str, Any], int]:
+    """The tensors of a checkpoint (a state_dict, or a dict wrapping one: "state_dict", "model", ...) as meta
+    tensors of their shapes and dtypes, and the bytes on disk. Counting and key checks need no values, so none is
+    read: a 10 GB checkpoint, or a DCP directory, costs its metadata only."""
+    import torch
+
     from .checkpoints import open_checkpoint
 
-    return open_checkpoint(path).state_dict()
+    ckpt = open_checkpoint(path)
+    shapes = {k: torch.empty(i.shape, dtype=getattr(torch, i.dtype, torch.uint8), device="meta")
+              for k, i in ckpt.tensors.items()}
+    return shapes, ckpt.file_bytes

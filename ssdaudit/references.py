@@ -26,7 +26,7 @@ BUILTIN_REFERENCES: dict[str, tuple[str, Callable[[], nn.Module]]] = {
 def load_reference(spec: str, device: str = "cpu") -> tuple[Any, str]:
     """(model or state_dict, name) for a built-in name, a checkpoint, or file.py[:NAME] / package.module:NAME."""
     from .errors import LoadError
-    from .loading import is_checkpoint_path, load_state_dict, load_target
+    from .loading import is_checkpoint_path, load_checkpoint_shapes, load_target
 
     if spec in BUILTIN_REFERENCES:
         import torch
@@ -35,7 +35,7 @@ def load_reference(spec: str, device: str = "cpu") -> tuple[Any, str]:
         with torch.device("meta"):
             return BUILTIN_REFERENCES[spec][1](), spec
     if is_checkpoint_path(spec):
-        return load_state_dict(spec), spec
+        return load_checkpoint_shapes(spec)[0], spec
     if spec.endswith(".py") or ":" in spec:
         return load_target(spec, device=device, want_input=False).model, spec
     names = ", ".join(BUILTIN_REFERENCES)

@@ -10,6 +10,9 @@
 * around ``optimizer.step()`` (step pre/post hooks) the update-to-weight ratio ||w' - w|| / ||w'||;
 * rows are written in chunks (``chunk_000000.npz`` + ``index.json``, each written atomically) to ``log_dir``.
 
+Sharded models (FSDP2 ``fully_shard``, DTensor parameters) are followed on every rank: gathered copies are mapped
+back to the parameters they stand for, and statistics are the full tensors' (combined across ranks, ``sharded``).
+
 ``analyse_gradflow(run)`` turns a log (live or read back with ``read_gradflow_log``) into findings G001-G006.
 """
 
@@ -32,6 +35,7 @@ from .log import (
     GRAD_L1, GRAD_MAX, GRAD_NORM, LOG_VERSION, LR, N_FIELDS, STAT_FIELDS, UNREGISTERED, UPDATE, WEIGHT, GradFlowRun,
     TrackedTensor, assemble_run,
 )
+from .sharded import ShardReducer, is_dtensor, unsharded_to_sharded
 
 
 def _wrapped(model: nn.Module) -> nn.Module:
@@ -94,6 +98,8 @@ class GradFlowMonitor:
         self._chunks_written = 0
         self._history: list[tuple[np.ndarray, np.ndarray]] = []  # flushed (steps, stats)
         self._writer = _is_writer()
+        self._reducer: ShardReducer | None = None  # combines shard statistics across ranks (sharded models only)
+        self._sharded: bool | None = None  # whether the model has DTensor parameters (looked up on first backward)
 
     # --- hooks ---------------------------------------------------------------------------------------
 
@@ -154,6 +160,16 @@ class GradFlowMonitor:
     def _after_backward(self) -> None:
         self._queued = False
         roots, self._roots = self._roots, []
+        if self._sharded is None:
+            self._sharded = any(is_dtensor(p) for p in self.model.parameters())
+        if self._sharded:
+            # FSDP2 finishes its gradient reduce-scatter in its own end-of-backward callback, queued before this
+            # one: a callback queued now runs after it, when the sharded gradients are final.
+            torch.autograd.Variable._execution_engine.queue_callback(lambda: self._finish_backward(roots))
+        else:
+            self._finish_backward(roots)
+
+    def _finish_backward(self, roots: list[Any]) -> None:
         if not self.tensors:
             self._discover(roots)
             if self.on_findings is not None:
@@ -169,6 +185,11 @@ class GradFlowMonitor:
         from ..walk import unregistered_tensor_names
 
         leaves = autograd_leaves(roots)
+        gathered, exact = self._gathered_copies(leaves)  # FSDP2: id(unsharded leaf) -> the sharded parameter
+        if exact:
+            reached = {id(gathered[i]) if i in gathered else i for i in leaves}
+        else:  # without FSDP2's own map, a sharded parameter is reached when it received a gradient
+            reached = set(leaves) | {id(p) for p in self.model.parameters() if is_dtensor(p) and p.grad is not None}
         inputs = {id(t) for t in self._inputs}
         self._inputs = []
         opt_ids: dict[int, tuple[int, int, torch.Tensor]] = {}
@@ -182,10 +203,10 @@ class GradFlowMonitor:
         names = unregistered_tensor_names(self.model)
         for name, p in registered.values():
             if p.requires_grad:
-                self._track(name, p, True, id(p) in opt_ids, id(p) in leaves)
+                self._track(name, p, True, id(p) in opt_ids, id(p) in reached)
         n_unnamed = 0
         order = {i: k for k, i in enumerate(names)}  # attribute-walk order: model order, not graph order
-        orphans = sorted((i for i in leaves if i not in registered and i not in inputs),
+        orphans = sorted((i for i in leaves if i not in registered and i not in inputs and i not in gathered),
                          key=lambda i: order.get(i, len(order)))
         for i in orphans:
             t = leaves[i]
@@ -201,6 +222,25 @@ class GradFlowMonitor:
         ]
         self._opt_index = [k for k, t in enumerate(self.tensors) if t.in_optimizer]
         self._opt_groups = torch.tensor([opt_ids[id(self._objs[k])][0] for k in self._opt_index], dtype=torch.long)
+        if self._sharded:
+            self._reducer = ShardReducer(self._objs)
+
+    def _gathered_copies(self, leaves: dict[int, torch.Tensor]) -> tuple[dict[int, torch.Tensor], bool]:
+        """Leaves that are FSDP2's gathered (unsharded) copies of registered sharded parameters, by id; and
+        whether the map is FSDP2's own (exact) rather than guessed from shapes."""
+        if not self._sharded:
+            return {}, True
+        found = unsharded_to_sharded(self.model)
+        if found:
+            return {i: found[i] for i in leaves if i in found}, True
+        # FSDP2's state laid out differently in this torch: a gathered copy is a leaf with the full shape and
+        # dtype of a sharded parameter (an orphan of exactly that shape and dtype is missed here, not invented).
+        shapes: dict[tuple[Any, ...], torch.Tensor] = {}
+        for p in self.model.parameters():
+            if is_dtensor(p):
+                shapes.setdefault((tuple(p.shape), p.dtype), p)
+        guessed = {i: shapes[(tuple(t.shape), t.dtype)] for i, t in leaves.items() if (tuple(t.shape), t.dtype) in shapes}
+        return guessed, False
 
     def _track(self, name: str, t: torch.Tensor, registered: bool, in_opt: bool, reached: bool) -> None:
         dtype = str(t.dtype).removeprefix("torch.")
@@ -213,18 +253,21 @@ class GradFlowMonitor:
     def _record_grads(self) -> None:
         if len(self._rows) >= self.chunk_steps:
             self.flush()
-        present = [k for k, t in enumerate(self._objs) if t.grad is not None and t.grad.numel() > 0]
+        views = {k: self._view(k, t.grad) for k, t in enumerate(self._objs) if t.grad is not None}
+        present = [k for k, g in views.items() if g.numel() > 0]
         device = self._objs[0].device if self._objs else torch.device("cpu")
         row = torch.zeros(N_FIELDS, len(self._objs), device=device)
         row[LR] = float("nan")
         if present:
-            grads = [g for g in (self._objs[k].grad for k in present) if g is not None]  # all present, by construction
+            grads = [views[k] for k in present]
             idx = torch.tensor(present, device=device)
             # Three bulk kernels over all gradients; nothing leaves the device here.
             row[GRAD_NORM, idx] = torch.stack(torch._foreach_norm(grads)).float()
             # max |g| as foreach abs + max: about 3x faster on CPU than _foreach_norm(grads, inf)
             row[GRAD_MAX, idx] = torch.stack(torch._foreach_max(torch._foreach_abs(grads))).float()
             row[GRAD_L1, idx] = torch.stack(torch._foreach_norm(grads, 1)).float()
+        if self._reducer is not None and self._reducer.active:
+            self._reducer.combine(row, sum_sq=(GRAD_NORM,), sums=(GRAD_L1,), maxes=(GRAD_MAX,))
         self._rows.append(row)
         self._row_steps.append(self.step)
         self._pending_row = row
@@ -232,7 +275,7 @@ class GradFlowMonitor:
     @torch.no_grad()
     def _on_step_pre(self, _opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         if self._pending_row is not None and self._opt_index and self.optimizer is not None:
-            params = [self._objs[k] for k in self._opt_index]
+            params = self._opt_params()
             if self._snap_buffer is None:  # one reused copy of the weights: no allocation per step
                 self._snap_buffer = [torch.empty_like(p) for p in params]
             torch._foreach_copy_(self._snap_buffer, params)
@@ -247,11 +290,20 @@ class GradFlowMonitor:
         row, snap, self._pending_row, self._snapshot = self._pending_row, self._snapshot, None, None
         if row is None or snap is None:
             return
-        params = [self._objs[k] for k in self._opt_index]
+        params = self._opt_params()
         torch._foreach_sub_(snap, params)
         idx = self._opt_index_on(row.device)
         row[UPDATE, idx] = torch.stack(torch._foreach_norm(snap)).float()
         row[WEIGHT, idx] = torch.stack(torch._foreach_norm(params)).float()
+        if self._reducer is not None and self._reducer.active:
+            self._reducer.combine(row, sum_sq=(UPDATE, WEIGHT), sums=(), maxes=())
+
+    def _view(self, column: int, t: torch.Tensor) -> torch.Tensor:
+        """The tensor statistics are computed on: ``t``, or its local shard on a sharded model."""
+        return self._reducer.view(column, t) if self._reducer is not None else t
+
+    def _opt_params(self) -> list[torch.Tensor]:
+        return [self._view(k, self._objs[k]) for k in self._opt_index]
 
     def _opt_index_on(self, device: torch.device) -> torch.Tensor:
         """``_opt_index`` as an index tensor on ``device``, made once."""
