@@ -125,6 +125,19 @@ def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]
         _debug(exc, debug)
         _report(str(exc), exc.kind, json_output)
         raise typer.Exit(EXIT_USAGE) from None
+    except ModuleNotFoundError as exc:
+        _debug(exc, debug)
+        if (exc.name or "").split(".")[0] not in TORCH_EXTRA:
+            _report(f"unexpected ModuleNotFoundError: {first_line(exc)} (run with --debug for the traceback)", "internal",
+                    json_output)
+            raise typer.Exit(EXIT_USAGE) from None
+        _report(f"this command needs {exc.name}, which is not installed here: pip install 'ssdaudit[torch]' (or install "
+                "PyTorch your own way; `ssdaudit lint` and `ssdaudit rules` work without it)", "missing-dependency",
+                json_output)
+        raise typer.Exit(EXIT_USAGE) from None
+    except BrokenPipeError:  # `ssdaudit rules | head`: the reader left; say nothing more
+        _silence_stdout()
+        raise typer.Exit(EXIT_USAGE) from None
     except MemoryError as exc:
         _debug(exc, debug)
         _report("out of memory (a smaller --input-shape or --batch-size?)", "memory", json_output)
@@ -134,6 +147,21 @@ def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]
         hint = "" if debug else " (run with --debug for the traceback)"
         _report(f"unexpected {exc.__class__.__name__}: {first_line(exc)}{hint}", "internal", json_output)
         raise typer.Exit(EXIT_USAGE) from None
+
+
+# What `pip install 'ssdaudit[torch]'` adds to the base install (which is enough for `lint`).
+TORCH_EXTRA = ("torch", "torchvision", "torchinfo", "matplotlib", "numpy")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush does not fail on the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _report(message: str, kind: str, json_output: bool) -> None:

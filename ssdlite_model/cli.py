@@ -400,7 +400,17 @@ def data_synth(
 
 
 def main() -> None:
+    import importlib.util
+    import sys
     import warnings
+
+    from ssdaudit.errors import TORCH_EXTRA
+
+    asks_help = len(sys.argv) < 2 or any(a in ("--help", "-h", "--version") for a in sys.argv[1:])
+    missing = [m for m in TORCH_EXTRA if importlib.util.find_spec(m) is None]
+    if missing and not asks_help:  # every ssdlite command builds or runs the detector
+        print(f"error: ssdlite needs {', '.join(missing)}, not installed here: pip install 'ssdaudit[torch]'", file=sys.stderr)
+        raise SystemExit(2)
 
     # torchvision.io's JPEG/PNG codecs still work; its deprecation notice would only clutter every command.
     warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
