@@ -54,3 +54,52 @@ def test_installed_wheel_runs_outside_the_repository(dist, tmp_path):
                             timeout=300)
     assert params.returncode == 0, params.stderr[-2000:]
     assert '"registered_params": 4577792' in params.stdout
+
+
+# A finder that makes the heavy packages unimportable, as in the pre-commit hook's environment (typer and rich only).
+_NO_TORCH = (
+    "import sys\n"
+    "from importlib.abc import MetaPathFinder\n"
+    "BLOCKED = {'torch', 'torchvision', 'torchinfo', 'numpy', 'matplotlib'}\n"
+    "class Blocker(MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in BLOCKED:\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "        return None\n"
+    "sys.meta_path.insert(0, Blocker())\n"
+)
+
+
+def test_base_install_needs_no_torch(dist):
+    """The pre-commit hook installs the base distribution: its requirements are typer and rich; torch and the rest
+    come only with the [torch] extra (which [dev] includes)."""
+    wheel = next(dist.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    base = sorted(r.split(">")[0].split("=")[0].split("<")[0].strip() for r in requires if "extra ==" not in r)
+    assert base == ["rich", "typer"], requires
+    torch_extra = [r for r in requires if 'extra == "torch"' in r]
+    assert any(r.startswith("torch") for r in torch_extra) and any(r.startswith("torchvision") for r in torch_extra)
+
+
+def _run_without_torch(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    code = _NO_TORCH + f"sys.argv = ['ssdaudit', *{args!r}]\nfrom ssdaudit.cli import main\nmain()\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_lint_runs_without_torch_and_other_commands_say_what_to_install(tmp_path):
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.blocks = [nn.Linear(4, 4)]\n    def forward(self, x):\n        return self.blocks[0](x)\n")
+    lint = _run_without_torch(["lint", "net.py", "--format", "sarif"], tmp_path)
+    assert lint.returncode == 1, lint.stderr
+    assert '"ruleId": "R001"' in lint.stdout
+    rules = _run_without_torch(["rules"], tmp_path)
+    assert rules.returncode == 0 and "R001" in rules.stdout, rules.stderr
+    params = _run_without_torch(["params", "net.py"], tmp_path)
+    assert params.returncode == 2
+    assert params.stderr.strip().splitlines() == [
+        "error: this command needs torch, which is not installed here: pip install 'ssdaudit[torch]' (or install "
+        "PyTorch your own way; `ssdaudit lint` and `ssdaudit rules` work without it)"]
