@@ -1,7 +1,10 @@
 """Detection metrics: Pascal VOC AP@0.5 (11-point and all-point) and COCO mAP@[.5:.95] (our own, and pycocotools).
 
 Inputs everywhere: per image ``detections[i] = {"boxes" (D, 4) xyxy pixels, "scores" (D,), "labels" (D,)}`` and
-``targets[i] = {"boxes" (G, 4) xyxy pixels, "labels" (G,)}``, labels in 1..K (0 is background).
+``targets[i] = {"boxes" (G, 4) xyxy pixels, "labels" (G,)}``, labels in 1..K (0 is background), with optional
+(G,) bool flags: "difficult" (VOC: not counted as ground truth, and a detection matched to one is neither a true nor
+a false positive, as the VOC devkit scores them; for COCO AP they are ignore regions) and "iscrowd" (COCO crowd
+regions, ignored the way COCOeval ignores them).
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ def _class_matches(detections: list[Detections], targets: list[Detections], cls:
     """(scores, is_true_positive, number of ground-truth boxes) for one class at one IoU threshold."""
     scores_all, tps_all, n_gt = [], [], 0
     for det, tgt in zip(detections, targets):
-        gt = tgt["boxes"][tgt["labels"] == cls].float()
-        n_gt += len(gt)
+        of_class = tgt["labels"] == cls
+        gt = tgt["boxes"][of_class].float()
+        hard = _flag(tgt, "difficult")[of_class].numpy() if not coco else np.zeros(len(gt), dtype=bool)
+        n_gt += int((~hard).sum())
         mask = det["labels"] == cls
         boxes, scores = det["boxes"][mask].float(), det["scores"][mask].float()
         order = torch.argsort(-scores, stable=True)
@@ -65,6 +70,7 @@ def _class_matches(detections: list[Detections], targets: list[Detections], cls:
             order = order[:max_dets]
         boxes, scores = boxes[order], scores[order]
         tp = np.zeros(len(boxes), dtype=bool)
+        counted = np.ones(len(boxes), dtype=bool)  # False: matched to a difficult object, left out of the curve
         if len(gt) and len(boxes):
             ious = box_iou(boxes, gt).numpy()
             taken = np.zeros(len(gt), dtype=bool)
@@ -78,11 +84,19 @@ def _class_matches(detections: list[Detections], targets: list[Detections], cls:
                         taken[m], tp[k] = True, True
                 else:  # VOC: the best ground truth overall; a second hit on it is a false positive
                     g = int(ious[k].argmax())
-                    if ious[k, g] >= iou and not taken[g]:
+                    if ious[k, g] >= iou and hard[g]:
+                        counted[k] = False
+                    elif ious[k, g] >= iou and not taken[g]:
                         taken[g], tp[k] = True, True
-        scores_all.append(scores.numpy())
-        tps_all.append(tp)
+        scores_all.append(scores.numpy()[counted])
+        tps_all.append(tp[counted])
     return np.concatenate(scores_all) if scores_all else np.zeros(0), np.concatenate(tps_all) if tps_all else np.zeros(0, bool), n_gt
+
+
+def _flag(target: Detections, key: str) -> torch.Tensor:
+    """A target's (G,) bool flag ("difficult", "iscrowd"); all False when the target has none."""
+    value = target.get(key)
+    return value.bool().reshape(-1) if value is not None else torch.zeros(len(target["labels"]), dtype=torch.bool)
 
 
 def _pr(scores: np.ndarray, tp: np.ndarray, n_gt: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +173,7 @@ def _run_cocoeval(detections: list[Detections], targets: list[Detections], num_c
     results: list[dict[str, Any]] = []
     for i, (det, tgt) in enumerate(zip(detections, targets), start=1):
         images.append({"id": i, "width": 10_000, "height": 10_000})
-        crowd = tgt.get("iscrowd", torch.zeros(len(tgt["labels"]), dtype=torch.int64)).tolist()
+        crowd = (_flag(tgt, "iscrowd") | _flag(tgt, "difficult")).tolist()  # both are regions COCOeval ignores
         for box, label, is_crowd in zip(tgt["boxes"].tolist(), tgt["labels"].tolist(), crowd):
             x0, y0, x1, y1 = box
             annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),

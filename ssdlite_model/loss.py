@@ -25,7 +25,9 @@ class MultiBoxLoss(nn.Module):
         self.neg_pos_ratio = neg_pos_ratio
 
     def match(self, priors: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Priors (P, 4) cxcywh; targets' boxes (G, 4) xyxy fractions and labels (G,) in 1..C-1.
+        """Priors (P, 4) cxcywh; targets' boxes (G, 4) xyxy fractions and labels (G,) in 1..C-1. Boxes flagged
+        "difficult" (VOC) or "iscrowd" (COCO) take no part, as in ssds.pytorch (keep_difficult=False) and
+        torchvision's COCO references.
 
         Returns (N, P, 4) regression targets and (N, P) class targets (0 = background).
         """
@@ -33,6 +35,9 @@ class MultiBoxLoss(nn.Module):
         loc_t, cls_t = [], []
         for t in targets:
             boxes, labels = t["boxes"].to(priors), t["labels"].to(priors.device)
+            ignored = _ignored(t)
+            if ignored is not None:
+                boxes, labels = boxes[~ignored.to(boxes.device)], labels[~ignored.to(labels.device)]
             idx = self.matcher(boxes, priors_xyxy)
             matched = boxes[idx.clamp(min=0)] if boxes.numel() else torch.zeros_like(priors)
             loc_t.append(self.coder.encode(matched, priors))
@@ -67,3 +72,14 @@ def targets_to_fractions(targets: list[dict[str, torch.Tensor]], height: int, wi
     """Scale targets' (G, 4) xyxy pixel boxes to image fractions, as the loss expects."""
     scale = torch.tensor([width, height, width, height], dtype=torch.float32)
     return [{**t, "boxes": t["boxes"].float() / scale} for t in targets]
+
+
+def _ignored(target: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """(G,) bool: the boxes training leaves out (difficult or crowd), or None when the target flags none."""
+    flags = [target[k].bool() for k in ("difficult", "iscrowd") if k in target]
+    if not flags:
+        return None
+    out = flags[0]
+    for f in flags[1:]:
+        out = out | f
+    return out

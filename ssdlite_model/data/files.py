@@ -63,10 +63,11 @@ def write_voc(dataset: Any, root: str | Path, val_fraction: float = 0.2,
         size = ET.SubElement(ann, "size")
         for tag, value in (("width", w), ("height", h), ("depth", 3)):
             ET.SubElement(size, tag).text = str(int(value))
-        for box, label in zip(target["boxes"].tolist(), target["labels"].tolist()):
+        difficult = target.get("difficult", torch.zeros(len(target["labels"]), dtype=torch.bool)).tolist()
+        for box, label, hard in zip(target["boxes"].tolist(), target["labels"].tolist(), difficult):
             obj = ET.SubElement(ann, "object")
             ET.SubElement(obj, "name").text = names[label - 1]
-            ET.SubElement(obj, "difficult").text = "0"
+            ET.SubElement(obj, "difficult").text = "1" if hard else "0"
             bb = ET.SubElement(obj, "bndbox")
             # VOC pixel indices are 1-based and inclusive: xmin = x0 + 1, xmax = x1.
             for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (box[0] + 1, box[1] + 1, box[2], box[3])):
@@ -113,9 +114,10 @@ def write_coco(dataset: Any, root: str | Path, val_fraction: float = 0.2,
     return root
 
 
-def _valid_boxes(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int,
-                 counts: Counter[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep boxes inside the image (1 px tolerance), with positive area and a known class; count the rest."""
+def _valid_target(target: dict[str, torch.Tensor], h: int, w: int, counts: Counter[str]) -> dict[str, torch.Tensor]:
+    """Keep boxes inside the image (1 px tolerance), with positive area and a known class, with their per-box
+    flags ("difficult", "iscrowd"); count the rest."""
+    boxes, labels = target["boxes"], target["labels"]
     keep = torch.ones(len(boxes), dtype=torch.bool)
     for k, (box, label) in enumerate(zip(boxes.tolist(), labels.tolist())):
         x0, y0, x1, y1 = box
@@ -128,7 +130,9 @@ def _valid_boxes(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int,
         elif x0 < -1 or y0 < -1 or x1 > w + 1 or y1 > h + 1:
             counts["outside the image"] += 1
             keep[k] = False
-    return boxes[keep].clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=boxes.dtype)), labels[keep]
+    out = {k: v[keep] for k, v in target.items()}
+    out["boxes"] = out["boxes"].clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=boxes.dtype))
+    return out
 
 
 class VOCFiles(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
@@ -157,8 +161,9 @@ class VOCFiles(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Tens
     def __len__(self) -> int:
         return len(self.voc)
 
-    def annotation(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """(boxes (N, 4) xyxy pixels, labels (N,), height, width) from the XML alone; unknown classes get 0."""
+    def annotation(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        """(boxes (N, 4) xyxy pixels, labels (N,), difficult (N,) bool, height, width) from the XML alone;
+        unknown classes get 0. Difficult objects are kept and flagged: VOC's AP ignores them, training skips them."""
         file = self.voc.annotations[index]
         try:
             tree = self.voc.parse_voc_xml(ET.parse(file).getroot())["annotation"]
@@ -167,6 +172,7 @@ class VOCFiles(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Tens
             boxes = [[float(o["bndbox"][k]) - (1 if k in ("xmin", "ymin") else 0) for k in ("xmin", "ymin", "xmax", "ymax")]
                      for o in objects]
             labels = [self._index.get(o["name"], 0) for o in objects]
+            difficult = [str(o.get("difficult", "0")).strip() == "1" for o in objects]
             size = tree.get("size", {})
             height, width = int(size.get("height", 0)), int(size.get("width", 0))
         except (ET.ParseError, KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -175,14 +181,13 @@ class VOCFiles(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Tens
         except OSError as exc:
             raise DataError(f"cannot read annotation {file}: {exc.strerror or exc}") from exc
         return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64),
-                height, width)
+                torch.tensor(difficult, dtype=torch.bool), height, width)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = _read_image(self.voc.images[index])
-        boxes, labels, _, _ = self.annotation(index)
+        boxes, labels, difficult, _, _ = self.annotation(index)
         h, w = image.shape[-2:]
-        boxes, labels = _valid_boxes(boxes, labels, h, w, self.dropped)
-        return image, {"boxes": boxes, "labels": labels}
+        return image, _valid_target({"boxes": boxes, "labels": labels, "difficult": difficult}, h, w, self.dropped)
 
 
 class COCOFiles(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
@@ -214,7 +219,7 @@ class COCOFiles(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Ten
         self.class_names = tuple(c["name"] for c in cats)
         self._label = {c["id"]: k + 1 for k, c in enumerate(cats)}
         self.base = base
-        self.wrapped = wrap_dataset_for_transforms_v2(base, target_keys=("boxes", "labels", "image_id"))
+        self.wrapped = wrap_dataset_for_transforms_v2(base, target_keys=("boxes", "labels", "image_id", "iscrowd"))
         self.dropped: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -234,9 +239,9 @@ class COCOFiles(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Ten
         boxes = torch.zeros(0, 4) if boxes is None else boxes.as_subclass(torch.Tensor).float()
         labels = target.get("labels", torch.zeros(0, dtype=torch.int64))
         labels = torch.tensor([self._label.get(int(c), 0) for c in labels], dtype=torch.int64)
+        crowd = torch.as_tensor(target.get("iscrowd", torch.zeros(len(labels))), dtype=torch.bool).reshape(-1)
         h, w = image.shape[-2:]
-        boxes, labels = _valid_boxes(boxes, labels, h, w, self.dropped)
-        return image, {"boxes": boxes, "labels": labels}
+        return image, _valid_target({"boxes": boxes, "labels": labels, "iscrowd": crowd}, h, w, self.dropped)
 
 
 def _read_image(path: str | Path) -> torch.Tensor:

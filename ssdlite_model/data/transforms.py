@@ -2,7 +2,8 @@
 
 Every pipeline takes ``(image, {"boxes": (N, 4) xyxy pixels, "labels": (N,)})`` with the image as a (3, H, W)
 float tensor in [0, 1] or uint8, and returns the same structure at ``size`` x ``size`` with a float image in
-[0, 1] and plain tensors; boxes made degenerate by a crop are removed with their labels (SanitizeBoundingBoxes).
+[0, 1] and plain tensors; boxes made degenerate by a crop are removed with their labels and per-box flags
+("difficult", "iscrowd": ``PER_BOX_FLAGS``) by SanitizeBoundingBoxes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from torchvision.transforms import v2
 
 # ImageNet mean in [0, 1]: zoom-out fills the canvas with it, so the normalised fill is zero.
 FILL = (0.485, 0.456, 0.406)
+PER_BOX_FLAGS = ("difficult", "iscrowd")  # (N,) bool beside "labels": VOC difficult objects, COCO crowd regions
+
+
+def per_box_tensors(inputs: Any) -> tuple[torch.Tensor, ...]:
+    """SanitizeBoundingBoxes' ``labels_getter``: the labels and every per-box flag, so that all are filtered with
+    the boxes (the default getter would leave the flags misaligned)."""
+    target = inputs[1] if isinstance(inputs, (tuple, list)) else inputs
+    return tuple(target[k] for k in ("labels", *PER_BOX_FLAGS) if k in target)
 
 
 def ssd_train_transform(size: int, strong: bool = True) -> v2.Compose:
@@ -30,7 +39,7 @@ def ssd_train_transform(size: int, strong: bool = True) -> v2.Compose:
         v2.RandomHorizontalFlip(p=0.5),
         v2.Resize((size, size), antialias=True),
         v2.ClampBoundingBoxes(),
-        v2.SanitizeBoundingBoxes(min_size=1.0),
+        v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=per_box_tensors),
     ]
     return v2.Compose(steps)
 
@@ -43,11 +52,11 @@ def apply(transform: v2.Compose, image: torch.Tensor, target: dict[str, torch.Te
     """Run a v2 pipeline on plain tensors and return plain tensors (image clamped to [0, 1])."""
     h, w = image.shape[-2:]
     boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
-    out_image, out = transform(tv_tensors.Image(image), {"boxes": boxes, "labels": target["labels"]})
-    return (
-        out_image.as_subclass(torch.Tensor).clamp(0, 1),
-        {"boxes": out["boxes"].as_subclass(torch.Tensor).float(), "labels": out["labels"].long()},
-    )
+    flags = {k: target[k] for k in PER_BOX_FLAGS if k in target}
+    out_image, out = transform(tv_tensors.Image(image), {"boxes": boxes, "labels": target["labels"], **flags})
+    result = {"boxes": out["boxes"].as_subclass(torch.Tensor).float(), "labels": out["labels"].long()}
+    result.update({k: out[k].bool() for k in flags})
+    return out_image.as_subclass(torch.Tensor).clamp(0, 1), result
 
 
 class Transformed(torch.utils.data.Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
