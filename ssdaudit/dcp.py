@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import STATE_DICT_KEYS, CheckpointFile, TensorInfo
+from .checkpoint_file import STATE_DICT_KEYS, CheckpointFile, TensorInfo
 from .errors import LoadError, first_line
 
 METADATA_NAME = ".metadata"
