@@ -5,9 +5,10 @@ A DCP directory is what ``torch.distributed.checkpoint.save`` writes (FSDP2, DTe
 ``.metadata`` pickle (every tensor's global shape, dtype and chunks) and ``__<rank>_<n>.distcp`` data files.
 DCP's ``FileSystemReader.read_metadata`` unpickles ``.metadata`` with plain ``pickle.load``, which runs whatever
 code a hostile file names; here it is read by an unpickler that accepts only DCP's own metadata classes, torch
-dtypes and sizes. Tensor data then goes through ``torch.distributed.checkpoint.load`` (which reads each chunk with
-``torch.load(weights_only=True)`` and reassembles shards into one full tensor), one tensor per call, so peak memory
-is the tensor in hand, as for the other formats.
+dtypes and sizes. A tensor stored as one chunk (a one-process save) is read straight from its byte range with
+``torch.load(weights_only=True)``, as DCP's reader does, without DCP's extra destination copy; a sharded tensor goes
+through ``torch.distributed.checkpoint.load``, which reassembles the shards into one full tensor. One tensor per
+call: peak memory is the tensor in hand (and, for a sharded one, its destination), whatever the checkpoint's size.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import io
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from .checkpoint_file import STATE_DICT_KEYS, CheckpointFile, TensorInfo
 from .errors import LoadError, first_line
@@ -128,8 +129,11 @@ def open_dcp(path: Path) -> CheckpointFile:
             return metadata
 
     reader = _SafeReader(str(path))
+    whole = _single_chunk_locations(metadata)
 
     def get(name: str) -> Any:
+        if keys[name] in whole:
+            return _read_whole(path, name, tensors[name], *whole[keys[name]])
         from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
         from torch.distributed.checkpoint.api import CheckpointException
 
@@ -148,6 +152,72 @@ def open_dcp(path: Path) -> CheckpointFile:
     file_bytes = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     # object_tensor_bytes 0 (unknown): DCP writes each chunk by itself, so C006's whole-storage case cannot arise
     return CheckpointFile(path, file_bytes, tensors, wrapper, 0, False, get)
+
+
+def _single_chunk_locations(metadata: Any) -> dict[str, tuple[str, int, int]]:
+    """DCP key -> (data file, offset, length) for tensors saved as one untransformed chunk covering the tensor."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    entries: dict[str, list[Any]] = {}
+    for index, info in metadata.storage_data.items():
+        entries.setdefault(index.fqn, []).append(info)
+    out = {}
+    for key, md in metadata.state_dict_metadata.items():
+        if not isinstance(md, TensorStorageMetadata) or len(md.chunks) != 1 or len(entries.get(key, ())) != 1:
+            continue
+        chunk, info = md.chunks[0], entries[key][0]
+        if tuple(chunk.sizes) == tuple(md.size) and not any(chunk.offsets) and not getattr(info, "transform_descriptors", None):
+            out[key] = (info.relative_path, int(info.offset), int(info.length))
+    return out
+
+
+class _ByteRange(io.RawIOBase):
+    """A read-only, seekable view of ``length`` bytes of ``file`` from ``offset`` (torch.load reads a chunk in place)."""
+
+    def __init__(self, file: Any, offset: int, length: int) -> None:
+        super().__init__()
+        self.file, self.offset, self.length, self.pos = file, offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
+        self.pos = max(0, min(self.length, base + pos))
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self.length - self.pos)
+        if n <= 0:
+            return 0
+        self.file.seek(self.offset + self.pos)
+        got = self.file.readinto(view[:n])
+        self.pos += got
+        return int(got)
+
+
+def _read_whole(path: Path, name: str, info: TensorInfo, file_name: str, offset: int, length: int) -> Any:
+    import torch
+
+    try:
+        with open(path / file_name, "rb") as f:
+            if offset + length > (path / file_name).stat().st_size:
+                raise EOFError(f"{file_name} ends before byte {offset + length}")
+            chunk = cast(IO[bytes], _ByteRange(f, offset, length))
+            tensor = torch.load(chunk, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise LoadError(f"cannot read {name} from {path}: {exc.__class__.__name__}: {first_line(exc)} "
+                        "(a data file truncated or overwritten?)") from exc
+    if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != info.shape:
+        raise LoadError(f"cannot read {name} from {path}: its data is not a tensor of shape {list(info.shape)}")
+    return tensor
 
 
 def _root_failure(exc: BaseException) -> BaseException:
