@@ -75,3 +75,42 @@ def test_mutated_and_truncated_torch_save(tmp_path, edits, cut):
 def test_mutated_and_truncated_safetensors(tmp_path, edits, cut):
     pytest.importorskip("safetensors")
     _read(tmp_path, _mutate(SAFETENSORS_FILE, edits, cut), ".safetensors")
+
+
+def _dcp_files() -> dict[str, bytes]:
+    """A one-process torch.distributed.checkpoint save: {file name: bytes} (.metadata and the data file)."""
+    import tempfile
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": {"conv.weight": torch.arange(24.0).reshape(2, 3, 2, 2), "conv.bias": torch.ones(2)},
+                  "epoch": 3}, checkpoint_id=tmp, no_dist=True)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir()}
+
+
+DCP_FILES = _dcp_files() if torch.distributed.is_available() else {}
+
+
+@FUZZ
+@given(which=st.sampled_from(sorted(DCP_FILES) or [".metadata"]),
+       edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8), cut=st.integers(0, 10**6))
+def test_mutated_and_truncated_dcp_directory(tmp_path, which, edits, cut):
+    """The .metadata pickle (read by an allow-list unpickler) and the data files, mutated and cut."""
+    if not DCP_FILES:
+        pytest.skip("torch without torch.distributed")
+    folder = tmp_path / "dcp"
+    folder.mkdir(exist_ok=True)
+    for name, data in DCP_FILES.items():
+        (folder / name).write_bytes(_mutate(data, edits, cut) if name == which else data)
+    start = time.monotonic()
+    try:
+        ckpt = open_checkpoint(folder)
+        for key in ckpt.tensors:
+            ckpt.get(key)
+    except LoadError:
+        pass
+    assert time.monotonic() - start < SLOWEST_S
+    assert not SENTINEL.exists()
