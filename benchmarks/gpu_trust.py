@@ -6,6 +6,9 @@ For the fixed and the buggy SSDLite (ssds-voc, 300 px, batch 8), 20 training ste
 setting (fp32, bf16 autocast, fp16 autocast with GradScaler; each with and without channels_last): the fixed model
 must give no finding, the buggy one G001 at `backbone` (1,812,800 parameters) and nothing else. Then
 ``find_unregistered(buggy.cuda(), x.cuda())`` must return R001 `backbone` with 1,812,800 parameters, no exception.
+Last, FSDP2 on CUDA (nccl, one process per GPU, ``tests/data/fsdp2_dcp_worker.py``): G001 at the plain-list layer,
+G002 at the unused branch, every gradient norm equal to the unsharded model's, and the DCP save equal to its
+torch.save twin.
 """
 
 from __future__ import annotations
@@ -57,6 +60,38 @@ def train_monitored(model, dtype, channels_last: bool):
     return [f for f in mon.findings() if f.severity is not Severity.INFO]
 
 
+def fsdp2_check(device: str = "cuda", n: int | None = None) -> bool:
+    """The 2-process CPU test's worker, on every GPU here (nccl); True when its figures hold.
+    (``fsdp2_check("cpu", 2)`` runs the same harness with gloo on the CPU.)"""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    from ssdaudit.checkpoints import open_checkpoint
+    from ssdaudit.diff import diff_checkpoints
+
+    n = n or torch.cuda.device_count()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
+             str(ROOT / "tests/data/fsdp2_dcp_worker.py"), tmp],
+            capture_output=True, text=True, timeout=300, cwd=ROOT,
+            env={**os.environ, "FSDP_DEVICE": device, "PYTHONPATH": str(ROOT)})
+        if proc.returncode != 0:
+            print(f"FSDP2 on {device} ({n} processes): the worker failed:\n{proc.stderr[-1500:]}")
+            return False
+        result = json.loads(Path(tmp, "result.json").read_text())
+        same = diff_checkpoints(open_checkpoint(Path(tmp, "dcp")), open_checkpoint(Path(tmp, "full.pth"))).identical
+    sharded, reference = result["sharded"], result["reference"]
+    findings = sorted((rule, label) for rule, label, _ in sharded["findings"])
+    worst = max(abs(sharded["grad_norm"][k] - v) / max(abs(v), 1e-12) for k, v in reference["grad_norm"].items())
+    ok = findings == [("G001", "extra"), ("G002", "unused")] and worst < 1e-4 and same
+    print(f"FSDP2 on {device} ({n} processes, {sharded['device']}): findings {findings}, worst grad-norm rel. error {worst:.1e}, "
+          f"DCP == torch.save twin: {same}: {'ok' if ok else 'WRONG'}")
+    return ok
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_trust: no CUDA device here; skipped (run it on a GPU machine)")
@@ -94,6 +129,7 @@ def main() -> int:
         ok = False
         print(f"find_unregistered(buggy.cuda(), x.cuda()) raised {exc.__class__.__name__}: {exc}")
     failures += not ok
+    failures += not fsdp2_check("cuda")
     print(f"\n{failures} failures, {time.perf_counter() - start:.0f} s")
     return 1 if failures else 0
 

@@ -1,11 +1,13 @@
 """Run by ``tests/ssdaudit/test_distributed.py`` under torchrun (2 processes, gloo, CPU): a 3-step FSDP2 training under
 GradFlowMonitor (again with FSDP2's internal map hidden, for the fallback), then a DCP save of the sharded model
-beside a torch.save of its full state. Rank 0 writes ``result.json`` to the folder given as the argument."""
+beside a torch.save of its full state. Rank 0 writes ``result.json`` to the folder given as the argument.
+With FSDP_DEVICE=cuda (nccl, one GPU per rank) ``benchmarks/gpu_trust.py`` runs the same on a GPU."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 LR = 0.1
+DEVICE = torch.device(os.environ.get("FSDP_DEVICE", "cpu"))
 
 
 class Net(nn.Module):
@@ -38,7 +41,7 @@ def train_sharded(model: nn.Module, x: torch.Tensor, log_dir: Path | None) -> di
 
     from ssdaudit.gradflow import GradFlowMonitor
 
-    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    mesh = init_device_mesh(DEVICE.type, (dist.get_world_size(),))
     for layer in (model.stem, model.unused, model.head):
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
@@ -53,6 +56,7 @@ def train_sharded(model: nn.Module, x: torch.Tensor, log_dir: Path | None) -> di
     first = run.stats[0]
     return {
         "tensors": [t.to_dict() for t in run.tensors],
+        "device": str(DEVICE),
         "grad_norm": {t.name: float(first[0, k]) for k, t in enumerate(run.tensors)},
         "grad_max": {t.name: float(first[1, k]) for k, t in enumerate(run.tensors)},
         "grad_l1": {t.name: float(first[2, k]) for k, t in enumerate(run.tensors)},
@@ -82,12 +86,19 @@ def reference_step(model: nn.Module, x: torch.Tensor) -> dict[str, dict[str, flo
     }
 
 
+def on_device(model: Net) -> Net:
+    model.extra[0].to(DEVICE)  # .to() never reaches the plain list: moved by hand, as the user of such code does
+    return model.to(DEVICE)
+
+
 def main(out: Path) -> None:
-    dist.init_process_group("gloo")
+    if DEVICE.type == "cuda":  # "cuda" is then this rank's GPU
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if DEVICE.type == "cuda" else "gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)
-    x = torch.randn(6, 8)  # the same batch on every rank: FSDP's averaged gradient is the one-process gradient
-    model = Net()
+    x = torch.randn(6, 8).to(DEVICE)  # the same batch on every rank: FSDP's averaged gradient is the one-process one
+    model = on_device(Net())
     reference = reference_step(model, x)
     result: dict[str, object] = {"reference": reference, "world": dist.get_world_size()}
     result["sharded"] = train_sharded(model, x, out / "gradflow")
@@ -95,7 +106,7 @@ def main(out: Path) -> None:
     import torch.distributed.checkpoint as dcp
 
     dcp.save({"model": model.state_dict(), "epoch": 3}, checkpoint_id=str(out / "dcp"))
-    full = {k: v.full_tensor() for k, v in model.state_dict().items()}  # a collective: every rank takes part
+    full = {k: v.full_tensor().cpu() for k, v in model.state_dict().items()}  # a collective: every rank takes part
     if rank == 0:
         torch.save(full, out / "full.pth")
 
@@ -103,7 +114,7 @@ def main(out: Path) -> None:
 
     monitor_module.unsharded_to_sharded = lambda _model: {}  # as on a torch whose FSDP2 internals differ
     torch.manual_seed(0)
-    result["fallback"] = train_sharded(Net(), x, None)
+    result["fallback"] = train_sharded(on_device(Net()), x, None)
     if rank == 0:
         (out / "result.json").write_text(json.dumps(result))
     dist.barrier()
