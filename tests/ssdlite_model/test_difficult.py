@@ -2,7 +2,6 @@
 with their boxes, left out of training, and scored the way the VOC devkit and COCOeval score them."""
 
 import json
-import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
