@@ -29,6 +29,16 @@ class TensorInfo:
     nbytes: int
 
 
+def tensor_info(key: str, shape: tuple[int, ...], dtype: str) -> TensorInfo:
+    """A ``TensorInfo`` from a header's shape and dtype name ("float32"): numel and bytes computed."""
+    import math
+
+    import torch
+
+    numel = math.prod(shape)
+    return TensorInfo(key, shape, dtype, numel, numel * torch.empty((), dtype=getattr(torch, dtype)).element_size())
+
+
 @dataclass
 class CheckpointFile:
     """An opened checkpoint: tensor metadata up front, data on demand (``get``), pages dropped on ``release``."""

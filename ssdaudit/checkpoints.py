@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint_file import BUFFER_SUFFIXES, STATE_DICT_KEYS, CheckpointFile, TensorInfo, is_buffer_name
+from .checkpoint_file import BUFFER_SUFFIXES, STATE_DICT_KEYS, CheckpointFile, TensorInfo, is_buffer_name, tensor_info
 from .errors import LoadError, first_line
 
 __all__ = ["BUFFER_SUFFIXES", "STATE_DICT_KEYS", "CheckpointFile", "TensorInfo", "is_buffer_name", "open_checkpoint",
@@ -275,11 +275,7 @@ def _open_safetensors(path: Path) -> CheckpointFile:
         for key in handle.keys():  # type: ignore[no-untyped-call]  # safetensors ships no annotations here
             s = handle.get_slice(key)  # type: ignore[no-untyped-call]
             shape = tuple(s.get_shape())
-            dtype = _SAFETENSORS_DTYPES.get(s.get_dtype(), s.get_dtype().lower())
-            numel = 1
-            for d in shape:
-                numel *= d
-            tensors[key] = TensorInfo(key, shape, dtype, numel, numel * _itemsize(dtype))
+            tensors[key] = tensor_info(key, shape, _SAFETENSORS_DTYPES.get(s.get_dtype(), s.get_dtype().lower()))
     except Exception as exc:
         raise LoadError(f"cannot read {path} as safetensors: {first_line(exc)}") from exc
     return CheckpointFile(
@@ -291,12 +287,6 @@ _SAFETENSORS_DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
     "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }
-
-
-def _itemsize(dtype: str) -> int:
-    import torch
-
-    return torch.empty((), dtype=getattr(torch, dtype)).element_size()
 
 
 def _open_directory(path: Path, trust_pickle: bool) -> CheckpointFile:

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import IO, Any, cast
 
-from .checkpoint_file import STATE_DICT_KEYS, CheckpointFile, TensorInfo
+from .checkpoint_file import STATE_DICT_KEYS, CheckpointFile, TensorInfo, tensor_info
 from .errors import LoadError, first_line
 
 METADATA_NAME = ".metadata"
@@ -116,13 +116,7 @@ def open_dcp(path: Path) -> CheckpointFile:
     tensors: dict[str, TensorInfo] = {}
     for name, key in keys.items():
         md = metadata.state_dict_metadata[key]
-        shape = tuple(int(d) for d in md.size)
-        dtype = md.properties.dtype
-        numel = 1
-        for d in shape:
-            numel *= d
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        tensors[name] = TensorInfo(name, shape, str(dtype).removeprefix("torch."), numel, numel * itemsize)
+        tensors[name] = tensor_info(name, tuple(int(d) for d in md.size), str(md.properties.dtype).removeprefix("torch."))
 
     class _SafeReader(FileSystemReader):  # DCP's reader, with the checked metadata instead of its pickle.load
         def read_metadata(self, *args: Any, **kwargs: Any) -> Any:

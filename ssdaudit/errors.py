@@ -125,16 +125,6 @@ def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]
         _debug(exc, debug)
         _report(str(exc), exc.kind, json_output)
         raise typer.Exit(EXIT_USAGE) from None
-    except ModuleNotFoundError as exc:
-        _debug(exc, debug)
-        if (exc.name or "").split(".")[0] not in TORCH_EXTRA:
-            _report(f"unexpected ModuleNotFoundError: {first_line(exc)} (run with --debug for the traceback)", "internal",
-                    json_output)
-            raise typer.Exit(EXIT_USAGE) from None
-        _report(f"this command needs {exc.name}, which is not installed here: pip install 'ssdaudit[torch]' (or install "
-                "PyTorch your own way; `ssdaudit lint` and `ssdaudit rules` work without it)", "missing-dependency",
-                json_output)
-        raise typer.Exit(EXIT_USAGE) from None
     except BrokenPipeError:  # `ssdaudit rules | head`: the reader left; say nothing more
         _silence_stdout()
         raise typer.Exit(EXIT_USAGE) from None
@@ -144,8 +134,13 @@ def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]
         raise typer.Exit(EXIT_USAGE) from None
     except Exception as exc:  # a bug of ours or an unforeseen input: one line, never a traceback by default
         _debug(exc, debug)
-        hint = "" if debug else " (run with --debug for the traceback)"
-        _report(f"unexpected {exc.__class__.__name__}: {first_line(exc)}{hint}", "internal", json_output)
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TORCH_EXTRA:
+            _report(f"this command needs {exc.name}, which is not installed here: pip install 'ssdaudit[torch]' (or "
+                    "install PyTorch your own way; `ssdaudit lint` and `ssdaudit rules` work without it)",
+                    "missing-dependency", json_output)
+        else:
+            hint = "" if debug else " (run with --debug for the traceback)"
+            _report(f"unexpected {exc.__class__.__name__}: {first_line(exc)}{hint}", "internal", json_output)
         raise typer.Exit(EXIT_USAGE) from None
 
 

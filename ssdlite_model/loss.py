@@ -37,7 +37,8 @@ class MultiBoxLoss(nn.Module):
             boxes, labels = t["boxes"].to(priors), t["labels"].to(priors.device)
             ignored = _ignored(t)
             if ignored is not None:
-                boxes, labels = boxes[~ignored.to(boxes.device)], labels[~ignored.to(labels.device)]
+                keep = ~ignored.to(priors.device)
+                boxes, labels = boxes[keep], labels[keep]
             idx = self.matcher(boxes, priors_xyxy)
             matched = boxes[idx.clamp(min=0)] if boxes.numel() else torch.zeros_like(priors)
             loc_t.append(self.coder.encode(matched, priors))
@@ -77,9 +78,4 @@ def targets_to_fractions(targets: list[dict[str, torch.Tensor]], height: int, wi
 def _ignored(target: dict[str, torch.Tensor]) -> torch.Tensor | None:
     """(G,) bool: the boxes training leaves out (difficult or crowd), or None when the target flags none."""
     flags = [target[k].bool() for k in ("difficult", "iscrowd") if k in target]
-    if not flags:
-        return None
-    out = flags[0]
-    for f in flags[1:]:
-        out = out | f
-    return out
+    return torch.stack(flags).any(dim=0) if flags else None

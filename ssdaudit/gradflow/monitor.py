@@ -266,7 +266,7 @@ class GradFlowMonitor:
             # max |g| as foreach abs + max: about 3x faster on CPU than _foreach_norm(grads, inf)
             row[GRAD_MAX, idx] = torch.stack(torch._foreach_max(torch._foreach_abs(grads))).float()
             row[GRAD_L1, idx] = torch.stack(torch._foreach_norm(grads, 1)).float()
-        if self._reducer is not None and self._reducer.active:
+        if self._reducer is not None:
             self._reducer.combine(row, sum_sq=(GRAD_NORM,), sums=(GRAD_L1,), maxes=(GRAD_MAX,))
         self._rows.append(row)
         self._row_steps.append(self.step)
@@ -295,7 +295,7 @@ class GradFlowMonitor:
         idx = self._opt_index_on(row.device)
         row[UPDATE, idx] = torch.stack(torch._foreach_norm(snap)).float()
         row[WEIGHT, idx] = torch.stack(torch._foreach_norm(params)).float()
-        if self._reducer is not None and self._reducer.active:
+        if self._reducer is not None:
             self._reducer.combine(row, sum_sq=(UPDATE, WEIGHT), sums=(), maxes=())
 
     def _view(self, column: int, t: torch.Tensor) -> torch.Tensor:

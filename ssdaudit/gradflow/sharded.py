@@ -77,10 +77,6 @@ class ShardReducer:
             elif groups:
                 self.by_groups.setdefault(tuple(groups), []).append(k)
 
-    @property
-    def active(self) -> bool:
-        return bool(self.by_groups or self.gather)
-
     def view(self, column: int, t: torch.Tensor) -> torch.Tensor:
         """What to compute column ``column``'s statistics on: the local shard, or the full tensor when its
         placement cannot be combined (every rank must call this for the same columns: it may be a collective)."""
