@@ -43,8 +43,8 @@ class CheckReport:
         return not any(r.failing for r in self.rows)
 
     @property
-    def ci_findings(self) -> list[Finding]:
-        """What SARIF and GitHub annotations show: the findings that fail the gate."""
+    def findings(self) -> list[Finding]:
+        """What SARIF and GitHub annotations show: the findings that fail the gate (``all_findings`` has the rest)."""
         return self.new
 
     def to_dict(self) -> dict[str, Any]:

@@ -297,7 +297,7 @@ def _emit(report: Any, fmt: Format, default_file: str | None = None, **text_opti
 
         typer.echo(render_json(report.to_dict()))
     elif fmt in (Format.sarif, Format.github):
-        _emit_ci(fmt, getattr(report, "ci_findings", report.findings), default_file)
+        _emit_ci(fmt, report.findings, default_file)
     else:
         from .report import render_text
 
@@ -421,26 +421,46 @@ def check(
 
 
 @app.command()
-def rules(code: str = typer.Argument(None, help="A rule code, e.g. R001; all rules when omitted.")) -> None:
+def rules(
+    code: str = typer.Argument(None, help="A rule code, e.g. R001; all rules when omitted."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text or json (sarif and github hold findings, not rules)."),
+) -> None:
     """List the rules (code, name, summary) or explain one: why it matters, the fix, its docs page.
 
-    Example: ssdaudit rules G001
+    Exit codes: 0 listed, 2 an unknown code or a format this command does not offer.
+
+    Examples:
+
+      ssdaudit rules G001
+
+      ssdaudit rules --format json
     """
     from .findings import RULES
 
-    with _errors(Format.text, False):
-        if code is None:
-            for r in RULES.values():
-                typer.echo(f"{r.code}  {r.name:<26} {r.severity.value:<8} {r.summary}")
-            return
-        r = RULES.get(code.upper())
-        if r is None:
+    with _errors(fmt, False):
+        if fmt not in (Format.text, Format.json):
+            _fail(f"--format {fmt.value}: `ssdaudit rules` prints text or json (sarif and github are for findings)")
+        if code is not None and code.upper() not in RULES:
             _fail(f"unknown rule {code!r}: run `ssdaudit rules` for the list")
-        typer.echo(f"{r.code} {r.name} ({r.severity.value}): {r.summary}\n\nwhy: {r.why}\nfix: {r.fix}\ndocs: {r.docs}")
+        chosen = [RULES[code.upper()]] if code is not None else list(RULES.values())
+        if fmt is Format.json:
+            from .report import render_json
+
+            typer.echo(render_json({"rules": [r.to_dict() for r in chosen]}))
+        elif code is None:
+            for r in chosen:
+                typer.echo(f"{r.code}  {r.name:<26} {r.severity.value:<8} {r.summary}")
+        else:
+            r = chosen[0]
+            typer.echo(f"{r.code} {r.name} ({r.severity.value}): {r.summary}\n\nwhy: {r.why}\nfix: {r.fix}\ndocs: {r.docs}")
 
 
 def main() -> None:
-    app()
+    """The console script: the typer app, with internal errors exiting 3 (``errors.cli_errors``) even when
+    ``SSDAUDIT_RAISE_INTERNAL`` lets them propagate with their traceback."""
+    from .errors import run_app
+
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 Every mistake a user can make (a bad path, a corrupt or hostile checkpoint, a model file that exits or hangs,
 a wrong configuration value) raises a ``UserError`` subclass with a one-line message naming the problem, the
 file (and key or line) and what to do. ``cli_errors`` (used by both CLIs) prints it, as a JSON document on
-stdout too when the output format is JSON, and exits 2. Anything unexpected prints one line and a pointer to
-``--debug``; it never reaches the user as a traceback, and never exits 1 (which scripts read as "findings").
+stdout too when the output format is JSON, and exits 2. Anything unexpected is a bug of ours, not a refusal: it
+prints one "internal error" line with a pointer to ``--debug`` (JSON ``kind`` "internal") and exits 3, so that
+neither a script nor a test can mistake it for a clean refusal (2) or for findings (1). With the environment
+variable ``SSDAUDIT_RAISE_INTERNAL=1`` (the test suite sets it) the exception propagates with its traceback.
 
 ``running_user_code`` wraps code from the user's model files: their prints go to stderr (so ``--format json``
 stdout stays one JSON document), ``sys.exit`` becomes a load error, and a deadline stops a hang.
@@ -18,9 +20,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -133,15 +136,26 @@ def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]
         _report("out of memory (a smaller --input-shape or --batch-size?)", "memory", json_output)
         raise typer.Exit(EXIT_USAGE) from None
     except Exception as exc:  # a bug of ours or an unforeseen input: one line, never a traceback by default
-        _debug(exc, debug)
         if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TORCH_EXTRA:
+            _debug(exc, debug)
             _report(f"this command needs {exc.name}, which is not installed here: pip install 'ssdaudit[torch]' (or "
                     "install PyTorch your own way; `ssdaudit lint` and `ssdaudit rules` work without it)",
                     "missing-dependency", json_output)
-        else:
-            hint = "" if debug else " (run with --debug for the traceback)"
-            _report(f"unexpected {exc.__class__.__name__}: {first_line(exc)}{hint}", "internal", json_output)
-        raise typer.Exit(EXIT_USAGE) from None
+            raise typer.Exit(EXIT_USAGE) from None
+        if raise_internal():
+            raise
+        _debug(exc, debug)
+        hint = "" if debug else "; run it again with --debug for the traceback"
+        _report(f"internal error: {exc.__class__.__name__}: {first_line(exc)} (a bug in ssdaudit, please report it"
+                f"{hint})", "internal", json_output)
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def raise_internal() -> bool:
+    """Whether internal errors propagate with their traceback (``SSDAUDIT_RAISE_INTERNAL=1``; the tests set it)."""
+    import os
+
+    return os.environ.get("SSDAUDIT_RAISE_INTERNAL", "") not in ("", "0")
 
 
 # What `pip install 'ssdaudit[torch]'` adds to the base install (which is enough for `lint`).
@@ -170,3 +184,15 @@ def _debug(exc: BaseException, debug: bool) -> None:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
+
+
+def run_app(app: "Callable[[], object]") -> None:
+    """Run a CLI app; an exception that escaped ``cli_errors`` (only under ``SSDAUDIT_RAISE_INTERNAL``, or outside
+    every command body) prints its traceback and exits 3, never 1, which means "findings"."""
+    try:
+        app()
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(EXIT_INTERNAL)

@@ -37,6 +37,12 @@ class Rule:
     def docs(self) -> str:
         return f"docs/rules/{self.code}.md"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as ``ssdaudit rules --format json`` prints it."""
+        return {"code": self.code, "name": self.name, "severity": self.severity.value, "summary": self.summary,
+                "why": self.why, "fix": self.fix, "bad_example": self.bad_example, "good_example": self.good_example,
+                "found_by": list(self.found_by), "docs": self.docs}
+
     def finding(self, path: str, message: str | None = None, *args: Any, severity: "Severity | None" = None,
                 values: dict[str, Any] | None = None, **fields: Any) -> "Finding":
         """A finding of this rule at the attribute path ``path``, with the rule's severity unless a detector has a

@@ -404,7 +404,7 @@ def main() -> None:
     import sys
     import warnings
 
-    from ssdaudit.errors import TORCH_EXTRA
+    from ssdaudit.errors import TORCH_EXTRA, run_app
 
     asks_help = len(sys.argv) < 2 or any(a in ("--help", "-h", "--version") for a in sys.argv[1:])
     missing = [m for m in TORCH_EXTRA if importlib.util.find_spec(m) is None]
@@ -414,7 +414,7 @@ def main() -> None:
 
     # torchvision.io's JPEG/PNG codecs still work; its deprecation notice would only clutter every command.
     warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
-    app()
+    run_app(app)
 
 
 if __name__ == "__main__":

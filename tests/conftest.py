@@ -38,3 +38,20 @@ def run_torchrun(args: list[str], cwd, timeout: int = 240):
 def torchrun():
     """Run ``torchrun --nproc_per_node=2 ARGS`` (see run_torchrun)."""
     return run_torchrun
+
+
+@pytest.fixture(autouse=True)
+def _internal_errors_raise(monkeypatch):
+    """A bug of ours must fail a test with its traceback, never pass as a refusal (exit 2) or as findings (exit 1):
+    the CLI's catch-all re-raises under SSDAUDIT_RAISE_INTERNAL, and CliRunner lets the exception reach pytest."""
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("SSDAUDIT_RAISE_INTERNAL", "1")
+    invoke = CliRunner.invoke
+
+    def invoke_raising(self, *args, **kwargs):
+        kwargs.setdefault("catch_exceptions", False)
+        return invoke(self, *args, **kwargs)
+
+    monkeypatch.setattr(CliRunner, "invoke", invoke_raising)
+    yield
