@@ -89,21 +89,39 @@ def test_self_referencing_pickle_does_not_hang_any_reader(tmp_path):
     torch.save({"w": torch.ones(3)}, good)
     bomb = tmp_path / "bomb.pth"
     torch.save({"state_dict": {"w": torch.ones(3)}, "junk": laugh}, bomb)
-    assert bomb.stat().st_size < 4096
+    size = bomb.stat().st_size
+    assert size < 4096
+
+    def audit(*args):
+        result = runner.invoke(audit_app, [*map(str, args), "--format", "json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
     with within(60):
-        assert runner.invoke(audit_app, ["params", str(bomb)]).exit_code == 0
-        assert runner.invoke(audit_app, ["diff", str(good), str(bomb)]).exit_code == 0
+        # every reader finds the one tensor under "state_dict" and reads the whole file, junk and all
+        data = audit("params", bomb)
+        assert (data["registered_params"], data["groups"], data["findings"]) == (3, [{"path": "(root)", "params": 3}], [])
+        assert data["checkpoint_bytes"] == size
+        data = audit("diff", good, bomb)
+        assert data["identical"] is True and data["unchanged"] == ["w"] and data["findings"] == []
+        assert data["b"] == {"path": str(bomb), "bytes": size, "tensors": 1, "params": 3, "tensor_bytes": 12,
+                             "state_dict_key": "state_dict"}
         model = tmp_path / "m.py"
         model.write_text("import torch\nfrom torch import nn\nclass M(nn.Module):\n    def __init__(self):\n"
                          "        super().__init__()\n        self.w = nn.Parameter(torch.ones(3))\n"
                          "    def forward(self, x):\n        return x * self.w\n")
-        result = runner.invoke(audit_app, ["params", str(model), "--checkpoint", str(bomb), "--reference", str(bomb)])
-        assert result.exit_code == 0, result.output
+        data = audit("params", model, "--checkpoint", bomb, "--reference", bomb)
+        assert (data["reference"]["params"], data["reference"]["difference"]) == (3, 0)
+        checkpoint = data["checkpoint"]
+        assert checkpoint["file_bytes"] == size and checkpoint["missing_keys"] == checkpoint["unexpected_keys"] == []
+        assert checkpoint["shape_mismatch"] == [] and [f["rule"] for f in data["findings"]] == ["N003"]  # no example input
     cyclic = {}
     cyclic["model"] = cyclic
     torch.save(cyclic, tmp_path / "cycle.pth")
     with within(30):
         assert "no tensors" in one_line_error(runner.invoke(audit_app, ["params", str(tmp_path / "cycle.pth")]))
+        result = runner.invoke(audit_app, ["params", str(tmp_path / "cycle.pth"), "--format", "json"])
+        assert result.exit_code == 2 and json.loads(result.stdout)["error"]["kind"] == "load"
 
 
 MODEL_TAIL = ("from torch import nn\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
@@ -120,16 +138,21 @@ def model_file(tmp_path, name, head="", forward="        return self.l(x)"):
 @pytest.mark.parametrize("code", [0, 3])
 def test_model_file_that_exits_is_a_load_error_everywhere(tmp_path, code):
     path = model_file(tmp_path, f"exits{code}", head=f"sys.exit({code})\n")
-    assert "sys.exit" in one_line_error(runner.invoke(audit_app, ["params", str(path)]))
-    result = runner.invoke(audit_app, ["params", str(path), "--format", "json"])
-    assert result.exit_code == 2 and "sys.exit" in json.loads(result.stdout)["error"]["message"]
-    assert one_line_error(runner.invoke(audit_app, ["gradflow", str(path)]))
+    # the phase (building: importing the file), the file, the call with its code, and the fix
+    why = (f"the model's code called sys.exit({code}); a model file must not end the process (move that call under "
+           "`if __name__ == \"__main__\":`)")
+    for command in ("params", "gradflow"):
+        assert one_line_error(runner.invoke(audit_app, [command, str(path)])) == f"error: building {path}: {why}"
+        result = runner.invoke(audit_app, [command, str(path), "--format", "json"])
+        assert result.exit_code == 2, result.output
+        assert json.loads(result.stdout) == {"error": {"message": f"building {path}: {why}", "kind": "load"}}
     cfg = tmp_path / "pyproject.toml"
     cfg.write_text(f'[tool.ssdaudit]\n[[tool.ssdaudit.models]]\ntarget = "{path.name}"\n')
     result = runner.invoke(audit_app, ["check", "--config", str(cfg), "--format", "json"])
     assert result.exit_code == 2, result.output
     data = json.loads(result.stdout)
-    assert data["ok"] is False and data["rows"][0]["status"] == "error" and "sys.exit" in data["rows"][0]["details"][0]
+    assert data["ok"] is False and [(r["name"], r["status"]) for r in data["rows"]] == [(path.name, "error")]
+    assert data["rows"][0]["details"] == [f"building {path.name}: {why}"] and data["new"] == []
 
 
 def test_model_code_in_forward_that_exits_is_an_error(tmp_path):
@@ -452,9 +475,26 @@ def test_unexpected_errors_are_one_line_with_a_debug_hint(tmp_path, monkeypatch)
         raise ZeroDivisionError("a bug of ours")
 
     monkeypatch.setattr(params, "audit_params", broken)
+    monkeypatch.delenv("SSDAUDIT_RAISE_INTERNAL")  # the user's view, not the test suite's
     path = model_file(tmp_path, "m")
-    line = one_line_error(runner.invoke(audit_app, ["params", str(path)]))
-    assert "ZeroDivisionError" in line and "--debug" in line
+    result = runner.invoke(audit_app, ["params", str(path)])
+    assert result.exit_code == 3  # never 2 (a refusal) nor 1 (findings)
+    line = one_line_error(result, code=3)
+    assert line.startswith("error: internal error: ZeroDivisionError: a bug of ours") and "--debug" in line
+    assert "please report it" in line
+    doc = json.loads(runner.invoke(audit_app, ["params", str(path), "--format", "json"]).stdout)
+    assert doc["error"]["kind"] == "internal" and "ZeroDivisionError" in doc["error"]["message"]
+
+
+def test_internal_errors_raise_under_the_test_suite(tmp_path, monkeypatch):
+    import ssdaudit.params as params
+
+    def broken(*_a, **_kw):
+        raise ZeroDivisionError("a bug of ours")
+
+    monkeypatch.setattr(params, "audit_params", broken)
+    with pytest.raises(ZeroDivisionError):
+        runner.invoke(audit_app, ["params", str(model_file(tmp_path, "m"))])
 
 
 # --- permissions -----------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """The shape of the code: no import cycle among the project's modules, ssdaudit independent of ssdlite_model
-except through its one adapter, and every rule's SARIF level equal to its registry severity."""
+except through its one adapter, every rule's SARIF level equal to its registry severity, and every SARIF
+result's level its own finding's severity (which a detector may override)."""
 
 import ast
 import json
 from pathlib import Path
 
-from ssdaudit.findings import RULES, Finding
+from ssdaudit.findings import RULES, Severity
 from ssdaudit.report import render_sarif
+from ssdaudit.source_lint import lint_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ssdaudit", "ssdlite_model")
@@ -85,12 +87,33 @@ def test_ssdaudit_imports_ssdlite_model_only_through_the_adapter():
     assert {m: ts for m, ts in offenders.items() if ts} == {}
 
 
+SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}  # SARIF 2.1.0 has no "info": a note
+
+
 def test_sarif_levels_follow_the_registry_for_every_rule():
-    findings = [Finding(code, rule.severity, "x", "m") for code, rule in RULES.items()]
+    # every rule with every severity: a detector may lower or raise a finding's severity below its rule's default
+    findings = [RULES[code].finding("x", "m", severity=severity) for code in RULES for severity in Severity]
+    assert any(f.severity != RULES[f.rule].severity for f in findings)
     doc = json.loads(render_sarif(findings, "0"))
     run = doc["runs"][0]
-    levels = {"error": "error", "warning": "warning", "info": "note"}
-    for rule in run["tool"]["driver"]["rules"]:
-        assert rule["defaultConfiguration"]["level"] == levels[RULES[rule["id"]].severity.value], rule["id"]
-    for result in run["results"]:
-        assert result["level"] == levels[RULES[result["ruleId"]].severity.value], result["ruleId"]
+    rules = run["tool"]["driver"]["rules"]
+    assert [r["id"] for r in rules] == sorted(RULES)
+    for rule in rules:
+        assert rule["defaultConfiguration"]["level"] == SARIF_LEVEL[RULES[rule["id"]].severity.value], rule["id"]
+    # each result has its own finding's level (not the rule's default) and points at its own rule
+    assert [(r["ruleId"], r["level"]) for r in run["results"]] == [(f.rule, SARIF_LEVEL[f.severity.value]) for f in findings]
+    assert all(rules[r["ruleIndex"]]["id"] == r["ruleId"] for r in run["results"])
+
+
+def test_sarif_level_of_an_overridden_severity_from_a_detector(tmp_path):
+    """R005 is an error, but a parameter-free module built in forward() is only a note: SARIF says so per result."""
+    source = tmp_path / "net.py"
+    source.write_text("from torch import nn\n\n\nclass Net(nn.Module):\n    def forward(self, x):\n"
+                      "        x = nn.ReLU()(x)\n        return nn.Linear(4, 4)(x)\n")
+    findings = lint_paths([source]).findings
+    assert [(f.rule, f.severity, f.location.line) for f in findings] == [
+        ("R005", Severity.INFO, 6), ("R005", Severity.ERROR, 7)]
+    run = json.loads(render_sarif(findings, "0"))["runs"][0]
+    assert [r["defaultConfiguration"]["level"] for r in run["tool"]["driver"]["rules"]] == ["error"]
+    assert [(r["level"], r["locations"][0]["physicalLocation"]["region"]["startLine"]) for r in run["results"]] == [
+        ("note", 6), ("error", 7)]

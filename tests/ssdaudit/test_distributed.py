@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -154,19 +155,37 @@ def _copy(dist_run: Path, tmp_path: Path) -> Path:
 
 
 class _Shell:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
         import os
 
-        return (os.system, ("echo pwned > /dev/null",))
+        return (os.system, (f"touch {self.marker}",))
+
+
+def json_error(args: list[str]) -> dict:
+    """The error document of ``ssdaudit ARGS --format json``: exit 2, one ``error:`` line on stderr."""
+    out = runner.invoke(app, [*args, "--format", "json"])
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    doc = json.loads(out.stdout)
+    assert out.stderr.strip() == f"error: {doc['error']['message']}"
+    return doc["error"]
 
 
 def test_dcp_metadata_that_runs_code_is_refused(dist_run, tmp_path):
     ckpt = _copy(dist_run, tmp_path)
-    (ckpt / ".metadata").write_bytes(pickle.dumps(_Shell()))
-    with pytest.raises(LoadError, match=r"refused to read .*needs posix.system|refused to read .*needs os.system"):
+    marker = tmp_path / "pwned"
+    (ckpt / ".metadata").write_bytes(pickle.dumps(_Shell(marker)))
+    refused = (rf"refused to read {re.escape(str(ckpt / '.metadata'))}: it needs (posix|os)\.system, which DCP metadata "
+               r"never does \(unpickling it could run code\)")
+    with pytest.raises(LoadError, match=refused):
         open_checkpoint(ckpt)
-    out = runner.invoke(app, ["diff", str(ckpt), str(dist_run / "full.pth")])
-    assert out.exit_code == 2 and "Traceback" not in out.output
+    for args in (["diff", str(ckpt), str(dist_run / "full.pth")], ["params", str(ckpt)]):
+        error = json_error(args)
+        assert error["kind"] == "load" and re.match(refused, error["message"]), error
+    assert not marker.exists()
 
 
 def test_dcp_metadata_pointing_outside_its_folder_is_refused(dist_run, tmp_path):
@@ -183,15 +202,26 @@ def test_dcp_metadata_pointing_outside_its_folder_is_refused(dist_run, tmp_path)
         open_checkpoint(ckpt)
 
 
-@pytest.mark.parametrize("damage", ["truncated metadata", "missing shard", "truncated shard"])
+@pytest.mark.parametrize("damage", [
+    pytest.param("truncated metadata", marks=pytest.mark.xfail(strict=True, reason=(
+        "ssdaudit/dcp.py read_metadata: `except pickle.UnpicklingError` also catches the unpickler's own 'pickle data "
+        "was truncated', so a truncated .metadata reads 'refused to read ...: it pickle data was truncated, which DCP "
+        "metadata never does (unpickling it could run code)' instead of the 'cannot read ... (truncated, ...)' line"))),
+    "missing shard",
+    "truncated shard",
+])
 def test_damaged_dcp_directories_give_one_line(dist_run, tmp_path, damage):
     ckpt = _copy(dist_run, tmp_path)
     if damage == "truncated metadata":
         (ckpt / ".metadata").write_bytes((ckpt / ".metadata").read_bytes()[:100])
+        expect = rf"cannot read {re.escape(str(ckpt / '.metadata'))}: .*truncated"
     elif damage == "missing shard":
         (ckpt / "__1_0.distcp").unlink()
+        expect = re.escape(f"{ckpt} lacks __1_0.distcp, which its .metadata names (an incomplete copy of the checkpoint?)")
     else:
         (ckpt / "__0_0.distcp").write_bytes((ckpt / "__0_0.distcp").read_bytes()[:50])
-    out = runner.invoke(app, ["diff", str(ckpt), str(dist_run / "full.pth")])
-    assert out.exit_code == 2, out.output
-    assert "Traceback" not in out.output and out.stderr.strip().startswith("error:"), out.stderr
+        # the first tensor read from the cut file, the reader's complaint, and the likely cause
+        expect = rf"cannot read stem\.weight from {re.escape(str(ckpt))}: RuntimeError: .*\(a data file truncated or overwritten\?\)$"
+    error = json_error(["diff", str(ckpt), str(dist_run / "full.pth")])
+    assert error["kind"] == "load" and re.match(expect, error["message"]), error
+    assert "refused" not in error["message"]  # damage is not a hostile pickle

@@ -263,11 +263,76 @@ def test_pytest_plugin_flag(tmp_path):
     assert audited.returncode == 1 and "R001" in audited.stdout and "bad" in audited.stdout
 
 
-def test_pre_commit_hook_and_workflow_are_shipped():
-    hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
-    assert "id: ssdaudit-lint" in hooks and "entry: ssdaudit lint" in hooks
-    workflow = (ROOT / "examples/ci/github-workflow.yml").read_text()
-    assert "ssdaudit check" in workflow and "upload-sarif" in workflow
+def test_pre_commit_hook_runs_lint_on_the_files_it_is_given(tmp_path):
+    """The hook as pre-commit runs it: ``entry + args + staged .py files``, from the base install (no torch)."""
+    import shlex
+    import shutil
+    import tomllib
+
+    import yaml  # PyYAML: a dependency of transformers, lightning and accelerate (the dev extras)
+
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert (hook["id"], hook["language"], hook["types"]) == ("ssdaudit-lint", "python", ["python"])
+    command = shlex.split(hook["entry"]) + hook.get("args", [])
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts.get(command[0]) == "ssdaudit.cli:main", f"the hook's entry {command[0]!r} is not our console script"
+    executable = shutil.which(command[0], path=str(Path(sys.executable).parent))
+    assert executable, f"{command[0]} is not installed next to {sys.executable}"
+    # pre-commit's environment holds the base distribution only: make torch unimportable
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+    def hook_on(*files: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([executable, *command[1:], *map(str, files)], capture_output=True, text=True, env=env,
+                              cwd=ROOT, timeout=60)
+
+    clean = hook_on(DATA / "good_models.py")
+    assert clean.returncode == 0 and clean.stdout.strip() == "0 findings in 1 files", clean.stdout + clean.stderr
+    bad = hook_on(DATA / "good_models.py", DATA / "bad_models.py")
+    assert bad.returncode == 1, bad.stdout + bad.stderr  # 1 fails the commit
+    reported = {(int(m.group(1)), m.group(2)) for m in re.finditer(r"^\S*bad_models\.py:(\d+):\d+: (R\d{3}) ",
+                                                                    bad.stdout, re.M)}
+    assert reported == expected_markers(DATA / "bad_models.py"), bad.stdout
+    assert "good_models.py:" not in bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_github_workflow_example_is_a_valid_gate():
+    """The shipped workflow: the ssdaudit steps parse against the CLI, the install has the extra they need, the
+    SARIF file the check writes is the one uploaded, and the upload runs (with its permission) when the gate fails."""
+    import shlex
+    import tomllib
+
+    import typer
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / "examples/ci/github-workflow.yml").read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "pull_request" in triggers
+    assert workflow["permissions"]["security-events"] == "write"  # upload-sarif needs it
+    (job,) = workflow["jobs"].values()
+    steps = job["steps"]
+    runs = [(i, shlex.split(step["run"])) for i, step in enumerate(steps) if "run" in step]
+    (pip,) = [words for _, words in runs if words[:2] == ["pip", "install"]]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "ssdaudit[torch]" in pip and "torch" in extras  # `check` imports the model: it needs torch
+    cli = typer.main.get_command(app)
+    formats, sarif_file, sarif_step = {}, None, None
+    for i, words in runs:
+        if words[0] != "ssdaudit":
+            continue
+        if ">" in words:
+            words, sarif_file, sarif_step = words[:words.index(">")], words[words.index(">") + 1], i
+        name = words[1]
+        assert name in cli.commands, words
+        params = cli.commands[name].make_context(name, words[2:]).params  # a bad option or value raises here
+        formats[name, params["fmt"].value] = i
+    assert set(formats) == {("check", "github"), ("check", "sarif")}
+    assert sarif_step == formats["check", "sarif"] and steps[sarif_step].get("if") == "always()"
+    assert "if" not in steps[formats["check", "github"]]  # its exit code fails the job
+    (upload,) = [step for step in steps if step.get("uses", "").startswith("github/codeql-action/upload-sarif@")]
+    assert upload["with"]["sarif_file"] == sarif_file and upload.get("if") == "always()"
+    assert steps.index(upload) > sarif_step
 
 
 def test_committed_rule_pages_match_the_catalogue(tmp_path):

@@ -44,15 +44,62 @@ def test_resume_gives_the_same_losses(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def assert_states_equal(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000, (path, len(data))
+
+
 def test_checkpoint_contents_and_eval_record(tmp_path):
-    records = Trainer(settings(tmp_path / "r", epochs=1, eval_every=1), base_config=tiny()).fit()
+    import dataclasses
+
+    from ssdlite_model.checkpoint import config_from_dict
+    from ssdlite_model.detector import SSDLite
+    from ssdlite_model.evaluate import evaluate_model
+
+    s = settings(tmp_path / "r", epochs=1, eval_every=1)
+    trainer = Trainer(s, base_config=tiny())
+    records = trainer.fit()
     state = torch.load(tmp_path / "r" / CHECKPOINT, weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "settings"} <= set(state)
-    assert state["epoch"] == 1 and state["step"] == 3 and state["config"]["num_classes"] == 4
-    assert "map50" in records[0] and (tmp_path / "r" / "training.png").exists()
+    assert state["epoch"] == 1 and state["step"] == 3  # 12 images, batch 4
+    assert state["scheduler"] == {"step": 3, "elapsed": trainer.elapsed, "total_steps": 3}
+    # the weights and optimizer state are the trained model's, not the initial ones
+    assert_states_equal(state["model"], trainer.model.state_dict())
+    initial = Trainer(s, base_config=tiny()).model.state_dict()
+    assert not torch.equal(state["model"]["conf.0.weight"], initial["conf.0.weight"])
+    momentum = trainer.optimizer.state_dict()["state"]
+    assert sorted(state["optimizer"]["state"]) == sorted(momentum) and momentum
+    for i, buffers in momentum.items():
+        assert torch.equal(state["optimizer"]["state"][i]["momentum_buffer"], buffers["momentum_buffer"])
+    assert config_from_dict(state["config"]) == trainer.config and state["config"]["num_classes"] == 4
+    assert state["settings"] == dataclasses.asdict(s)
     # no weight decay on BatchNorm parameters and biases
     opt = state["optimizer"]["param_groups"]
     assert opt[0]["weight_decay"] == 1e-4 and opt[1]["weight_decay"] == 0.0
+    # the eval record: consistent with itself, written to metrics.jsonl and the checkpoint, and the evaluation of
+    # the weights the checkpoint holds
+    (record,) = records
+    assert (record["epoch"], record["step"], len(record["losses"])) == (1, 3, 3)
+    assert record["loss"] == pytest.approx(sum(record["losses"]) / 3, rel=1e-12)
+    per_class = record["per_class"]
+    assert set(per_class) <= set(trainer.config.class_names) and per_class
+    assert record["map50"] == pytest.approx(sum(per_class.values()) / len(per_class), rel=1e-12)
+    assert all(0.0 <= record[k] <= 1.0 for k in ("map50", "map50_11pt", "coco_map"))
+    assert metrics(tmp_path / "r") == [json.loads(json.dumps(record))]
+    assert state["metrics"] == record and state["best_map"] == record["map50"]
+    model = SSDLite(config_from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    again = evaluate_model(model, trainer.val_set, s.eval_batch_size).to_dict()
+    assert {k: again[k] for k in ("map50", "map50_11pt", "coco_map")} == {
+        k: record[k] for k in ("map50", "map50_11pt", "coco_map")}
+    assert {k: v["ap50"] for k, v in again["per_class"].items()} == per_class
+    assert_png(tmp_path / "r" / "training.png")
 
 
 def test_killed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
@@ -133,6 +180,7 @@ def test_ddp_two_processes_gloo(tmp_path, torchrun):
 
 def test_voc_tree_trains_with_ssd_augmentation_bf16_and_gradflow(tmp_path):
     from ssdaudit.gradflow import analyse_gradflow, read_gradflow_log
+    from ssdaudit.gradflow.log import GRAD_NORM, LR, WEIGHT
 
     assert runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "voc"), "--n", "8", "--image-size", "64"]).exit_code == 0
     s = settings(tmp_path / "r", data=f"voc:{tmp_path / 'voc'}", epochs=1, amp="bf16", gradflow=True, eval_every=1)
@@ -147,11 +195,35 @@ def test_voc_tree_trains_with_ssd_augmentation_bf16_and_gradflow(tmp_path):
     assert {v2.RandomZoomOut, v2.RandomIoUCrop} <= steps
     dtypes = set()
     trainer.model.extras[0].register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    # the tree's train/val split and labels.txt
+    assert (len(trainer.train_set), len(trainer.val_set)) == (6, 2)
+    assert trainer.config.class_names == ("circle", "square", "triangle") and trainer.config.num_classes == 4
     records = trainer.fit()
     assert torch.bfloat16 in dtypes
-    assert records[0]["step"] == 2 and "map50" in records[0]  # 6 training images, batch 4
+    (record,) = records
+    assert record["step"] == 2 and len(record["losses"]) == 2  # 6 training images, batch 4
+    assert all(torch.isfinite(torch.tensor(record["losses"])))
+    per_class = record["per_class"]
+    assert per_class and set(per_class) <= set(trainer.config.class_names)
+    assert record["map50"] == pytest.approx(sum(per_class.values()) / len(per_class), rel=1e-12)
+    assert all(0.0 <= record[k] <= 1.0 for k in ("map50", "map50_11pt", "coco_map"))
+    # the network ran in bfloat16, the weights it keeps and saves stay float32
+    state = torch.load(tmp_path / "r" / CHECKPOINT, weights_only=True)
+    assert_states_equal(state["model"], trainer.model.state_dict())
+    assert {t.dtype for k, t in state["model"].items() if not k.endswith("num_batches_tracked")} == {torch.float32}
     run = read_gradflow_log(tmp_path / "r")
-    assert len(run.steps) == 2
+    assert run.steps.tolist() == [1, 2]
+    trainable = {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert [t.name for t in run.tensors] == list(trainable)
+    assert all(t.registered and t.in_optimizer and t.reached for t in run.tensors)
+    grad_norm, weight_norm, lr = (run.stats[:, field, :] for field in (GRAD_NORM, WEIGHT, LR))
+    assert torch.isfinite(torch.from_numpy(grad_norm)).all()
+    # some heads get no gradient in a step without positives or mined negatives there, but all flows through the stem
+    assert (grad_norm[:, list(trainable).index("backbone.0.0.weight")] > 0).all()
+    assert lr[-1] == pytest.approx(record["lr"], rel=1e-6)
+    # the last step's weight norms are those of the weights the checkpoint holds
+    saved = [float(state["model"][name].norm()) for name in trainable]
+    assert weight_norm[-1].tolist() == pytest.approx(saved, rel=1e-4)
     assert not [f for f in analyse_gradflow(run)[0] if f.severity.value == "error"]
 
 
@@ -162,14 +234,31 @@ def test_time_budget_stops_early_and_clip_grad_clips(tmp_path, monkeypatch):
     real = nn.utils.clip_grad_norm_
 
     def spy(params, max_norm, *a, **kw):
-        calls.append(max_norm)
-        return real(params, max_norm, *a, **kw)
+        norm = real(params, max_norm, *a, **kw)
+        calls.append((max_norm, norm))
+        return norm
 
     monkeypatch.setattr(nn.utils, "clip_grad_norm_", spy)
     trainer = Trainer(settings(tmp_path / "r", epochs=50, clip_grad=0.5, time_budget_min=0.001), base_config=tiny())
+    # gradients scaled as under fp16 AMP (a GradScaler works on the CPU too): clipping must see them unscaled
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    clipped = []  # the gradient norm the optimizer steps with
+
+    def before_step(optimizer, *_):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        clipped.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    trainer.optimizer.register_step_pre_hook(before_step)
     records = trainer.fit()
     assert 1 <= len(records) < 50 and trainer.elapsed >= 0.06  # stopped by the 0.06 s budget, not by the epochs
-    assert calls and set(calls) == {0.5}
+    assert calls and {max_norm for max_norm, _ in calls} == {0.5}
+    assert len(clipped) == len(calls) == trainer.step  # no step skipped for overflow
+    unscaled = [float(norm) for _, norm in calls]  # clip_grad_norm_ returns the norm it found, before clipping
+    assert max(unscaled) > 0.5  # so clipping had work to do
+    for found, stepped in zip(unscaled, clipped):
+        # the optimizer sees at most max_norm: max_norm itself when the (unscaled) norm was larger, else untouched
+        assert stepped <= 0.5 * (1 + 1e-5)
+        assert stepped == pytest.approx(min(found, 0.5), rel=1e-4), (found, stepped)
 
 
 def test_best_pth_holds_the_best_epoch(tmp_path):
