@@ -3,7 +3,7 @@ faster-coco-eval (what `ssdlite eval` and training use now) and pycocotools (the
 detections, in one run. faster-coco-eval must equal pycocotools; the old loop's gap is printed (it matched on the
 small test case but not exactly here, one more reason to leave the job to a maintained evaluator).
 
-Run: python benchmarks/coco_eval_speed.py [--images 5000]
+Run: python benchmarks/coco_eval_speed.py [--images 5000] [--quick]   (--quick: 60 images, a smoke run)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _summary import record  # noqa: E402
+from _summary import record, set_quick  # noqa: E402
 
 from ssdlite_model.evaluate import coco_eval, evaluate_detections  # noqa: E402
 
@@ -49,8 +49,11 @@ def timed(fn):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--images", type=int, default=None, help="synthetic images (default 5000; 60 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a few images: a smoke run of the same code")
     args = parser.parse_args()
+    set_quick(args.quick)
+    args.images = args.images or (60 if args.quick else 5000)
     dets, tgts = synthetic(args.images)
     own, t_own = timed(lambda: evaluate_detections(dets, tgts, CLASSES, coco_backend="own").coco_map)
     fast, t_fast = timed(lambda: evaluate_detections(dets, tgts, CLASSES, coco_backend="faster").coco_map)
@@ -63,7 +66,7 @@ def main() -> None:
     equal = abs(fast - ref) < 1e-9
     print(f"speed-up {t_own / t_fast:.1f}x over the loop, {t_ref / t_fast:.1f}x over pycocotools; "
           f"faster-coco-eval equals pycocotools: {equal}; the old loop was off by {own - ref:+.2e}")
-    record("ssdlite: COCO mAP, 5,000 images", f"{t_fast:.2f} s (faster-coco-eval)",
+    record(f"ssdlite: COCO mAP, {args.images:,} images", f"{t_fast:.2f} s (faster-coco-eval)",
            f"own loop {t_own:.1f} s (off by {own - ref:+.1e}), pycocotools {t_ref:.1f} s", t_own / t_fast,
            "faster, equal to pycocotools", equal and t_fast < t_own)
 

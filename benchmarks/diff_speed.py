@@ -4,6 +4,7 @@ again with A as a torch.distributed.checkpoint (DCP) directory (read through DCP
 Goal (issue: ssdaudit diff): the compare phase (after imports) within 2x of the read floor, and peak RSS under
 a quarter of the naive way's. Each contender runs in its own process so that peak RSS is its own.
 Run: python benchmarks/diff_speed.py [--gb 1.0]   (as root it also measures a cold page cache)
+     python benchmarks/diff_speed.py --quick     (2 x 8 MiB, one run each, page cache left alone: a smoke run)
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ print(json.dumps({"seconds": 0.0, "changed": 0,
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _summary import record  # noqa: E402
+from _summary import record, set_quick  # noqa: E402
 
 
 def make_checkpoints(folder: Path, gb: float) -> tuple[Path, Path]:
@@ -106,9 +107,14 @@ def cat_seconds(pa: Path, pb: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gb", type=float, default=1.0, help="size of each checkpoint in GiB")
+    parser.add_argument("--gb", type=float, default=None, help="size of each checkpoint in GiB (default 1; 1/128 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small checkpoints, one run per contender, no cold-cache runs: a smoke run of the same code")
     parser.add_argument("--write", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    set_quick(args.quick)
+    args.gb = args.gb or (1 / 128 if args.quick else 1.0)
+    repeats = 1 if args.quick else 2
     if args.write:
         make_checkpoints(Path(args.write), args.gb)
         return
@@ -120,10 +126,11 @@ def main() -> None:
         cat_seconds(pa, pb)  # warm the page cache: every contender reads warm files
         floor_read = min(cat_seconds(pa, pb) for _ in range(3))
         floor = run_python(FLOOR, pa, pb)
-        naive = min((run_python(NAIVE, pa, pb) for _ in range(2)), key=lambda r: r["seconds"])
-        ours = min((run_python(OURS, pa, pb) for _ in range(2)), key=lambda r: r["seconds"])
-        ours_dcp = min((run_python(OURS, Path(tmp) / "a_dcp", pb) for _ in range(2)), key=lambda r: r["seconds"])
-        can_drop = drop_page_cache()
+        naive = min((run_python(NAIVE, pa, pb) for _ in range(repeats)), key=lambda r: r["seconds"])
+        ours = min((run_python(OURS, pa, pb) for _ in range(repeats)), key=lambda r: r["seconds"])
+        ours_dcp = min((run_python(OURS, Path(tmp) / "a_dcp", pb) for _ in range(repeats)), key=lambda r: r["seconds"])
+        # --quick leaves the page cache alone: emptying it slows everything else on the machine
+        can_drop = not args.quick and drop_page_cache()
         if can_drop:  # the same three, each starting from an empty page cache
             cold_floor = cold(cat_seconds)(pa, pb)
             cold_naive = cold(run_python)(NAIVE, pa, pb)
@@ -142,7 +149,7 @@ def main() -> None:
         ("ssdaudit diff CLI (whole process)", cli_wall, None),
         ("python + import torch (RSS floor)", None, floor["rss_mb"]),
     ]
-    print(f"two checkpoints of {size / 2 / 2**30:.2f} GiB each, warm page cache, {8} of 16 tensors changed\n")
+    print(f"two checkpoints of {size / 2 / 2**30:.3g} GiB each, warm page cache, {8} of 16 tensors changed\n")
     print(f"{'contender':38} {'seconds':>9} {'peak RSS MB':>12}")
     for name, sec, rss in rows:
         print(f"{name:38} {'' if sec is None else f'{sec:9.2f}':>9} {'' if rss is None else f'{rss:12.0f}':>12}")
@@ -150,18 +157,18 @@ def main() -> None:
         print(f"\ncold page cache (dropped before each): cat {cold_floor:.2f} s, naive {cold_naive['seconds']:.2f} s, "
               f"ssdaudit compare phase {cold_ours['seconds']:.2f} s ({cold_ours['seconds'] / cold_floor:.2f}x the read floor)")
     else:
-        print("\ncold page cache: not measured (dropping the page cache needs root)")
+        print(f"\ncold page cache: not measured ({'--quick' if args.quick else 'dropping the page cache needs root'})")
     time_ratio = ours["seconds"] / floor_read
     rss_ratio = ours["rss_mb"] / naive["rss_mb"]
     print(f"\ncompare phase / read floor: {time_ratio:.1f}x (goal <= 2x): {'met' if time_ratio <= 2 else 'MISSED'}")
     print(f"compare phase / naive:      {ours['seconds'] / naive['seconds']:.2f}x")
     print(f"peak RSS / naive:           {rss_ratio:.2f} (goal < 0.25): {'met' if rss_ratio < 0.25 else 'MISSED'}")
     print(f"RSS above the torch floor:  ours {ours['rss_mb'] - floor['rss_mb']:.0f} MB, naive {naive['rss_mb'] - floor['rss_mb']:.0f} MB")
-    record("diff: compare 2x1 GiB vs cat read floor", f"{ours['seconds']:.2f} s", f"cat {floor_read:.2f} s, naive {naive['seconds']:.2f} s",
+    record(f"diff: compare 2x{args.gb:.3g} GiB vs cat read floor", f"{ours['seconds']:.2f} s", f"cat {floor_read:.2f} s, naive {naive['seconds']:.2f} s",
            time_ratio, "<= 2x floor", time_ratio <= 2)
     if can_drop:
         cold_ratio = cold_ours["seconds"] / cold_floor
-        record("diff: compare 2x1 GiB, cold cache", f"{cold_ours['seconds']:.2f} s",
+        record(f"diff: compare 2x{args.gb:.3g} GiB, cold cache", f"{cold_ours['seconds']:.2f} s",
                f"cat {cold_floor:.2f} s, naive {cold_naive['seconds']:.2f} s", cold_ratio, "<= 2x floor", cold_ratio <= 2)
     dcp_rss = ours_dcp["rss_mb"] / naive["rss_mb"]
     # A DCP chunk cannot be memory-mapped: each tensor is read whole (as from safetensors), so the bound is the

@@ -3,6 +3,7 @@ batch-1 latency, training throughput. Under 4 minutes on one H100/H200; skips cl
 
     python benchmarks/gpu_suite.py                 # on a CUDA machine
     python benchmarks/gpu_suite.py --device cpu --quick   # a smoke run of the same code paths on the CPU
+    python benchmarks/gpu_suite.py --quick         # the same smoke run, on CUDA where there is one, else on the CPU
 
 Timing: CUDA events around blocks of steps, warm-up excluded, medians; with and without the monitor alternate
 block by block so that clock and thermal drift hit both alike.
@@ -21,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _summary import record  # noqa: E402
+from _summary import record, set_quick  # noqa: E402
 
 
 class Timer:
@@ -96,7 +97,7 @@ def detection_throughput(device: torch.device, quick: bool) -> tuple[float, floa
 
     from ssdlite_model.optimize import fold_batchnorm
 
-    batch = 4 if quick else 64
+    batch = 2 if quick else 64
     model, cfg = build(device, quick, cl=device.type == "cuda")
     model = fold_batchnorm(model.eval())
     x = torch.rand(batch, 3, cfg.image_size, cfg.image_size, device=device)
@@ -105,12 +106,12 @@ def detection_throughput(device: torch.device, quick: bool) -> tuple[float, floa
     timer = Timer(device)
     with torch.inference_mode():
         model.detect(x)
-        full = batch / timer.measure(lambda: model.detect(x), 3 if quick else 20)
-        net = batch / timer.measure(lambda: model(x), 3 if quick else 20)
+        full = batch / timer.measure(lambda: model.detect(x), 2 if quick else 20)
+        net = batch / timer.measure(lambda: model(x), 2 if quick else 20)
         tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).to(device).eval()
         xs = list(torch.rand(batch, 3, 320, 320, device=device))
         tv(xs)
-        ref = batch / timer.measure(lambda: tv(xs), 2 if quick else 10)
+        ref = batch / timer.measure(lambda: tv(xs), 1 if quick else 10)
     return full, net, ref
 
 
@@ -122,7 +123,7 @@ def batch_one(device: torch.device, quick: bool) -> dict[str, float]:
     model = fold_batchnorm(model.eval())
     x = torch.rand(1, 3, cfg.image_size, cfg.image_size, device=device)
     timer = Timer(device)
-    n = 5 if quick else 200
+    n = 2 if quick else 200
     out = {}
     with torch.inference_mode():
         model(x)
@@ -153,7 +154,7 @@ def training_throughput(device: torch.device, quick: bool) -> float:
     from ssdlite_model.train import Trainer, TrainSettings
 
     batch = 4 if quick else 64
-    n = batch * (3 if quick else 30)
+    n = batch * (2 if quick else 30)
     with tempfile.TemporaryDirectory() as out:
         s = TrainSettings(data="synthetic", epochs=1, batch_size=batch, n_train=n, n_val=batch, out=out,
                           progress=False, eval_every=100, device=device.type, amp="bf16" if device.type == "cuda" else "off",
@@ -166,9 +167,15 @@ def training_throughput(device: torch.device, quick: bool) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="GPU figures of ssdaudit and ssdlite")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--quick", action="store_true", help="Tiny model and batches: a smoke run of the code paths.")
+    parser.add_argument("--device", default=None, help="cuda (the default), or cpu for a smoke run with --quick")
+    parser.add_argument("--quick", action="store_true",
+                        help="Tiny model and batches: a smoke run of the code paths (on the CPU where there is no CUDA).")
     args = parser.parse_args()
+    set_quick(args.quick)
+    if args.device is None:
+        args.device = "cpu" if args.quick and not torch.cuda.is_available() else "cuda"
+        if args.device == "cpu":
+            print("gpu_suite --quick: no CUDA device here; the smoke run goes on the CPU (the CUDA-graph row needs CUDA)")
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_suite: no CUDA device here; skipped (run it on a GPU machine)")
         return 0

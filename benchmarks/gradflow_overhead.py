@@ -3,7 +3,8 @@
 Goal (issue: ssdaudit gradflow): at most 3% overhead with stats every step. SSDLite (ssds-voc, 300 px) on CPU,
 batch 8, SGD + MultiBox loss on synthetic shapes; the three variants alternate step by step so that machine noise
 hits them alike, and the median step time of each is compared.
-Run: python benchmarks/gradflow_overhead.py [--steps 12] [--batch-size 8]
+Run: python benchmarks/gradflow_overhead.py [--steps 24] [--batch-size 8]
+     python benchmarks/gradflow_overhead.py --quick   (the tiny SSDLite, 96 px, batch 2, 2 steps: a smoke run)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from ssdaudit.gradflow import GradFlowMonitor
 from ssdaudit.ssdlite_adapter import ssdlite_probe
-from ssdlite_model import build_ssdlite, ssds_voc
+from ssdlite_model import build_ssdlite, ssds_voc, tiny
 
 
 class NaiveHooks:
@@ -40,16 +41,21 @@ class NaiveHooks:
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _summary import record  # noqa: E402
+from _summary import record, set_quick  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=24, help="measured steps per variant (after 2 warm-up steps)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=None, help="measured steps per variant, after 2 warm-up steps (24; --quick 2)")
+    parser.add_argument("--batch-size", type=int, default=None, help="8; --quick 2")
+    parser.add_argument("--quick", action="store_true", help="the tiny SSDLite, few steps: a smoke run of the same code")
     args = parser.parse_args()
+    set_quick(args.quick)
+    args.steps = args.steps or (2 if args.quick else 24)
+    args.batch_size = args.batch_size or (2 if args.quick else 8)
     torch.manual_seed(0)
-    model = build_ssdlite(ssds_voc())
+    config = tiny() if args.quick else ssds_voc()
+    model = build_ssdlite(config)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     make_batch, compute_loss = ssdlite_probe(model, args.batch_size)
     batches = [make_batch(i) for i in range(4)]
@@ -96,7 +102,7 @@ def main() -> None:
         if b == 0:
             hook_seconds[0] = 0.0  # the first step's one-time graph walk is not a per-step cost
     base = statistics.median(times["no monitor"])
-    print(f"SSDLite ssds-voc 300 px, batch {args.batch_size}, CPU threads {torch.get_num_threads()}, "
+    print(f"SSDLite {'tiny' if args.quick else 'ssds-voc'} {config.image_size} px, batch {args.batch_size}, CPU threads {torch.get_num_threads()}, "
           f"{args.steps} steps each (medians)\n")
     print(f"{'variant':32} {'s/step':>8} {'overhead':>9}")
     for name, ts in times.items():

@@ -6,6 +6,7 @@ per image (torch.utils.flop_counter) and per second, all measured in one run. Go
 Optimisations of the "optimised" rows: BatchNorm folded into the convolutions, channels_last, torch.inference_mode
 (and torch.compile with --compile).
 Run: python benchmarks/inference_speed.py [--seconds 4] [--compile]
+     python benchmarks/inference_speed.py --quick   (batches 1 and 2, a moment per row: a smoke run of the same code)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ssdlite_model.optimize import fold_batchnorm
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _summary import record  # noqa: E402
+from _summary import record, set_quick  # noqa: E402
 
 
 def images_per_second(fn, batch: torch.Tensor, seconds: float) -> float:
@@ -45,9 +46,13 @@ def macs(fn, x: torch.Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="measuring time per row")
+    parser.add_argument("--seconds", type=float, default=None, help="measuring time per row (4; --quick 0.05)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the optimised network")
+    parser.add_argument("--quick", action="store_true", help="batches 1 and 2, a moment per row: a smoke run of the same code")
     args = parser.parse_args()
+    set_quick(args.quick)
+    args.seconds = args.seconds or (0.05 if args.quick else 4.0)
+    big = 2 if args.quick else 8  # the batch of the goal's row
     torch.manual_seed(0)
     ours = build_ssdlite(ssds_voc()).eval()
     folded = fold_batchnorm(ours).to(memory_format=torch.channels_last)
@@ -59,17 +64,17 @@ def main() -> None:
         feats = tv.backbone((x - 0.5) / 0.5)  # torchvision's transform normalises to [-1, 1] for this model
         return tv.head(list(feats.values()))
 
-    x300 = {b: torch.rand(b, 3, 300, 300) for b in (1, 8)}
-    x320 = {b: torch.rand(b, 3, 320, 320) for b in (1, 8)}
+    x300 = {b: torch.rand(b, 3, 300, 300) for b in (1, big)}
+    x320 = {b: torch.rand(b, 3, 320, 320) for b in (1, big)}
     with torch.inference_mode():
-        ref, opt = ours(x300[8]), folded(x300[8].contiguous(memory_format=torch.channels_last))
+        ref, opt = ours(x300[big]), folded(x300[big].contiguous(memory_format=torch.channels_last))
     same = max(float((a - b).abs().max()) for a, b in zip(ref, opt))
     fast = folded
     if args.compile:
         fast = torch.compile(folded)
     cl = torch.channels_last
     rows = []
-    for batch in (1, 8):
+    for batch in (1, big):
         rows += [
             ("ours ssds-voc, plain eval", batch, "network", images_per_second(ours, x300[batch], args.seconds), macs(ours, x300[batch])),
             ("ours ssds-voc, optimised", batch, "network",
@@ -86,14 +91,14 @@ def main() -> None:
     for name, batch, what, ips, m in rows:
         print(f"{name:30} {batch:5d} {what:>18} {ips:9.1f} {m / 1e9:10.3f} {ips * m / 1e9:7.1f}")
     get = {(r[0], r[1], r[2]): r for r in rows}
-    o = get[("ours ssds-voc, optimised", 8, "network")]
-    t = get[("torchvision ssdlite320 mnv3", 8, "network")]
-    print(f"\nbatch 8, network only: ours {o[3]:.1f} images/s vs torchvision {t[3]:.1f}: ratio {o[3] / t[3]:.2f}")
+    o = get[("ours ssds-voc, optimised", big, "network")]
+    t = get[("torchvision ssdlite320 mnv3", big, "network")]
+    print(f"\nbatch {big}, network only: ours {o[3]:.1f} images/s vs torchvision {t[3]:.1f}: ratio {o[3] / t[3]:.2f}")
     eff = (o[3] * o[4]) / (t[3] * t[4])
     print(f"multiply-adds per second, ours / torchvision: {eff:.2f}")
     print(f"goal >= 40 images/s: {'met' if o[3] >= 40 else 'MISSED'} ({o[3]:.1f}); "
           f"torchvision's efficiency per MAC or better: {'met' if eff >= 1 else 'MISSED'}")
-    record("ssdlite: inference, batch 8, network only", f"{o[3]:.1f} img/s", f"torchvision ssdlite320 {t[3]:.1f} img/s",
+    record(f"ssdlite: inference, batch {big}, network only", f"{o[3]:.1f} img/s", f"torchvision ssdlite320 {t[3]:.1f} img/s",
            o[3] / t[3], ">= 40 img/s", o[3] >= 40)
     record("ssdlite: multiply-adds per second", f"{o[3] * o[4] / 1e9:.1f} GMAC/s", f"torchvision {t[3] * t[4] / 1e9:.1f} GMAC/s",
            eff, ">= 1x", eff >= 1)

@@ -2,10 +2,12 @@
 
 torchinfo is tried on the same meta model for comparison (a CPU build would need ~27 GB for fp32 weights,
 more than this 24 GiB machine has). Run: python benchmarks/meta_7b.py
+--quick: the same model with a tiny config (2 layers of width 64): a smoke run of the same code.
 """
 
 from __future__ import annotations
 
+import argparse
 import resource
 import sys
 import time
@@ -14,16 +16,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-VOCAB, DIM, LAYERS, HIDDEN, HEADS = 32_000, 4096, 32, 11_008, 32
+# vocab, dim, layers, hidden, heads
+LLAMA_7B = dict(vocab=32_000, dim=4096, layers=32, hidden=11_008, heads=32)
+TINY = dict(vocab=1000, dim=64, layers=2, hidden=172, heads=4)
 
 
 class Block(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, dim: int, hidden: int, heads: int) -> None:
         super().__init__()
-        self.norm1, self.norm2 = nn.RMSNorm(DIM), nn.RMSNorm(DIM)
-        self.attn = nn.MultiheadAttention(DIM, HEADS, bias=False, batch_first=True)
-        self.gate, self.up = nn.Linear(DIM, HIDDEN, bias=False), nn.Linear(DIM, HIDDEN, bias=False)
-        self.down = nn.Linear(HIDDEN, DIM, bias=False)
+        self.norm1, self.norm2 = nn.RMSNorm(dim), nn.RMSNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, bias=False, batch_first=True)
+        self.gate, self.up = nn.Linear(dim, hidden, bias=False), nn.Linear(dim, hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
@@ -33,12 +37,12 @@ class Block(nn.Module):
 
 
 class Llama7B(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, vocab: int, dim: int, layers: int, hidden: int, heads: int) -> None:
         super().__init__()
-        self.embed = nn.Embedding(VOCAB, DIM)
-        self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
-        self.norm = nn.RMSNorm(DIM)
-        self.lm_head = nn.Linear(DIM, VOCAB, bias=False)
+        self.embed = nn.Embedding(vocab, dim)
+        self.blocks = nn.ModuleList(Block(dim, hidden, heads) for _ in range(layers))
+        self.norm = nn.RMSNorm(dim)
+        self.lm_head = nn.Linear(dim, vocab, bias=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)
@@ -48,7 +52,7 @@ class Llama7B(nn.Module):
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _summary import record  # noqa: E402
+from _summary import record, set_quick  # noqa: E402
 
 
 def peak_mb() -> float:
@@ -56,12 +60,18 @@ def peak_mb() -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny config of the same model: a smoke run of the same code")
+    args = parser.parse_args()
+    set_quick(args.quick)
     from ssdaudit import audit_params
 
+    config = TINY if args.quick else LLAMA_7B
+    print(f"config: {', '.join(f'{k} {v:,}' for k, v in config.items())}{' (--quick)' if args.quick else ''}")
     base = peak_mb()
     start = time.perf_counter()
     with torch.device("meta"):
-        model = Llama7B()
+        model = Llama7B(**config)
         tokens = torch.zeros(1, 16, dtype=torch.long)
     report = audit_params(model, example_input=tokens)
     audit_s = time.perf_counter() - start
@@ -81,8 +91,10 @@ def main() -> None:
     except Exception as exc:  # torchinfo reads tensor values, which meta tensors lack
         print(f"{'torchinfo.summary on meta':<44} failed: {exc.__class__.__name__}: {str(exc)[:80]}")
     print(f"{'peak RSS at the end, MB':<44} {peak_mb():>16.0f}")
-    record("params: 7B transformer on meta", f"{audit_s:.2f} s, {audit_peak:.0f} MB peak",
-           f"{report.registered_params / 1e9:.2f}B params (fp32 CPU build needs ~27 GB)", None, "runs on 24 GiB", audit_peak < 24 * 1024)
+    size = (f"{report.registered_params:,} params" if args.quick
+            else f"{report.registered_params / 1e9:.2f}B params (fp32 CPU build needs ~27 GB)")
+    record(f"params: {'tiny' if args.quick else '7B'} transformer on meta", f"{audit_s:.2f} s, {audit_peak:.0f} MB peak",
+           size, None, "runs on 24 GiB", audit_peak < 24 * 1024)
 
 
 if __name__ == "__main__":

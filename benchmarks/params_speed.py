@@ -2,7 +2,8 @@
 
 Goals: the audit adds less than 0.5 s beyond `import torch, torchvision` (walk + probe, --no-roundtrip); the
 save-reload round trip (R007) and the device-move check (R008) together add at most 2x the probe's own time.
-Run: python benchmarks/params_speed.py
+Run: python benchmarks/params_speed.py [--quick]   (--quick: each measurement once instead of the best of 3, and the
+CLI with the round trip not run (the in-process round trip is): a smoke run)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import sys as _sys
 from pathlib import Path as _Path
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -21,7 +23,7 @@ REPEATS = 3
 
 
 _sys.path.insert(0, str(_Path(__file__).resolve().parent))
-from _summary import record  # noqa: E402
+from _summary import record, set_quick  # noqa: E402
 
 
 def wall(cmd: list[str]) -> float:
@@ -33,9 +35,9 @@ def wall(cmd: list[str]) -> float:
     return statistics.median(times)
 
 
-def best_of(fn, repeats: int = REPEATS) -> float:
+def best_of(fn, repeats: int | None = None) -> float:
     times = []
-    for _ in range(repeats):
+    for _ in range(repeats or REPEATS):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -80,17 +82,24 @@ def in_process() -> tuple[float, float]:
 
 
 def main() -> None:
+    global REPEATS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="each measurement once, no CLI run with the round trip: a smoke run")
+    args = parser.parse_args()
+    set_quick(args.quick)
+    if args.quick:
+        REPEATS = 1
     py = sys.executable
     floor = wall([py, "-c", "import torch, torchvision"])
     cli = wall([py, "-m", "ssdaudit.cli", "params", "examples/fixed_modulelist.py", "--reference", "ssds-voc", "--no-roundtrip"])
-    cli_rt = wall([py, "-m", "ssdaudit.cli", "params", "examples/fixed_modulelist.py", "--reference", "ssds-voc"])
+    cli_rt = None if args.quick else wall([py, "-m", "ssdaudit.cli", "params", "examples/fixed_modulelist.py", "--reference", "ssds-voc"])
     audit, info = in_process()
     probe, move, reload = symptom_checks()
     print(f"{'measurement':<52} {'seconds':>8}")
     print(f"{'import torch, torchvision (floor)':<52} {floor:>8.2f}")
     print(f"{'ssdaudit params fixed_modulelist.py -r ssds-voc --no-roundtrip':<52} {cli:>8.2f}")
     print(f"{'  beyond the floor (goal < 0.5 s)':<52} {cli - floor:>8.2f}")
-    print(f"{'  the same with the round trip (default)':<52} {cli_rt:>8.2f}")
+    print(f"{'  the same with the round trip (default)':<52} {'--quick: not run' if cli_rt is None else f'{cli_rt:8.2f}':>8}")
     print(f"{'forward probe (walk, train + eval pass)':<52} {probe:>8.2f}")
     print(f"{'device-move check R008 (identity _apply)':<52} {move:>8.3f}")
     print(f"{'round trip R007 (2 builds, 1 train + 2 one-sample eval passes)':<52} {reload:>8.2f}")

@@ -3,6 +3,8 @@
 Writes out/bench/results.json, out/bench/results.md (the table the README includes) and each benchmark's full
 output in out/bench/<name>.txt. Benchmarks run one after another, each in its own process.
 Run: python benchmarks/run_all.py [--only NAME ...] [--train-minutes 10]
+     python benchmarks/run_all.py --quick   (`make bench-quick`: each benchmark's --quick smoke run, a few minutes in
+                                             all; into out/bench/quick/, so the full run's table stays as it is)
 """
 
 from __future__ import annotations
@@ -24,41 +26,49 @@ BENCHMARKS = ["params_speed", "zoo_sweep", "meta_7b", "diff_speed", "gradflow_ov
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=BENCHMARKS, help="run just these")
-    parser.add_argument("--train-minutes", type=float, default=10.0, help="budget per model in train_synthetic")
+    parser.add_argument("--train-minutes", type=float, default=None, help="budget per model in train_synthetic (default 10)")
+    parser.add_argument("--quick", action="store_true",
+                        help="pass --quick to each: tiny sizes, seconds each, a smoke run (its rows say nothing of the goals)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default out/bench, or out/bench/quick with --quick)")
     args = parser.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
+    out: Path = args.out or (OUT / "quick" if args.quick else OUT)
+    out.mkdir(parents=True, exist_ok=True)
     rows, failures = [], []
     for name in args.only or BENCHMARKS:
-        target = OUT / f"{name}.json"
+        target = out / f"{name}.json"
         target.unlink(missing_ok=True)
         cmd = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py")]
-        if name == "train_synthetic":
-            cmd += ["--minutes", str(args.train_minutes)]
-        print(f"running {name} ...", flush=True)
+        if args.quick:
+            cmd.append("--quick")
+        if name == "train_synthetic" and (args.train_minutes is not None or not args.quick):
+            cmd += ["--minutes", str(args.train_minutes or 10.0)]
+        print(f"running {name}{' --quick' if args.quick else ''} ...", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "SSDAUDIT_BENCH_JSON": str(target)})
-        (OUT / f"{name}.txt").write_text(proc.stdout + proc.stderr)
+        (out / f"{name}.txt").write_text(proc.stdout + proc.stderr)
         print(f"  {name}: exit {proc.returncode} in {time.perf_counter() - start:.0f} s", flush=True)
         if proc.returncode != 0:
             failures.append(name)
             continue
         rows += [{**r, "benchmark": name} for r in json.loads(target.read_text())] if target.exists() else []
-    if args.only and (OUT / "results.json").exists():  # keep the other benchmarks' rows from the last full run
+    if args.only and (out / "results.json").exists():  # keep the other benchmarks' rows from the last full run
         ran = set(args.only)
-        previous = [r for r in json.loads((OUT / "results.json").read_text()) if r.get("benchmark") not in ran]
+        previous = [r for r in json.loads((out / "results.json").read_text()) if r.get("benchmark") not in ran]
         order = {n: i for i, n in enumerate(BENCHMARKS)}
         rows = sorted(previous + rows, key=lambda r: order.get(r.get("benchmark"), 99))
-    (OUT / "results.json").write_text(json.dumps(rows, indent=2))
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
     table = ["| benchmark | this project | comparison | ratio | goal | met |", "|---|---|---|---:|---|---|"]
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
         table.append(f"| {r['name']} | {r['ours']} | {r['comparison']} | {ratio} | {r['goal']} | {met} |")
-    (OUT / "results.md").write_text("\n".join(table) + "\n")
+    (out / "results.md").write_text("\n".join(table) + "\n")
     print()
     print("\n".join(table))
+    if args.quick:
+        print("\n--quick: tiny sizes, a smoke run of each benchmark's code; the figures are not the benchmarks'")
     if failures:
-        print(f"\nfailed: {', '.join(failures)} (see out/bench/<name>.txt)")
+        print(f"\nfailed: {', '.join(failures)} (see {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}/<name>.txt)")
         sys.exit(1)
 
 

@@ -4,6 +4,7 @@ Prints the mAP@0.5 reached by the fixed model, by the buggy one (backbone in a p
 after its checkpoint is reloaded into a fresh instance (its backbone comes back random). Goal (issue: trainer):
 the fixed model reaches at least 0.6; the buggy one clearly less; its reload near zero.
 Run: python benchmarks/train_synthetic.py [--minutes 10]   (about 2 x minutes + evaluation)
+     python benchmarks/train_synthetic.py --quick   (the demo's --quick recipe: tiny model and data, one epoch each)
 """
 
 from __future__ import annotations
@@ -19,29 +20,35 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
-from seed_story import RECIPE, train_variant  # noqa: E402
+from seed_story import QUICK_RECIPE, RECIPE, train_variant  # noqa: E402
 
 import buggy_plain_list  # noqa: E402
 from ssdlite_model.detector import SSDLite  # noqa: E402
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _summary import record  # noqa: E402
+from _summary import record, set_quick  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model, minutes of wall-clock (data loading included)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training budget per model, minutes of wall-clock (data loading included); 10, or 0.5 with --quick")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--quick", action="store_true",
+                        help="seed_story's QUICK_RECIPE (tiny models and data, one epoch): a smoke run of the same code")
     args = parser.parse_args()
+    set_quick(args.quick)
+    args.minutes = args.minutes or (0.5 if args.quick else 10.0)
+    recipe = QUICK_RECIPE if args.quick else RECIPE
     rows = []
     with tempfile.TemporaryDirectory(prefix="train_synthetic_") as tmp:
         for name, factory in (("fixed (nn.ModuleList)", SSDLite), ("buggy (plain list)", buggy_plain_list.PlainListSSDLite)):
-            r = train_variant(name.split()[0], factory, Path(tmp), args.minutes, gradflow=False)
+            r = train_variant(name.split()[0], factory, Path(tmp), args.minutes, recipe, gradflow=False)
             last = r["records"][-1]
             rows.append((name, last["epoch"], last["step"], last["loss"], r["trained_map"], r["reloaded_map"],
                          last["images_per_s"]))
-    settings = ", ".join(f"{k}={v}" for k, v in RECIPE.items())
+    settings = ", ".join(f"{k}={v}" for k, v in recipe.items())
     print(f"budget {args.minutes} min of wall-clock training per model (data loading included), CPU threads {torch.get_num_threads()}; {settings}\n")
     print(f"{'model':24} {'epochs':>6} {'steps':>6} {'loss':>7} {'mAP@0.5':>8} {'after reload':>13} {'img/s':>6}")
     for name, epochs, steps, loss, m, reloaded, ips in rows:
@@ -52,7 +59,7 @@ def main() -> None:
     record("ssdlite: mAP@0.5 after the training budget", f"{fixed[4]:.3f}", f"buggy {buggy[4]:.3f}, reloaded {buggy[5]:.3f}",
            None, ">= 0.6", fixed[4] >= 0.6)
     if args.json:
-        args.json.write_text(json.dumps({"minutes": args.minutes, "recipe": RECIPE, "rows": [
+        args.json.write_text(json.dumps({"minutes": args.minutes, "recipe": recipe, "rows": [
             dict(zip(("model", "epochs", "steps", "loss", "map50", "map50_reloaded", "images_per_s"), r)) for r in rows]}, indent=2))
 
 

@@ -4,6 +4,8 @@
     python benchmarks/zoo_sweep.py --zoo timm           # timm: the first model of every architecture module
     python benchmarks/zoo_sweep.py --zoo transformers   # Hugging Face: every architecture's default config
     python benchmarks/zoo_sweep.py --roundtrip          # also R007/R008 on the CPU (models up to --max-params)
+    python benchmarks/zoo_sweep.py --quick [--zoo ...]  # two small models of the zoo: a smoke run (seconds); a zoo
+                                                        # whose package is missing falls back to torchvision
 
 Goal: zero error or warning findings (these are all correct models). Models are built without weights on the
 meta device where they can be (else on the CPU, small enough there). Each gets the forward probe (train and eval
@@ -27,7 +29,11 @@ import torch
 from ssdaudit import Severity, find_unregistered
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _summary import record  # noqa: E402
+from _summary import record, set_quick  # noqa: E402
+
+# --quick: two small models per zoo, through the same code
+QUICK = {"torchvision": ("squeezenet1_1", "mobilenet_v3_small"), "timm": ("resnet10t", "test_vit"),
+         "transformers": ("bert", "gpt2")}
 
 
 @dataclass
@@ -52,11 +58,11 @@ def _on_meta_or_cpu(build: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Modu
     raise RuntimeError("cannot build on meta or cpu")
 
 
-def torchvision_models() -> Iterator[tuple[str, Callable[[], torch.nn.Module], Callable[[str], Any]]]:
+def torchvision_models(only: tuple[str, ...] | None = None) -> Iterator[tuple[str, Callable[[], torch.nn.Module], Callable[[str], Any]]]:
     import torchvision
 
     classification = set(torchvision.models.list_models(module=torchvision.models))
-    for name in torchvision.models.list_models():
+    for name in only or torchvision.models.list_models():
         def build(name=name):
             try:
                 return torchvision.models.get_model(name, weights=None, weights_backbone=None)
@@ -71,14 +77,14 @@ def torchvision_models() -> Iterator[tuple[str, Callable[[], torch.nn.Module], C
         yield name, build, example
 
 
-def timm_models():
+def timm_models(only: tuple[str, ...] | None = None):
     import timm
 
     seen_modules = set()
-    for name in timm.list_models():
+    for name in only or timm.list_models():
         module = timm.models.get_model_entrypoint(name).__module__ if hasattr(timm.models, "get_model_entrypoint") \
             else timm.models._registry.model_entrypoint(name).__module__
-        if module in seen_modules:
+        if module in seen_modules and not only:
             continue
         seen_modules.add(module)
 
@@ -92,11 +98,11 @@ def timm_models():
         yield name, build, example
 
 
-def transformers_models():
+def transformers_models(only: tuple[str, ...] | None = None):
     from transformers import AutoModel
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    for key in sorted(CONFIG_MAPPING.keys()):
+    for key in only or sorted(CONFIG_MAPPING.keys()):
         def build(key=key):
             return AutoModel.from_config(CONFIG_MAPPING[key]())
 
@@ -140,10 +146,11 @@ def roundtrip_on_cpu(build: Callable[[], torch.nn.Module], example: Callable[[st
     return flagged
 
 
-def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_params: int = 60_000_000) -> list[Row]:
+def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_params: int = 60_000_000,
+          only: tuple[str, ...] | None = None) -> list[Row]:
     source = {"torchvision": torchvision_models, "timm": timm_models, "transformers": transformers_models}[zoo]
     rows = []
-    for k, (name, build, example) in enumerate(source()):
+    for k, (name, build, example) in enumerate(source(only)):
         if limit is not None and k >= limit:
             break
         row = Row(name)
@@ -185,8 +192,20 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="Only the first N models (a quick look).")
     parser.add_argument("--roundtrip", action="store_true", help="Also R007 and R008 on real CPU weights.")
     parser.add_argument("--max-params", type=int, default=60_000_000, help="Largest model for --roundtrip.")
+    parser.add_argument("--quick", action="store_true",
+                        help="Two small models of the zoo (torchvision's where the zoo is not installed): a smoke run.")
     args = parser.parse_args()
-    rows = sweep(args.zoo, args.limit, args.roundtrip, args.max_params)
+    set_quick(args.quick)
+    if args.quick and args.zoo != "torchvision":
+        import importlib.util
+
+        if importlib.util.find_spec(args.zoo) is None:
+            print(f"{args.zoo}: not installed (pip install -e '.[bench]'); --quick sweeps two torchvision models instead")
+            args.zoo = "torchvision"
+    only = QUICK[args.zoo] if args.quick else None
+    if only:
+        print(f"--quick: {', '.join(only)} only")
+    rows = sweep(args.zoo, args.limit, args.roundtrip, args.max_params, only)
     built = [r for r in rows if r.error is None]
     print(f"{'model':<44} {'device':>6} {'params':>14} {'probe':>6} {'flagged':>8} {'seconds':>8}")
     for r in built:
