@@ -30,8 +30,8 @@ BATCH = 8
 
 def train_monitored(model, dtype, channels_last: bool):
     from ssdaudit import Severity
-    from ssdaudit.gradflow import GradFlowMonitor
-    from ssdaudit.ssdlite_adapter import ssdlite_probe
+    from ssdaudit.training.gradflow import GradFlowMonitor
+    from ssdaudit.registration.ssdlite_adapter import ssdlite_probe
 
     device = torch.device("cuda")
     model = model.to(device)
@@ -68,8 +68,8 @@ def fsdp2_check(device: str = "cuda", n: int | None = None) -> bool:
     import subprocess
     import tempfile
 
-    from ssdaudit.checkpoints import open_checkpoint
-    from ssdaudit.diff import diff_checkpoints
+    from ssdaudit.checkpoints.formats import open_checkpoint
+    from ssdaudit.checkpoints.diff import diff_checkpoints
 
     n = n or torch.cuda.device_count()
     with tempfile.TemporaryDirectory() as tmp:

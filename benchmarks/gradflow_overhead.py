@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ssdaudit.gradflow import GradFlowMonitor
-from ssdaudit.ssdlite_adapter import ssdlite_probe
+from ssdaudit.training.gradflow import GradFlowMonitor
+from ssdaudit.registration.ssdlite_adapter import ssdlite_probe
 from ssdlite_model import build_ssdlite, ssds_voc
 
 

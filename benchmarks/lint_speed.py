@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torchvision
 
-from ssdaudit.source_lint import lint_paths
+from ssdaudit.lint.engine import lint_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 

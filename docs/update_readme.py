@@ -53,7 +53,7 @@ def render(text: str) -> str:
         return f"<!-- run: {cmd} -->\n```\n$ {cmd}\n{run(cmd)}```\n"
 
     text = BLOCK.sub(fill, text)
-    from ssdaudit.rule_docs import rules_table
+    from ssdaudit.render.rule_docs import rules_table
 
     text = RULES_TABLE.sub(lambda m: m.group(1) + rules_table() + m.group(3), text)
     table = ROOT / "out" / "bench" / "results.md"

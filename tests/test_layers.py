@@ -5,12 +5,12 @@ import ast
 import json
 from pathlib import Path
 
-from ssdaudit.findings import RULES, Finding
-from ssdaudit.report import render_sarif
+from ssdaudit.core.findings import RULES, Finding
+from ssdaudit.render.text import render_sarif
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ssdaudit", "ssdlite_model")
-ADAPTER = "ssdaudit.ssdlite_adapter"
+ADAPTER = "ssdaudit.registration.ssdlite_adapter"
 
 
 def module_name(path: Path) -> str:

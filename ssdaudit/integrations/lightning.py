@@ -14,8 +14,8 @@ try:
 except ImportError as exc:
     raise ImportError("ssdaudit.integrations.lightning needs Lightning: pip install 'ssdaudit[lightning]'") from exc
 
-from ..findings import Finding, Severity
-from .callback import DEFAULT_FAIL_ON, MonitoredRun
+from ssdaudit.core.findings import Finding, Severity
+from ssdaudit.integrations.callback import DEFAULT_FAIL_ON, MonitoredRun
 
 
 class GradFlowCallback(Callback):  # type: ignore[misc]
@@ -68,7 +68,7 @@ class ParamsAudit(Callback):  # type: ignore[misc]
         self.findings: list[Finding] = []
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        from ..registration import find_unregistered
+        from ssdaudit.registration.unregistered import find_unregistered
 
         self.findings = find_unregistered(pl_module, self.example_input)
         failing = [f for f in self.findings if f.rule in self.fail_on and f.severity is Severity.ERROR]

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from torch import nn
 from typer.testing import CliRunner
 
-from ssdaudit.checkpoints import TensorInfo, open_checkpoint
+from ssdaudit.checkpoints.formats import TensorInfo, open_checkpoint
 from ssdaudit.cli import app
-from ssdaudit.diff import align_keys, diff_checkpoints
+from ssdaudit.checkpoints.diff import align_keys, diff_checkpoints
 from ssdlite_model import build_ssdlite
 from ssdlite_model.config import tiny
 
@@ -298,7 +298,7 @@ def test_text_report_names_mapping_changes_and_unchanged_groups(tmp_path, base):
 
 def test_compare_in_many_chunks_equals_one_pass(monkeypatch):
     """The chunked compare (tensors above CHUNK_ELEMENTS) gives the figures of a direct computation."""
-    import ssdaudit.diff as diff_mod
+    import ssdaudit.checkpoints.diff as diff_mod
 
     monkeypatch.setattr(diff_mod, "CHUNK_ELEMENTS", 7)
     a = torch.arange(50, dtype=torch.float32).reshape(5, 10)

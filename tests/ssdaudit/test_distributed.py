@@ -18,10 +18,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 from conftest import run_torchrun
-from ssdaudit.checkpoints import open_checkpoint
+from ssdaudit.checkpoints.formats import open_checkpoint
 from ssdaudit.cli import app
-from ssdaudit.diff import diff_checkpoints
-from ssdaudit.errors import LoadError
+from ssdaudit.checkpoints.diff import diff_checkpoints
+from ssdaudit.core.errors import LoadError
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -170,7 +170,7 @@ def test_dcp_metadata_that_runs_code_is_refused(dist_run, tmp_path):
 
 
 def test_dcp_metadata_pointing_outside_its_folder_is_refused(dist_run, tmp_path):
-    from ssdaudit.dcp import read_metadata
+    from ssdaudit.checkpoints.dcp import read_metadata
 
     ckpt = _copy(dist_run, tmp_path)
     metadata = read_metadata(ckpt)
