@@ -34,9 +34,22 @@ class Rule:
     fix: str
     bad_example: str
     good_example: str
-    found_by: tuple[str, ...]  # the commands that report it: "lint", "params", "gradflow", "diff"
+    found_by: tuple[str, ...]  # the commands that report it: "lint" (static), "params", "gradflow", "diff", "watch" (runtime)
     # The one-line message, with {fields} the detector fills ("" where the detectors phrase each case themselves).
     message: str = ""
+    # Families a rule belongs to, which other code asks about instead of listing codes: "container" (a member in a
+    # plain container: R001-R003), "hides-parameters" (its parameters are missing from parameters(): R001-R003, R005).
+    tags: tuple[str, ...] = ()
+
+    @property
+    def static(self) -> bool:
+        """Found in source, without running anything (``ssdaudit lint``)."""
+        return "lint" in self.found_by
+
+    @property
+    def runtime(self) -> bool:
+        """Found by running the model or the training loop."""
+        return any(c != "lint" for c in self.found_by)
 
     @property
     def docs(self) -> str:
@@ -61,6 +74,11 @@ class Rule:
 # The registry: rule code -> Rule. ``ssdaudit.core.rules`` fills it with the catalogue when ``ssdaudit.core`` is
 # imported (importing any core module imports the package first), so a code is always found here.
 RULES: dict[str, Rule] = {}
+
+
+def rules_tagged(tag: str) -> frozenset[str]:
+    """The codes of the registered rules in a family (see ``Rule.tags``)."""
+    return frozenset(code for code, rule in RULES.items() if tag in rule.tags)
 
 
 def register(*rules: Rule) -> None:

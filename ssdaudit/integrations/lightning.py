@@ -14,6 +14,7 @@ try:
 except ImportError as exc:
     raise ImportError("ssdaudit.integrations.lightning needs Lightning: pip install 'ssdaudit[lightning]'") from exc
 
+from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import Finding, Severity
 from ssdaudit.integrations.callback import DEFAULT_FAIL_ON, MonitoredRun
 
@@ -61,7 +62,7 @@ class ParamsAudit(Callback):  # type: ignore[misc]
     """Run ``find_unregistered`` on the LightningModule at ``setup``; unregistered modules or parameters (R001,
     R002 errors, or the rules in ``fail_on``) stop the run before training starts."""
 
-    def __init__(self, example_input: Any = None, fail_on: tuple[str, ...] = ("R001", "R002", "R003")) -> None:
+    def __init__(self, example_input: Any = None, fail_on: tuple[str, ...] = tuple(sorted(rules_tagged("container")))) -> None:
         super().__init__()
         self.example_input = example_input
         self.fail_on = tuple(fail_on)

@@ -12,9 +12,10 @@ from typing import Any
 
 from torch import nn
 
+from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import Finding
 
-HIDING_RULES = ("R001", "R002", "R003", "R005")
+HIDING_RULES = rules_tagged("hides-parameters")
 
 
 @dataclass

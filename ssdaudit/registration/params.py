@@ -13,6 +13,7 @@ from torch import nn
 
 from ssdaudit.checkpoints.formats import is_buffer_name
 from ssdaudit.core.report import failing_findings
+from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.registration.roundtrip import roundtrip_findings
 from ssdaudit.registration.unregistered import find_unregistered
@@ -289,7 +290,7 @@ def audit_params(
         findings += roundtrip_findings(rebuild, example_input, findings)
     findings += _findings_notes(model)
     registered, trainable = count_params(model)
-    unregistered = sum(f.params for f in findings if f.rule in ("R001", "R002", "R003", "R005"))
+    unregistered = sum(f.params for f in findings if f.rule in rules_tagged("hides-parameters"))
     ckpt_bytes, exact = predict_checkpoint_bytes(model.state_dict())
     fixed_bytes, exact_fixed = predict_checkpoint_bytes(_fixed_state(model, findings))
     groups = group_params(model, depth)

@@ -24,10 +24,11 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from ssdaudit.core.errors import UserError, first_line
+from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import RULES, Finding
 from ssdaudit.registration.walk import unregistered_module_names
 
-_CONTAINER_RULES = ("R001", "R002", "R003")
+_CONTAINER_RULES = rules_tagged("container")
 
 
 @dataclass
