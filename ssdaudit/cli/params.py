@@ -12,7 +12,7 @@ from ssdaudit.cli.output import Format, cli_errors, emit, exit_with
 
 @app.command()
 def params(
-    target: str = typer.Argument(..., help="model.py[:NAME], package.module:NAME, or a checkpoint (.pt/.pth/.bin/.safetensors, or a directory of shards or DCP)."),
+    target: str = typer.Argument(..., help="model.py[:NAME], package.module:NAME, a library model (torchvision:resnet50, timm:NAME, hf:MODEL_TYPE or hf:FOLDER), or a checkpoint (.pt/.pth/.bin/.safetensors, or a directory of shards or DCP)."),
     reference: str = typer.Option(None, "--reference", "-r", help="ssds-voc, ssds-coco, torchvision-ssdlite, file.py[:NAME], a checkpoint or a checkpoint directory (shards, DCP)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="A checkpoint (file or directory: shards, DCP) of this model: real size against predicted, missing tensors."),
     input_shape: str = typer.Option(None, "--input-shape", help="Probe input shape, e.g. 1,3,300,300 (used when the file has no example_input())."),
@@ -38,6 +38,8 @@ def params(
       ssdaudit params examples/fixed_modulelist.py --checkpoint run/model.pth --format json
 
       ssdaudit params big_model.py:build --device meta --input-shape 1,128
+
+      ssdaudit params torchvision:resnet50        # a library model by name, random weights, nothing downloaded
     """
     with cli_errors(fmt is Format.json, debug):
         from ssdaudit.registration.pipeline import audit_target
