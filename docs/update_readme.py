@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's ssdaudit, whatever else is installed
 README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- run: (?P<cmd>.+?) -->\n```\n(?P<body>.*?)```\n", re.DOTALL)
 BENCH = re.compile(r"(<!-- bench -->\n)(?P<body>.*?)(<!-- /bench -->)", re.DOTALL)
