@@ -12,18 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ssdaudit.core.paths import group_by_prefix, owner_prefix
 from ssdaudit.core.io import atomic_write
 from ssdaudit.checkpoints.formats import CheckpointFile, TensorInfo, is_buffer_name
 from ssdaudit.core.findings import RULES, Finding
 
 # Wrappers that add a prefix to every key: DataParallel/DDP, torch.compile, Lightning-style "model." holders.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+TOP_LEVEL = "(top level)"
 CHUNK_ELEMENTS = 1 << 22  # 4M elements: temporaries stay at 16 to 32 MB whatever the tensor size
 
 
-def prefix_of(key: str, depth: int = 1) -> str:
-    parts = key.split(".")
-    return ".".join(parts[:depth]) if len(parts) > depth else "(top level)"
+def prefix_of(key: str) -> str:
+    """The top-level module of a checkpoint key (``backbone.0.weight`` -> ``backbone``), "(top level)" for a bare key."""
+    return owner_prefix(key, 1, TOP_LEVEL)
 
 
 # --- key alignment -----------------------------------------------------------------------------------
@@ -409,11 +411,8 @@ def diff_findings(r: DiffReport) -> list[Finding]:
     return out
 
 
-def _by_prefix(keys: list[str]) -> "OrderedDict[str, list[str]]":
-    groups: OrderedDict[str, list[str]] = OrderedDict()
-    for k in keys:
-        groups.setdefault(prefix_of(k), []).append(k)
-    return groups
+def _by_prefix(keys: list[str]) -> dict[str, list[str]]:
+    return group_by_prefix(keys, str, 1, TOP_LEVEL)
 
 
 # --- writing B under A's names -------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def _huggingface(name: str, want_input: bool) -> tuple[Callable[[], Any], Any]:
         config = AutoConfig.for_model(name)
 
     def build() -> Any:
-        return AutoModel.from_config(config)
+        return AutoModel.from_config(config)  # type: ignore[no-untyped-call]
 
     example = None
     vocab = getattr(config, "vocab_size", None)

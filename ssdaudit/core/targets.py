@@ -115,8 +115,8 @@ def load_target(spec: str | TargetSpec, device: str = "cpu", want_input: bool = 
     if parsed.kind == "library":
         from ssdaudit.core.library_models import build_library_model
 
-        model, example, rebuild = build_library_model(parsed.path, parsed.name or "", device, want_input)
-        return LoadedTarget(text, model=model, example_input=example, rebuild=rebuild)
+        model, example, build = build_library_model(parsed.path, parsed.name or "", device, want_input)
+        return LoadedTarget(text, model=model, example_input=example, rebuild=build)
     module, name = _import_spec(parsed)
     factory = _find_factory(module, name, text)
     model = _call_factory(factory, text, device)

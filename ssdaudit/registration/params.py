@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ssdaudit.core.paths import group_by_prefix
 from ssdaudit.checkpoints.formats import is_buffer_name
 from ssdaudit.core.report import failing_findings
 from ssdaudit.core.findings import rules_tagged
@@ -170,16 +171,9 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 def group_params(model: nn.Module, depth: int = 1) -> list[Group]:
     """Registered parameters per module path at ``depth`` (1: the model's children); each tensor once."""
-    totals: dict[str, int] = {}
-    seen: set[int] = set()
-    for name, p in model.named_parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        parts = name.split(".")[:-1]
-        key = ".".join(parts[:depth]) or "(root)"
-        totals[key] = totals.get(key, 0) + p.numel()
-    return [Group(k, v) for k, v in totals.items()]
+    unique = dict(model.named_parameters())  # named_parameters() yields each tensor once
+    groups = group_by_prefix(unique.items(), lambda kv: kv[0], depth)
+    return [Group(k, sum(p.numel() for _, p in members)) for k, members in groups.items()]
 
 
 def state_dict_params(state: Mapping[str, torch.Tensor]) -> int:
@@ -188,13 +182,9 @@ def state_dict_params(state: Mapping[str, torch.Tensor]) -> int:
 
 
 def group_state_dict(state: Mapping[str, torch.Tensor], depth: int = 1) -> list[Group]:
-    totals: dict[str, int] = {}
-    for k, t in state.items():
-        if is_buffer_name(k):
-            continue
-        key = ".".join(k.split(".")[:-1][:depth]) or "(root)"
-        totals[key] = totals.get(key, 0) + t.numel()
-    return [Group(k, v) for k, v in totals.items()]
+    params = [(k, t) for k, t in state.items() if not is_buffer_name(k)]
+    groups = group_by_prefix(params, lambda kv: kv[0], depth)
+    return [Group(k, sum(t.numel() for _, t in members)) for k, members in groups.items()]
 
 
 def _fixed_state(model: nn.Module, findings: list[Finding]) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_flatten
 
 from ssdaudit.core.errors import ProbeError, UserError, first_line
 from ssdaudit.core.findings import RULES, Finding, Severity
+from ssdaudit.registration.observe import ConstructionRecorder, StateGuard
 from ssdaudit.registration.walk import MOVE_FUNCTIONS, AttributeWalker, Hit
 
 _MODE_DEPENDENT = (
@@ -77,7 +78,10 @@ def probe_forward(
     Records every module called (global hooks, and whether autograd was recording), where modules built during the
     pass were created, the tensors the pass reads (and the first function applied to each) or returns. BatchNorm
     statistics (also those of ``extra_modules``, the unregistered ones), RNG state and submodules registered during
-    the pass are restored. ``grad=False`` runs under ``torch.no_grad()``. Raises ``ProbeError`` if forward fails.
+    the pass are restored (``observe.StateGuard``). ``grad=False`` runs under ``torch.no_grad()``. Raises
+    ``ProbeError`` if forward fails. Module construction is observed by patching ``nn.Module.__init__`` for the
+    duration (``observe.ConstructionRecorder``): process-wide, under a lock, recording only this thread's modules,
+    so a model built concurrently in another thread is neither recorded nor disturbed.
     ``produced`` (id -> weakref of every tensor made by a pass) is shared between passes, so a cache that one pass
     made is not taken for pre-existing state in the next.
     """
@@ -87,14 +91,6 @@ def probe_forward(
     made: dict[int, Any] = produced if produced is not None else {}
     inputs = {id(t) for t in tree_flatten(example_input)[0] if isinstance(t, torch.Tensor)}
     stack: list[nn.Module] = [model]
-    before = dict(model.named_modules())
-    before_ids = {id(m) for m in before.values()}
-    owners = list({id(m): m for e in (model, *extra_modules) for m in e.modules()}.values())
-    buffer_dicts = [(m, dict(m._buffers)) for m in owners]  # forward may replace or add buffers: put back
-    states = [b for m in (model, *extra_modules) for b in m.buffers()]
-    saved_buffers = [b.detach().clone() for b in states]
-    rng = torch.random.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
 
     def on_call(module: nn.Module, _args: Any) -> None:
         result.called.setdefault(id(module), module)
@@ -106,14 +102,11 @@ def probe_forward(
         if len(stack) > 1:
             stack.pop()
 
-    original_init = nn.Module.__init__
-
-    def recording_init(self: nn.Module, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        result.created.append(self)
+    def on_module(module: nn.Module) -> None:
+        result.created.append(module)
         where = _caller_location()
         if where is not None:
-            result.created_at.setdefault(id(self), where)
+            result.created_at.setdefault(id(module), where)
 
     def made_here(t: torch.Tensor) -> bool:
         ref = made.get(id(t))
@@ -141,16 +134,16 @@ def probe_forward(
 
     handle = nn.modules.module.register_module_forward_pre_hook(on_call)
     handle_return = nn.modules.module.register_module_forward_hook(on_return)
-    nn.Module.__init__ = recording_init  # type: ignore[method-assign]  # put back in the finally block
+    guard = StateGuard(model, extra_modules)
     try:
-        with torch.set_grad_enabled(grad), _Reads():
+        with guard, ConstructionRecorder(on_module), torch.set_grad_enabled(grad), _Reads():
             output = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
-        # Tensors handed back as they are (priors for the loss) miss .to() as much as those computed with.
-        for leaf in tree_flatten(output)[0]:
-            if isinstance(leaf, torch.Tensor):
-                result.used_tensors.add(id(leaf))
-                result.first_use.setdefault(id(leaf), "<returned>")
-        del output
+            # Tensors handed back as they are (priors for the loss) miss .to() as much as those computed with.
+            for leaf in tree_flatten(output)[0]:
+                if isinstance(leaf, torch.Tensor):
+                    result.used_tensors.add(id(leaf))
+                    result.first_use.setdefault(id(leaf), "<returned>")
+            del output
     except UserError:
         raise
     except Exception as exc:
@@ -158,25 +151,7 @@ def probe_forward(
     finally:
         handle.remove()
         handle_return.remove()
-        nn.Module.__init__ = original_init  # type: ignore[method-assign]
-        for m, buffers in buffer_dicts:
-            if m._buffers.keys() != buffers.keys() or any(m._buffers[k] is not v for k, v in buffers.items()):
-                m._buffers.clear()
-                m._buffers.update(buffers)
-        with torch.no_grad():
-            for b, saved in zip(states, saved_buffers):
-                if b.shape == saved.shape:
-                    b.copy_(saved)
-        torch.random.set_rng_state(rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
-        for name, module in list(model.named_modules()):
-            if name and id(module) not in before_ids:
-                parent_name, _, attr = name.rpartition(".")
-                parent = before.get(parent_name)
-                if parent is not None and attr in parent._modules:
-                    result.added.append((name, module))
-                    del parent._modules[attr]
+        result.added.extend(guard.added)
     return result
 
 
