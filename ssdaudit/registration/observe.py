@@ -41,7 +41,7 @@ class ConstructionRecorder:
             if threading.get_ident() == thread:
                 on_module(module)
 
-        nn.Module.__init__ = recording_init  # type: ignore[method-assign]  # restored in __exit__
+        nn.Module.__init__ = recording_init  # type: ignore[method-assign, assignment]  # restored in __exit__
         return self
 
     def __exit__(self, *exc: object) -> None:
