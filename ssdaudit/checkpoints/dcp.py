@@ -38,6 +38,10 @@ def is_dcp_dir(path: Path) -> bool:
     return path.is_dir() and (path / METADATA_NAME).is_file()
 
 
+class _Refused(pickle.UnpicklingError):
+    """A global the allow-list refuses (distinct from the unpickler's own errors, such as truncated data)."""
+
+
 class _MetadataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         import torch
@@ -50,7 +54,7 @@ class _MetadataUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         elif module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             return getattr(torch, name)
-        raise pickle.UnpicklingError(f"needs {module}.{name}")
+        raise _Refused(f"needs {module}.{name}")
 
 
 def read_metadata(path: Path) -> Any:
@@ -61,7 +65,7 @@ def read_metadata(path: Path) -> Any:
     try:
         data = meta_path.read_bytes()
         metadata = _MetadataUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise LoadError(f"refused to read {meta_path}: it {exc}, which DCP metadata never does (unpickling it could "
                         "run code); this is not a checkpoint written by torch.distributed.checkpoint") from exc
     except Exception as exc:

@@ -212,10 +212,17 @@ def compare_tensors(
             nonfinite_b += _nonfinite(cb)
             bitwise = False
             wa, wb = ca.to(work), cb.to(work)
-            sq_a += float(torch.linalg.vector_norm(wa)) ** 2
             d = wa - wb
-            lo, hi = torch.aminmax(d)
-            max_abs = max(max_abs, float(hi), -float(lo))
+            # NaN/Inf are counted apart (C005); the differences and norms are those of the finite values, so a
+            # NaN neither hides a real change (max() ignores NaN) nor turns every figure into NaN
+            finite = torch.isfinite(d)
+            fa_part = wa
+            if not bool(finite.all()):
+                d, fa_part = d[finite], wa[finite]
+            sq_a += float(torch.linalg.vector_norm(fa_part)) ** 2
+            if d.numel():
+                lo, hi = torch.aminmax(d)
+                max_abs = max(max_abs, float(hi), -float(lo))
             sq_diff += float(torch.linalg.vector_norm(d)) ** 2
             if close:
                 close = bool(torch.isclose(wa, wb, rtol=rtol, atol=atol, equal_nan=True).all())
