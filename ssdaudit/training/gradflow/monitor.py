@@ -257,14 +257,19 @@ class GradFlowMonitor:
         device = self._objs[0].device if self._objs else torch.device("cpu")
         row = torch.zeros(N_FIELDS, len(self._objs), device=device)
         row[LR] = float("nan")
-        if present:
-            grads = [views[k] for k in present]
-            idx = torch.tensor(present, device=device)
-            # Three bulk kernels over all gradients; nothing leaves the device here.
+        # Dense real gradients: three bulk kernels over all of them, nothing leaves the device. Other layouts
+        # (sparse COO/CSR from nn.Embedding(sparse=True), complex) have no foreach kernels: one tensor at a time.
+        bulk = [k for k in present if _bulk_ok(views[k])]
+        if bulk:
+            grads = [views[k].to(device) for k in bulk]
+            idx = torch.tensor(bulk, device=device)
             row[GRAD_NORM, idx] = torch.stack(torch._foreach_norm(grads)).float()
             # max |g| as foreach abs + max: about 3x faster on CPU than _foreach_norm(grads, inf)
             row[GRAD_MAX, idx] = torch.stack(torch._foreach_max(torch._foreach_abs(grads))).float()
             row[GRAD_L1, idx] = torch.stack(torch._foreach_norm(grads, 1)).float()
+        for k in present:
+            if not _bulk_ok(views[k]):
+                row[GRAD_NORM:GRAD_L1 + 1, k] = _grad_stats(views[k]).to(device)
         if self._reducer is not None:
             self._reducer.combine(row, sum_sq=(GRAD_NORM,), sums=(GRAD_L1,), maxes=(GRAD_MAX,))
         self._rows.append(row)
@@ -398,3 +403,17 @@ def autograd_leaves(roots: list[Any]) -> dict[int, torch.Tensor]:
     return leaves
 
 
+def _bulk_ok(g: torch.Tensor) -> bool:
+    """A gradient the foreach kernels take: dense (strided) and real."""
+    return g.layout == torch.strided and not g.is_complex()
+
+
+def _grad_stats(g: torch.Tensor) -> torch.Tensor:
+    """(L2 norm, max |g|, L1 norm) of one gradient of any layout, as float32 [3]: a sparse gradient's statistics
+    are those of its stored values (the rest are zeros), a complex one's of its magnitudes."""
+    if g.layout != torch.strided:
+        g = g.coalesce().values() if g.layout == torch.sparse_coo else g.values()
+    mags = g.abs().float().flatten()
+    if mags.numel() == 0:
+        return torch.zeros(3)
+    return torch.stack([torch.linalg.vector_norm(mags), mags.max(), mags.sum()])
