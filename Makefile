@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench bench-quick install clean
+.PHONY: test demo bench bench-quick install clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 	$(PY) -m mypy
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 	$(VENV)/bin/ssdaudit check
 
 demo: $(STAMP)
@@ -30,3 +31,6 @@ bench-quick: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve

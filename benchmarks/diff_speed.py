@@ -32,8 +32,8 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "changed": len(changed),
 
 OURS = r"""
 import json, resource, sys, time
-from ssdaudit.checkpoints import open_checkpoint
-from ssdaudit.diff import diff_checkpoints
+from ssdaudit.checkpoints.formats import open_checkpoint
+from ssdaudit.checkpoints.diff import diff_checkpoints
 import torch
 t0 = time.perf_counter()
 r = diff_checkpoints(open_checkpoint(sys.argv[1]), open_checkpoint(sys.argv[2]))

@@ -56,8 +56,8 @@ def build(device: torch.device, quick: bool, cl: bool):
 
 def monitor_overhead(device: torch.device, quick: bool) -> list[tuple[str, float, float]]:
     """Per-step time of a bf16 + channels_last training step with and without GradFlowMonitor (every 1 and 10)."""
-    from ssdaudit.gradflow import GradFlowMonitor
-    from ssdaudit.ssdlite_adapter import ssdlite_probe
+    from ssdaudit import GradFlowMonitor
+    from ssdaudit.registration.ssdlite_adapter import ssdlite_probe
 
     batch, block, blocks = (4, 2, 3) if quick else (32, 10, 8)
     model, cfg = build(device, quick, cl=device.type == "cuda")

@@ -34,8 +34,8 @@ BATCH = 8
 
 def train_monitored(model, dtype, channels_last: bool, device: str = "cuda", steps: int = STEPS, batch: int = BATCH):
     from ssdaudit import Severity
-    from ssdaudit.gradflow import GradFlowMonitor
-    from ssdaudit.ssdlite_adapter import ssdlite_probe
+    from ssdaudit import GradFlowMonitor
+    from ssdaudit.registration.ssdlite_adapter import ssdlite_probe
 
     device = torch.device(device)
     model = model.to(device)
@@ -73,8 +73,8 @@ def fsdp2_check(device: str = "cuda", n: int | None = None) -> bool:
     import subprocess
     import tempfile
 
-    from ssdaudit.checkpoints import open_checkpoint
-    from ssdaudit.diff import diff_checkpoints
+    from ssdaudit.checkpoints.formats import open_checkpoint
+    from ssdaudit.checkpoints.diff import diff_checkpoints
 
     n = n or torch.cuda.device_count()
     with tempfile.TemporaryDirectory() as tmp:

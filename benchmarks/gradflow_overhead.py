@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ssdaudit.gradflow import GradFlowMonitor
-from ssdaudit.ssdlite_adapter import ssdlite_probe
+from ssdaudit import GradFlowMonitor
+from ssdaudit.registration.unregistered.ssdlite_adapter import ssdlite_probe
 from ssdlite_model import build_ssdlite, ssds_voc, tiny
 
 

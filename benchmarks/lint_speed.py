@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torchvision
 
-from ssdaudit.findings import Location
-from ssdaudit.source_lint import lint_paths
+from ssdaudit.core.findings import Location
+from ssdaudit.lint.engine import lint_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -50,8 +50,8 @@ def symptom_checks() -> tuple[float, float, float]:
     import fixed_modulelist
 
     from ssdaudit import find_unregistered
-    from ssdaudit.registration import moved_by_to
-    from ssdaudit.roundtrip import roundtrip_findings
+    from ssdaudit.registration.unregistered import moved_by_to
+    from ssdaudit.registration.roundtrip import roundtrip_findings
 
     model, x = fixed_modulelist.build_model(), fixed_modulelist.example_input()
     find_unregistered(model, x)  # warm-up: first-call costs are not the probe's

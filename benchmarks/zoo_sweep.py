@@ -128,7 +128,7 @@ def transformers_input(model: torch.nn.Module, device: str) -> Any:
 def roundtrip_on_cpu(build: Callable[[], torch.nn.Module], example: Callable[[str], Any], zoo: str) -> list[str] | None:
     """R007 (save-reload round trip) and R008 (device-move check, inside the probe) with real CPU weights; None if
     it cannot run."""
-    from ssdaudit.roundtrip import run_roundtrip
+    from ssdaudit.registration.roundtrip import run_roundtrip
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's ssdaudit, whatever else is installed
 README = ROOT / "README.md"
 BLOCK = re.compile(r"<!-- run: (?P<cmd>.+?) -->\n```\n(?P<body>.*?)```\n", re.DOTALL)
 BENCH = re.compile(r"(<!-- bench -->\n)(?P<body>.*?)(<!-- /bench -->)", re.DOTALL)
@@ -53,7 +54,7 @@ def render(text: str) -> str:
         return f"<!-- run: {cmd} -->\n```\n$ {cmd}\n{run(cmd)}```\n"
 
     text = BLOCK.sub(fill, text)
-    from ssdaudit.rule_docs import rules_table
+    from ssdaudit.render.rule_docs import rules_table
 
     text = RULES_TABLE.sub(lambda m: m.group(1) + rules_table() + m.group(3), text)
     table = ROOT / "out" / "bench" / "results.md"

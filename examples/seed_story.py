@@ -107,8 +107,8 @@ def main() -> None:
             f"mAP@0.5 {r['trained_map']:.3f}; after reload {r['reloaded_map']:.3f}")
 
     say("4/6 gradient flow of the buggy run (ssdaudit gradflow out/seed_story/runs/buggy)")
-    from ssdaudit.gradflow import analyse_gradflow, read_gradflow_log
-    from ssdaudit.plots import plot_gradflow_run
+    from ssdaudit.training.gradflow import analyse_gradflow, read_gradflow_log
+    from ssdaudit.render.plots import plot_gradflow_run
 
     gf_run = read_gradflow_log(results["buggy"]["run_dir"])
     gf_findings, gf_layers = analyse_gradflow(gf_run)
@@ -121,8 +121,8 @@ def main() -> None:
     say(f"   fixed run: {len(fixed_errors)} gradflow errors")
 
     say("5/6 ssdaudit diff runs/fixed/last.pth runs/buggy/last.pth")
-    from ssdaudit.checkpoints import open_checkpoint
-    from ssdaudit.diff import diff_checkpoints
+    from ssdaudit.checkpoints.formats import open_checkpoint
+    from ssdaudit.checkpoints.diff import diff_checkpoints
 
     diff = diff_checkpoints(open_checkpoint(results["fixed"]["run_dir"] / CHECKPOINT),
                             open_checkpoint(results["buggy"]["run_dir"] / CHECKPOINT))
@@ -149,7 +149,7 @@ def draw_grid(results: dict, path: Path, n: int = 4) -> Path:
     import matplotlib.pyplot as plt
     from torchvision.io import decode_png
 
-    from ssdaudit.atomic import atomic_write
+    from ssdaudit.core.io import atomic_write
     from ssdlite_model.drawing import draw_detections
 
     val = results["fixed"]["trainer"].val_set
@@ -187,7 +187,7 @@ def _short(location) -> str:
 
 
 def write_report(out, audits, results, g001, fixed_errors, diff, c001, plots, detections, seconds, minutes, recipe) -> None:
-    from ssdaudit.atomic import atomic_write_text
+    from ssdaudit.core.io import atomic_write_text
 
     b, f = audits["buggy"], audits["fixed"]
     rb, rf = results["buggy"], results["fixed"]

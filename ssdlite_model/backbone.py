@@ -58,8 +58,8 @@ def block_out_channels(block: nn.Module) -> int:
 
 def load_imagenet_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a local torchvision ``mobilenet_v2`` ImageNet state_dict (nothing is downloaded)."""
-    from ssdaudit.checkpoints import load_object
-    from ssdaudit.errors import LoadError
+    from ssdaudit import load_object
+    from ssdaudit.core.errors import LoadError
 
     path = Path(path)
     if not path.is_file():

@@ -1,6 +1,6 @@
 """Reading a trained SSDLite back: a trainer checkpoint (weights + config + training state) or a bare state_dict.
 
-Every file is untrusted: it is unpickled with ``weights_only=True`` (``ssdaudit.checkpoints.load_object``), and
+Every file is untrusted: it is unpickled with ``weights_only=True`` (``ssdaudit.checkpoints.formats.load_object``), and
 its structure and values are checked before anything is built from them, so a wrong type, an absurd size or a
 missing entry becomes one ``CheckpointError`` line naming the file and the key, never a traceback or a 40 GB
 allocation.
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ssdaudit.errors import LoadError, UserError
+from ssdaudit.core.errors import LoadError, UserError
 
 from .config import SSDLiteConfig
 from .detector import SSDLite
@@ -33,7 +33,7 @@ class CheckpointError(UserError):
 
 def read_checkpoint(path: str | Path) -> Any:
     """The unpickled object of ``path`` (weights-only); a missing, empty, corrupt or hostile file raises."""
-    from ssdaudit.checkpoints import load_object
+    from ssdaudit import load_object
 
     try:
         obj = load_object(path, mmap=False).obj
@@ -129,7 +129,7 @@ def load_checkpoint_model(path: str | Path, fallback: SSDLiteConfig | None = Non
                               "`ssdaudit diff` or `ssdaudit params` read other checkpoints")
     with torch.device("meta"):
         skeleton = SSDLite(config)
-    from ssdaudit.params import compare_keys
+    from ssdaudit import compare_keys
 
     missing, unexpected, shapes = compare_keys(skeleton.state_dict(), weights)
     if missing or unexpected or shapes:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from ssdaudit.errors import UsageError, cli_errors
+from ssdaudit.cli import cli_errors
+from ssdaudit.core.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -290,7 +291,7 @@ def detect(
 
     Example: ssdlite detect runs/shapes/best.pth a.png b.jpg --out detections/
     """
-    from ssdaudit.atomic import atomic_write
+    from ssdaudit.core.io import atomic_write
 
     from .data.files import _read_image
     from .drawing import draw_detections
@@ -404,7 +405,7 @@ def main() -> None:
     import sys
     import warnings
 
-    from ssdaudit.errors import TORCH_EXTRA, run_app
+    from ssdaudit.cli import TORCH_EXTRA, run_app
 
     asks_help = len(sys.argv) < 2 or any(a in ("--help", "-h", "--version") for a in sys.argv[1:])
     missing = [m for m in TORCH_EXTRA if importlib.util.find_spec(m) is None]

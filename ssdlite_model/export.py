@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ssdaudit.errors import UserError, first_line
+from ssdaudit.core.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from .detector import SSDLite
@@ -26,7 +26,7 @@ def export_onnx(model: "SSDLite", path: str | Path, opset: int = 17, atol: float
 
     Returns {"bytes", "max_abs_diff_loc", "max_abs_diff_conf"}; raises ExportError when they differ beyond ``atol``.
     """
-    from ssdaudit.atomic import atomic_write
+    from ssdaudit.core.io import atomic_write
 
     model = model.eval()
     size = model.config.image_size

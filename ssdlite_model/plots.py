@@ -17,7 +17,7 @@ def plot_training(records: list[dict[str, Any]], path: str | Path, title: str = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ssdaudit.atomic import atomic_write
+    from ssdaudit.core.io import atomic_write
 
     runs = {"": records} if compare is None else compare
     fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(12, 4.5))

@@ -469,7 +469,7 @@ def test_json_errors_are_a_document_on_stdout(tmp_path):
 
 
 def test_unexpected_errors_are_one_line_with_a_debug_hint(tmp_path, monkeypatch):
-    import ssdaudit.params as params
+    import ssdaudit.registration.params as params
 
     def broken(*_a, **_kw):
         raise ZeroDivisionError("a bug of ours")
@@ -487,7 +487,7 @@ def test_unexpected_errors_are_one_line_with_a_debug_hint(tmp_path, monkeypatch)
 
 
 def test_internal_errors_raise_under_the_test_suite(tmp_path, monkeypatch):
-    import ssdaudit.params as params
+    import ssdaudit.registration.params as params
 
     def broken(*_a, **_kw):
         raise ZeroDivisionError("a bug of ours")
@@ -501,7 +501,7 @@ def test_internal_errors_raise_under_the_test_suite(tmp_path, monkeypatch):
 
 
 def test_atomic_writes_have_the_umask_mode(tmp_path):
-    from ssdaudit.atomic import atomic_write_text
+    from ssdaudit.core.io import atomic_write_text
 
     old = os.umask(0o022)
     try:

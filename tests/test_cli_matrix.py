@@ -145,7 +145,7 @@ def test_buggy_sarif_points_at_the_line_of_the_bug(targets):
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_rules_in_its_formats(fmt):
-    from ssdaudit.findings import RULES
+    from ssdaudit.core.findings import RULES
 
     result = runner.invoke(app, ["rules", "--format", fmt])
     assert result.exit_code == 0, result.output

@@ -12,8 +12,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ssdaudit.checkpoints import open_checkpoint
-from ssdaudit.errors import LoadError
+from ssdaudit.checkpoints.formats import open_checkpoint
+from ssdaudit.core.errors import LoadError
 
 FUZZ = settings(max_examples=700, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

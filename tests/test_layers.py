@@ -6,13 +6,13 @@ import ast
 import json
 from pathlib import Path
 
-from ssdaudit.findings import RULES, Severity
-from ssdaudit.report import render_sarif
-from ssdaudit.source_lint import lint_paths
+from ssdaudit.core.findings import RULES, Severity
+from ssdaudit.render.sarif import render_sarif
+from ssdaudit.lint.engine import lint_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ssdaudit", "ssdlite_model")
-ADAPTER = "ssdaudit.ssdlite_adapter"
+ADAPTER = "ssdaudit.registration.unregistered.ssdlite_adapter"
 
 
 def module_name(path: Path) -> str:

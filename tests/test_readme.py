@@ -31,8 +31,8 @@ def test_readme_links_exist():
 
 
 def test_rules_table_is_generated_from_the_registry():
-    from ssdaudit.findings import RULES
-    from ssdaudit.rule_docs import rules_table
+    from ssdaudit.core.findings import RULES
+    from ssdaudit.render.rule_docs import rules_table
 
     text = (ROOT / "README.md").read_text()
     body = text.split("<!-- rules -->\n", 1)[1].split("<!-- /rules -->", 1)[0]

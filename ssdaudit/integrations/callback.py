@@ -3,15 +3,17 @@ decision to stop training on the rules the user names."""
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..findings import Finding, Severity
-from ..gradflow import GradFlowMonitor
+from ssdaudit.core.findings import Finding, Severity
+from ssdaudit.training.gradflow import GradFlowMonitor
+
+logger = logging.getLogger("ssdaudit")
 
 DEFAULT_FAIL_ON = ("G001", "G003")
 
@@ -37,15 +39,23 @@ class MonitoredRun:
 
     def start(self, model: nn.Module, optimizer: Any) -> GradFlowMonitor:
         self.monitor = GradFlowMonitor(model, unwrap_optimizer(optimizer), every=self.every, log_dir=self.log_dir,
-                                       on_findings=self._on_findings, tb_dir=self.tb_dir).attach()
+                                       on_findings=self._on_findings, sinks=self._sinks()).attach()
         return self.monitor
+
+    def _sinks(self) -> list[Any]:
+        if self.tb_dir is None:
+            return []
+        from ssdaudit.integrations.tensorboard import TensorBoardSink
+
+        return [TensorBoardSink(self.tb_dir)]
 
     def _on_findings(self, findings: list[Finding]) -> None:
         self.first = findings
         errors = [f for f in findings if f.severity is Severity.ERROR]
         if errors:
             for f in errors:
-                print(f"ssdaudit: {f.rule} {f.name} `{f.label}`: {f.message} (fix: {f.fix})", file=sys.stderr)
+                # library code does not print: the "ssdaudit" logger (shown on stderr unless configured otherwise)
+                logger.warning("%s %s `%s`: %s (fix: %s)", f.rule, f.name, f.label, f.message, f.fix)
         self.should_stop = any(f.rule in self.fail_on for f in findings)
         if self.report is not None:
             self.report(findings)

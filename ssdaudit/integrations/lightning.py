@@ -14,8 +14,9 @@ try:
 except ImportError as exc:
     raise ImportError("ssdaudit.integrations.lightning needs Lightning: pip install 'ssdaudit[lightning]'") from exc
 
-from ..findings import Finding, Severity
-from .callback import DEFAULT_FAIL_ON, MonitoredRun
+from ssdaudit.core.findings import rules_tagged
+from ssdaudit.core.findings import Finding, Severity
+from ssdaudit.integrations.callback import DEFAULT_FAIL_ON, MonitoredRun
 
 
 class GradFlowCallback(Callback):  # type: ignore[misc]
@@ -61,14 +62,14 @@ class ParamsAudit(Callback):  # type: ignore[misc]
     """Run ``find_unregistered`` on the LightningModule at ``setup``; unregistered modules or parameters (R001,
     R002 errors, or the rules in ``fail_on``) stop the run before training starts."""
 
-    def __init__(self, example_input: Any = None, fail_on: tuple[str, ...] = ("R001", "R002", "R003")) -> None:
+    def __init__(self, example_input: Any = None, fail_on: tuple[str, ...] = tuple(sorted(rules_tagged("container")))) -> None:
         super().__init__()
         self.example_input = example_input
         self.fail_on = tuple(fail_on)
         self.findings: list[Finding] = []
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        from ..registration import find_unregistered
+        from ssdaudit.registration.unregistered import find_unregistered
 
         self.findings = find_unregistered(pl_module, self.example_input)
         failing = [f for f in self.findings if f.rule in self.fail_on and f.severity is Severity.ERROR]

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..findings import Finding
-from ..gradflow.log import GRAD_NORM, UPDATE, WEIGHT, GradFlowRun, TrackedTensor
+from ssdaudit.core.findings import Finding
+from ssdaudit.training.gradflow.log import GRAD_NORM, UPDATE, WEIGHT, GradFlowRun, TrackedTensor
 
 
 def summary_writer(log_dir: str | Path) -> Any:
@@ -18,7 +18,7 @@ def summary_writer(log_dir: str | Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:  # torch's writer needs the tensorboard package
-        from ..errors import UsageError
+        from ssdaudit.core.errors import UsageError
 
         raise UsageError("writing TensorBoard logs needs tensorboard: pip install 'ssdaudit[tensorboard]'") from exc
     return SummaryWriter(log_dir=str(log_dir))
@@ -59,3 +59,26 @@ def write_run(run: GradFlowRun, findings: list[Finding], log_dir: str | Path) ->
     finally:
         writer.close()
     return Path(log_dir)
+
+
+class TensorBoardSink:
+    """``GradFlowMonitor(model, optimizer, sinks=[TensorBoardSink("runs/tb")])``: the monitor's rows as TensorBoard
+    scalars and histograms as they are flushed, and its findings as text when it detaches. The writer is made on
+    the first rows, so a run that records nothing leaves no event file."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._writer: Any = None
+
+    def write_rows(self, tensors: list[TrackedTensor], steps: np.ndarray, stats: np.ndarray) -> None:
+        if self._writer is None:
+            self._writer = summary_writer(self.log_dir)
+        write_rows(self._writer, tensors, steps, stats)
+        self._writer.flush()
+
+    def close(self, findings: list[Finding], step: int) -> None:
+        if self._writer is None:
+            return
+        write_findings(self._writer, findings, step)
+        self._writer.close()
+        self._writer = None

@@ -13,8 +13,8 @@ try:
 except ImportError as exc:
     raise ImportError("ssdaudit.integrations.transformers needs transformers: pip install 'ssdaudit[transformers]'") from exc
 
-from ..findings import Finding
-from .callback import DEFAULT_FAIL_ON, MonitoredRun, unwrap_optimizer
+from ssdaudit.core.findings import Finding
+from ssdaudit.integrations.callback import DEFAULT_FAIL_ON, MonitoredRun, unwrap_optimizer
 
 
 class GradFlowCallback(TrainerCallback):  # type: ignore[misc]

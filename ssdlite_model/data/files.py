@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from ssdaudit.errors import UserError, first_line
+from ssdaudit.core.errors import UserError, first_line
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",

@@ -19,7 +19,7 @@ class _ProgressView:
 
     def __enter__(self) -> "_ProgressView":
         if self.live:
-            from ssdaudit.progress import new_progress
+            from ssdaudit.cli import new_progress
 
             self.progress = new_progress(info=True, transient=False)  # the epochs' bars stay, as a log
             self.progress.__enter__()

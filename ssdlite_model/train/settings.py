@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ssdaudit.errors import UserError
+from ssdaudit.core.errors import UserError
 
 from ..checkpoint import CheckpointError, config_from_dict, read_checkpoint
 from ..config import SSDLiteConfig

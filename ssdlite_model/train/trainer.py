@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssdaudit.errors import first_line
+from ssdaudit.core.errors import first_line
 
 from ..checkpoint import CheckpointError, config_from_dict, config_to_dict, read_checkpoint, weights_of
 from ..config import SSDLiteConfig, ssds_voc
@@ -117,7 +117,7 @@ class Trainer:
         removed."""
         if not self.dist.main:
             return
-        from ssdaudit.atomic import stale_temp_files
+        from ssdaudit.core.io import stale_temp_files
 
         ckpt = self.run_dir / CHECKPOINT
         existing = [n for n in RUN_FILES if (self.run_dir / n).exists()]
@@ -162,7 +162,7 @@ class Trainer:
 
     def save(self, *names: str, metrics: dict[str, Any] | None = None) -> Path:
         """Write the training state to RUN_DIR/<name> for each name (default last.pth), built once; returns the first."""
-        from ssdaudit.atomic import atomic_write
+        from ssdaudit.core.io import atomic_write
 
         state = self.checkpoint(metrics)
         paths = [self.run_dir / n for n in names or (CHECKPOINT,)]
@@ -283,7 +283,7 @@ class Trainer:
         _barrier(self.dist)
         monitor = None
         if self.s.gradflow:
-            from ssdaudit.gradflow import GradFlowMonitor
+            from ssdaudit import GradFlowMonitor
 
             monitor = GradFlowMonitor(self.net, self.optimizer, log_dir=self.run_dir / "gradflow").attach()
         records = []
@@ -388,7 +388,7 @@ class Trainer:
                 continue
             if isinstance(epoch, int) and epoch <= self.epoch:
                 kept.append(line)
-        from ssdaudit.atomic import atomic_write_text
+        from ssdaudit.core.io import atomic_write_text
 
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 

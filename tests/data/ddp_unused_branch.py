@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ssdaudit.gradflow import GradFlowMonitor
+from ssdaudit import GradFlowMonitor
 
 
 class Net(nn.Module):

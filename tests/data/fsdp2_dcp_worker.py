@@ -39,7 +39,7 @@ def train_sharded(model: nn.Module, x: torch.Tensor, log_dir: Path | None) -> di
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    from ssdaudit.gradflow import GradFlowMonitor
+    from ssdaudit import GradFlowMonitor
 
     mesh = init_device_mesh(DEVICE.type, (dist.get_world_size(),))
     for layer in (model.stem, model.unused, model.head):
@@ -110,7 +110,7 @@ def main(out: Path) -> None:
     if rank == 0:
         torch.save(full, out / "full.pth")
 
-    import ssdaudit.gradflow.monitor as monitor_module
+    import ssdaudit.training.gradflow.monitor as monitor_module
 
     monitor_module.unsharded_to_sharded = lambda _model: {}  # as on a torch whose FSDP2 internals differ
     torch.manual_seed(0)

@@ -172,7 +172,7 @@ def test_builtin_references_and_depth(tmp_path):
 
 
 def test_rules_command():
-    from ssdaudit.findings import RULES
+    from ssdaudit.core.findings import RULES
 
     listing = invoke("rules")
     assert listing.exit_code == 0 and len(listing.stdout.strip().splitlines()) == len(RULES)

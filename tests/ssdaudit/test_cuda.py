@@ -24,7 +24,7 @@ def test_seed_bug_after_cuda_is_found_not_raised():
 
 
 def test_gradflow_on_cuda_reaches_every_parameter():
-    from ssdaudit.gradflow import GradFlowMonitor
+    from ssdaudit import GradFlowMonitor
 
     model = nn.Sequential(*[nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()) for _ in range(6)]).cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from torch import nn
 from typer.testing import CliRunner
 
-from ssdaudit.checkpoints import TensorInfo, open_checkpoint
+from ssdaudit.checkpoints.formats import TensorInfo, open_checkpoint
 from ssdaudit.cli import app
-from ssdaudit.diff import align_keys, diff_checkpoints
+from ssdaudit.checkpoints.diff import align_keys, diff_checkpoints
 from ssdlite_model import build_ssdlite
 from ssdlite_model.config import tiny
 
@@ -306,7 +306,7 @@ def test_text_report_names_mapping_changes_and_unchanged_groups(tmp_path, base):
 
 def test_compare_in_many_chunks_equals_one_pass(monkeypatch):
     """The chunked compare (tensors above CHUNK_ELEMENTS) gives the figures of a direct computation."""
-    import ssdaudit.diff as diff_mod
+    import ssdaudit.checkpoints.diff as diff_mod
 
     monkeypatch.setattr(diff_mod, "CHUNK_ELEMENTS", 7)
     a = torch.arange(50, dtype=torch.float32).reshape(5, 10)
@@ -334,3 +334,22 @@ def test_diff_rtol_and_top_on_the_cli(tmp_path):
     out = runner.invoke(app, ["diff", str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--top", "3"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("│ w")]
     assert len(rows) == 3 and "top 3 of 12" in out
+
+
+def test_a_nan_does_not_hide_a_change_and_json_stays_strict(tmp_path):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli import app
+
+    a = torch.zeros(4)
+    b = torch.tensor([float("nan"), 0.5, 0.0, 0.0])
+    torch.save({"w": a}, tmp_path / "a.pth")
+    torch.save({"w": b}, tmp_path / "b.pth")
+    result = CliRunner().invoke(app, ["diff", str(tmp_path / "a.pth"), str(tmp_path / "b.pth"), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    doc = _json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    (changed,) = doc["changed"]
+    assert changed["key"] == "w" and changed["max_abs_diff"] == 0.5
+    assert any(f["rule"] == "C005" for f in doc["findings"])

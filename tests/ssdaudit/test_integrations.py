@@ -58,7 +58,7 @@ def _lightning_fit(registered: bool, callbacks, max_steps=3):
 
 
 def test_lightning_gradflow_callback(tmp_path):
-    from ssdaudit.gradflow import read_gradflow_log
+    from ssdaudit.training.gradflow import read_gradflow_log
     from ssdaudit.integrations.lightning import GradFlowCallback
 
     cb = GradFlowCallback(log_dir=tmp_path / "log", fail_on=())
@@ -119,12 +119,14 @@ def test_tensorboard_from_the_monitor_and_from_a_log(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from ssdaudit.gradflow import GradFlowMonitor
+    from ssdaudit import GradFlowMonitor
 
     model = Body(False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = _data()
-    with GradFlowMonitor(model, opt, log_dir=tmp_path / "log", tb_dir=tmp_path / "tb"):
+    from ssdaudit.integrations.tensorboard import TensorBoardSink
+
+    with GradFlowMonitor(model, opt, log_dir=tmp_path / "log", sinks=[TensorBoardSink(tmp_path / "tb")]):
         for _ in range(3):
             opt.zero_grad()
             nn.functional.mse_loss(model(x), y).backward()

@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from ssdaudit.cli import app
-from ssdaudit.source_lint import lint_paths
+from ssdaudit.lint.engine import lint_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "lint"
@@ -104,7 +104,7 @@ def test_sarif_is_valid_against_the_2_1_0_schema():
 
 
 def test_every_rule_has_a_docs_page():
-    from ssdaudit.findings import RULES
+    from ssdaudit.core.findings import RULES
 
     for code, rule in RULES.items():
         page = ROOT / rule.docs
@@ -336,10 +336,10 @@ def test_github_workflow_example_is_a_valid_gate():
 
 
 def test_committed_rule_pages_match_the_catalogue(tmp_path):
-    from ssdaudit.rule_docs import write_pages
+    from ssdaudit.render.rule_docs import write_pages
 
     for page in write_pages(tmp_path):
-        assert (ROOT / "docs" / "rules" / page.name).read_text() == page.read_text(), f"run python -m ssdaudit.rule_docs ({page.name})"
+        assert (ROOT / "docs" / "rules" / page.name).read_text() == page.read_text(), f"run python -m ssdaudit.render.rule_docs ({page.name})"
 
 
 def test_check_runs_the_gradflow_probe(tmp_path):

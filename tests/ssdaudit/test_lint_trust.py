@@ -6,7 +6,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ssdaudit.cli import app
-from ssdaudit.source_lint import lint_paths
+from ssdaudit.lint.engine import lint_paths
 
 runner = CliRunner()
 HEAD = "import torch\nfrom torch import nn\n\n"

@@ -8,7 +8,7 @@ from torch import nn
 
 import ssdlite_model
 from ssdaudit import audit_params
-from ssdaudit.params import predict_checkpoint_bytes
+from ssdaudit.registration.params import predict_checkpoint_bytes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ssdaudit import Severity, audit_params, find_unregistered
-from ssdaudit.move_probe import find_device_strays
+from ssdaudit.registration.move_probe import find_device_strays
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))

@@ -280,3 +280,38 @@ def test_probe_leaves_the_model_unchanged(train):
 def test_no_example_input_gives_a_note():
     findings = find_unregistered(ListNet(), None)
     assert {f.rule for f in findings} == {"R001", "N003"}
+
+
+def test_probe_records_only_its_own_threads_module_constructions():
+    """The probe patches nn.Module.__init__ process-wide; a model built meanwhile in another thread is built
+    normally and none of its modules is taken for one built by the probed forward."""
+    import threading
+
+    from ssdaudit.registration.unregistered import probe_forward
+
+    class BuildsInForward(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            started.set()
+            finished.wait(timeout=5)  # the other thread builds its modules while this forward is running
+            return nn.Linear(4, 4)(self.fc(x))
+
+    started, finished = threading.Event(), threading.Event()
+    built: list[nn.Module] = []
+
+    def build_elsewhere():
+        started.wait(timeout=5)
+        built.extend(nn.Linear(2, 2) for _ in range(3))
+        finished.set()
+
+    other = threading.Thread(target=build_elsewhere)
+    other.start()
+    result = probe_forward(BuildsInForward(), torch.randn(2, 4))
+    other.join()
+    assert len(built) == 3 and all(isinstance(m.weight, nn.Parameter) for m in built)
+    assert [type(m).__name__ for m in result.created] == ["Linear"]
+    assert all(m is not b for m in result.created for b in built)
+    assert nn.Module.__init__ is torch.nn.modules.module.Module.__init__

@@ -12,7 +12,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from ssdaudit.cli import app
-from ssdaudit.roundtrip import check_roundtrip
+from ssdaudit.registration.roundtrip import check_roundtrip
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))

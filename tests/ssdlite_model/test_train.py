@@ -179,8 +179,8 @@ def test_ddp_two_processes_gloo(tmp_path, torchrun):
 
 
 def test_voc_tree_trains_with_ssd_augmentation_bf16_and_gradflow(tmp_path):
-    from ssdaudit.gradflow import analyse_gradflow, read_gradflow_log
-    from ssdaudit.gradflow.log import GRAD_NORM, LR, WEIGHT
+    from ssdaudit.training.gradflow import analyse_gradflow, read_gradflow_log
+    from ssdaudit.training.gradflow.log import GRAD_NORM, LR, WEIGHT
 
     assert runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "voc"), "--n", "8", "--image-size", "64"]).exit_code == 0
     s = settings(tmp_path / "r", data=f"voc:{tmp_path / 'voc'}", epochs=1, amp="bf16", gradflow=True, eval_every=1)

@@ -1,0 +1,53 @@
+"""``ssdaudit params``: count, find unregistered, compare with a reference, predict the checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ssdaudit.cli.app import Device, app, parse_shape, timeout_option
+from ssdaudit.cli.output import Format, cli_errors, emit, exit_with
+
+
+@app.command()
+def params(
+    target: str = typer.Argument(..., help="model.py[:NAME], package.module:NAME, a library model (torchvision:resnet50, timm:NAME, hf:MODEL_TYPE or hf:FOLDER), or a checkpoint (.pt/.pth/.bin/.safetensors, or a directory of shards or DCP)."),
+    reference: str = typer.Option(None, "--reference", "-r", help="ssds-voc, ssds-coco, torchvision-ssdlite, file.py[:NAME], a checkpoint or a checkpoint directory (shards, DCP)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="A checkpoint (file or directory: shards, DCP) of this model: real size against predicted, missing tensors."),
+    input_shape: str = typer.Option(None, "--input-shape", help="Probe input shape, e.g. 1,3,300,300 (used when the file has no example_input())."),
+    device: Device = typer.Option(Device.cpu, "--device", help="meta: build without allocating parameter memory."),
+    depth: int = typer.Option(1, "--depth", min=1, help="Module depth of the parameter table."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load errors."),
+    timeout: float = timeout_option(),
+    layers: bool = typer.Option(False, "--layers", help="torchinfo's layer table (shapes from the probe input, down to "
+                                "--depth) with the unregistered members spliced in and marked."),
+    roundtrip: bool = typer.Option(True, "--roundtrip/--no-roundtrip", help="Save-reload round trip (R007): build the "
+                                   "model twice, reload one from the other's state_dict, compare outputs."),
+) -> None:
+    """Count registered parameters, find unregistered ones, compare with a reference, predict the checkpoint.
+
+    Exit codes: 0 clean, 1 an error finding (warnings too with --strict), 2 the target could not be loaded.
+
+    Examples:
+
+      ssdaudit params examples/buggy_plain_list.py --reference ssds-voc
+
+      ssdaudit params examples/fixed_modulelist.py --checkpoint run/model.pth --format json
+
+      ssdaudit params big_model.py:build --device meta --input-shape 1,128
+
+      ssdaudit params torchvision:resnet50        # a library model by name, random weights, nothing downloaded
+    """
+    with cli_errors(fmt is Format.json, debug):
+        from ssdaudit.registration.pipeline import audit_target
+
+        shape = parse_shape(input_shape) if input_shape else None
+        report = audit_target(target, reference, checkpoint, shape, device.value, depth, timeout, roundtrip,
+                              layers=layers)
+        from ssdaudit.core.targets import TargetSpec
+
+        emit(report, fmt, TargetSpec.parse(target).file or target)
+    exit_with(report, strict)

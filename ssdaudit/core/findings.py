@@ -1,0 +1,189 @@
+"""What every analysis produces: a ``Finding`` of a registered ``Rule``, at a ``Location``, with a ``Severity``.
+
+The rule registry (``RULES``) lives here with the types; its entries are in ``ssdaudit.core.rules``. No torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import PurePath
+from typing import Any
+from collections.abc import Iterable
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Everything about one rule, in one place: the docs pages, ``ssdaudit rules``, SARIF rule metadata and the
+    README table are generated from these entries, and detectors make their findings through ``finding()``."""
+
+    code: str
+    name: str
+    severity: Severity  # the default severity of its findings (SARIF's defaultConfiguration)
+    summary: str
+    why: str
+    fix: str
+    bad_example: str
+    good_example: str
+    found_by: tuple[str, ...]  # the commands that report it: "lint" (static), "params", "gradflow", "diff", "watch" (runtime)
+    # The one-line message, with {fields} the detector fills ("" where the detectors phrase each case themselves).
+    message: str = ""
+    # Families a rule belongs to, which other code asks about instead of listing codes: "container" (a member in a
+    # plain container: R001-R003), "hides-parameters" (its parameters are missing from parameters(): R001-R003, R005).
+    tags: tuple[str, ...] = ()
+
+    @property
+    def static(self) -> bool:
+        """Found in source, without running anything (``ssdaudit lint``)."""
+        return "lint" in self.found_by
+
+    @property
+    def runtime(self) -> bool:
+        """Found by running the model or the training loop."""
+        return any(c != "lint" for c in self.found_by)
+
+    @property
+    def docs(self) -> str:
+        return f"docs/rules/{self.code}.md"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as ``ssdaudit rules --format json`` prints it."""
+        return {"code": self.code, "name": self.name, "severity": self.severity.value, "summary": self.summary,
+                "why": self.why, "fix": self.fix, "bad_example": self.bad_example, "good_example": self.good_example,
+                "found_by": list(self.found_by), "docs": self.docs}
+
+    def finding(self, path: str, message: str | None = None, *args: Any, severity: "Severity | None" = None,
+                values: dict[str, Any] | None = None, **fields: Any) -> "Finding":
+        """A finding of this rule at the attribute path ``path``, with the rule's severity unless a detector has a
+        reason to say otherwise (a parameter-free module built in forward is only a note). ``message`` None: the
+        rule's template, filled with ``path`` and ``values``."""
+        if message is None:
+            message = self.message.format(path=path, **(values or {}))
+        return Finding(self.code, severity or self.severity, path, message, *args, **fields)
+
+
+# The registry: rule code -> Rule. ``ssdaudit.core.rules`` fills it with the catalogue when ``ssdaudit.core`` is
+# imported (importing any core module imports the package first), so a code is always found here.
+RULES: dict[str, Rule] = {}
+
+
+def rules_tagged(tag: str) -> frozenset[str]:
+    """The codes of the registered rules in a family (see ``Rule.tags``)."""
+    return frozenset(code for code, rule in RULES.items() if tag in rule.tags)
+
+
+def register(*rules: Rule) -> None:
+    """Add rules to the registry; a code registered twice is a programming error."""
+    for rule in rules:
+        if rule.code in RULES:
+            raise ValueError(f"rule {rule.code} is registered twice")
+        RULES[rule.code] = rule
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a source file: ``path``, 1-based ``line`` and ``col`` where known."""
+
+    path: str
+    line: int | None = None
+    col: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Location":
+        """"path:line[:col]" (or a bare path; a Windows drive letter stays in the path)."""
+        parts = text.rsplit(":", 2)
+        nums: list[int] = []
+        while len(parts) > 1 and parts[-1].isdigit():
+            nums.insert(0, int(parts.pop()))
+        return cls(":".join(parts), nums[0] if nums else None, nums[1] if len(nums) > 1 else None)
+
+    def __str__(self) -> str:
+        return ":".join([self.path, *(str(n) for n in (self.line, self.col) if n is not None)])
+
+    def with_path(self, path: str) -> "Location":
+        return Location(path, self.line, self.col)
+
+
+@dataclass
+class Finding:
+    """One problem (or note) found in a model: where, what, how many parameters, and the fix.
+
+    ``path`` is the attribute path in the model (``backbone``, ``<forward>`` for a pass-wide fact), or the
+    checkpoint key or class symbol the rule is about; a finding about something else names it in ``subject``
+    ("file" for a file that does not parse, "optimizer" for tensors only the optimizer holds) and leaves ``path``
+    empty. ``location`` is where in the source (a ``Location``; a "file:line[:col]" string given here is parsed)."""
+
+    rule: str
+    severity: Severity
+    path: str
+    message: str
+    params: int = 0
+    modules: int = 0
+    location: Location | None = None
+    # The unregistered objects behind the finding, by the dotted name they would get once fixed.
+    members: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    subject: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What a report shows the finding about: its path, else its subject."""
+        return self.path or self.subject or ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.location, str):  # detectors that know "file:line" as text
+            self.location = Location.parse(self.location) if self.location else None
+
+    @property
+    def name(self) -> str:
+        return RULES[self.rule].name
+
+    @property
+    def fix(self) -> str:
+        return RULES[self.rule].fix
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "name": self.name,
+            "severity": self.severity.value,
+            "path": self.path,
+            "params": self.params,
+            "modules": self.modules,
+            "message": self.message,
+            "fix": self.fix,
+            "location": str(self.location) if self.location is not None else None,
+            "subject": self.subject,
+        }
+
+
+def fingerprint(f: Finding) -> str:
+    """A finding's identity across edits: rule, file and symbol, not the line number (lines move). The path is
+    taken as the finding holds it (``ssdaudit check`` makes it relative to the configuration's folder), so a
+    baseline does not depend on the folder ssdaudit was started in."""
+    path = PurePath(f.location.path).as_posix() if f.location is not None else ""
+    return f"{f.rule}:{path}:{f.label}"
+
+
+def rule_codes(codes: Iterable[str]) -> tuple[set[str], list[str]]:
+    """Rule codes as a user writes them (any case, surrounding spaces) -> (the known codes, upper-case; the
+    unknown ones as written). The one validation of codes, for ``--ignore`` and the configuration's ``ignore``."""
+    known: set[str] = set()
+    unknown: list[str] = []
+    for raw in codes:
+        code = raw.strip().upper()
+        if not code:
+            continue
+        if code in RULES:
+            known.add(code)
+        else:
+            unknown.append(raw.strip())
+    return known, unknown

@@ -1,0 +1,124 @@
+"""Library models by name, built from their configuration with random weights (nothing is downloaded).
+
+``torchvision:resnet50`` (``torchvision.models.get_model(name, weights=None)``), ``timm:convnext_tiny``
+(``timm.create_model(name, pretrained=False)``), ``hf:bert`` (a ``model_type``: ``AutoConfig.for_model``) or
+``hf:path/to/folder`` (a local folder with a ``config.json``; ``AutoModel.from_config``). Each library is an
+optional dependency, imported only here and only when such a target is named.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ssdaudit.core.errors import LoadError, UserError, first_line
+
+_EXTRA = {"torchvision": "ssdaudit[torch]", "timm": "timm", "hf": "ssdaudit[transformers]"}
+HF_SEQUENCE_LENGTH = 16  # tokens in the probe input of a Hugging Face model
+
+
+def build_library_model(library: str, name: str, device: str = "cpu",
+                        want_input: bool = True) -> tuple[Any, Any, Callable[[], Any]]:
+    """(model, example input or None, rebuild) for ``library:name``; the model is in train mode with random weights,
+    built on ``device`` ("cpu", or "meta": no parameter memory).
+
+    Example inputs: image models get a (2, 3, H, W) float tensor at the size the model expects (224 unless its
+    configuration says otherwise; 2 samples so that BatchNorm can train), video models (2, 3, 8, 112, 112),
+    Hugging Face models (2, 16) token ids below the vocabulary size. Detection models take targets in train mode,
+    so they get no example input (the audit skips the forward probe and says so). Raises ``LoadError`` for an
+    unknown model name (with the closest names) or a library that is not installed (with the install line)."""
+    builders = {"torchvision": _torchvision, "timm": _timm, "hf": _huggingface}
+    try:
+        build, example = builders[library](name, want_input)
+    except ImportError as exc:
+        raise LoadError(f"{library}:{name} needs {exc.name or library}, which is not installed here: "
+                        f"pip install {_EXTRA[library]}") from exc
+
+    def rebuild() -> Any:
+        import torch
+
+        try:
+            with torch.device(device):
+                return build()
+        except UserError:
+            raise
+        except Exception as exc:
+            raise LoadError(f"{library}:{name}: building it raised {exc.__class__.__name__}: {first_line(exc)}") from exc
+
+    model = rebuild()
+    if example is not None and device == "meta":
+        example = example.to("meta")
+    return model, example, rebuild
+
+
+def _unknown(library: str, name: str, names: list[str]) -> LoadError:
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(names)} models; e.g. {', '.join(names[:3])})"
+    return LoadError(f"{library}:{name}: no such model{hint}")
+
+
+def _torchvision(name: str, want_input: bool) -> tuple[Callable[[], Any], Any]:
+    import torch
+    import torchvision.models as tvm
+
+    names = tvm.list_models()
+    if name not in names:
+        raise _unknown("torchvision", name, names)
+    example = None
+    if want_input:
+        if name in tvm.list_models(module=tvm.video):
+            example = torch.rand(2, 3, 8, 112, 112)
+        elif name in tvm.list_models(module=tvm.detection) or name in tvm.list_models(module=tvm.optical_flow):
+            example = None  # detection models take targets in train mode; flow models take two images
+        else:
+            size = 299 if name == "inception_v3" else 224
+            example = torch.rand(2, 3, size, size)
+    return (lambda: tvm.get_model(name, weights=None)), example
+
+
+def _timm(name: str, want_input: bool) -> tuple[Callable[[], Any], Any]:
+    import timm
+    import torch
+
+    names = timm.list_models()
+    if name not in names:
+        raise _unknown("timm", name, names)
+
+    def build() -> Any:
+        return timm.create_model(name, pretrained=False)
+
+    example = None
+    if want_input:
+        cfg = timm.get_pretrained_cfg(name)
+        size = tuple(getattr(cfg, "input_size", None) or (3, 224, 224))
+        example = torch.rand(2, *size)
+    return build, example
+
+
+def _huggingface(name: str, want_input: bool) -> tuple[Callable[[], Any], Any]:
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    folder = Path(name)
+    if (folder / "config.json").is_file():
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    elif folder.is_dir():
+        raise LoadError(f"hf:{name} is a folder without a config.json")
+    else:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        names = sorted(CONFIG_MAPPING.keys())
+        if name not in names:
+            raise _unknown("hf", name, names)
+        config = AutoConfig.for_model(name)
+
+    def build() -> Any:
+        return AutoModel.from_config(config)  # type: ignore[no-untyped-call]
+
+    example = None
+    vocab = getattr(config, "vocab_size", None)
+    if want_input and isinstance(vocab, int) and vocab > 0:
+        example = torch.randint(0, vocab, (2, HF_SEQUENCE_LENGTH))
+    return build, example

@@ -1,0 +1,11 @@
+"""The rule catalogue, one module per family: every rule's stable code, name, default severity, why it matters, the
+fix and examples. Importing ``ssdaudit.core`` imports this package, which registers every entry in
+``core.findings.RULES``. The docs pages (docs/rules/CODE.md), ``ssdaudit rules``, SARIF rule metadata and the
+README table are generated from the registry. A new family is a new module here, imported below.
+"""
+
+import ssdaudit.core.rules.registration  # noqa: F401  (R: the runtime and static registration rules)
+import ssdaudit.core.rules.gradflow  # noqa: F401  (G)
+import ssdaudit.core.rules.checkpoints  # noqa: F401  (C)
+import ssdaudit.core.rules.notes  # noqa: F401  (N)
+import ssdaudit.core.rules.source  # noqa: F401  (E)

@@ -1,0 +1,77 @@
+"""Checkpoint rules (C): what ssdaudit diff finds between two checkpoints."""
+
+from __future__ import annotations
+
+from ssdaudit.core.findings import Rule, Severity, register
+
+register(
+    Rule(
+        code='C001',
+        name='missing-keys',
+        severity=Severity.ERROR,
+        summary='tensors present in one checkpoint and absent from the other',
+        why='load_state_dict(strict=True) fails on them; with strict=False the model keeps random weights there, which is how an unregistered backbone ships as a checkpoint 8 MB too small.',
+        fix='register the missing modules (nn.ModuleList) and re-save, or map the names with --map auto',
+        bad_example='ssdaudit diff fixed.pth buggy.pth     # 312 backbone.* tensors only in A',
+        good_example='register the backbone (nn.ModuleList) and save again',
+        found_by=('diff',),
+    ),
+    Rule(
+        code='C002',
+        name='shape-mismatch',
+        severity=Severity.ERROR,
+        summary='a tensor has different shapes in the two checkpoints',
+        why='the checkpoint belongs to another configuration (classes, width, aspect ratios); loading it fails.',
+        fix="build the model with the checkpoint's configuration, or re-initialise the mismatched head",
+        bad_example='ssdaudit diff voc.pth coco.pth        # conf.*: 21 classes against 81',
+        good_example="build the model with the checkpoint's number of classes",
+        found_by=('diff',),
+        message='shape {a} in A, {b} in B',
+    ),
+    Rule(
+        code='C003',
+        name='dtype-change',
+        severity=Severity.WARNING,
+        summary='a tensor has different dtypes in the two checkpoints',
+        why='a half-precision copy loses precision silently and changes the file size by a factor of two.',
+        fix='save in the dtype you train in (model.float() before saving), or convert explicitly',
+        bad_example='torch.save(model.half().state_dict(), "model.pth")',
+        good_example='torch.save(model.float().state_dict(), "model.pth")',
+        found_by=('diff',),
+        message='dtype {a} in A, {b} in B',
+    ),
+    Rule(
+        code='C004',
+        name='unchanged-group',
+        severity=Severity.WARNING,
+        summary='every parameter under a prefix is bitwise unchanged while other parts changed',
+        why='a part that never changes between two training checkpoints is not learning: frozen by mistake, missing from the optimizer, or unregistered.',
+        fix="check requires_grad and the optimizer's param_groups for that part (ssdaudit gradflow names the cause)",
+        bad_example='ssdaudit diff epoch1.pth epoch30.pth  # backbone.*: 312 tensors unchanged',
+        good_example='ssdaudit gradflow run/ names why (G002/G003/G004)',
+        found_by=('diff',),
+    ),
+    Rule(
+        code='C005',
+        name='non-finite',
+        severity=Severity.ERROR,
+        summary='a tensor holds NaN or Inf values',
+        why='one NaN spreads through every forward pass; the checkpoint is unusable from that tensor on.',
+        fix='resume from the last finite checkpoint; lower the learning rate or clip gradients',
+        bad_example='ssdaudit diff last.pth best.pth       # conf.3.weight: 12 NaN in A',
+        good_example='resume from the last finite checkpoint with a lower learning rate',
+        found_by=('diff',),
+        message='NaN or Inf values: {where}',
+    ),
+    Rule(
+        code='C006',
+        name='size-mismatch',
+        severity=Severity.WARNING,
+        summary='the file is much larger than the tensors it holds',
+        why='torch.save writes the whole storage behind a view, so saving slices of a large tensor bloats the file.',
+        fix='save t.clone() (or .contiguous()) copies of views, or use safetensors',
+        bad_example='torch.save({"w": big[:10]}, "small.pth")  # writes all of big\'s storage',
+        good_example='torch.save({"w": big[:10].clone()}, "small.pth")',
+        found_by=('diff',),
+    ),
+)

@@ -1,0 +1,77 @@
+"""Notes (N): facts an audit reports that are not bugs by themselves."""
+
+from __future__ import annotations
+
+from ssdaudit.core.findings import Rule, Severity, register
+
+register(
+    Rule(
+        code='N001',
+        name='tied-weights',
+        severity=Severity.INFO,
+        summary='the same parameter is registered under several names',
+        why='tied weights are counted once here and saved once by torch.save; naive counters count them twice.',
+        fix='nothing to fix; informational',
+        bad_example='self.head.weight = self.embed.weight  # tied on purpose',
+        good_example='(nothing to fix)',
+        found_by=('params',),
+        message='`{path}` is tied to {aliases}: counted once',
+    ),
+    Rule(
+        code='N002',
+        name='frozen-parameters',
+        severity=Severity.INFO,
+        summary='registered parameters with requires_grad=False',
+        why='frozen parameters are saved but not trained; intended when fine-tuning, a bug otherwise.',
+        fix='set requires_grad=True on them if they should train',
+        bad_example='for p in model.backbone.parameters():\n    p.requires_grad_(False)',
+        good_example='(intended when fine-tuning; otherwise remove the freeze)',
+        found_by=('params',),
+        message='{tensors} frozen tensors ({params:,} parameters) under {prefixes}',
+    ),
+    Rule(
+        code='N003',
+        name='probe-skipped',
+        severity=Severity.INFO,
+        summary='no example input: the forward probe did not run',
+        why='modules created inside forward() (R005) and whether tensor attributes are used (R004) need a forward pass.',
+        fix='define example_input() in the model file or pass --input-shape 1,3,H,W',
+        bad_example='ssdaudit params model.py              # model.py has no example_input()',
+        good_example='ssdaudit params model.py --input-shape 1,3,300,300',
+        found_by=('params',),
+        message='no example input: the forward probe was skipped',
+    ),
+    Rule(
+        code='N004',
+        name='probe-incomplete',
+        severity=Severity.INFO,
+        summary='the forward probe could not run in every mode (train, eval) or not at all',
+        why="findings that need a forward pass (R004, R005, the device-move check) cover only the modes that ran; the attribute walk's findings stand regardless.",
+        fix='give an input that forward accepts (example_input() or --input-shape), with a batch of 2 or more for BatchNorm',
+        bad_example='ssdaudit params model.py --input-shape 1,3,300,300   # batch 1: BatchNorm fails in train mode',
+        good_example='ssdaudit params model.py --input-shape 2,3,300,300',
+        found_by=('params',),
+    ),
+    Rule(
+        code='N005',
+        name='tensor-attribute-handled',
+        severity=Severity.INFO,
+        summary="a plain tensor attribute that forward uses safely (0-dim, or moved to the input's device first)",
+        why='0-dim tensors mix with tensors on any device and forward moves the others itself, so nothing breaks; they are still missing from state_dict().',
+        fix='nothing needed; register_buffer(name, t, persistent=False) makes .to() move it once instead of every call',
+        bad_example='self.limit = self.steps.clone()      # 0-dim: mixes with any device',
+        good_example='self.register_buffer("limit", self.steps.clone(), persistent=False)',
+        found_by=('params',),
+    ),
+    Rule(
+        code='N006',
+        name='hidden-frozen-module',
+        severity=Severity.INFO,
+        summary='a module kept out of the registry that is frozen or runs only under no_grad (a teacher, a frozen encoder)',
+        why='often intended (a distillation teacher kept out of state_dict()), but .to(), .eval() and state_dict() still miss it: it stays on its device and in its mode, and checkpoints do not hold it.',
+        fix='if it was not meant, register it (nn.ModuleList / an attribute); if it was, move it yourself with the model',
+        bad_example='self._teacher = [teacher.requires_grad_(False)]   # kept out of state_dict on purpose',
+        good_example='self._teacher[0].to(device)           # move it yourself with the model',
+        found_by=('params',),
+    ),
+)

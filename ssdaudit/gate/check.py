@@ -1,0 +1,190 @@
+"""``ssdaudit check``: lint, then params (and gradflow where asked) on each configured model, against expectations.
+
+``run_check(config)`` returns a ``CheckReport``: one row per step with its status, the findings that fail the gate,
+and those a baseline already knows. Library code: nothing printed here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ssdaudit.gate.config import CheckConfig, ModelCheck
+from ssdaudit.core.findings import Finding, Location, Severity, fingerprint
+from ssdaudit.core.report import failing_findings
+
+BASELINE_VERSION = 1
+
+
+@dataclass
+class CheckRow:
+    name: str
+    status: str  # ok | failed | expected failure | unexpected pass | error
+    details: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)  # expectations that do not hold
+    expect: str = "pass"
+
+    @property
+    def failing(self) -> bool:
+        return self.status in ("failed", "unexpected pass", "error")
+
+
+@dataclass
+class CheckReport:
+    rows: list[CheckRow]
+    new: list[Finding]  # error-level findings not in the baseline (these fail the gate)
+    known: list[Finding]  # findings the baseline records
+    all_findings: list[Finding]
+
+    @property
+    def ok(self) -> bool:
+        return not any(r.failing for r in self.rows)
+
+    @property
+    def findings(self) -> list[Finding]:
+        """What SARIF and GitHub annotations show: the findings that fail the gate (``all_findings`` has the rest)."""
+        return self.new
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 everything holds, 1 a new error finding or a broken expectation, 2 a step that could not run."""
+        if any(r.status == "error" for r in self.rows):
+            return 2
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "rows": [{"name": r.name, "status": r.status, "details": r.details, "findings": [f.to_dict() for f in r.findings]}
+                     for r in self.rows],
+            "new": [f.to_dict() for f in self.new], "known": [f.to_dict() for f in self.known],
+        }
+
+
+def read_baseline(path: str | Path) -> set[str]:
+    from ssdaudit.core.errors import LoadError
+
+    path = Path(path)
+    if not path.exists():
+        raise LoadError(f"no such baseline file: {path} (create it with --write-baseline)")
+    try:
+        data = json.loads(path.read_text())
+        return set(data["fingerprints"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LoadError(f"{path} is not an ssdaudit baseline (a JSON object with 'fingerprints')") from exc
+
+
+def write_baseline(path: str | Path, findings: list[Finding]) -> int:
+    from ssdaudit.core.io import atomic_write_text
+    prints = sorted({fingerprint(f) for f in findings})
+    atomic_write_text(path, json.dumps({"version": BASELINE_VERSION, "fingerprints": prints}, indent=1) + "\n")
+    return len(prints)
+
+
+def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | None = None,
+                timeout: float | None = None) -> CheckRow:
+    """Audit one configured model; a load or probe problem (a model file that exits or hangs too) becomes an
+    "error" row, never a pass. ``timeout``: seconds for building and probing it."""
+    from ssdaudit.core.errors import Deadline, UserError
+    from ssdaudit.core.targets import TargetSpec
+    from ssdaudit.registration.pipeline import audit_target
+
+    row = CheckRow(m.target, "ok", expect=m.expect)
+    deadline = Deadline(timeout or None)
+    try:
+        # the gate keeps its audit (walk, probe, device-move check); the round trip is `ssdaudit params`'s
+        report = audit_target(m.target, m.reference, input_shape=tuple(m.input_shape) if m.input_shape else None,
+                              timeout=deadline.left() or 0, roundtrip=False, root=root)
+        ref_name = m.reference
+        findings = [f for f in report.findings if f.severity is not Severity.INFO]
+        broken: list[str] = []
+        if m.params is not None:
+            allowed = m.tolerance * m.params
+            if abs(report.registered_params - m.params) > allowed:
+                broken.append(f"registered parameters {report.registered_params:,}, expected {m.params:,}"
+                              + (f" (tolerance {m.tolerance:g})" if m.tolerance else ""))
+        if report.reference is not None:
+            allowed = m.tolerance * report.reference.params
+            if abs(report.reference.difference) > allowed:
+                broken.append(f"{report.reference.difference:+,} parameters against {ref_name}")
+        if m.max_checkpoint_mb is not None and report.checkpoint_bytes > m.max_checkpoint_mb * 1e6:
+            broken.append(f"checkpoint {report.checkpoint_bytes / 1e6:.1f} MB > max_checkpoint_mb {m.max_checkpoint_mb}")
+        row.details.append(f"{report.registered_params:,} registered parameters, checkpoint {report.checkpoint_bytes / 1e6:.1f} MB")
+        if m.gradflow_steps:
+            from ssdaudit.training.gradflow.pipeline import gradflow_target
+
+            if progress:
+                progress(f"gradflow probe: {m.target}")
+            gradflow = gradflow_target(m.target, m.gradflow_steps, tuple(m.input_shape) if m.input_shape else None,
+                                       timeout=deadline.left() or 0, root=root)
+            gf = [f for f in gradflow.findings if f.severity is not Severity.INFO]
+            findings += gf
+            row.details.append(f"gradflow: {len(gradflow.run.steps)} steps, {len(gf)} findings")
+        spec = TargetSpec.parse(m.target)
+        target_file = spec.file or m.target
+        for f in findings:
+            f.location = _relative_to(root, f.location) if f.location else Location(target_file)
+        row.findings, row.broken = findings, broken
+        row.details += broken
+        if m.expect == "fail" and m.reason:
+            row.details.append(f"expected to fail: {m.reason}")
+    except (UserError, ValueError) as exc:
+        row.status, row.details = "error", [str(exc)]
+    return row
+
+
+def _relative_to(root: Path, location: Location) -> Location:
+    """A finding's location with the file relative to the configuration's folder where it lies below it, so
+    fingerprints (and reports) do not depend on the folder ssdaudit was started in."""
+    try:
+        return location.with_path(Path(location.path).resolve().relative_to(root.resolve()).as_posix())
+    except (ValueError, OSError):
+        return location
+
+
+def run_check(cfg: CheckConfig, baseline: set[str] | None = None, progress: Callable[[str], None] | None = None) -> CheckReport:
+    """The CI gate: lint the configured paths, then audit each configured model (``audit_target``, and the gradflow
+    probe where ``gradflow_steps``), against its expectations (parameter count, reference, checkpoint size,
+    ``expect = "fail"``). ``baseline``: fingerprints of known findings (reported, not failing). ``progress(step)``
+    names each step as it starts.
+
+    Side effects: runs each model's code (under ``cfg.timeout``). A model that cannot be loaded or probed is an
+    "error" row, never a pass; nothing raises for a model's failure (``load_config`` raises ``ConfigError``)."""
+    from ssdaudit.lint.engine import lint_paths
+
+    rows: list[CheckRow] = []
+    every: list[Finding] = []
+    if cfg.lint:
+        if progress:
+            progress("lint")
+        result = lint_paths([cfg.root / p for p in cfg.lint], cfg.ignore, [cfg.root / p for p in cfg.exclude])
+        for f in result.findings:  # paths relative to the configuration's folder, as the user wrote them
+            if f.location:
+                f.location = _relative_to(cfg.root, f.location)
+        excluded = f", {len(cfg.exclude)} excluded" if cfg.exclude else ""
+        row = CheckRow(f"lint {', '.join(cfg.lint)}", "ok", [f"{result.files} files{excluded}, {len(result.findings)} findings"])
+        row.details += result.errors
+        row.findings = result.findings
+        rows.append(row)
+    for m in cfg.models:
+        if progress:
+            progress(f"params: {m.target}")
+        rows.append(check_model(m, cfg.root, progress, cfg.timeout))
+    baseline = baseline or set()
+    new, known = [], []
+    for row in rows:
+        row.findings = [f for f in row.findings if f.rule not in cfg.ignore]
+        every += row.findings
+        if row.status == "error":
+            continue
+        errors = failing_findings(row.findings)
+        if row.expect == "fail":  # a demonstration of a bug: it must keep failing, and its findings are expected
+            row.status = "expected failure" if errors or row.broken else "unexpected pass"
+            continue
+        row_new = [f for f in errors if fingerprint(f) not in baseline]
+        known += [f for f in row.findings if fingerprint(f) in baseline]
+        new += row_new
+        row.status = "failed" if row_new or row.broken else "ok"
+    return CheckReport(rows, new, known, every)

@@ -1,0 +1,142 @@
+"""The dtype-move probe: what would ``.cuda()`` leave behind, found on a CPU by really moving a copy.
+
+``model.to(torch.float64)`` walks the same registry as ``model.to("cuda")``: whatever the registry misses keeps
+its dtype exactly as it would keep its device. So a deep copy of the model is moved to float64 and run on float64
+input; every floating-point tensor that existed before the pass and reaches a torch function still in another
+dtype was missed by the move. Such tensors are converted on the fly, so forward runs to the end and every stray
+is seen, not just the first one (on a GPU, forward would stop at the first with a device-mismatch error).
+
+``ssdaudit params`` answers the same question (R008) more cheaply inside its forward probe
+(``registration.moved_by_to``); this module is the independent check, for tests and for the library.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+from ssdaudit.core.errors import UserError, first_line
+from ssdaudit.registration.walk import MOVE_FUNCTIONS as _MOVES
+from ssdaudit.registration.walk import unregistered_module_names, unregistered_tensor_names
+
+
+@dataclass
+class DeviceStray:
+    """A floating tensor forward read that did not follow the model's move."""
+
+    name: str | None  # its attribute path in the model (registered or not), None when no attribute reaches it
+    module: str  # the module whose forward read it ("" for the model itself)
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    first_use: str  # the first torch function applied to it
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class MoveProbeResult:
+    strays: list[DeviceStray]
+    error: str | None = None  # why the check could not run (meta tensors, deepcopy or forward failed)
+
+
+def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype = torch.float64,
+                       device: torch.device | str | None = None) -> MoveProbeResult:
+    """Move a deep copy of ``model`` with ``.to(dtype)`` (and ``device``), run forward in eval mode on the input
+    converted likewise, and return every pre-existing floating tensor that forward read in another dtype/device.
+
+    The model itself is not touched. Tensors of 0 dimensions are ignored: they mix with tensors on any device.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.is_meta for t in tensors):
+        return MoveProbeResult([], "the model is on the meta device")
+    try:
+        moved = copy.deepcopy(model)
+    except Exception as exc:  # locks, generators, handles: objects that refuse to be copied
+        return MoveProbeResult([], f"the model cannot be deep-copied ({exc.__class__.__name__})")
+    target = torch.device(device) if device is not None else None
+    moved.to(dtype=dtype, device=target) if target is not None else moved.to(dtype)
+    moved.eval()
+
+    names: dict[int, str] = {}
+    for n, t in (*moved.named_parameters(remove_duplicate=False), *moved.named_buffers(remove_duplicate=False)):
+        names.setdefault(id(t), n)
+    for i, n in unregistered_tensor_names(moved).items():
+        names.setdefault(i, n)
+    module_names = {id(m): n for n, m in moved.named_modules()}
+    module_names.update({i: n for i, n in unregistered_module_names(moved).items() if i not in module_names})
+
+    def convert(t: Any) -> Any:
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            return t.to(dtype=dtype, device=target) if target is not None else t.to(dtype)
+        return t
+
+    inputs = tree_map(convert, example_input)
+    input_ids = {id(t) for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)}
+    produced: dict[int, weakref.ref[torch.Tensor]] = {}  # tensors made during the pass: weak, so ids are checked against identity
+    found: dict[int, tuple[torch.Tensor, DeviceStray]] = {}  # keeps each stray alive: its id stays unique
+    stack: list[str] = [""]
+
+    def is_stray(t: torch.Tensor) -> bool:
+        if not t.is_floating_point() or t.dim() == 0:
+            return False
+        if t.dtype == dtype and (target is None or t.device == target):
+            return False
+        ref = produced.get(id(t))
+        return id(t) not in input_ids and not (ref is not None and ref() is t)
+
+    class _Convert(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
+            name = getattr(func, "__name__", "")
+            flat, spec = tree_flatten((args, kwargs or {}))
+            changed = False
+            for k, leaf in enumerate(flat):
+                if not isinstance(leaf, torch.Tensor):
+                    continue
+                if is_stray(leaf):
+                    if id(leaf) not in found:
+                        found[id(leaf)] = (leaf, DeviceStray(names.get(id(leaf)), stack[-1], tuple(leaf.shape), leaf.dtype, name))
+                if leaf.is_floating_point() and leaf.dtype != dtype and not (k == 0 and name in _MOVES):
+                    flat[k] = convert(leaf)  # keep forward going past this stray, to see the next ones
+                    changed = True
+            if changed:
+                args, kwargs = tree_unflatten(flat, spec)
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    produced[id(t)] = weakref.ref(t)
+            return out
+
+    def push(module: nn.Module, _args: Any) -> None:
+        stack.append(module_names.get(id(module), type(module).__name__))
+
+    def pop(_module: nn.Module, _args: Any, _output: Any) -> None:
+        if len(stack) > 1:
+            stack.pop()
+
+    pre = nn.modules.module.register_module_forward_pre_hook(push)
+    post = nn.modules.module.register_module_forward_hook(pop)
+    rng = torch.random.get_rng_state()
+    try:
+        with torch.no_grad(), _Convert():
+            moved(*inputs) if isinstance(inputs, tuple) else moved(inputs)
+    except UserError:
+        raise
+    except Exception as exc:
+        return MoveProbeResult([s for _, s in found.values()], f"forward failed: {exc.__class__.__name__}: {first_line(exc, 200)}")
+    finally:
+        pre.remove()
+        post.remove()
+        torch.random.set_rng_state(rng)
+    return MoveProbeResult([s for _, s in found.values()])

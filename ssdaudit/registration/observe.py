@@ -1,0 +1,96 @@
+"""Watching one forward pass without changing the model: who constructs modules during it, and putting the
+model's state (buffers, RNG, submodules registered during the pass) back afterwards.
+
+``probe_forward`` composes these with its read tracer; each has one job and can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+# One patch of nn.Module.__init__ at a time, process-wide: a probe in another thread waits for this one.
+_PATCH_LOCK = threading.RLock()
+
+
+class ConstructionRecorder:
+    """While active, every ``nn.Module`` constructed *on this thread* is passed to ``on_module(module)``.
+
+    ``nn.Module.__init__`` is patched process-wide for the duration (torch offers no construction hook), under a
+    lock, so two probes never patch at once. Modules that other threads construct meanwhile are built normally
+    and not recorded: the recorder compares the constructing thread with its own.
+    """
+
+    def __init__(self, on_module: Callable[[nn.Module], None]) -> None:
+        self.on_module = on_module
+        self._original: Callable[..., None] | None = None
+        self._thread = threading.get_ident()
+
+    def __enter__(self) -> "ConstructionRecorder":
+        _PATCH_LOCK.acquire()
+        original = nn.Module.__init__
+        self._original = original
+        thread, on_module = self._thread, self.on_module
+
+        def recording_init(module: nn.Module, *args: Any, **kwargs: Any) -> None:
+            original(module, *args, **kwargs)
+            if threading.get_ident() == thread:
+                on_module(module)
+
+        nn.Module.__init__ = recording_init  # type: ignore[method-assign, assignment]  # restored in __exit__
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._original is not None:
+                nn.Module.__init__ = self._original  # type: ignore[method-assign]
+        finally:
+            _PATCH_LOCK.release()
+
+
+class StateGuard:
+    """Saves what a forward pass may change and puts it back on exit: the buffers' values (BatchNorm running
+    statistics) and the buffer dicts of every module of ``models``, the CPU and CUDA RNG states, and submodules
+    registered on the model during the pass (removed again, and listed in ``added`` as (dotted name, module))."""
+
+    def __init__(self, model: nn.Module, extra: Sequence[nn.Module] = ()) -> None:
+        self.model = model
+        self.extra = tuple(extra)
+        self.added: list[tuple[str, nn.Module]] = []
+
+    def __enter__(self) -> "StateGuard":
+        roots = (self.model, *self.extra)
+        self._before = dict(self.model.named_modules())
+        self._before_ids = {id(m) for m in self._before.values()}
+        owners = list({id(m): m for e in roots for m in e.modules()}.values())
+        self._buffer_dicts = [(m, dict(m._buffers)) for m in owners]  # forward may replace or add buffers
+        self._states = [b for m in roots for b in m.buffers()]
+        self._saved = [b.detach().clone() for b in self._states]
+        self._rng = torch.random.get_rng_state()
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+        self._cuda_rng = torch.cuda.get_rng_state_all() if cuda else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for m, buffers in self._buffer_dicts:
+            if m._buffers.keys() != buffers.keys() or any(m._buffers[k] is not v for k, v in buffers.items()):
+                m._buffers.clear()
+                m._buffers.update(buffers)
+        with torch.no_grad():
+            for b, saved in zip(self._states, self._saved):
+                if b.shape == saved.shape:
+                    b.copy_(saved)
+        torch.random.set_rng_state(self._rng)
+        if self._cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self._cuda_rng)
+        for name, module in list(self.model.named_modules()):
+            if name and id(module) not in self._before_ids:
+                parent_name, _, attr = name.rpartition(".")
+                parent = self._before.get(parent_name)
+                if parent is not None and attr in parent._modules:
+                    self.added.append((name, module))
+                    del parent._modules[attr]

@@ -1,0 +1,98 @@
+"""One pipeline per capability, shared by the CLI, ``ssdaudit check`` and the pytest plugin.
+
+``audit_target(spec, ...)``: load what ``spec`` names (a model file, ``package.module:NAME`` or a checkpoint), the
+reference and checkpoint beside it, run the audit, and return a ``ParamsReport``. Target code runs under
+``errors.running_user_code`` (its prints go to stderr, ``sys.exit`` is a load error, ``timeout`` bounds it).
+Relative specs are read from ``root`` (a configuration's folder) without changing the working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssdaudit.core.errors import DEFAULT_TIMEOUT_S
+from ssdaudit.registration.params import ParamsReport
+
+MAX_INPUT_ELEMENTS = 2**30  # 4 GiB of float32: an input shape beyond this is a typo, not a probe
+
+
+def check_input_shape(shape: tuple[int, ...], what: str = "--input-shape") -> tuple[int, ...]:
+    """``shape`` if it is a sane probe input, else ``UsageError`` naming ``what``."""
+    from ssdaudit.core.errors import UsageError
+
+    if not shape or any(d <= 0 for d in shape):
+        raise UsageError(f"bad {what} {shape}: give positive integers like 1,3,300,300")
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel > MAX_INPUT_ELEMENTS:
+        raise UsageError(f"{what} {','.join(map(str, shape))} asks for {numel:,} values ({numel * 4 / 2**30:.0f} GiB): "
+                         "give a small probe input such as 2,3,300,300")
+    return shape
+
+
+def audit_target(target: str, reference: str | None = None, checkpoint: Path | None = None,
+                 input_shape: tuple[int, ...] | None = None, device: str = "cpu", depth: int = 1, timeout: float = DEFAULT_TIMEOUT_S,
+                 roundtrip: bool = True, root: Path | None = None, layers: bool = False) -> ParamsReport:
+    """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit.
+
+    ``input_shape``: the probe input when the model file has no ``example_input()``; ``timeout``: seconds for
+    building and probing (0: no limit); ``root``: the folder relative specs are read from; ``layers``: add the
+    torchinfo layer table with the unregistered members spliced in (``layers.layer_table``). ``target`` and
+    ``reference``: "file.py[:NAME]", "package.module:NAME", "torchvision:NAME" (timm:, hf:), a checkpoint, or for the
+    reference a built-in name ("ssds-voc"); ``input_shape`` in elements per dimension.
+
+    Side effects: imports and runs the target's code (prints go to stderr), then as ``audit_params``. Raises
+    ``LoadError`` (a target, reference or checkpoint that cannot be loaded, or whose code calls ``sys.exit``),
+    ``TimeLimitExceeded`` (past ``timeout``), ``UsageError`` (an input shape too large to be a probe)."""
+    from ssdaudit.core.errors import Deadline, running_user_code
+    from ssdaudit.checkpoints.formats import load_checkpoint_shapes
+    from ssdaudit.core.targets import TargetSpec, importable_from
+    from ssdaudit.registration.loading import load_model_or_checkpoint
+    from ssdaudit.registration.params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
+    from ssdaudit.registration.references import BUILTIN_REFERENCES, load_reference
+
+    shape = check_input_shape(tuple(input_shape)) if input_shape else None
+    deadline = Deadline(timeout or None)
+    shown = target
+    spec = TargetSpec.parse(target).resolved(root)
+    if reference and reference not in BUILTIN_REFERENCES:
+        reference = TargetSpec.parse(reference).resolved(root).text
+    with importable_from(root), running_user_code(f"building {shown}", deadline):
+        loaded = load_model_or_checkpoint(spec, device=device)
+    with importable_from(root), running_user_code(f"building the reference {reference}", deadline):
+        ref_obj, ref_name = load_reference(reference, device) if reference else (None, None)
+    ckpt_state, ckpt_bytes = load_checkpoint_shapes(checkpoint) if checkpoint is not None else (None, 0)
+    if loaded.model is None:  # a checkpoint target: counts from its tensors
+        state = loaded.state_dict or {}
+        total = state_dict_params(state)
+        size = loaded.checkpoint_bytes  # the real file(s): no prediction needed
+        groups = group_state_dict(state, depth)
+        report = ParamsReport(shown, total, total, 0, total, size, size, True, groups, [])
+        if ref_obj is not None:
+            from ssdaudit.registration.params import count_params, group_params
+
+            if isinstance(ref_obj, dict):
+                rg, rt = group_state_dict(ref_obj, depth), state_dict_params(ref_obj)
+            else:
+                rg, rt = group_params(ref_obj, depth), count_params(ref_obj)[0]
+            report.reference = compare_with_reference(ref_name or str(reference), rg, rt, groups, total, [])
+        return report
+    from ssdaudit.registration.params import audit_params
+
+    example = loaded.example_input
+    if example is None and shape:
+        import torch
+
+        example = torch.rand(shape, device=device)
+    with running_user_code(f"probing {shown}'s forward", deadline):
+        report = audit_params(loaded.model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
+                              rebuild=loaded.rebuild if roundtrip else None)
+    if layers and example is not None:
+        from ssdaudit.registration.layers import layer_table
+
+        with running_user_code(f"the layer table of {shown}", deadline):
+            report.layers = layer_table(loaded.model, example, depth, report.findings)
+    if ckpt_state is not None and checkpoint is not None:
+        report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), ckpt_bytes)
+    return report

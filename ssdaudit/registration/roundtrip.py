@@ -1,0 +1,269 @@
+"""R007: the save-reload round trip, checked on the symptom itself.
+
+Two models are built with different seeds (A and B). A runs one train-mode forward (lazily created state comes
+into being), its ``state_dict()`` travels through an in-memory ``torch.save``/``torch.load(weights_only=True)`` into
+B with ``strict=True``, and both run the same input in eval mode. Any state that did not travel (modules in a
+plain list, a Python float drawn at random, a NumPy table, a non-persistent buffer that was learned, a key a
+``state_dict`` override drops, a buffer created in the first forward) makes the outputs differ; the first module,
+in execution order, whose output differs is named, with the kind of state that most likely stayed behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import copy
+import io
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+from ssdaudit.core.errors import UserError, first_line
+from ssdaudit.core.findings import rules_tagged
+from ssdaudit.core.findings import RULES, Finding
+from ssdaudit.registration.walk import unregistered_module_names
+
+_CONTAINER_RULES = rules_tagged("container")
+
+
+@dataclass
+class RoundTrip:
+    """What the round trip saw: whether outputs match, the first differing module, strict-load problems."""
+
+    equal: bool
+    first_differing: str | None = None  # qualified name of the first module whose output differs
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    lazy_keys: list[str] = field(default_factory=list)  # keys that exist only after a forward
+    max_abs_diff: float = 0.0
+    outside: list[str] = field(default_factory=list)  # state of the differing module that did not travel
+    error: str | None = None  # why the check could not run
+
+
+def _seeded(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _forward(model: nn.Module, example_input: Any) -> Any:
+    return model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+
+
+def _clone_input(example_input: Any) -> Any:
+    return copy.deepcopy(example_input)
+
+
+def _first_sample(example_input: Any) -> Any:
+    """The input cut to its first sample when every tensor in it shares the same batch size (> 1), else as is."""
+    tensors = [t for t in tree_flatten(example_input)[0] if isinstance(t, torch.Tensor)]
+    sizes = {t.shape[0] if t.dim() else None for t in tensors}
+    if len(sizes) != 1 or None in sizes or sizes == {1} or not tensors:
+        return example_input
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: t[:1] if isinstance(t, torch.Tensor) else t, example_input)
+
+
+def _outputs(out: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+
+
+def _differ(a: list[torch.Tensor], b: list[torch.Tensor], atol: float) -> float | None:
+    """max |a - b| over matching tensors, or None when equal (bitwise when ``atol`` is 0)."""
+    if len(a) != len(b):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(a, b):
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return float("inf")
+        if atol == 0.0 and torch.equal(x, y):
+            continue
+        if x.is_floating_point() or x.is_complex():
+            diff = (x.double() - y.double()).abs()
+            d = float(diff.nan_to_num(float("inf")).max()) if diff.numel() else 0.0
+        else:
+            d = 0.0 if torch.equal(x, y) else float("inf")
+        if d > atol or (atol == 0.0 and d > 0):
+            worst = max(worst, d)
+    return worst or None
+
+
+class _Recorder:
+    """Outputs of every module call in execution order, by qualified name (unregistered members by the name they
+    would get once registered)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.names.update({i: n for i, n in unregistered_module_names(model).items() if i not in self.names})
+        self.calls: list[tuple[str, list[torch.Tensor]]] = []
+        self._handle: Any = None
+
+    def __enter__(self) -> "_Recorder":
+        names = self.names
+
+        def hook(module: nn.Module, _args: Any, output: Any) -> None:
+            name = names.get(id(module))
+            if name is not None:  # modules outside the model (built in forward) have no stable name: skipped
+                self.calls.append((name, [t.detach().clone() for t in _outputs(output)]))
+
+        self._handle = nn.modules.module.register_module_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
+def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: float = 0.0) -> RoundTrip:
+    """Build A and B with different seeds, reload A's state_dict into B, compare eval-mode outputs."""
+    state = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+    try:
+        _seeded(1234)
+        a = build()
+        _seeded(4321)
+        b = build()
+        fresh_keys = set(b.state_dict())
+        a.train()
+        try:
+            with torch.no_grad():
+                _forward(a, _clone_input(example_input))  # lazily created state comes into being
+        except UserError:
+            raise
+        except Exception:  # batch 1 with BatchNorm in train mode, ...: the eval pass below still runs
+            pass
+        buf = io.BytesIO()
+        torch.save(a.state_dict(), buf)
+        buf.seek(0)
+        saved = torch.load(buf, weights_only=True)
+        result = RoundTrip(equal=True)
+        try:
+            b.load_state_dict(saved, strict=True)
+        except RuntimeError:
+            own = set(b.state_dict())
+            result.missing_keys = sorted(own - set(saved))
+            result.unexpected_keys = sorted(set(saved) - own)
+            result.lazy_keys = sorted(k for k in result.unexpected_keys if k not in fresh_keys)
+            b.load_state_dict({k: v for k, v in saved.items() if k in own}, strict=False)
+        a.eval()
+        b.eval()
+        x = _first_sample(example_input)  # eval mode takes one sample: half the work at batch 2
+
+        def outputs(model: nn.Module, recorder: "_Recorder | None" = None) -> list[torch.Tensor]:
+            with torch.no_grad(), (recorder or contextlib.nullcontext()):
+                _seeded(7)
+                return _outputs(_forward(model, _clone_input(x)))
+
+        diff = _differ(outputs(a), outputs(b), atol)
+        result.equal = diff is None and not result.missing_keys and not result.unexpected_keys
+        result.max_abs_diff = diff or 0.0
+        if diff is not None:  # only now: record every module's output, to name the first that differs
+            rec_a, rec_b = _Recorder(a), _Recorder(b)
+            outputs(a, rec_a)
+            outputs(b, rec_b)
+            seen: collections.Counter[str] = collections.Counter()
+            calls_b: dict[tuple[str, int], list[torch.Tensor]] = {}
+            for name, outs in rec_b.calls:
+                calls_b[(name, seen[name])] = outs
+                seen[name] += 1
+            seen.clear()
+            for name, outs in rec_a.calls:
+                key = (name, seen[name])
+                seen[name] += 1
+                if key in calls_b and _differ(outs, calls_b[key], atol) is not None:
+                    result.first_differing = name
+                    # the state that stayed behind lives in that module or in one whose forward feeds it
+                    parts = name.split(".") if name else []
+                    for k in range(len(parts), -1, -1):
+                        result.outside += _state_outside_tensors(a, b, ".".join(parts[:k]))
+                    break
+        return result
+    except UserError:
+        raise
+    except Exception as exc:
+        return RoundTrip(equal=True, error=f"{exc.__class__.__name__}: {first_line(exc, 200)}")
+    finally:
+        torch.random.set_rng_state(state[0])
+        np.random.set_state(state[1])
+        random.setstate(state[2])
+
+
+def _state_outside_tensors(a: nn.Module, b: nn.Module, path: str) -> list[str]:
+    """What differs between A's and B's module at ``path`` after the reload, outside state_dict(): plain
+    attributes (floats, NumPy arrays, ...), buffers kept out of it, parameters a state_dict override drops.
+    Each is named with its qualified name."""
+    try:
+        ma, mb = a.get_submodule(path), b.get_submodule(path)
+    except AttributeError:
+        return []
+    prefix = f"{path}." if path else ""
+    found = []
+    for name, value in vars(ma).items():
+        if name.startswith("_") or name == "training" or isinstance(value, (nn.Module, torch.Tensor)):
+            continue
+        other = vars(mb).get(name)
+        if isinstance(value, np.ndarray):
+            if not (isinstance(other, np.ndarray) and value.shape == other.shape and np.array_equal(value, other)):
+                found.append(f"`{prefix}{name}` (ndarray)")
+        elif isinstance(value, (int, float, complex, str, bool, list, tuple)) and value != other:
+            found.append(f"`{prefix}{name}` ({type(value).__name__})")
+    in_state = set(ma.state_dict())
+    for kind, named_a, named_b in (("buffer", ma.named_buffers(recurse=False), dict(mb.named_buffers(recurse=False))),
+                                   ("parameter", ma.named_parameters(recurse=False), dict(mb.named_parameters(recurse=False)))):
+        for name, t in named_a:
+            other = named_b.get(name)
+            if name not in in_state and (other is None or not torch.equal(t, other)):
+                found.append(f"`{prefix}{name}` ({kind} kept out of state_dict())")
+    return found
+
+
+def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known: list[Finding],
+                       atol: float = 0.0) -> list[Finding]:
+    """R007 when the reloaded model's outputs differ (or the strict load fails); the cause is taken from the
+    container findings in ``known`` when one covers the differing module."""
+    rt = run_roundtrip(build, example_input, atol)
+    if rt.error is not None or rt.equal:
+        return []
+    if rt.unexpected_keys or rt.missing_keys:
+        parts = []
+        if rt.lazy_keys:
+            parts.append(f"{len(rt.lazy_keys)} key(s) exist only after a forward (created lazily): {', '.join(rt.lazy_keys[:3])}")
+        others = [k for k in rt.unexpected_keys if k not in rt.lazy_keys]
+        if others:
+            parts.append(f"{len(others)} unexpected: {', '.join(others[:3])}")
+        if rt.missing_keys:
+            parts.append(f"{len(rt.missing_keys)} missing: {', '.join(rt.missing_keys[:3])}")
+        path = (rt.lazy_keys or rt.unexpected_keys or rt.missing_keys)[0].rsplit(".", 1)[0]
+        return [RULES["R007"].finding(path,
+                        "load_state_dict(strict=True) of the saved state into a freshly built model fails: " + "; ".join(parts))]
+    where = rt.first_differing if rt.first_differing else "<model>"
+    cause = ""
+    covering = [f for f in known if f.rule in _CONTAINER_RULES and f.params
+                and (where == f.path or where.startswith(f.path + "."))]
+    path = where
+    if covering:
+        f = covering[0]
+        path = f.path
+        cause = f"; cause: {f.rule} `{f.path}` ({f.params:,} parameters outside state_dict())"
+    elif rt.outside:
+        cause = f"; state outside tensors (not in state_dict()): {', '.join(rt.outside)}"
+    return [RULES["R007"].finding(path,
+        f"after a save and reload the outputs differ; first module whose output differs: `{where}`{cause}",
+    )]
+
+
+def check_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: float = 0.0) -> list[Finding]:
+    """R007 for the model ``build()`` makes: the library entry point (the pytest plugin's fixture uses it too).
+    The container findings of the attribute walk explain a difference when they cover it.
+
+    ``example_input``: as ``find_unregistered``; ``atol``: the largest absolute output difference that still counts
+    as equal. Side effects: calls ``build()`` three times and runs forwards in eval mode, with the global RNG state
+    saved and restored around each build. Raises ``ProbeError`` when ``build()`` or a forward fails."""
+    from ssdaudit.registration.unregistered import find_unregistered
+
+    known = find_unregistered(build(), None)
+    return roundtrip_findings(build, example_input, known, atol)

@@ -1,0 +1,607 @@
+"""Finding unregistered members: an attribute walk over the model plus a forward probe.
+
+The walk starts at every registered module's ``__dict__`` and follows plain containers, plain objects,
+closures and ``functools.partial`` to any depth, reporting modules and parameters that
+``model.modules()`` / ``model.parameters()`` do not reach. The probe runs one forward pass with global
+module hooks to catch modules that run but are not part of the model (built inside ``forward()``, or
+hidden where no attribute reaches), and records which tensors the forward reads (for R004).
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from ssdaudit.core.errors import ProbeError, UserError, first_line
+from ssdaudit.core.findings import RULES, Finding, Severity
+from ssdaudit.registration.observe import ConstructionRecorder, StateGuard
+from ssdaudit.registration.walk import MOVE_FUNCTIONS, AttributeWalker, Hit
+
+_MODE_DEPENDENT = (
+    nn.modules.dropout._DropoutNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.RReLU,
+)
+
+
+@dataclass
+class ProbeResult:
+    """What one observed forward pass did. Ids are of objects kept alive here or by the model, so none is reused."""
+
+    called: dict[int, nn.Module] = field(default_factory=dict)
+    created_at: dict[int, str] = field(default_factory=dict)
+    used_tensors: set[int] = field(default_factory=set)  # read by a torch function, or returned by forward
+    first_use: dict[int, str] = field(default_factory=dict)  # id(tensor) -> name of the first function applied to it
+    added: list[tuple[str, nn.Module]] = field(default_factory=list)  # (name, module) registered during forward()
+    with_grad: set[int] = field(default_factory=set)  # modules called while autograd was recording
+    created: list[nn.Module] = field(default_factory=list, repr=False)  # keeps created modules alive (stable ids)
+    modes: list[str] = field(default_factory=list)  # "train", "eval": the modes that ran
+    grad_observed: bool = False  # a pass ran with autograd enabled, so with_grad means something
+    # floating tensors (not 0-dim) that existed before the passes and that forward read: id -> (tensor, the module
+    # whose forward read it first); the device-move check (R008) asks which of them .to() would leave behind
+    preexisting: dict[int, tuple[torch.Tensor, nn.Module]] = field(default_factory=dict, repr=False)
+
+    def merge(self, other: "ProbeResult") -> None:
+        for i, m in other.called.items():
+            self.called.setdefault(i, m)
+        for i, loc in other.created_at.items():
+            self.created_at.setdefault(i, loc)
+        self.used_tensors |= other.used_tensors
+        for i, name in other.first_use.items():
+            self.first_use.setdefault(i, name)
+        self.added += other.added
+        self.with_grad |= other.with_grad
+        self.created += other.created
+        self.modes += other.modes
+        self.grad_observed = self.grad_observed or other.grad_observed
+        for i, pair in other.preexisting.items():
+            self.preexisting.setdefault(i, pair)
+
+
+def probe_forward(
+    model: nn.Module, example_input: Any, extra_modules: Sequence[nn.Module] = (), grad: bool = False,
+    produced: dict[int, Any] | None = None,
+) -> ProbeResult:
+    """Run one forward pass under observation and leave the model exactly as it was.
+
+    Records every module called (global hooks, and whether autograd was recording), where modules built during the
+    pass were created, the tensors the pass reads (and the first function applied to each) or returns. BatchNorm
+    statistics (also those of ``extra_modules``, the unregistered ones), RNG state and submodules registered during
+    the pass are restored (``observe.StateGuard``). ``grad=False`` runs under ``torch.no_grad()``. Raises
+    ``ProbeError`` if forward fails. Module construction is observed by patching ``nn.Module.__init__`` for the
+    duration (``observe.ConstructionRecorder``): process-wide, under a lock, recording only this thread's modules,
+    so a model built concurrently in another thread is neither recorded nor disturbed.
+    ``produced`` (id -> weakref of every tensor made by a pass) is shared between passes, so a cache that one pass
+    made is not taken for pre-existing state in the next.
+    """
+    import weakref
+
+    result = ProbeResult(grad_observed=grad)
+    made: dict[int, Any] = produced if produced is not None else {}
+    inputs = {id(t) for t in tree_flatten(example_input)[0] if isinstance(t, torch.Tensor)}
+    stack: list[nn.Module] = [model]
+
+    def on_call(module: nn.Module, _args: Any) -> None:
+        result.called.setdefault(id(module), module)
+        stack.append(module)
+        if torch.is_grad_enabled():
+            result.with_grad.add(id(module))
+
+    def on_return(_module: nn.Module, _args: Any, _output: Any) -> None:
+        if len(stack) > 1:
+            stack.pop()
+
+    def on_module(module: nn.Module) -> None:
+        result.created.append(module)
+        where = _caller_location()
+        if where is not None:
+            result.created_at.setdefault(id(module), where)
+
+    def made_here(t: torch.Tensor) -> bool:
+        ref = made.get(id(t))
+        return ref is not None and ref() is t
+
+    class _Reads(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
+            name = getattr(func, "__name__", "")
+            metadata = name == "__get__"  # .shape, .device, .dtype: a look at the tensor, not a use of its values
+            for leaf in tree_flatten((args, kwargs or {}))[0]:
+                if isinstance(leaf, torch.Tensor) and not metadata:
+                    result.used_tensors.add(id(leaf))
+                    result.first_use.setdefault(id(leaf), name)
+                    if (id(leaf) not in result.preexisting and leaf.is_floating_point() and leaf.dim() > 0
+                            and id(leaf) not in inputs and not made_here(leaf)):
+                        result.preexisting[id(leaf)] = (leaf, stack[-1])
+            out = func(*args, **(kwargs or {}))
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    try:
+                        made[id(t)] = weakref.ref(t)
+                    except TypeError:  # a tensor subclass without weak references: cannot be cached state anyway
+                        pass
+            return out
+
+    handle = nn.modules.module.register_module_forward_pre_hook(on_call)
+    handle_return = nn.modules.module.register_module_forward_hook(on_return)
+    guard = StateGuard(model, extra_modules)
+    try:
+        with guard, ConstructionRecorder(on_module), torch.set_grad_enabled(grad), _Reads():
+            output = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+            # Tensors handed back as they are (priors for the loss) miss .to() as much as those computed with.
+            for leaf in tree_flatten(output)[0]:
+                if isinstance(leaf, torch.Tensor):
+                    result.used_tensors.add(id(leaf))
+                    result.first_use.setdefault(id(leaf), "<returned>")
+            del output
+    except UserError:
+        raise
+    except Exception as exc:
+        raise ProbeError(f"{exc.__class__.__name__}: {first_line(exc)}") from exc
+    finally:
+        handle.remove()
+        handle_return.remove()
+        result.added.extend(guard.added)
+    return result
+
+
+
+@dataclass
+class ProbeOutcome:
+    """The forward probe in both modes: the merged observations, and what failed (mode -> error)."""
+
+    result: ProbeResult | None
+    failures: dict[str, str]
+
+
+def probe_modes(model: nn.Module, example_input: Any, extra_modules: Sequence[nn.Module] = ()) -> ProbeOutcome:
+    """Probe forward in train mode (autograd recording, as in training) and in eval mode (under no_grad).
+
+    Forward paths that run only in one mode (a tensor read only at inference) are seen either way. Every module's
+    mode is restored afterwards. A mode whose pass fails is recorded in ``failures``; the other still counts.
+    """
+    modules = [*model.modules(), *(m for e in extra_modules for m in e.modules())]
+    modes = [(m, m.training) for m in modules]
+    merged: ProbeResult | None = None
+    failures: dict[str, str] = {}
+    produced: dict[int, Any] = {}
+    try:
+        for mode in ("train", "eval"):
+            for m in modules:
+                m.training = mode == "train"
+            try:
+                one = probe_forward(model, example_input, extra_modules, grad=mode == "train", produced=produced)
+            except ProbeError as exc:
+                failures[mode] = str(exc)
+                continue
+            one.modes.append(mode)
+            if merged is None:
+                merged = one
+            else:
+                merged.merge(one)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return ProbeOutcome(merged, failures)
+
+
+_SKIP_DIRS = (str(Path(torch.__file__).parent), str(Path(__file__).parent))
+
+
+def _caller_location() -> str | None:
+    """file:line of the first frame outside torch and ssdaudit (where a module was constructed)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_SKIP_DIRS) and not filename.startswith("<frozen"):
+            return f"{_relative(filename)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def _relative(filename: str) -> str:
+    """A path relative to the working directory when it lies below it (shorter, stable in reports)."""
+    import os
+
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if rel.startswith("..") else rel
+
+
+def _assignment_location(owner: nn.Module, attr: str) -> str | None:
+    """file:line where ``self.<attr>`` is assigned in the owner's class (or its bases), also through
+    ``setattr(self, f"name{i}", value)``, whose f-string is matched against the attribute's name."""
+    pattern = re.compile(rf"self\.{re.escape(attr)}\s*(=|:|\.append|\.extend|\[)")
+    for cls in type(owner).__mro__:
+        if cls.__module__.startswith("torch.") or cls is object:
+            continue
+        try:
+            lines, start = inspect.getsourcelines(cls)
+            filename = inspect.getsourcefile(cls)
+        except (OSError, TypeError):
+            continue
+        if filename is None:
+            continue
+        for offset, text in enumerate(lines):
+            if pattern.search(text):
+                return f"{_relative(filename)}:{start + offset}"
+        found = _setattr_line(lines, attr)
+        if found is not None:
+            return f"{_relative(filename)}:{start + found - 1}"
+    return None
+
+
+def _setattr_line(lines: list[str], attr: str) -> int | None:
+    """1-based line (within ``lines``) of ``setattr(self, NAME, ...)`` whose NAME (a string or an f-string) can be
+    ``attr``."""
+    import ast
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr"
+                and len(node.args) >= 2 and isinstance(node.args[0], ast.Name) and node.args[0].id == "self"):
+            name = node.args[1]
+            if isinstance(name, ast.Constant) and name.value == attr:
+                return node.lineno
+            if isinstance(name, ast.JoinedStr):
+                regex = "".join(re.escape(str(v.value)) if isinstance(v, ast.Constant) else ".+" for v in name.values)
+                if re.fullmatch(regex, attr):
+                    return node.lineno
+    return None
+
+
+def _is_mode_dependent(module: nn.Module) -> bool:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.weight is not None:
+            continue  # has parameters: already an error for the parameters it loses
+        if isinstance(m, _MODE_DEPENDENT) and (not isinstance(m, nn.modules.instancenorm._InstanceNorm) or m.track_running_stats):
+            return True
+    return False
+
+
+def _unregistered_params(objs: list[Any], registered: set[int], counted: set[int]) -> int:
+    total = 0
+    for obj in objs:
+        params = [obj] if isinstance(obj, torch.Tensor) else list(obj.parameters())
+        for p in params:
+            if id(p) not in registered and id(p) not in counted:
+                counted.add(id(p))
+                total += p.numel()
+    return total
+
+
+def _describe(objs: list[Any]) -> str:
+    kinds = collections.Counter(type(o).__name__ for o in objs)
+    return ", ".join(f"{n} {k}" for k, n in kinds.most_common(3)) + (", ..." if len(kinds) > 3 else "")
+
+
+def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Finding]:
+    """Every module, parameter and tensor the model uses but does not register (rules R001-R006, R008).
+
+    ``example_input``: a tuple is unpacked into ``forward``'s positional arguments, anything else is
+    passed as the single argument; ``None`` skips the forward probe (an N003 note says so). The probe runs in
+    train and eval mode, and the device-move check (R008) asks which tensors it read ``.to()`` would leave behind.
+    ``move_probe.find_device_strays`` is the same question answered by moving a copy to float64. Nothing here
+    raises for a forward that fails: the walk's findings are returned with an N004 note (or, when an unregistered
+    member sits on another device or dtype than the model, that member's finding names the failure).
+    """
+    walker = AttributeWalker(model)
+    walker.run()
+    registered = walker.registered_tensors
+    counted: set[int] = set()
+    findings: list[Finding] = []
+
+    outcome = None
+    if example_input is not None:
+        outcome = probe_modes(model, example_input, [h.obj for h in walker.hits if isinstance(h.obj, nn.Module)])
+    probe = outcome.result if outcome is not None else None
+    home = _home(model)
+    failure = next(iter(outcome.failures.values()), None) if outcome is not None and probe is None else None
+
+    groups: dict[tuple[str, bool], list[Hit]] = collections.defaultdict(list)
+    for hit in walker.hits:
+        groups[(hit.attr_path, hit.via_object or False)].append(hit)
+    for (path, via_object), hits in groups.items():
+        modules = [h.obj for h in hits if isinstance(h.obj, nn.Module)]
+        params_only = [h.obj for h in hits if isinstance(h.obj, torch.Tensor)]
+        location = _assignment_location(hits[0].owner, hits[0].attr)
+        moved = _move_note(modules + params_only, home, failure)
+        if modules:
+            n = _unregistered_params(modules, registered, counted)
+            container = "a plain object, closure or partial" if via_object else f"a plain {type(_attr_value(hits[0])).__name__}"
+            severity = Severity.ERROR if n else Severity.INFO
+            if n == 0 and any(_is_mode_dependent(m) for m in modules):
+                rule, severity = "R006", Severity.ERROR
+                message = f"`{path}` holds {_describe(modules)} in {container}: .eval()/.train() never reach them"
+            elif n and _intentionally_hidden(modules, probe):
+                rule, severity = "N006", Severity.INFO
+                message = (
+                    f"`{path}` holds {len(modules)} frozen module(s) ({_describe(modules)}, {n:,} parameters) in {container}, "
+                    "kept out of the registry (on purpose?): .to(), .eval() and state_dict() miss them"
+                )
+            else:
+                rule = "R003" if via_object else "R001"
+                message = (
+                    f"`{path}` holds {len(modules)} module(s) ({_describe(modules)}) with {n:,} parameters in {container}: "
+                    "not in parameters(), state_dict() or .to()"
+                )
+            findings.append(
+                RULES[rule].finding(path, message + moved, n, len(modules), location,
+                                    {h.member_path: h.obj for h in hits if isinstance(h.obj, nn.Module)}, severity=severity)
+            )
+        if params_only:
+            n = _unregistered_params(params_only, registered, counted)
+            findings.append(
+                RULES["R002"].finding(path,
+                    f"`{path}` holds {len(params_only)} nn.Parameter(s) with {n:,} values outside the registry" + moved,
+                    n,
+                    0,
+                    location,
+                    {h.member_path: h.obj for h in hits if isinstance(h.obj, torch.Tensor)},
+                )
+            )
+
+    if example_input is None:
+        findings.append(RULES["N003"].finding("<forward>"))
+    elif outcome is not None:
+        findings.extend(_probe_notes(outcome, explained=any(_move_note([h.obj], home, failure) for h in walker.hits)))
+        if probe is not None:
+            findings.extend(_probe_findings(walker, probe, counted))
+
+    for path, tensor, owner, attr in walker.tensor_attrs:
+        if probe is not None and id(tensor) not in probe.used_tensors:
+            continue
+        if probe is None and _forward_use(owner, attr) == "unread":
+            continue  # no pass ran, and the owner's forward never names it: no evidence of use
+        findings.append(_tensor_attr_finding(path, tensor, owner, attr, probe, home))
+    if probe is not None:
+        findings.extend(_device_move_findings(model, walker, probe, findings, example_input))
+    return findings
+
+
+def moved_by_to(model: nn.Module) -> set[int]:
+    """Ids of the tensors ``model.to(...)`` converts: ``_apply`` with a function that records its argument and
+    returns it unchanged, so the model's own ``_apply`` overrides decide, exactly as for a real move."""
+    seen: dict[int, torch.Tensor] = {}
+
+    def record(t: torch.Tensor) -> torch.Tensor:
+        seen[id(t)] = t
+        return t
+
+    model._apply(record)  # type: ignore[no-untyped-call]
+    return set(seen)
+
+
+def _custom_apply(model: nn.Module) -> bool:
+    """A module of the model overrides ``_apply`` outside torch (it may keep tensors from a move)."""
+    return any(type(m)._apply is not nn.Module._apply and not type(m).__module__.startswith("torch.")
+               for m in model.modules())
+
+
+def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: ProbeResult, known: list[Finding],
+                          example_input: Any) -> list[Finding]:
+    """R008: tensors forward read that existed before it and that ``.to()`` would not move, minus those a walk
+    finding already names and those forward moves itself before use. Where a module overrides ``_apply``, what
+    it keeps can only be seen by really moving: the dtype-move probe decides there."""
+    names: dict[int, str] = {}
+    for n, t in (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)):
+        names.setdefault(id(t), n)
+    module_names = {id(m): n for n, m in model.named_modules()}
+    for hit in walker.hits:
+        if isinstance(hit.obj, nn.Module):
+            for n, t in (*hit.obj.named_parameters(), *hit.obj.named_buffers()):
+                names.setdefault(id(t), f"{hit.member_path}.{n}")
+            for n, m in hit.obj.named_modules():
+                module_names.setdefault(id(m), f"{hit.member_path}.{n}" if n else hit.member_path)
+        else:
+            names.setdefault(id(hit.obj), hit.member_path)
+    for path, tensor, _owner, _attr in walker.tensor_attrs:
+        names.setdefault(id(tensor), path)
+    if _custom_apply(model):
+        from ssdaudit.registration.move_probe import find_device_strays
+
+        left_behind = {s.name for s in find_device_strays(model, example_input).strays if s.name}
+        moved = {i for i in probe.preexisting if i in names and names[i] not in left_behind}
+    else:
+        try:
+            moved = moved_by_to(model)
+        except Exception:  # an _apply that cannot take an identity function: no verdict
+            return []
+    covered = [f.path for f in known if f.members]
+    groups: dict[str, list[tuple[str | None, torch.Tensor, str]]] = collections.defaultdict(list)
+    for i, (tensor, module) in probe.preexisting.items():
+        if i in moved or probe.first_use.get(i) in MOVE_FUNCTIONS:
+            continue
+        name = names.get(i)
+        if name is not None and any(name == p or name.startswith(p + ".") for p in covered):
+            continue
+        reader = module_names.get(id(module), type(module).__name__)
+        key = name.rsplit(".", 1)[0] if name and "." in name else (name or f"<{reader or 'model'}>")
+        groups[key].append((name, tensor, reader))
+    out = []
+    for path, items in groups.items():
+        values = sum(t.numel() for _, t, _ in items)
+        listing = ", ".join(f"{n or 'a tensor'} {tuple(t.shape)}" for n, t, _ in items[:3]) + (", ..." if len(items) > 3 else "")
+        if all(n for n, _, _ in items):
+            out.append(RULES["R008"].finding(path,
+                f"{len(items)} tensor(s) ({values:,} values) that forward reads are not moved by .to() / .cuda() / "
+                f".half() (on a GPU they stay on the CPU): {listing}",
+            ))
+        else:  # a global, a closure, or a cache made by an earlier call: often keyed by device and dtype, so a note
+            out.append(RULES["R008"].finding(
+                path,
+                f"{len(items)} tensor(s) ({values:,} values) read by `{items[0][2] or 'the model'}`'s forward are "
+                "reachable from no attribute, so .to() cannot move them (a global or closure: a bug on a GPU; a cache "
+                f"keyed by device and dtype: fine): {listing}",
+                severity=Severity.INFO,
+            ))
+    return out
+
+
+def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr: str, probe: ProbeResult | None,
+                         home: tuple[torch.device, torch.dtype] | None) -> Finding:
+    """R004 for a plain tensor attribute forward uses; an N005 note when nothing breaks on a device move."""
+    location = _assignment_location(owner, attr)
+    shape = tuple(tensor.shape)
+    first = probe.first_use.get(id(tensor)) if probe is not None else None
+    if probe is None and _forward_use(owner, attr) == "moved":  # no pass ran: the owner's forward source decides
+        first = "to"
+    if tensor.dim() == 0:
+        reason = "0-dim: it mixes with tensors on any device"
+    elif first in MOVE_FUNCTIONS:
+        reason = f"forward moves it first (.{first}(...)) on every call"
+    else:
+        reason = None
+    if reason is not None:
+        return RULES["N005"].finding(path, f"`{path}` is a plain {shape} tensor that forward uses safely ({reason}); "
+                       "state_dict() does not save it", 0, 0, location, {path: tensor})
+    note = "" if probe is not None else " (use not verified: no forward probe)"
+    how = "returned by forward" if first == "<returned>" else "used by the model"
+    where = ""
+    if home is not None and tensor.is_floating_point() and (tensor.device, tensor.dtype) != home:
+        where = f" (it is {_dtype_name(tensor.dtype)} on {tensor.device}, the model {_dtype_name(home[1])} on {home[0]})"
+    return RULES["R004"].finding(path,
+        f"`{path}` is a plain {shape} tensor {how}{note}: it is not moved by .to() nor saved in state_dict(){where}",
+        0, 0, location, {path: tensor},
+    )
+
+
+def _forward_use(owner: nn.Module, attr: str) -> str | None:
+    """How the owner's ``forward`` source uses ``self.<attr>``: "unread", "moved" (every read goes through a move
+    such as ``.to(x.device)`` or ``.type_as(x)``), "read", or None when the source cannot be read."""
+    import ast
+    import textwrap
+
+    forward = type(owner).forward
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(forward)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    reads = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == attr
+             and isinstance(n.value, ast.Name) and n.value.id == "self" and isinstance(n.ctx, ast.Load)]
+    if not reads:
+        return "unread"
+    for read in reads:
+        moved = False
+        node: ast.AST = read
+        while isinstance(method := parents.get(node), ast.Attribute):  # self.x.detach().type_as(y).to(...): follow it
+            if method.attr in MOVE_FUNCTIONS:
+                moved = True
+                break
+            call = parents.get(method)
+            node = call if isinstance(call, ast.Call) and call.func is method else method
+        if not moved:
+            return "read"
+    return "moved"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _home(model: nn.Module) -> tuple[torch.device, torch.dtype] | None:
+    """The (device, dtype) holding most of the model's registered floating-point values."""
+    sizes: collections.Counter[tuple[torch.device, torch.dtype]] = collections.Counter()
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            sizes[(t.device, t.dtype)] += t.numel()
+    return sizes.most_common(1)[0][0] if sizes else None
+
+
+def _move_note(objs: list[Any], home: tuple[torch.device, torch.dtype] | None, failure: str | None) -> str:
+    """" (.cuda() never moved it: ...; forward fails with: ...)" when these members sit elsewhere than the model."""
+    if home is None:
+        return ""
+    tensors = [t for o in objs for t in ([o] if isinstance(o, torch.Tensor) else [*o.parameters(), *o.buffers()])]
+    stray = [t for t in tensors if t.is_floating_point() and (t.device, t.dtype) != home]
+    if not stray:
+        return ""
+    t = stray[0]
+    moves = []
+    if t.device != home[0]:
+        moves.append(f".to({home[0].type!r})/.{home[0].type}()" if home[0].type in ("cuda", "cpu") else f".to({home[0].type!r})")
+    if t.dtype != home[1]:
+        moves.append(f".to({_dtype_name(home[1])})")
+    text = (f"; {' and '.join(moves)} never moved it: it is {_dtype_name(t.dtype)} on {t.device} while the model is "
+            f"{_dtype_name(home[1])} on {home[0]}")
+    return text + (f"; forward fails with: {failure}" if failure else "")
+
+
+def _intentionally_hidden(modules: list[nn.Module], probe: ProbeResult | None) -> bool:
+    """Frozen (no trainable parameter), or run by forward only while autograd was off (a teacher under no_grad)."""
+    params = [p for m in modules for p in m.parameters()]
+    if params and not any(p.requires_grad for p in params):
+        return True
+    if probe is None or not probe.grad_observed or "train" not in probe.modes:
+        return False
+    ids = [id(m) for mod in modules for m in mod.modules()]
+    called = [i for i in ids if i in probe.called]
+    return bool(called) and not any(i in probe.with_grad for i in called)
+
+
+def _probe_notes(outcome: ProbeOutcome, explained: bool) -> list[Finding]:
+    if not outcome.failures:
+        return []
+    if outcome.result is not None:
+        (mode, error), = outcome.failures.items()
+        ran = outcome.result.modes[0]
+        return [RULES["N004"].finding("<forward>", f"the probe ran in {ran} mode only: {mode} mode failed with {error}")]
+    error = next(iter(outcome.failures.values()))
+    severity = Severity.INFO if explained else Severity.WARNING
+    because = " (explained by the unregistered members above)" if explained else ""
+    return [RULES["N004"].finding("<forward>", f"forward fails on the example input in train and eval mode{because}: {error}; "
+                                  "the checks that need a forward pass (R004, R005, R008) did not run", severity=severity)]
+
+
+def _attr_value(hit: Hit) -> Any:
+    return vars(hit.owner).get(hit.attr)
+
+
+def _probe_findings(walker: AttributeWalker, probe: ProbeResult, counted: set[int]) -> list[Finding]:
+    known = set(walker.registered_modules)
+    for hit in walker.hits:
+        if isinstance(hit.obj, nn.Module):
+            known.update(id(m) for m in hit.obj.modules())
+    added_ids = {id(m): name for name, m in probe.added}
+    strays = {i: m for i, m in probe.called.items() if i not in known or i in added_ids}
+    nested = {id(sub) for m in strays.values() for sub in m.modules() if sub is not m}
+    roots = [m for i, m in strays.items() if i not in nested]
+    by_place: dict[tuple[str, str | None], list[nn.Module]] = collections.defaultdict(list)
+    built: set[tuple[Any, ...]] = set()
+    for m in roots:
+        path, location = added_ids.get(id(m), "<forward>"), probe.created_at.get(id(m))
+        if location is not None:  # built anew by each probe pass: count what one pass builds
+            kind = (path, location, type(m), tuple(tuple(p.shape) for p in m.parameters()))
+            if kind in built:
+                continue
+            built.add(kind)
+        by_place[(path, location)].append(m)
+    findings = []
+    for (path, location), modules in by_place.items():
+        n = _unregistered_params(modules, set(), counted)
+        created = location is not None
+        where = "built inside forward()" if created else "called in forward() but reachable from no attribute"
+        if path != "<forward>":
+            where += f" and registered as `{path}` only then (after the optimizer was built)"
+        severity = Severity.ERROR if n or any(_is_mode_dependent(m) for m in modules) else Severity.INFO
+        message = f"{_describe(modules)} with {n:,} parameters {where}"
+        findings.append(RULES["R005"].finding(path, message, n, len(modules), location,
+                                              {f"{path}.{i}": m for i, m in enumerate(modules)}, severity=severity))
+    return findings

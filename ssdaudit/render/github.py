@@ -1,0 +1,32 @@
+"""GitHub Actions workflow commands (``::error file=...,line=...::message``): annotations on a pull request's diff."""
+
+from __future__ import annotations
+
+from ssdaudit.core.findings import Finding, Severity
+from ssdaudit.render.sarif import artifact_uri
+
+_GITHUB_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
+
+
+def _escape_github(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def render_github(findings: list[Finding], default_file: str | None = None) -> str:
+    """GitHub Actions workflow commands: ``::error file=...,line=...,col=...,title=...::message``."""
+    lines = []
+    for f in findings:
+        path = f.location.path if f.location is not None else default_file
+        line = f.location.line if f.location is not None else None
+        col = f.location.col if f.location is not None else None
+        level = _GITHUB_LEVEL[f.severity]
+        props = []
+        if path:
+            props.append(f"file={_escape_github(artifact_uri(path), True)}")
+            props.append(f"line={line or 1}")
+            if col:
+                props.append(f"col={col}")
+        props.append(f"title={_escape_github(f'{f.rule} {f.name}', True)}")
+        lines.append(f"::{level} {','.join(props)}::{_escape_github(f'{f.label}: {f.message} (fix: {f.fix})')}")
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""SARIF 2.1.0 (GitHub code scanning and other SARIF viewers) from any report's findings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ssdaudit.core.findings import RULES, Finding, Severity, fingerprint
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+DOCS_BASE = "https://github.com/ssdaudit/ssdaudit/blob/main/"
+_SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+
+
+def render_sarif(findings: list[Finding], tool_version: str, default_file: str | None = None) -> str:
+    """SARIF 2.1.0: one run, rule metadata (name, description, help text and docs link), one result per finding."""
+    used = sorted({f.rule for f in findings})
+    rules = []
+    for code in used:
+        r = RULES[code]
+        rules.append({
+            "id": code,
+            "name": r.name,
+            "shortDescription": {"text": r.summary},
+            "fullDescription": {"text": r.why},
+            "help": {"text": f"{r.why} Fix: {r.fix}", "markdown": f"{r.why}\n\n**Fix:** {r.fix}\n\n[Rule page]({DOCS_BASE}{r.docs})"},
+            "helpUri": f"{DOCS_BASE}{r.docs}",
+            "defaultConfiguration": {"level": _SARIF_LEVEL[r.severity]},
+        })
+    index = {code: i for i, code in enumerate(used)}
+    results = []
+    for f in findings:
+        path = f.location.path if f.location is not None else default_file
+        line = f.location.line if f.location is not None else None
+        col = f.location.col if f.location is not None else None
+        result = {
+            "ruleId": f.rule,
+            "ruleIndex": index[f.rule],
+            "level": _SARIF_LEVEL[f.severity],
+            "message": {"text": f"{f.label}: {f.message}. Fix: {f.fix}"},
+            "partialFingerprints": {"ssdaudit/v1": fingerprint(f)},
+        }
+        if path:
+            region = {"startLine": line or 1}
+            if col:
+                region["startColumn"] = col
+            result["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": artifact_uri(path)}, "region": region}}]
+        results.append(result)
+    doc = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "ssdaudit", "version": tool_version, "informationUri": DOCS_BASE + "README.md", "rules": rules}},
+            "results": results,
+        }],
+    }
+    return json.dumps(doc, indent=2)
+
+
+def artifact_uri(path: str) -> str:
+    """A finding's file as a URI: relative to the current folder when under it (what code scanning expects),
+    else as given, with forward slashes."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.as_posix()

@@ -1,0 +1,1 @@
+"""Runtime watchers of the user's training loop: gradient flow today (``training.gradflow``)."""

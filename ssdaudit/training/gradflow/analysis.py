@@ -1,0 +1,214 @@
+"""Findings G001-G006 and the per-layer table of a gradient-flow run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ssdaudit.core.report import failing_findings
+from ssdaudit.core.findings import RULES, Finding
+from ssdaudit.training.gradflow.log import GRAD_L1, GRAD_MAX, GRAD_NORM, LR, UPDATE, WEIGHT, GradFlowRun, TrackedTensor
+
+# --- analysis ---------------------------------------------------------------------------------------
+
+
+def _group(tensors: list[TrackedTensor]) -> dict[str, list[TrackedTensor]]:
+    groups: dict[str, list[TrackedTensor]] = {}
+    for t in tensors:
+        top = t.name.split(".", 1)[0]
+        groups.setdefault(top, []).append(t)
+    return groups
+
+
+def _examples(tensors: list[TrackedTensor], n: int = 3) -> str:
+    shown = ", ".join(f"{t.name} {tuple(t.shape)}" for t in tensors[:n])
+    return shown + (f", ... ({len(tensors) - n} more)" if len(tensors) > n else "")
+
+
+def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]], has_optimizer: bool) -> list[Finding]:
+    """G001 orphan gradients, G002 parameters no gradient reaches, G003 optimizer coverage (both directions)."""
+    def finding(code: str, path: str, ts: list[TrackedTensor], what: str, listing: str) -> Finding:
+        params = sum(t.numel for t in ts)
+        return RULES[code].finding(path, f"{len(ts)} {what.format(params=params)}: {listing}", params=params,
+                                   members={t.name: t.shape for t in ts})
+
+    out = [
+        finding("G001", top, ts, "tensors ({params:,} parameters) get gradients but are not registered parameters: "
+                "an optimizer built from model.parameters() never applies them", _examples(ts))
+        for top, ts in _group([t for t in tensors if not t.registered]).items()
+    ]
+    out += [
+        finding("G002", layer, ts, "trainable parameters ({params:,} values) receive no gradient from the loss",
+                ", ".join(t.name for t in ts))
+        for layer, ts in _by_layer([t for t in tensors if t.registered and not t.reached]).items()
+    ]
+    if has_optimizer:
+        out += [
+            finding("G003", top, ts, "parameters ({params:,} values) get gradients but are in no optimizer param_group",
+                    _examples(ts))
+            for top, ts in _group([t for t in tensors if t.registered and t.reached and not t.in_optimizer]).items()
+        ]
+        if stale:
+            params = sum(s["numel"] for s in stale)
+            where = ", ".join(f"param_groups[{s['group']}][{s['index']}] {tuple(s['shape'])}" for s in stale[:3])
+            out.append(RULES["G003"].finding("",
+                f"the optimizer holds {len(stale)} tensors ({params:,} values) that are not parameters of the model "
+                f"(stale optimizer, built before the model was rebuilt or moved?): {where}",
+                params=params, subject="optimizer",
+            ))
+    return out
+
+
+def _by_layer(tensors: list[TrackedTensor]) -> dict[str, list[TrackedTensor]]:
+    layers: dict[str, list[TrackedTensor]] = {}
+    for t in tensors:
+        layers.setdefault(t.layer, []).append(t)
+    return layers
+
+
+@dataclass
+class LayerStats:
+    path: str
+    params: int
+    registered: bool
+    reached: bool
+    grad_norm_mean: float  # mean over recorded steps of the layer's gradient L2 norm
+    grad_max_mean: float  # mean over steps of max |g|
+    grad_mean_abs: float  # mean over steps of mean |g|
+    update_ratio_mean: float  # mean over steps of ||delta w|| / ||w||
+    grad_norm_steps: np.ndarray  # (S,)
+    update_ratio_steps: np.ndarray  # (S,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "params": self.params, "registered": self.registered, "reached": self.reached,
+                "grad_norm_mean": self.grad_norm_mean, "grad_max_mean": self.grad_max_mean,
+                "grad_mean_abs": self.grad_mean_abs, "update_ratio_mean": self.update_ratio_mean}
+
+
+def layer_stats(run: GradFlowRun) -> list[LayerStats]:
+    """Per layer (a module's parameters together), per recorded step: norms combine as sqrt of sums of squares."""
+    idx: dict[str, list[int]] = {}
+    for k, t in enumerate(run.tensors):
+        idx.setdefault(t.layer, []).append(k)
+    out = []
+    s = run.stats.astype(np.float64)
+    for layer, ks in idx.items():
+        ts = [run.tensors[k] for k in ks]
+        numel = sum(t.numel for t in ts)
+        if len(s):
+            norm = np.sqrt((s[:, GRAD_NORM, ks] ** 2).sum(axis=1))
+            gmax = s[:, GRAD_MAX, ks].max(axis=1)
+            mean_abs = s[:, GRAD_L1, ks].sum(axis=1) / max(numel, 1)
+            upd = np.sqrt((s[:, UPDATE, ks] ** 2).sum(axis=1))
+            w = np.sqrt((s[:, WEIGHT, ks] ** 2).sum(axis=1))
+            ratio = np.where(w > 0, upd / np.where(w > 0, w, 1), 0.0)
+        else:
+            norm = gmax = mean_abs = ratio = np.zeros(0)
+        out.append(LayerStats(
+            layer, numel, all(t.registered for t in ts), any(t.reached for t in ts),
+            _mean(norm), _mean(gmax), _mean(mean_abs), _mean(ratio), norm, ratio,
+        ))
+    return out
+
+
+def _mean(a: np.ndarray) -> float:
+    finite = a[np.isfinite(a)]
+    return float(finite.mean()) if finite.size else 0.0
+
+
+def _update_was_due(rows: np.ndarray, dtype: str) -> bool:
+    """Whether a zero update is news: on some step the lr was 0 (a frozen group), unknown (an old log), or
+    ``lr * max|g|`` exceeded the weight's rounding step (``eps(dtype) * ||w||``). Otherwise tiny gradients merely
+    rounded to nothing in the weight's precision, which is no bug.  ``rows``: (steps, fields)."""
+    lr = rows[:, LR]
+    if np.any(np.isnan(lr)) or np.any(lr == 0):
+        return True
+    try:
+        eps = float(torch.finfo(getattr(torch, dtype)).eps)
+    except (AttributeError, TypeError):
+        eps = float(np.finfo(np.float32).eps)
+    return bool(np.any(lr * rows[:, GRAD_MAX] > eps * rows[:, WEIGHT]))
+
+
+def analyse_gradflow(
+    run: GradFlowRun, min_steps: int = 2, window: int = 20, vanish: float = 1e-4, explode: float = 1e4
+) -> tuple[list[Finding], list[LayerStats]]:
+    """Findings G001-G006 and the per-layer table of a run.
+
+    G004 needs ``min_steps`` recorded optimizer steps and an update that was due (see ``_update_was_due``); G005 compares each layer's mean gradient norm over the last
+    ``window`` recorded steps with the median layer's (below ``vanish`` x median or above ``explode`` x median).
+    """
+    findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer)
+    layers = layer_stats(run)
+    s = run.stats
+    if run.has_optimizer and len(s) >= min_steps:
+        # Rows with a weight norm recorded are those where an optimizer step followed.
+        stepped = s[:, WEIGHT, :].max(axis=1) > 0 if s.shape[2] else np.zeros(len(s), bool)
+        if stepped.sum() >= min_steps:
+            frozen = [
+                t for k, t in enumerate(run.tensors)
+                if t.in_optimizer and t.reached and np.all(s[stepped, UPDATE, k] == 0) and np.any(s[stepped, GRAD_NORM, k] > 0)
+                and _update_was_due(s[stepped][:, :, k], t.dtype)
+            ]
+            for layer, ts in _by_layer(frozen).items():
+                params = sum(t.numel for t in ts)
+                findings.append(RULES["G004"].finding(layer,
+                    f"{len(ts)} parameters ({params:,} values) get gradients and sit in the optimizer but did not change "
+                    f"in {int(stepped.sum())} steps (lr 0 in their param_group? a bad group?): {', '.join(t.name for t in ts)}",
+                    params=params,
+                ))
+    if len(s):
+        recent = [(ls, _mean(ls.grad_norm_steps[-window:])) for ls in layers if ls.reached]
+        positive = [v for _, v in recent if v > 0]
+        if len(positive) >= 3:
+            median = float(np.median(positive))
+            for ls, v in recent:
+                if 0 < v < vanish * median or v > explode * median:
+                    kind = "vanishing" if v < median else "exploding"
+                    findings.append(RULES["G005"].finding(ls.path,
+                        f"{kind} gradient: mean norm {v:.3g} over the last {min(window, len(s))} recorded steps, "
+                        f"{v / median:.2g}x the median layer's {median:.3g}",
+                        params=ls.params,
+                    ))
+        bad = ~np.isfinite(s[:, GRAD_NORM, :])
+        if bad.any():
+            row = int(np.argmax(bad.any(axis=1)))
+            ks = np.nonzero(bad[row])[0]
+            # Backward runs from the loss towards the input, so the bad tensor nearest the output is the likely source.
+            first = run.tensors[int(ks[-1])]
+            findings.append(RULES["G006"].finding(first.name,
+                f"gradient became NaN/Inf at step {int(run.steps[row])} in {len(ks)} tensors; nearest the output: {first.name}"
+                + ("" if run.every == 1 else f" (recorded every {run.every} steps)"),
+                params=first.numel,
+            ))
+    return findings, layers
+
+
+
+
+@dataclass
+class GradflowReport:
+    """What ``ssdaudit gradflow`` reports: the run, its findings and per-layer table, the plots written."""
+
+    target: str
+    run: GradFlowRun
+    findings: list[Finding]
+    layers: list[LayerStats]
+    plots: list[Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "steps": int(len(self.run.steps)),
+            "findings": [f.to_dict() for f in self.findings],
+            "layers": [ls.to_dict() for ls in self.layers],
+            "plots": [str(p) for p in self.plots],
+            "warnings": self.run.warnings,
+        }
+
+    def exit_code(self, strict: bool = False) -> int:
+        """1 on an error finding (G001-G004, G006), warnings too when ``strict``."""
+        return 1 if failing_findings(self.findings, strict) else 0
