@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ssdaudit import GradFlowMonitor
-from ssdaudit.registration.unregistered.ssdlite_adapter import ssdlite_probe
+from ssdaudit.registration.ssdlite_adapter import ssdlite_probe
 from ssdlite_model import build_ssdlite, ssds_voc, tiny
 
 

@@ -12,7 +12,7 @@ from ssdaudit.lint.engine import lint_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ssdaudit", "ssdlite_model")
-ADAPTER = "ssdaudit.registration.unregistered.ssdlite_adapter"
+ADAPTER = "ssdaudit.registration.ssdlite_adapter"
 
 
 def module_name(path: Path) -> str:
