@@ -9,7 +9,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from ssdaudit.cli import app
-from ssdaudit import GradFlowMonitor, analyse_gradflow, read_gradflow_log
+from ssdaudit.training.gradflow import GradFlowMonitor, analyse_gradflow, read_gradflow_log
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

@@ -11,7 +11,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from ssdaudit.cli import app
-from ssdaudit import GradFlowMonitor, analyse_gradflow, autograd_leaves
+from ssdaudit.training.gradflow import GradFlowMonitor, analyse_gradflow, autograd_leaves
 
 runner = CliRunner()
 
