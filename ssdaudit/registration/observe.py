@@ -54,7 +54,7 @@ class ConstructionRecorder:
 
 class StateGuard:
     """Saves what a forward pass may change and puts it back on exit: the buffers' values (BatchNorm running
-    statistics) and the buffer dicts of every module of ``models``, the CPU and CUDA RNG states, and submodules
+    statistics) and the buffer and parameter dicts of every module of ``models``, the CPU and CUDA RNG states, and submodules
     registered on the model during the pass (removed again, and listed in ``added`` as (dotted name, module))."""
 
     def __init__(self, model: nn.Module, extra: Sequence[nn.Module] = ()) -> None:
@@ -68,6 +68,7 @@ class StateGuard:
         self._before_ids = {id(m) for m in self._before.values()}
         owners = list({id(m): m for e in roots for m in e.modules()}.values())
         self._buffer_dicts = [(m, dict(m._buffers)) for m in owners]  # forward may replace or add buffers
+        self._param_dicts = [(m, dict(m._parameters)) for m in owners]  # ... or assign a Parameter to an attribute
         self._states = [b for m in roots for b in m.buffers()]
         self._saved = [b.detach().clone() for b in self._states]
         self._rng = torch.random.get_rng_state()
@@ -80,6 +81,10 @@ class StateGuard:
             if m._buffers.keys() != buffers.keys() or any(m._buffers[k] is not v for k, v in buffers.items()):
                 m._buffers.clear()
                 m._buffers.update(buffers)
+        for m, params in self._param_dicts:
+            if m._parameters.keys() != params.keys() or any(m._parameters[k] is not v for k, v in params.items()):
+                m._parameters.clear()
+                m._parameters.update(params)
         with torch.no_grad():
             for b, saved in zip(self._states, self._saved):
                 if b.shape == saved.shape:

@@ -26,6 +26,7 @@ from torch.utils._pytree import tree_flatten
 from ssdaudit.core.errors import UserError, first_line
 from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import RULES, Finding
+from ssdaudit.registration.move_probe import first_sample
 from ssdaudit.registration.walk import unregistered_module_names
 
 _CONTAINER_RULES = rules_tagged("container")
@@ -57,17 +58,6 @@ def _forward(model: nn.Module, example_input: Any) -> Any:
 
 def _clone_input(example_input: Any) -> Any:
     return copy.deepcopy(example_input)
-
-
-def _first_sample(example_input: Any) -> Any:
-    """The input cut to its first sample when every tensor in it shares the same batch size (> 1), else as is."""
-    tensors = [t for t in tree_flatten(example_input)[0] if isinstance(t, torch.Tensor)]
-    sizes = {t.shape[0] if t.dim() else None for t in tensors}
-    if len(sizes) != 1 or None in sizes or sizes == {1} or not tensors:
-        return example_input
-    from torch.utils._pytree import tree_map
-
-    return tree_map(lambda t: t[:1] if isinstance(t, torch.Tensor) else t, example_input)
 
 
 def _outputs(out: Any) -> list[torch.Tensor]:
@@ -151,7 +141,7 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
             b.load_state_dict({k: v for k, v in saved.items() if k in own}, strict=False)
         a.eval()
         b.eval()
-        x = _first_sample(example_input)  # eval mode takes one sample: half the work at batch 2
+        x = first_sample(example_input)  # eval mode takes one sample: half the work at batch 2
 
         def outputs(model: nn.Module, recorder: "_Recorder | None" = None) -> list[torch.Tensor]:
             with torch.no_grad(), (recorder or contextlib.nullcontext()):

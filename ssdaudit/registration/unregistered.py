@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +25,9 @@ from torch.utils._pytree import tree_flatten
 from ssdaudit.core.errors import ProbeError, UserError, first_line
 from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.registration.observe import ConstructionRecorder, StateGuard
+
+if TYPE_CHECKING:
+    from ssdaudit.registration.move_probe import MoveProbeResult
 from ssdaudit.registration.walk import MOVE_FUNCTIONS, AttributeWalker, Hit
 
 _MODE_DEPENDENT = (
@@ -51,6 +54,11 @@ class ProbeResult:
     # floating tensors (not 0-dim) that existed before the passes and that forward read: id -> (tensor, the module
     # whose forward read it first); the device-move check (R008) asks which of them .to() would leave behind
     preexisting: dict[int, tuple[torch.Tensor, nn.Module]] = field(default_factory=dict, repr=False)
+    # id(tensor) -> what the first move applied to it follows: "device" (.to(x.device), .cuda()), "dtype" (.to(x),
+    # .type_as(x), .to(device=..., dtype=...)) or "fixed" (.float(), .half(): one dtype whatever the model's)
+    move_kind: dict[int, str] = field(default_factory=dict)
+    # Parameters (or fresh leaves with requires_grad) made during a pass: id -> (tensor, file:line), kept alive here
+    made_params: dict[int, tuple[torch.Tensor, str | None]] = field(default_factory=dict, repr=False)
 
     def merge(self, other: "ProbeResult") -> None:
         for i, m in other.called.items():
@@ -67,6 +75,10 @@ class ProbeResult:
         self.grad_observed = self.grad_observed or other.grad_observed
         for i, pair in other.preexisting.items():
             self.preexisting.setdefault(i, pair)
+        for i, kind in other.move_kind.items():
+            self.move_kind.setdefault(i, kind)
+        for i, made in other.made_params.items():
+            self.made_params.setdefault(i, made)
 
 
 def probe_forward(
@@ -116,10 +128,14 @@ def probe_forward(
         def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
             name = getattr(func, "__name__", "")
             metadata = name == "__get__"  # .shape, .device, .dtype: a look at the tensor, not a use of its values
-            for leaf in tree_flatten((args, kwargs or {}))[0]:
+            flat = tree_flatten((args, kwargs or {}))[0]
+            for k, leaf in enumerate(flat):
                 if isinstance(leaf, torch.Tensor) and not metadata:
                     result.used_tensors.add(id(leaf))
-                    result.first_use.setdefault(id(leaf), name)
+                    if id(leaf) not in result.first_use:
+                        result.first_use[id(leaf)] = name
+                        if k == 0 and name in MOVE_FUNCTIONS:
+                            result.move_kind[id(leaf)] = _move_kind(name, flat[1:])
                     if (id(leaf) not in result.preexisting and leaf.is_floating_point() and leaf.dim() > 0
                             and id(leaf) not in inputs and not made_here(leaf)):
                         result.preexisting[id(leaf)] = (leaf, stack[-1])
@@ -316,6 +332,8 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
 
     groups: dict[tuple[str, bool], list[Hit]] = collections.defaultdict(list)
     for hit in walker.hits:
+        if hit.torch_internal and not _read_by_forward(hit.obj, probe):
+            continue  # torch's own bookkeeping that forward never reads: not the user's container
         groups[(hit.attr_path, hit.via_object or False)].append(hit)
     for (path, via_object), hits in groups.items():
         modules = [h.obj for h in hits if isinstance(h.obj, nn.Module)]
@@ -364,15 +382,51 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
         if probe is not None:
             findings.extend(_probe_findings(walker, probe, counted))
 
+    moves = _dtype_move_probe(model, example_input) if probe is not None else None
     for path, tensor, owner, attr in walker.tensor_attrs:
         if probe is not None and id(tensor) not in probe.used_tensors:
             continue
         if probe is None and _forward_use(owner, attr) == "unread":
             continue  # no pass ran, and the owner's forward never names it: no evidence of use
-        findings.append(_tensor_attr_finding(path, tensor, owner, attr, probe, home))
+        findings.append(_tensor_attr_finding(path, tensor, owner, attr, probe, home, moves))
     if probe is not None:
-        findings.extend(_device_move_findings(model, walker, probe, findings, example_input))
+        findings.extend(_device_move_findings(model, walker, probe, findings, moves))
     return findings
+
+
+def _dtype_move_probe(model: nn.Module, example_input: Any) -> "MoveProbeResult":
+    """The dtype-move probe (``move_probe.find_device_strays``) on the input's first sample: run for every model,
+    since a move inside forward that follows only the input's device is as invisible to ``.to()`` as a custom
+    ``_apply``. It records reads of tensors in the wrong dtype, never waiting for an op to fail."""
+    from ssdaudit.registration.move_probe import find_device_strays, first_sample
+
+    return find_device_strays(model, first_sample(example_input))
+
+
+def _move_kind(name: str, rest: list[Any]) -> str:
+    """What a move of a tensor follows, from the function's name and its other arguments: "dtype" (device and
+    dtype: ``.to(x)``, ``.type_as(x)``, ``.to(device, dtype)``), "device" (``.to(x.device)``, ``.cuda()``) or
+    "fixed" (``.float()``, ``.to(torch.float16)``: one dtype, whatever the model's)."""
+    if name in ("type_as",):
+        return "dtype"
+    if name in ("cuda", "cpu"):
+        return "device"
+    if name in ("double", "float", "half", "bfloat16", "type"):
+        return "fixed"
+    if any(isinstance(a, torch.Tensor) for a in rest):
+        return "dtype"
+    has_dtype = any(isinstance(a, torch.dtype) for a in rest)
+    has_device = any(isinstance(a, (torch.device, str, int)) and not isinstance(a, bool) for a in rest)
+    return "dtype" if has_dtype or not has_device and rest else "device"
+
+
+def _read_by_forward(obj: Any, probe: ProbeResult | None) -> bool:
+    """The probe saw forward read this tensor, or call this module (or one inside it). No probe: no evidence."""
+    if probe is None:
+        return False
+    if isinstance(obj, torch.Tensor):
+        return id(obj) in probe.used_tensors
+    return any(id(m) in probe.called for m in obj.modules())
 
 
 def moved_by_to(model: nn.Module) -> set[int]:
@@ -395,10 +449,10 @@ def _custom_apply(model: nn.Module) -> bool:
 
 
 def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: ProbeResult, known: list[Finding],
-                          example_input: Any) -> list[Finding]:
+                          moves: "MoveProbeResult | None") -> list[Finding]:
     """R008: tensors forward read that existed before it and that ``.to()`` would not move, minus those a walk
     finding already names and those forward moves itself before use. Where a module overrides ``_apply``, what
-    it keeps can only be seen by really moving: the dtype-move probe decides there."""
+    it keeps can only be seen by really moving: the dtype-move probe (``moves``, already run) decides there."""
     names: dict[int, str] = {}
     for n, t in (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)):
         names.setdefault(id(t), n)
@@ -413,10 +467,8 @@ def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: Prob
             names.setdefault(id(hit.obj), hit.member_path)
     for path, tensor, _owner, _attr in walker.tensor_attrs:
         names.setdefault(id(tensor), path)
-    if _custom_apply(model):
-        from ssdaudit.registration.move_probe import find_device_strays
-
-        left_behind = {s.name for s in find_device_strays(model, example_input).strays if s.name}
+    if _custom_apply(model) and moves is not None:
+        left_behind = {s.name for s in moves.strays if s.name}
         moved = {i for i in probe.preexisting if i in names and names[i] not in left_behind}
     else:
         try:
@@ -455,8 +507,12 @@ def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: Prob
 
 
 def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr: str, probe: ProbeResult | None,
-                         home: tuple[torch.device, torch.dtype] | None) -> Finding:
-    """R004 for a plain tensor attribute forward uses; an N005 note when nothing breaks on a device move."""
+                         home: tuple[torch.device, torch.dtype] | None, moves: "MoveProbeResult | None" = None) -> Finding:
+    """R004 for a plain tensor attribute forward uses; an N005 note when nothing breaks on a device or dtype move.
+
+    A floating tensor that forward moves with the input's device only (``.to(x.device)``) is R004 too: ``.half()``,
+    ``.bfloat16()`` and ``.double()`` never convert it. The dtype-move probe (``moves``) decides; without its
+    verdict, the arguments of the move the probe saw."""
     location = _assignment_location(owner, attr)
     shape = tuple(tensor.shape)
     first = probe.first_use.get(id(tensor)) if probe is not None else None
@@ -465,7 +521,15 @@ def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr
     if tensor.dim() == 0:
         reason = "0-dim: it mixes with tensors on any device"
     elif first in MOVE_FUNCTIONS:
-        reason = f"forward moves it first (.{first}(...)) on every call"
+        if tensor.is_floating_point() and _misses_dtype(path, tensor, probe, moves):
+            dtype = _dtype_name(tensor.dtype)
+            return RULES["R004"].finding(path,
+                f"`{path}` is a plain {shape} {dtype} tensor that forward moves with the input's device only "
+                f"(.{first}(...)): .half(), .bfloat16() and .double() never convert it, so it stays {dtype} while "
+                "the model runs in float16/bfloat16/float64 (forward mixes dtypes); state_dict() does not save it",
+                0, 0, location, {path: tensor})
+        reason = (f"forward moves it first (.{first}(...), following the input's device and dtype) on every call: "
+                  "on a GPU a host-to-device copy per call, where a buffer would move once")
     else:
         reason = None
     if reason is not None:
@@ -480,6 +544,15 @@ def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr
         f"`{path}` is a plain {shape} tensor {how}{note}: it is not moved by .to() nor saved in state_dict(){where}",
         0, 0, location, {path: tensor},
     )
+
+
+def _misses_dtype(path: str, tensor: torch.Tensor, probe: ProbeResult | None, moves: "MoveProbeResult | None") -> bool:
+    """Whether forward's own move of ``tensor`` leaves its dtype behind when the model's changes: the dtype-move
+    probe saw it read in its old dtype; without a verdict from that probe, the probe's record of the move's
+    arguments (device only, or a fixed dtype)."""
+    if moves is not None and moves.error is None:
+        return any(s.name == path for s in moves.strays)
+    return probe is not None and probe.move_kind.get(id(tensor)) in ("device", "fixed")
 
 
 def _forward_use(owner: nn.Module, attr: str) -> str | None:
