@@ -58,7 +58,8 @@ class ProbeResult:
     # .type_as(x), .to(device=..., dtype=...)) or "fixed" (.float(), .half(): one dtype whatever the model's)
     move_kind: dict[int, str] = field(default_factory=dict)
     # Parameters (or fresh leaves with requires_grad) made during a pass: id -> (tensor, file:line), kept alive here
-    made_params: dict[int, tuple[torch.Tensor, str | None]] = field(default_factory=dict, repr=False)
+    made_params: dict[int, tuple[torch.Tensor, str | None, nn.Module]] = field(default_factory=dict, repr=False)
+    param_reads: set[int] = field(default_factory=set)  # made_params read by a torch function after their creation
 
     def merge(self, other: "ProbeResult") -> None:
         for i, m in other.called.items():
@@ -79,6 +80,7 @@ class ProbeResult:
             self.move_kind.setdefault(i, kind)
         for i, made in other.made_params.items():
             self.made_params.setdefault(i, made)
+        self.param_reads |= other.param_reads
 
 
 def probe_forward(
@@ -120,6 +122,10 @@ def probe_forward(
         if where is not None:
             result.created_at.setdefault(id(module), where)
 
+    def on_parameter(parameter: nn.Parameter) -> None:
+        result.made_params[id(parameter)] = (parameter, _caller_location(), stack[-1])
+        made[id(parameter)] = weakref.ref(parameter)  # made by this pass: not state that existed before it
+
     def made_here(t: torch.Tensor) -> bool:
         ref = made.get(id(t))
         return ref is not None and ref() is t
@@ -131,6 +137,8 @@ def probe_forward(
             flat = tree_flatten((args, kwargs or {}))[0]
             for k, leaf in enumerate(flat):
                 if isinstance(leaf, torch.Tensor) and not metadata:
+                    if id(leaf) in result.made_params and name != "requires_grad_":
+                        result.param_reads.add(id(leaf))
                     result.used_tensors.add(id(leaf))
                     if id(leaf) not in result.first_use:
                         result.first_use[id(leaf)] = name
@@ -140,6 +148,11 @@ def probe_forward(
                             and id(leaf) not in inputs and not made_here(leaf)):
                         result.preexisting[id(leaf)] = (leaf, stack[-1])
             out = func(*args, **(kwargs or {}))
+            if (isinstance(out, torch.Tensor) and out.requires_grad and out.grad_fn is None and not metadata
+                    and id(out) not in result.made_params
+                    and (name == "requires_grad_" or (kwargs or {}).get("requires_grad") is True)):
+                # a fresh leaf that asks for gradients (torch.randn(..., requires_grad=True)): a parameter in all but name
+                result.made_params[id(out)] = (out, _caller_location(), stack[-1])
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
                     try:
@@ -152,7 +165,7 @@ def probe_forward(
     handle_return = nn.modules.module.register_module_forward_hook(on_return)
     guard = StateGuard(model, extra_modules)
     try:
-        with guard, ConstructionRecorder(on_module), torch.set_grad_enabled(grad), _Reads():
+        with guard, ConstructionRecorder(on_module, on_parameter), torch.set_grad_enabled(grad), _Reads():
             output = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
             # Tensors handed back as they are (priors for the loss) miss .to() as much as those computed with.
             for leaf in tree_flatten(output)[0]:
@@ -168,6 +181,8 @@ def probe_forward(
         handle.remove()
         handle_return.remove()
         result.added.extend(guard.added)
+        for i in guard.added_parameters:  # registered by forward (lazy initialisation): the R010 question, not this one
+            result.made_params.pop(i, None)
     return result
 
 
@@ -381,6 +396,7 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
         findings.extend(_probe_notes(outcome, explained=any(_move_note([h.obj], home, failure) for h in walker.hits)))
         if probe is not None:
             findings.extend(_probe_findings(walker, probe, counted))
+            findings.extend(_parameter_in_forward_findings(model, probe))
 
     moves = _dtype_move_probe(model, example_input) if probe is not None else None
     for path, tensor, owner, attr in walker.tensor_attrs:
@@ -645,6 +661,35 @@ def _probe_notes(outcome: ProbeOutcome, explained: bool) -> list[Finding]:
 
 def _attr_value(hit: Hit) -> Any:
     return vars(hit.owner).get(hit.attr)
+
+
+def _parameter_in_forward_findings(model: nn.Module, probe: ProbeResult) -> list[Finding]:
+    """R011: an ``nn.Parameter`` (or a fresh leaf with ``requires_grad=True``) that forward built and then used: a
+    new weight every call, in no ``parameters()``, never trained nor saved. Parameters of modules built in forward
+    are R005's; one that ends up registered on the model (lazy initialisation) is not reported here. One finding
+    per place of creation (file:line), counting what one pass builds."""
+    inside_created = {id(p) for m in probe.created for p in m.parameters()}
+    registered = {id(p) for p in model.parameters()}
+    module_names = {id(m): n for n, m in model.named_modules()}
+    places: dict[tuple[str | None, str], list[torch.Tensor]] = collections.defaultdict(list)
+    for i, (tensor, location, module) in probe.made_params.items():
+        if i in inside_created or i in registered or i not in probe.param_reads:
+            continue
+        places[(location, module_names.get(id(module)) or "<forward>")].append(tensor)
+    findings = []
+    for (location, owner), tensors in places.items():
+        passes = max(1, len(probe.modes))
+        per_pass = tensors[: max(1, len(tensors) // passes)]
+        n = sum(t.numel() for t in per_pass)
+        kind = "nn.Parameter" if isinstance(per_pass[0], nn.Parameter) else "tensor with requires_grad=True"
+        shapes = ", ".join(str(tuple(t.shape)) for t in per_pass[:3])
+        where = f" at {location}" if location else ""
+        whose = "forward()" if owner == "<forward>" else f"`{owner}`'s forward()"
+        findings.append(RULES["R011"].finding(owner,
+            f"{whose} builds {len(per_pass)} {kind}(s) {shapes} ({n:,} values){where} and uses it: a new "
+            "weight on every call, in no parameters(), so no optimizer trains it and state_dict() does not save it",
+            n, 0, location))
+    return findings
 
 
 def _probe_findings(walker: AttributeWalker, probe: ProbeResult, counted: set[int]) -> list[Finding]:
