@@ -107,6 +107,11 @@ class AttributeWalker:
                     visit(getattr(value, k), member=f"{member}.{k}", via_object=True)
 
 
+def module_internals() -> frozenset[str]:
+    """The attribute names every ``nn.Module`` has in its ``__dict__`` (its registries, hooks, ``training``)."""
+    return _MODULE_INTERNALS
+
+
 def is_torch_internal(module: nn.Module, attr: str) -> bool:
     """``attr`` is a private attribute (``_name``) of a module that is a torch.nn class or subclasses one (other
     than ``nn.Module`` itself): torch's own bookkeeping, such as an RNN's ``_flat_weights``, which may still hold a
