@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ssdaudit.core.report import failing_findings
-from ssdaudit.core.findings import RULES, Finding
+from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.training.gradflow.log import GRAD_L1, GRAD_MAX, GRAD_NORM, LR, UPDATE, WEIGHT, GradFlowRun, TrackedTensor
 
 # --- analysis ---------------------------------------------------------------------------------------
@@ -28,12 +28,21 @@ def _examples(tensors: list[TrackedTensor], n: int = 3) -> str:
     return shown + (f", ... ({len(tensors) - n} more)" if len(tensors) > n else "")
 
 
-def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]], has_optimizer: bool) -> list[Finding]:
-    """G001 orphan gradients, G002 parameters no gradient reaches, G003 optimizer coverage (both directions)."""
-    def finding(code: str, path: str, ts: list[TrackedTensor], what: str, listing: str) -> Finding:
+def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]], has_optimizer: bool,
+                      loss_guessed: bool = False) -> list[Finding]:
+    """G001 orphan gradients, G002 parameters no gradient reaches, G003 optimizer coverage (both directions).
+
+    ``loss_guessed``: the loss was the default guess (the sum of the outputs' means), not the user's criterion; a
+    parameter only the real criterion reaches (a decoder run inside the loss) would look unreached, so G002 is then
+    a note that says how to give the loss."""
+    def finding(code: str, path: str, ts: list[TrackedTensor], what: str, listing: str,
+                severity: Severity | None = None) -> Finding:
         params = sum(t.numel for t in ts)
         return RULES[code].finding(path, f"{len(ts)} {what.format(params=params)}: {listing}", params=params,
-                                   members={t.name: t.shape for t in ts})
+                                   members={t.name: t.shape for t in ts}, severity=severity)
+
+    guess = (" (from the default loss, the sum of the outputs' means: a guess; if the real criterion reaches them, "
+             "define compute_loss(output) in the model file and rerun)") if loss_guessed else ""
 
     out = [
         finding("G001", top, ts, "tensors ({params:,} parameters) get gradients but are not registered parameters: "
@@ -41,8 +50,8 @@ def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]],
         for top, ts in _group([t for t in tensors if not t.registered]).items()
     ]
     out += [
-        finding("G002", layer, ts, "trainable parameters ({params:,} values) receive no gradient from the loss",
-                ", ".join(t.name for t in ts))
+        finding("G002", layer, ts, "trainable parameters ({params:,} values) receive no gradient from the loss" + guess,
+                ", ".join(t.name for t in ts), Severity.INFO if loss_guessed else None)
         for layer, ts in _by_layer([t for t in tensors if t.registered and not t.reached]).items()
     ]
     if has_optimizer:
@@ -141,7 +150,7 @@ def analyse_gradflow(
     G004 needs ``min_steps`` recorded optimizer steps and an update that was due (see ``_update_was_due``); G005 compares each layer's mean gradient norm over the last
     ``window`` recorded steps with the median layer's (below ``vanish`` x median or above ``explode`` x median).
     """
-    findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer)
+    findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer, run.loss_guessed)
     layers = layer_stats(run)
     s = run.stats
     if run.has_optimizer and len(s) >= min_steps:
