@@ -51,12 +51,12 @@ class ConstructionRecorder:
             original_new = nn.Parameter.__new__
 
             def recording_new(cls: type, data: Any = None, requires_grad: bool = True) -> Any:
-                parameter = original_new(cls, data, requires_grad)
+                parameter: Any = original_new(cls, data, requires_grad)
                 if threading.get_ident() == thread and isinstance(parameter, nn.Parameter):
                     on_parameter(parameter)
                 return parameter
 
-            nn.Parameter.__new__ = staticmethod(recording_new)  # type: ignore[method-assign, assignment]
+            nn.Parameter.__new__ = staticmethod(recording_new)  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:

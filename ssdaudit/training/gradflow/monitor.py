@@ -58,7 +58,7 @@ def _has_gradient(p: torch.Tensor) -> bool:
     if g is None or is_dtensor(p):
         return False
     if g.layout is not torch.strided:
-        return g._nnz() > 0 if g.layout is torch.sparse_coo else True  # type: ignore[no-untyped-call]
+        return g._nnz() > 0 if g.layout is torch.sparse_coo else True
     return bool(g.count_nonzero().item())
 
 
