@@ -212,6 +212,8 @@ def _resume(a: nn.Module, b: nn.Module, example_input: Any, atol: float, result:
     that gates behaviour (an ``initialized`` flag, a step counter) does not travel in the checkpoint: it is named
     with both values as they were before that step. A forward that fails in train mode leaves the check silent."""
     before = _python_state_diff(a, b)
+    if not before:  # all of A's state travelled: the same forward on the same state cannot differ, skip the passes
+        return
     a.train()
     b.train()
     outs = []
@@ -240,8 +242,9 @@ _ATOMS = (bool, int, float, str, type(None))
 
 
 def _python_state_diff(a: nn.Module, b: nn.Module) -> list[str]:
-    """Plain Python values (bools, numbers, strings, None, tuples of them) of every module that differ between A
-    and B, as "path.attr: A's vs B's", private names included (``_initialized``), nn.Module's own bookkeeping not."""
+    """Plain Python values (bools, numbers, strings, None, tuples of them) and non-persistent buffers of every
+    module that differ between A and B, as "path.attr: A's vs B's", private names included (``_initialized``),
+    nn.Module's own bookkeeping not. Empty: all state that could gate behaviour travelled."""
     from ssdaudit.registration.walk import module_internals
 
     internals = module_internals()
@@ -258,6 +261,13 @@ def _python_state_diff(a: nn.Module, b: nn.Module) -> list[str]:
             plain = isinstance(value, _ATOMS) or (isinstance(value, tuple) and all(isinstance(v, _ATOMS) for v in value))
             if plain and name in vb and vb[name] != value:
                 found.append(f"{path + '.' if path else ''}{name}: {value!r} vs {vb[name]!r}")
+        in_state = set(ma.state_dict(keep_vars=True)) if ma._non_persistent_buffers_set else set()
+        for name in ma._non_persistent_buffers_set:  # a flag kept in a buffer that state_dict() leaves out
+            ta, tb = ma._buffers.get(name), mb._buffers.get(name)
+            if name not in in_state and isinstance(ta, torch.Tensor) and isinstance(tb, torch.Tensor) and (
+                    ta.shape != tb.shape or not torch.equal(ta, tb)):
+                shown = f"{ta.item()!r} vs {tb.item()!r}" if ta.numel() == 1 else "values differ"
+                found.append(f"{path + '.' if path else ''}{name}: {shown} (buffer kept out of state_dict())")
     return found
 
 

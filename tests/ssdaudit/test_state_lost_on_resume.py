@@ -16,14 +16,14 @@ from ssdaudit.registration.roundtrip import check_roundtrip
 class ActNorm(nn.Module):
     """Glow's activation normalisation: a data-dependent initialisation on the first training batch."""
 
-    def __init__(self, ch: int, as_buffer: bool, private: bool = False) -> None:
+    def __init__(self, ch: int, as_buffer: bool, private: bool = False, persistent: bool = True) -> None:
         super().__init__()
         self.loc = nn.Parameter(torch.zeros(ch))
         self.logs = nn.Parameter(torch.zeros(ch))
         self.as_buffer = as_buffer
         self.flag = "_initialized" if private else "initialized"
         if as_buffer:
-            self.register_buffer("done", torch.tensor(False))
+            self.register_buffer("done", torch.tensor(False), persistent=persistent)
         else:
             setattr(self, self.flag, False)
 
@@ -62,8 +62,8 @@ class WarmupGate(nn.Module):
         return x + alpha * self.branch(x)
 
 
-def flow(as_buffer: bool, private: bool = False) -> nn.Module:
-    return nn.Sequential(ActNorm(6, as_buffer, private), nn.Linear(6, 6))
+def flow(as_buffer: bool, private: bool = False, persistent: bool = True) -> nn.Module:
+    return nn.Sequential(ActNorm(6, as_buffer, private, persistent), nn.Linear(6, 6))
 
 
 X = torch.randn(16, 6) * 3 + 1
@@ -73,6 +73,7 @@ X = torch.randn(16, 6) * 3 + 1
     (lambda: flow(False), "`0.initialized: True vs False`"),
     (lambda: flow(False, private=True), "`0._initialized: True vs False`"),
     (lambda: WarmupGate(False), "`step: 1 vs 0`"),
+    (lambda: flow(True, persistent=False), "`0.done: True vs False (buffer kept out of state_dict())`"),
 ])
 def test_python_state_lost_on_resume_is_r007(build: Callable[[], nn.Module], named: str) -> None:
     (f,) = check_roundtrip(build, X)

@@ -123,6 +123,18 @@ def layer_stats(run: GradFlowRun) -> list[LayerStats]:
     return out
 
 
+def _growth(norms: np.ndarray, window: int, min_steps: int) -> tuple[float, float, float] | None:
+    """(late, early, k): the mean of the last k finite norms (a quarter of them, at most ``window``) and the median
+    of the first half; None with fewer than ``min_steps`` finite norms or no positive early value."""
+    finite = norms[np.isfinite(norms)]
+    if len(finite) < max(min_steps, 2):
+        return None
+    early = float(np.median(finite[: len(finite) // 2]))
+    k = max(1, min(window, len(finite) // 4))
+    late = float(finite[-k:].mean())
+    return (late, early, float(k)) if early > 0 else None
+
+
 def _mean(a: np.ndarray) -> float:
     finite = a[np.isfinite(a)]
     return float(finite.mean()) if finite.size else 0.0
@@ -143,12 +155,17 @@ def _update_was_due(rows: np.ndarray, dtype: str) -> bool:
 
 
 def analyse_gradflow(
-    run: GradFlowRun, min_steps: int = 2, window: int = 20, vanish: float = 1e-4, explode: float = 1e4
+    run: GradFlowRun, min_steps: int = 2, window: int = 20, vanish: float = 1e-4, explode: float = 1e2,
+    explode_min_steps: int = 4,
 ) -> tuple[list[Finding], list[LayerStats]]:
     """Findings G001-G006 and the per-layer table of a run.
 
-    G004 needs ``min_steps`` recorded optimizer steps and an update that was due (see ``_update_was_due``); G005 compares each layer's mean gradient norm over the last
-    ``window`` recorded steps with the median layer's (below ``vanish`` x median or above ``explode`` x median).
+    G004 needs ``min_steps`` recorded optimizer steps and an update that was due (see ``_update_was_due``). G005
+    "vanishing" compares each layer's mean gradient norm over the last ``window`` recorded steps with the median
+    layer's (below ``vanish`` x median). G005 "exploding" compares each layer with its own history, never with other
+    layers (a layer-scale parameter of 1e-6 makes most layers' gradients tiny, so ordinary ones would look huge):
+    the mean norm over the last quarter of the run (at most ``window`` steps) above ``explode`` x the median over
+    its first half, given at least ``explode_min_steps`` recorded steps. Per-tensor scale factors cancel out.
     """
     findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer, run.loss_guessed)
     layers = layer_stats(run)
@@ -175,13 +192,21 @@ def analyse_gradflow(
         if len(positive) >= 3:
             median = float(np.median(positive))
             for ls, v in recent:
-                if 0 < v < vanish * median or v > explode * median:
-                    kind = "vanishing" if v < median else "exploding"
+                if 0 < v < vanish * median:
                     findings.append(RULES["G005"].finding(ls.path,
-                        f"{kind} gradient: mean norm {v:.3g} over the last {min(window, len(s))} recorded steps, "
+                        f"vanishing gradient: mean norm {v:.3g} over the last {min(window, len(s))} recorded steps, "
                         f"{v / median:.2g}x the median layer's {median:.3g}",
                         params=ls.params,
                     ))
+        for ls in layers:
+            growth = _growth(ls.grad_norm_steps, window, explode_min_steps) if ls.reached else None
+            if growth is not None and growth[0] > explode * growth[1]:
+                late, early, k = growth
+                findings.append(RULES["G005"].finding(ls.path,
+                    f"exploding gradient: mean norm {late:.3g} over the last {int(k)} recorded steps, {late / early:.2g}x "
+                    f"its own median {early:.3g} over the first half of the run",
+                    params=ls.params,
+                ))
         bad = ~np.isfinite(s[:, GRAD_NORM, :])
         if bad.any():
             row = int(np.argmax(bad.any(axis=1)))
