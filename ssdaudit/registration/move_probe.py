@@ -27,6 +27,15 @@ from ssdaudit.registration.walk import MOVE_FUNCTIONS as _MOVES
 from ssdaudit.registration.walk import unregistered_module_names, unregistered_tensor_names
 
 
+def first_sample(example_input: Any) -> Any:
+    """The input cut to its first sample when every tensor in it shares the same batch size (> 1), else as is."""
+    tensors = [t for t in tree_flatten(example_input)[0] if isinstance(t, torch.Tensor)]
+    sizes = {t.shape[0] if t.dim() else None for t in tensors}
+    if len(sizes) != 1 or None in sizes or sizes == {1} or not tensors:
+        return example_input
+    return tree_map(lambda t: t[:1] if isinstance(t, torch.Tensor) else t, example_input)
+
+
 @dataclass
 class DeviceStray:
     """A floating tensor forward read that did not follow the model's move."""
@@ -88,6 +97,10 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
     found: dict[int, tuple[torch.Tensor, DeviceStray]] = {}  # keeps each stray alive: its id stays unique
     stack: list[str] = [""]
 
+    # a stray passed through a move that did not reach ``dtype`` (``.to(x.device)``): id(result) -> (result, the
+    # stray's record); it counts as a stray read when the result is read, and not when a later move converts it
+    pending: dict[int, tuple[torch.Tensor, DeviceStray, torch.Tensor]] = {}
+
     def is_stray(t: torch.Tensor) -> bool:
         if not t.is_floating_point() or t.dim() == 0:
             return False
@@ -101,13 +114,23 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
             name = getattr(func, "__name__", "")
             flat, spec = tree_flatten((args, kwargs or {}))
             changed = False
+            moving: tuple[torch.Tensor, DeviceStray] | None = None  # a stray handed to a move: judged by its result
             for k, leaf in enumerate(flat):
                 if not isinstance(leaf, torch.Tensor):
                     continue
-                if is_stray(leaf):
-                    if id(leaf) not in found:
-                        found[id(leaf)] = (leaf, DeviceStray(names.get(id(leaf)), stack[-1], tuple(leaf.shape), leaf.dtype, name))
-                if leaf.is_floating_point() and leaf.dtype != dtype and not (k == 0 and name in _MOVES):
+                is_move = k == 0 and name in _MOVES
+                record: DeviceStray | None = None
+                source = leaf
+                if id(leaf) in pending and pending[id(leaf)][0] is leaf:
+                    _, record, source = pending[id(leaf)]
+                elif is_stray(leaf):
+                    record = DeviceStray(names.get(id(leaf)), stack[-1], tuple(leaf.shape), leaf.dtype, name)
+                if record is not None and id(source) not in found:
+                    if is_move:
+                        moving = (source, record)
+                    else:
+                        found[id(source)] = (source, record)
+                if leaf.is_floating_point() and leaf.dtype != dtype and not is_move:
                     flat[k] = convert(leaf)  # keep forward going past this stray, to see the next ones
                     changed = True
             if changed:
@@ -116,6 +139,9 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
                     produced[id(t)] = weakref.ref(t)
+            if moving is not None and isinstance(out, torch.Tensor):
+                if out.is_floating_point() and out.dtype != dtype or (target is not None and out.device != target):
+                    pending[id(out)] = (out, moving[1], moving[0])  # still astray: its next read decides
             return out
 
     def push(module: nn.Module, _args: Any) -> None:

@@ -18,23 +18,27 @@ _PATCH_LOCK = threading.RLock()
 
 
 class ConstructionRecorder:
-    """While active, every ``nn.Module`` constructed *on this thread* is passed to ``on_module(module)``.
+    """While active, every ``nn.Module`` constructed *on this thread* is passed to ``on_module(module)``, and
+    every ``nn.Parameter`` to ``on_parameter(parameter)`` when that is given.
 
-    ``nn.Module.__init__`` is patched process-wide for the duration (torch offers no construction hook), under a
-    lock, so two probes never patch at once. Modules that other threads construct meanwhile are built normally
-    and not recorded: the recorder compares the constructing thread with its own.
+    ``nn.Module.__init__`` (and ``nn.Parameter.__new__``) are patched process-wide for the duration (torch offers
+    no construction hook), under a lock, so two probes never patch at once. Objects that other threads construct
+    meanwhile are built normally and not recorded: the recorder compares the constructing thread with its own.
     """
 
-    def __init__(self, on_module: Callable[[nn.Module], None]) -> None:
+    def __init__(self, on_module: Callable[[nn.Module], None],
+                 on_parameter: Callable[[nn.Parameter], None] | None = None) -> None:
         self.on_module = on_module
+        self.on_parameter = on_parameter
         self._original: Callable[..., None] | None = None
+        self._original_new: Any = None
         self._thread = threading.get_ident()
 
     def __enter__(self) -> "ConstructionRecorder":
         _PATCH_LOCK.acquire()
         original = nn.Module.__init__
         self._original = original
-        thread, on_module = self._thread, self.on_module
+        thread, on_module, on_parameter = self._thread, self.on_module, self.on_parameter
 
         def recording_init(module: nn.Module, *args: Any, **kwargs: Any) -> None:
             original(module, *args, **kwargs)
@@ -42,25 +46,39 @@ class ConstructionRecorder:
                 on_module(module)
 
         nn.Module.__init__ = recording_init  # type: ignore[method-assign, assignment]  # restored in __exit__
+        if on_parameter is not None:
+            self._original_new = nn.Parameter.__dict__["__new__"]  # as stored (a staticmethod), to put back as is
+            original_new = nn.Parameter.__new__
+
+            def recording_new(cls: type, data: Any = None, requires_grad: bool = True) -> Any:
+                parameter: Any = original_new(cls, data, requires_grad)
+                if threading.get_ident() == thread and isinstance(parameter, nn.Parameter):
+                    on_parameter(parameter)
+                return parameter
+
+            nn.Parameter.__new__ = staticmethod(recording_new)  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
             if self._original is not None:
                 nn.Module.__init__ = self._original  # type: ignore[method-assign]
+            if self._original_new is not None:
+                nn.Parameter.__new__ = self._original_new  # type: ignore[method-assign]
         finally:
             _PATCH_LOCK.release()
 
 
 class StateGuard:
     """Saves what a forward pass may change and puts it back on exit: the buffers' values (BatchNorm running
-    statistics) and the buffer dicts of every module of ``models``, the CPU and CUDA RNG states, and submodules
+    statistics) and the buffer and parameter dicts of every module of ``models``, the CPU and CUDA RNG states, and submodules
     registered on the model during the pass (removed again, and listed in ``added`` as (dotted name, module))."""
 
     def __init__(self, model: nn.Module, extra: Sequence[nn.Module] = ()) -> None:
         self.model = model
         self.extra = tuple(extra)
         self.added: list[tuple[str, nn.Module]] = []
+        self.added_parameters: set[int] = set()  # ids of parameters registered during the pass (then removed)
 
     def __enter__(self) -> "StateGuard":
         roots = (self.model, *self.extra)
@@ -68,6 +86,7 @@ class StateGuard:
         self._before_ids = {id(m) for m in self._before.values()}
         owners = list({id(m): m for e in roots for m in e.modules()}.values())
         self._buffer_dicts = [(m, dict(m._buffers)) for m in owners]  # forward may replace or add buffers
+        self._param_dicts = [(m, dict(m._parameters)) for m in owners]  # ... or assign a Parameter to an attribute
         self._states = [b for m in roots for b in m.buffers()]
         self._saved = [b.detach().clone() for b in self._states]
         self._rng = torch.random.get_rng_state()
@@ -80,6 +99,11 @@ class StateGuard:
             if m._buffers.keys() != buffers.keys() or any(m._buffers[k] is not v for k, v in buffers.items()):
                 m._buffers.clear()
                 m._buffers.update(buffers)
+        for m, params in self._param_dicts:
+            self.added_parameters.update(id(p) for k, p in m._parameters.items() if p is not None and params.get(k) is not p)
+            if m._parameters.keys() != params.keys() or any(m._parameters[k] is not v for k, v in params.items()):
+                m._parameters.clear()
+                m._parameters.update(params)
         with torch.no_grad():
             for b, saved in zip(self._states, self._saved):
                 if b.shape == saved.shape:

@@ -6,6 +6,11 @@ B with ``strict=True``, and both run the same input in eval mode. Any state that
 plain list, a Python float drawn at random, a NumPy table, a non-persistent buffer that was learned, a key a
 ``state_dict`` override drops, a buffer created in the first forward) makes the outputs differ; the first module,
 in execution order, whose output differs is named, with the kind of state that most likely stayed behind.
+
+The resume case: before the save, A's trainable parameters take a small seeded step (a stand-in for training), and
+after the reload A and B each run one more train-mode forward on the same batch with the same RNG. Outputs and
+``state_dict()`` afterwards must agree; when they do not, the Python attributes that differed before that step (an
+``initialized`` flag guarding a data-dependent initialisation, a step counter switching a schedule) are named.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch.utils._pytree import tree_flatten
 from ssdaudit.core.errors import UserError, first_line
 from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import RULES, Finding
+from ssdaudit.registration.move_probe import first_sample
 from ssdaudit.registration.walk import unregistered_module_names
 
 _CONTAINER_RULES = rules_tagged("container")
@@ -43,6 +49,11 @@ class RoundTrip:
     max_abs_diff: float = 0.0
     outside: list[str] = field(default_factory=list)  # state of the differing module that did not travel
     error: str | None = None  # why the check could not run
+    # the resume case: one more train-mode forward of A and of the reloaded B (same batch, same RNG) disagrees
+    resume_differs: bool = False
+    resume_attrs: list[str] = field(default_factory=list)  # "path: A's value vs B's", Python state before that step
+    resume_keys: list[str] = field(default_factory=list)  # state_dict() keys whose values differ after that step
+    resume_output_diff: float = 0.0
 
 
 def _seeded(seed: int) -> None:
@@ -57,17 +68,6 @@ def _forward(model: nn.Module, example_input: Any) -> Any:
 
 def _clone_input(example_input: Any) -> Any:
     return copy.deepcopy(example_input)
-
-
-def _first_sample(example_input: Any) -> Any:
-    """The input cut to its first sample when every tensor in it shares the same batch size (> 1), else as is."""
-    tensors = [t for t in tree_flatten(example_input)[0] if isinstance(t, torch.Tensor)]
-    sizes = {t.shape[0] if t.dim() else None for t in tensors}
-    if len(sizes) != 1 or None in sizes or sizes == {1} or not tensors:
-        return example_input
-    from torch.utils._pytree import tree_map
-
-    return tree_map(lambda t: t[:1] if isinstance(t, torch.Tensor) else t, example_input)
 
 
 def _outputs(out: Any) -> list[torch.Tensor]:
@@ -136,6 +136,7 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
             raise
         except Exception:  # batch 1 with BatchNorm in train mode, ...: the eval pass below still runs
             pass
+        _training_step(a)  # the checkpoint holds trained weights, not what the first forward made
         buf = io.BytesIO()
         torch.save(a.state_dict(), buf)
         buf.seek(0)
@@ -151,7 +152,7 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
             b.load_state_dict({k: v for k, v in saved.items() if k in own}, strict=False)
         a.eval()
         b.eval()
-        x = _first_sample(example_input)  # eval mode takes one sample: half the work at batch 2
+        x = first_sample(example_input)  # eval mode takes one sample: half the work at batch 2
 
         def outputs(model: nn.Module, recorder: "_Recorder | None" = None) -> list[torch.Tensor]:
             with torch.no_grad(), (recorder or contextlib.nullcontext()):
@@ -181,6 +182,8 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
                     for k in range(len(parts), -1, -1):
                         result.outside += _state_outside_tensors(a, b, ".".join(parts[:k]))
                     break
+        if result.equal:
+            _resume(a, b, example_input, atol, result)
         return result
     except UserError:
         raise
@@ -190,6 +193,82 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
         torch.random.set_rng_state(state[0])
         np.random.set_state(state[1])
         random.setstate(state[2])
+
+
+def _training_step(model: nn.Module) -> None:
+    """A stand-in for one optimizer step: every trainable floating parameter moves by a small seeded amount (1% of
+    its mean magnitude), so state a forward would rebuild from data differs from what a checkpoint holds."""
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and p.is_floating_point() and p.numel() and not p.is_meta:
+                noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+                p.add_(noise * (0.01 * float(p.detach().abs().mean()) + 1e-3))
+
+
+def _resume(a: nn.Module, b: nn.Module, example_input: Any, atol: float, result: RoundTrip) -> None:
+    """The resume case: A (trained one forward, then saved) and B (A's state loaded) each run one more train-mode
+    forward on the same batch with the same RNG; outputs and state_dict() afterwards must agree. Python state
+    that gates behaviour (an ``initialized`` flag, a step counter) does not travel in the checkpoint: it is named
+    with both values as they were before that step. A forward that fails in train mode leaves the check silent."""
+    before = _python_state_diff(a, b)
+    if not before:  # all of A's state travelled: the same forward on the same state cannot differ, skip the passes
+        return
+    a.train()
+    b.train()
+    outs = []
+    try:
+        for model in (a, b):
+            with torch.no_grad():
+                _seeded(11)
+                outs.append(_outputs(_forward(model, _clone_input(example_input))))
+    except UserError:
+        raise
+    except Exception:
+        return
+    diff = _differ(outs[0], outs[1], atol)
+    sb = b.state_dict()
+    keys = [k for k, v in a.state_dict().items()
+            if k in sb and isinstance(v, torch.Tensor) and _differ([v], [sb[k]], atol) is not None]
+    if diff is None and not keys:
+        return
+    result.resume_differs = True
+    result.resume_output_diff = diff or 0.0
+    result.resume_keys = keys
+    result.resume_attrs = before
+
+
+_ATOMS = (bool, int, float, str, type(None))
+
+
+def _python_state_diff(a: nn.Module, b: nn.Module) -> list[str]:
+    """Plain Python values (bools, numbers, strings, None, tuples of them) and non-persistent buffers of every
+    module that differ between A and B, as "path.attr: A's vs B's", private names included (``_initialized``),
+    nn.Module's own bookkeeping not. Empty: all state that could gate behaviour travelled."""
+    from ssdaudit.registration.walk import module_internals
+
+    internals = module_internals()
+    modules_b = dict(b.named_modules())
+    found = []
+    for path, ma in a.named_modules():
+        mb = modules_b.get(path)
+        if mb is None or type(ma) is not type(mb):
+            continue
+        vb = vars(mb)
+        for name, value in vars(ma).items():
+            if name in internals or name == "training":
+                continue
+            plain = isinstance(value, _ATOMS) or (isinstance(value, tuple) and all(isinstance(v, _ATOMS) for v in value))
+            if plain and name in vb and vb[name] != value:
+                found.append(f"{path + '.' if path else ''}{name}: {value!r} vs {vb[name]!r}")
+        in_state = set(ma.state_dict(keep_vars=True)) if ma._non_persistent_buffers_set else set()
+        for name in ma._non_persistent_buffers_set:  # a flag kept in a buffer that state_dict() leaves out
+            ta, tb = ma._buffers.get(name), mb._buffers.get(name)
+            if name not in in_state and isinstance(ta, torch.Tensor) and isinstance(tb, torch.Tensor) and (
+                    ta.shape != tb.shape or not torch.equal(ta, tb)):
+                shown = f"{ta.item()!r} vs {tb.item()!r}" if ta.numel() == 1 else "values differ"
+                found.append(f"{path + '.' if path else ''}{name}: {shown} (buffer kept out of state_dict())")
+    return found
 
 
 def _state_outside_tensors(a: nn.Module, b: nn.Module, path: str) -> list[str]:
@@ -226,7 +305,7 @@ def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known
     """R007 when the reloaded model's outputs differ (or the strict load fails); the cause is taken from the
     container findings in ``known`` when one covers the differing module."""
     rt = run_roundtrip(build, example_input, atol)
-    if rt.error is not None or rt.equal:
+    if rt.error is not None or (rt.equal and not rt.resume_differs):
         return []
     if rt.unexpected_keys or rt.missing_keys:
         parts = []
@@ -240,6 +319,8 @@ def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known
         path = (rt.lazy_keys or rt.unexpected_keys or rt.missing_keys)[0].rsplit(".", 1)[0]
         return [RULES["R007"].finding(path,
                         "load_state_dict(strict=True) of the saved state into a freshly built model fails: " + "; ".join(parts))]
+    if rt.resume_differs:
+        return [_resume_finding(rt)]
     where = rt.first_differing if rt.first_differing else "<model>"
     cause = ""
     covering = [f for f in known if f.rule in _CONTAINER_RULES and f.params
@@ -254,6 +335,27 @@ def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known
     return [RULES["R007"].finding(path,
         f"after a save and reload the outputs differ; first module whose output differs: `{where}`{cause}",
     )]
+
+
+def _resume_finding(rt: RoundTrip) -> Finding:
+    """R007 for the resume case, naming the Python attributes that differed before the step (the likely cause)."""
+    what = []
+    if rt.resume_output_diff:
+        what.append(f"outputs differ (max |a - b| {rt.resume_output_diff:.3g})")
+    if rt.resume_keys:
+        more = ", ..." if len(rt.resume_keys) > 3 else ""
+        what.append(f"state_dict() after it differs in {', '.join(f'`{k}`' for k in rt.resume_keys[:3])}{more}")
+    if rt.resume_attrs:
+        path = rt.resume_attrs[0].split(":", 1)[0]
+        cause = ("; Python state outside state_dict() that the checkpoint lost: "
+                 + ", ".join(f"`{a}`" for a in rt.resume_attrs[:4]) + (", ..." if len(rt.resume_attrs) > 4 else "")
+                 + " (keep it in a buffer, e.g. register_buffer(name, torch.tensor(value)), or get_extra_state())")
+    else:
+        path = rt.resume_keys[0].rsplit(".", 1)[0] if rt.resume_keys else "<model>"
+        cause = ""
+    return RULES["R007"].finding(path,
+        "resuming from a checkpoint changes training: after a save and reload, one more train-mode forward on the "
+        f"same batch and RNG {' and '.join(what)}{cause}")
 
 
 def check_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: float = 0.0) -> list[Finding]:

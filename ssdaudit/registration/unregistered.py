@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,6 +25,9 @@ from torch.utils._pytree import tree_flatten
 from ssdaudit.core.errors import ProbeError, UserError, first_line
 from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.registration.observe import ConstructionRecorder, StateGuard
+
+if TYPE_CHECKING:
+    from ssdaudit.registration.move_probe import MoveProbeResult
 from ssdaudit.registration.walk import MOVE_FUNCTIONS, AttributeWalker, Hit
 
 _MODE_DEPENDENT = (
@@ -51,6 +54,12 @@ class ProbeResult:
     # floating tensors (not 0-dim) that existed before the passes and that forward read: id -> (tensor, the module
     # whose forward read it first); the device-move check (R008) asks which of them .to() would leave behind
     preexisting: dict[int, tuple[torch.Tensor, nn.Module]] = field(default_factory=dict, repr=False)
+    # id(tensor) -> what the first move applied to it follows: "device" (.to(x.device), .cuda()), "dtype" (.to(x),
+    # .type_as(x), .to(device=..., dtype=...)) or "fixed" (.float(), .half(): one dtype whatever the model's)
+    move_kind: dict[int, str] = field(default_factory=dict)
+    # Parameters (or fresh leaves with requires_grad) made during a pass: id -> (tensor, file:line), kept alive here
+    made_params: dict[int, tuple[torch.Tensor, str | None, nn.Module]] = field(default_factory=dict, repr=False)
+    param_reads: set[int] = field(default_factory=set)  # made_params read by a torch function after their creation
 
     def merge(self, other: "ProbeResult") -> None:
         for i, m in other.called.items():
@@ -67,6 +76,11 @@ class ProbeResult:
         self.grad_observed = self.grad_observed or other.grad_observed
         for i, pair in other.preexisting.items():
             self.preexisting.setdefault(i, pair)
+        for i, kind in other.move_kind.items():
+            self.move_kind.setdefault(i, kind)
+        for i, made in other.made_params.items():
+            self.made_params.setdefault(i, made)
+        self.param_reads |= other.param_reads
 
 
 def probe_forward(
@@ -108,6 +122,10 @@ def probe_forward(
         if where is not None:
             result.created_at.setdefault(id(module), where)
 
+    def on_parameter(parameter: nn.Parameter) -> None:
+        result.made_params[id(parameter)] = (parameter, _caller_location(), stack[-1])
+        made[id(parameter)] = weakref.ref(parameter)  # made by this pass: not state that existed before it
+
     def made_here(t: torch.Tensor) -> bool:
         ref = made.get(id(t))
         return ref is not None and ref() is t
@@ -116,14 +134,25 @@ def probe_forward(
         def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
             name = getattr(func, "__name__", "")
             metadata = name == "__get__"  # .shape, .device, .dtype: a look at the tensor, not a use of its values
-            for leaf in tree_flatten((args, kwargs or {}))[0]:
+            flat = tree_flatten((args, kwargs or {}))[0]
+            for k, leaf in enumerate(flat):
                 if isinstance(leaf, torch.Tensor) and not metadata:
+                    if id(leaf) in result.made_params and name != "requires_grad_":
+                        result.param_reads.add(id(leaf))
                     result.used_tensors.add(id(leaf))
-                    result.first_use.setdefault(id(leaf), name)
+                    if id(leaf) not in result.first_use:
+                        result.first_use[id(leaf)] = name
+                        if k == 0 and name in MOVE_FUNCTIONS:
+                            result.move_kind[id(leaf)] = _move_kind(name, flat[1:])
                     if (id(leaf) not in result.preexisting and leaf.is_floating_point() and leaf.dim() > 0
                             and id(leaf) not in inputs and not made_here(leaf)):
                         result.preexisting[id(leaf)] = (leaf, stack[-1])
             out = func(*args, **(kwargs or {}))
+            if (isinstance(out, torch.Tensor) and out.requires_grad and out.grad_fn is None and not metadata
+                    and id(out) not in result.made_params
+                    and (name == "requires_grad_" or (kwargs or {}).get("requires_grad") is True)):
+                # a fresh leaf that asks for gradients (torch.randn(..., requires_grad=True)): a parameter in all but name
+                result.made_params[id(out)] = (out, _caller_location(), stack[-1])
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
                     try:
@@ -136,7 +165,7 @@ def probe_forward(
     handle_return = nn.modules.module.register_module_forward_hook(on_return)
     guard = StateGuard(model, extra_modules)
     try:
-        with guard, ConstructionRecorder(on_module), torch.set_grad_enabled(grad), _Reads():
+        with guard, ConstructionRecorder(on_module, on_parameter), torch.set_grad_enabled(grad), _Reads():
             output = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
             # Tensors handed back as they are (priors for the loss) miss .to() as much as those computed with.
             for leaf in tree_flatten(output)[0]:
@@ -152,6 +181,8 @@ def probe_forward(
         handle.remove()
         handle_return.remove()
         result.added.extend(guard.added)
+        for i in guard.added_parameters:  # registered by forward (lazy initialisation): the R010 question, not this one
+            result.made_params.pop(i, None)
     return result
 
 
@@ -316,6 +347,8 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
 
     groups: dict[tuple[str, bool], list[Hit]] = collections.defaultdict(list)
     for hit in walker.hits:
+        if hit.torch_internal and not _read_by_forward(hit.obj, probe):
+            continue  # torch's own bookkeeping that forward never reads: not the user's container
         groups[(hit.attr_path, hit.via_object or False)].append(hit)
     for (path, via_object), hits in groups.items():
         modules = [h.obj for h in hits if isinstance(h.obj, nn.Module)]
@@ -363,16 +396,53 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
         findings.extend(_probe_notes(outcome, explained=any(_move_note([h.obj], home, failure) for h in walker.hits)))
         if probe is not None:
             findings.extend(_probe_findings(walker, probe, counted))
+            findings.extend(_parameter_in_forward_findings(model, probe))
 
+    moves = _dtype_move_probe(model, example_input) if probe is not None else None
     for path, tensor, owner, attr in walker.tensor_attrs:
         if probe is not None and id(tensor) not in probe.used_tensors:
             continue
         if probe is None and _forward_use(owner, attr) == "unread":
             continue  # no pass ran, and the owner's forward never names it: no evidence of use
-        findings.append(_tensor_attr_finding(path, tensor, owner, attr, probe, home))
+        findings.append(_tensor_attr_finding(path, tensor, owner, attr, probe, home, moves))
     if probe is not None:
-        findings.extend(_device_move_findings(model, walker, probe, findings, example_input))
+        findings.extend(_device_move_findings(model, walker, probe, findings, moves))
     return findings
+
+
+def _dtype_move_probe(model: nn.Module, example_input: Any) -> "MoveProbeResult":
+    """The dtype-move probe (``move_probe.find_device_strays``) on the input's first sample: run for every model,
+    since a move inside forward that follows only the input's device is as invisible to ``.to()`` as a custom
+    ``_apply``. It records reads of tensors in the wrong dtype, never waiting for an op to fail."""
+    from ssdaudit.registration.move_probe import find_device_strays, first_sample
+
+    return find_device_strays(model, first_sample(example_input))
+
+
+def _move_kind(name: str, rest: list[Any]) -> str:
+    """What a move of a tensor follows, from the function's name and its other arguments: "dtype" (device and
+    dtype: ``.to(x)``, ``.type_as(x)``, ``.to(device, dtype)``), "device" (``.to(x.device)``, ``.cuda()``) or
+    "fixed" (``.float()``, ``.to(torch.float16)``: one dtype, whatever the model's)."""
+    if name in ("type_as",):
+        return "dtype"
+    if name in ("cuda", "cpu"):
+        return "device"
+    if name in ("double", "float", "half", "bfloat16", "type"):
+        return "fixed"
+    if any(isinstance(a, torch.Tensor) for a in rest):
+        return "dtype"
+    has_dtype = any(isinstance(a, torch.dtype) for a in rest)
+    has_device = any(isinstance(a, (torch.device, str, int)) and not isinstance(a, bool) for a in rest)
+    return "dtype" if has_dtype or not has_device and rest else "device"
+
+
+def _read_by_forward(obj: Any, probe: ProbeResult | None) -> bool:
+    """The probe saw forward read this tensor, or call this module (or one inside it). No probe: no evidence."""
+    if probe is None:
+        return False
+    if isinstance(obj, torch.Tensor):
+        return id(obj) in probe.used_tensors
+    return any(id(m) in probe.called for m in obj.modules())
 
 
 def moved_by_to(model: nn.Module) -> set[int]:
@@ -395,10 +465,10 @@ def _custom_apply(model: nn.Module) -> bool:
 
 
 def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: ProbeResult, known: list[Finding],
-                          example_input: Any) -> list[Finding]:
+                          moves: "MoveProbeResult | None") -> list[Finding]:
     """R008: tensors forward read that existed before it and that ``.to()`` would not move, minus those a walk
     finding already names and those forward moves itself before use. Where a module overrides ``_apply``, what
-    it keeps can only be seen by really moving: the dtype-move probe decides there."""
+    it keeps can only be seen by really moving: the dtype-move probe (``moves``, already run) decides there."""
     names: dict[int, str] = {}
     for n, t in (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)):
         names.setdefault(id(t), n)
@@ -413,10 +483,8 @@ def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: Prob
             names.setdefault(id(hit.obj), hit.member_path)
     for path, tensor, _owner, _attr in walker.tensor_attrs:
         names.setdefault(id(tensor), path)
-    if _custom_apply(model):
-        from ssdaudit.registration.move_probe import find_device_strays
-
-        left_behind = {s.name for s in find_device_strays(model, example_input).strays if s.name}
+    if _custom_apply(model) and moves is not None:
+        left_behind = {s.name for s in moves.strays if s.name}
         moved = {i for i in probe.preexisting if i in names and names[i] not in left_behind}
     else:
         try:
@@ -455,8 +523,12 @@ def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: Prob
 
 
 def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr: str, probe: ProbeResult | None,
-                         home: tuple[torch.device, torch.dtype] | None) -> Finding:
-    """R004 for a plain tensor attribute forward uses; an N005 note when nothing breaks on a device move."""
+                         home: tuple[torch.device, torch.dtype] | None, moves: "MoveProbeResult | None" = None) -> Finding:
+    """R004 for a plain tensor attribute forward uses; an N005 note when nothing breaks on a device or dtype move.
+
+    A floating tensor that forward moves with the input's device only (``.to(x.device)``) is R004 too: ``.half()``,
+    ``.bfloat16()`` and ``.double()`` never convert it. The dtype-move probe (``moves``) decides; without its
+    verdict, the arguments of the move the probe saw."""
     location = _assignment_location(owner, attr)
     shape = tuple(tensor.shape)
     first = probe.first_use.get(id(tensor)) if probe is not None else None
@@ -465,7 +537,15 @@ def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr
     if tensor.dim() == 0:
         reason = "0-dim: it mixes with tensors on any device"
     elif first in MOVE_FUNCTIONS:
-        reason = f"forward moves it first (.{first}(...)) on every call"
+        if tensor.is_floating_point() and _misses_dtype(path, tensor, probe, moves):
+            dtype = _dtype_name(tensor.dtype)
+            return RULES["R004"].finding(path,
+                f"`{path}` is a plain {shape} {dtype} tensor that forward moves with the input's device only "
+                f"(.{first}(...)): .half(), .bfloat16() and .double() never convert it, so it stays {dtype} while "
+                "the model runs in float16/bfloat16/float64 (forward mixes dtypes); state_dict() does not save it",
+                0, 0, location, {path: tensor})
+        reason = (f"forward moves it first (.{first}(...), following the input's device and dtype) on every call: "
+                  "on a GPU a host-to-device copy per call, where a buffer would move once")
     else:
         reason = None
     if reason is not None:
@@ -480,6 +560,15 @@ def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr
         f"`{path}` is a plain {shape} tensor {how}{note}: it is not moved by .to() nor saved in state_dict(){where}",
         0, 0, location, {path: tensor},
     )
+
+
+def _misses_dtype(path: str, tensor: torch.Tensor, probe: ProbeResult | None, moves: "MoveProbeResult | None") -> bool:
+    """Whether forward's own move of ``tensor`` leaves its dtype behind when the model's changes: the dtype-move
+    probe saw it read in its old dtype; without a verdict from that probe, the probe's record of the move's
+    arguments (device only, or a fixed dtype)."""
+    if moves is not None and moves.error is None:
+        return any(s.name == path for s in moves.strays)
+    return probe is not None and probe.move_kind.get(id(tensor)) in ("device", "fixed")
 
 
 def _forward_use(owner: nn.Module, attr: str) -> str | None:
@@ -572,6 +661,35 @@ def _probe_notes(outcome: ProbeOutcome, explained: bool) -> list[Finding]:
 
 def _attr_value(hit: Hit) -> Any:
     return vars(hit.owner).get(hit.attr)
+
+
+def _parameter_in_forward_findings(model: nn.Module, probe: ProbeResult) -> list[Finding]:
+    """R011: an ``nn.Parameter`` (or a fresh leaf with ``requires_grad=True``) that forward built and then used: a
+    new weight every call, in no ``parameters()``, never trained nor saved. Parameters of modules built in forward
+    are R005's; one that ends up registered on the model (lazy initialisation) is not reported here. One finding
+    per place of creation (file:line), counting what one pass builds."""
+    inside_created = {id(p) for m in probe.created for p in m.parameters()}
+    registered = {id(p) for p in model.parameters()}
+    module_names = {id(m): n for n, m in model.named_modules()}
+    places: dict[tuple[str | None, str], list[torch.Tensor]] = collections.defaultdict(list)
+    for i, (tensor, location, module) in probe.made_params.items():
+        if i in inside_created or i in registered or i not in probe.param_reads:
+            continue
+        places[(location, module_names.get(id(module)) or "<forward>")].append(tensor)
+    findings = []
+    for (location, owner), tensors in places.items():
+        passes = max(1, len(probe.modes))
+        per_pass = tensors[: max(1, len(tensors) // passes)]
+        n = sum(t.numel() for t in per_pass)
+        kind = "nn.Parameter" if isinstance(per_pass[0], nn.Parameter) else "tensor with requires_grad=True"
+        shapes = ", ".join(str(tuple(t.shape)) for t in per_pass[:3])
+        where = f" at {location}" if location else ""
+        whose = "forward()" if owner == "<forward>" else f"`{owner}`'s forward()"
+        findings.append(RULES["R011"].finding(owner,
+            f"{whose} builds {len(per_pass)} {kind}(s) {shapes} ({n:,} values){where} and uses it: a new "
+            "weight on every call, in no parameters(), so no optimizer trains it and state_dict() does not save it",
+            n, 0, location))
+    return findings
 
 
 def _probe_findings(walker: AttributeWalker, probe: ProbeResult, counted: set[int]) -> list[Finding]:

@@ -32,6 +32,7 @@ class Hit:
     via_object: bool  # reached through a plain object, closure or partial (R003) rather than containers
     owner: nn.Module
     attr: str
+    torch_internal: bool = False  # a private attribute of a torch.nn class (its own bookkeeping, not a user container)
 
 
 class AttributeWalker:
@@ -54,6 +55,10 @@ class AttributeWalker:
                         self.tensor_attrs.append((path, value, module, name))
                     continue
                 self._visit(value, path, path, False, 0, module, name)
+                if is_torch_internal(module, name):
+                    for hit in self.hits:
+                        if hit.owner is module and hit.attr == name:
+                            hit.torch_internal = True
 
     def _visit(self, value: Any, attr_path: str, member: str, via_object: bool, depth: int, owner: nn.Module,
                attr: str) -> None:
@@ -100,6 +105,20 @@ class AttributeWalker:
             for k in getattr(type(value), "__slots__", ()):
                 if hasattr(value, k):
                     visit(getattr(value, k), member=f"{member}.{k}", via_object=True)
+
+
+def module_internals() -> frozenset[str]:
+    """The attribute names every ``nn.Module`` has in its ``__dict__`` (its registries, hooks, ``training``)."""
+    return _MODULE_INTERNALS
+
+
+def is_torch_internal(module: nn.Module, attr: str) -> bool:
+    """``attr`` is a private attribute (``_name``) of a module that is a torch.nn class or subclasses one (other
+    than ``nn.Module`` itself): torch's own bookkeeping, such as an RNN's ``_flat_weights``, which may still hold a
+    parameter a wrapper removed from ``_parameters``. Whether forward reads it decides (the probe's evidence)."""
+    if not attr.startswith("_"):
+        return False
+    return any(cls.__module__.startswith("torch.nn") and cls is not nn.Module for cls in type(module).__mro__)
 
 
 def _key(k: Any) -> str:

@@ -123,4 +123,17 @@ register(
         found_by=('lint',),
         message='self.{method}(...) inside forward(): the state exists only after a first call, so a fresh model cannot load it',
     ),
+    Rule(
+        code='R011',
+        name='parameter-built-in-forward',
+        severity=Severity.ERROR,
+        summary='nn.Parameter(...) (or a fresh tensor with requires_grad=True) built inside forward() and used',
+        why='a new, randomly initialised weight is made on every call: it is in no parameters(), so no optimizer '
+            'trains it, state_dict() does not save it, and every call computes with different values.',
+        fix='create it once in __init__ (self.bias = nn.Parameter(torch.zeros(n, n))) and read self.bias in forward()',
+        bad_example='def forward(self, x):\n    bias = nn.Parameter(torch.randn(x.shape[1], x.shape[1]))   # new every call',
+        good_example='self.bias = nn.Parameter(torch.zeros(n, n))   # in __init__',
+        tags=('hides-parameters',),
+        found_by=('params',),
+    ),
 )

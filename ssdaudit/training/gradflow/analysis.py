@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ssdaudit.core.report import failing_findings
-from ssdaudit.core.findings import RULES, Finding
+from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.training.gradflow.log import GRAD_L1, GRAD_MAX, GRAD_NORM, LR, UPDATE, WEIGHT, GradFlowRun, TrackedTensor
 
 # --- analysis ---------------------------------------------------------------------------------------
@@ -28,12 +28,21 @@ def _examples(tensors: list[TrackedTensor], n: int = 3) -> str:
     return shown + (f", ... ({len(tensors) - n} more)" if len(tensors) > n else "")
 
 
-def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]], has_optimizer: bool) -> list[Finding]:
-    """G001 orphan gradients, G002 parameters no gradient reaches, G003 optimizer coverage (both directions)."""
-    def finding(code: str, path: str, ts: list[TrackedTensor], what: str, listing: str) -> Finding:
+def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]], has_optimizer: bool,
+                      loss_guessed: bool = False) -> list[Finding]:
+    """G001 orphan gradients, G002 parameters no gradient reaches, G003 optimizer coverage (both directions).
+
+    ``loss_guessed``: the loss was the default guess (the sum of the outputs' means), not the user's criterion; a
+    parameter only the real criterion reaches (a decoder run inside the loss) would look unreached, so G002 is then
+    a note that says how to give the loss."""
+    def finding(code: str, path: str, ts: list[TrackedTensor], what: str, listing: str,
+                severity: Severity | None = None) -> Finding:
         params = sum(t.numel for t in ts)
         return RULES[code].finding(path, f"{len(ts)} {what.format(params=params)}: {listing}", params=params,
-                                   members={t.name: t.shape for t in ts})
+                                   members={t.name: t.shape for t in ts}, severity=severity)
+
+    guess = (" (from the default loss, the sum of the outputs' means: a guess; if the real criterion reaches them, "
+             "define compute_loss(output) in the model file and rerun)") if loss_guessed else ""
 
     out = [
         finding("G001", top, ts, "tensors ({params:,} parameters) get gradients but are not registered parameters: "
@@ -41,8 +50,8 @@ def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]],
         for top, ts in _group([t for t in tensors if not t.registered]).items()
     ]
     out += [
-        finding("G002", layer, ts, "trainable parameters ({params:,} values) receive no gradient from the loss",
-                ", ".join(t.name for t in ts))
+        finding("G002", layer, ts, "trainable parameters ({params:,} values) receive no gradient from the loss" + guess,
+                ", ".join(t.name for t in ts), Severity.INFO if loss_guessed else None)
         for layer, ts in _by_layer([t for t in tensors if t.registered and not t.reached]).items()
     ]
     if has_optimizer:
@@ -114,6 +123,18 @@ def layer_stats(run: GradFlowRun) -> list[LayerStats]:
     return out
 
 
+def _growth(norms: np.ndarray, window: int, min_steps: int) -> tuple[float, float, float] | None:
+    """(late, early, k): the mean of the last k finite norms (a quarter of them, at most ``window``) and the median
+    of the first half; None with fewer than ``min_steps`` finite norms or no positive early value."""
+    finite = norms[np.isfinite(norms)]
+    if len(finite) < max(min_steps, 2):
+        return None
+    early = float(np.median(finite[: len(finite) // 2]))
+    k = max(1, min(window, len(finite) // 4))
+    late = float(finite[-k:].mean())
+    return (late, early, float(k)) if early > 0 else None
+
+
 def _mean(a: np.ndarray) -> float:
     finite = a[np.isfinite(a)]
     return float(finite.mean()) if finite.size else 0.0
@@ -134,14 +155,19 @@ def _update_was_due(rows: np.ndarray, dtype: str) -> bool:
 
 
 def analyse_gradflow(
-    run: GradFlowRun, min_steps: int = 2, window: int = 20, vanish: float = 1e-4, explode: float = 1e4
+    run: GradFlowRun, min_steps: int = 2, window: int = 20, vanish: float = 1e-4, explode: float = 1e2,
+    explode_min_steps: int = 4,
 ) -> tuple[list[Finding], list[LayerStats]]:
     """Findings G001-G006 and the per-layer table of a run.
 
-    G004 needs ``min_steps`` recorded optimizer steps and an update that was due (see ``_update_was_due``); G005 compares each layer's mean gradient norm over the last
-    ``window`` recorded steps with the median layer's (below ``vanish`` x median or above ``explode`` x median).
+    G004 needs ``min_steps`` recorded optimizer steps and an update that was due (see ``_update_was_due``). G005
+    "vanishing" compares each layer's mean gradient norm over the last ``window`` recorded steps with the median
+    layer's (below ``vanish`` x median). G005 "exploding" compares each layer with its own history, never with other
+    layers (a layer-scale parameter of 1e-6 makes most layers' gradients tiny, so ordinary ones would look huge):
+    the mean norm over the last quarter of the run (at most ``window`` steps) above ``explode`` x the median over
+    its first half, given at least ``explode_min_steps`` recorded steps. Per-tensor scale factors cancel out.
     """
-    findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer)
+    findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer, run.loss_guessed)
     layers = layer_stats(run)
     s = run.stats
     if run.has_optimizer and len(s) >= min_steps:
@@ -166,13 +192,21 @@ def analyse_gradflow(
         if len(positive) >= 3:
             median = float(np.median(positive))
             for ls, v in recent:
-                if 0 < v < vanish * median or v > explode * median:
-                    kind = "vanishing" if v < median else "exploding"
+                if 0 < v < vanish * median:
                     findings.append(RULES["G005"].finding(ls.path,
-                        f"{kind} gradient: mean norm {v:.3g} over the last {min(window, len(s))} recorded steps, "
+                        f"vanishing gradient: mean norm {v:.3g} over the last {min(window, len(s))} recorded steps, "
                         f"{v / median:.2g}x the median layer's {median:.3g}",
                         params=ls.params,
                     ))
+        for ls in layers:
+            growth = _growth(ls.grad_norm_steps, window, explode_min_steps) if ls.reached else None
+            if growth is not None and growth[0] > explode * growth[1]:
+                late, early, k = growth
+                findings.append(RULES["G005"].finding(ls.path,
+                    f"exploding gradient: mean norm {late:.3g} over the last {int(k)} recorded steps, {late / early:.2g}x "
+                    f"its own median {early:.3g} over the first half of the run",
+                    params=ls.params,
+                ))
         bad = ~np.isfinite(s[:, GRAD_NORM, :])
         if bad.any():
             row = int(np.argmax(bad.any(axis=1)))

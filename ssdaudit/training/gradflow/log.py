@@ -53,6 +53,9 @@ class GradFlowRun:
     every: int = 1
     warnings: list[str] = field(default_factory=list)
     has_optimizer: bool = True
+    # the loss was ssdaudit's guess (the sum of the outputs' means, no compute_loss given): a parameter only the
+    # real criterion reaches looks unreached, so G002 is a note
+    loss_guessed: bool = False
 
     def layers(self) -> list[str]:
         seen: dict[str, None] = {}

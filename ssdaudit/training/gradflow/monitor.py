@@ -52,6 +52,16 @@ def _is_writer() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def _has_gradient(p: torch.Tensor) -> bool:
+    """``p.grad`` holds a nonzero value (checked once, at the first backward: a host sync per parameter)."""
+    g = p.grad
+    if g is None or is_dtensor(p):
+        return False
+    if g.layout is not torch.strided:
+        return g._nnz() > 0 if g.layout is torch.sparse_coo else True
+    return bool(g.count_nonzero().item())
+
+
 class GradFlowMonitor:
     """Follow gradients and updates in any training loop.
 
@@ -189,6 +199,9 @@ class GradFlowMonitor:
             reached = {id(gathered[i]) if i in gathered else i for i in leaves}
         else:  # without FSDP2's own map, a sharded parameter is reached when it received a gradient
             reached = set(leaves) | {id(p) for p in self.model.parameters() if is_dtensor(p) and p.grad is not None}
+        # a parameter the loss itself uses (a decoder run inside the criterion) is no leaf of the outputs' graph, but
+        # it holds a gradient now (a nonzero one: a buffer zeroed with set_to_none=False does not count)
+        reached |= {id(p) for p in self.model.parameters() if id(p) not in reached and _has_gradient(p)}
         inputs = {id(t) for t in self._inputs}
         self._inputs = []
         opt_ids: dict[int, tuple[int, int, torch.Tensor]] = {}

@@ -74,13 +74,15 @@ def probe_target(loaded: Any, steps: int, input_shape: tuple[int, ...] | None = 
                  log_dir: str | Path | None = None, progress: Callable[[int], None] | None = None) -> GradFlowRun:
     """Probe a ``loading.LoadedTarget``: a model the adapter knows (this project's SSDLite: synthetic shapes and the
     MultiBox loss) trains with its own hooks; other models on ``example_input()`` (or random ``input_shape``) with the file's ``compute_loss(output)`` or
-    ``default_loss``; optimizer from the file's ``build_optimizer(model)`` or SGD. Raises LoadError on failure."""
+    ``default_loss`` (then ``run.loss_guessed``: G002 becomes a note); optimizer from the file's ``build_optimizer(model)``
+    or SGD. Raises LoadError on failure."""
     from ssdaudit.core.errors import ProbeError
 
     from ssdaudit.registration.ssdlite_adapter import training_hooks
 
     model, module = loaded.model, loaded.module
     hooks = training_hooks(model, batch_size)
+    guessed = False
     if hooks is not None:  # a built-in model that brings its own data and loss (this project's SSDLite)
         make_batch, compute_loss = hooks
     else:
@@ -95,6 +97,7 @@ def probe_target(loaded: Any, steps: int, input_shape: tuple[int, ...] | None = 
             return example, None
 
         compute_loss = (lambda output, _t: user_loss(output)) if callable(user_loss) else default_loss
+        guessed = not callable(user_loss)
     build_opt = getattr(module, "build_optimizer", None)
     try:
         if callable(build_opt):
@@ -108,6 +111,8 @@ def probe_target(loaded: Any, steps: int, input_shape: tuple[int, ...] | None = 
         for old in Path(log_dir).glob("chunk_*.npz"):  # a fresh probe replaces an old log, never mixes with it
             old.unlink()
     try:
-        return probe_training(model, steps, make_batch, compute_loss, optimizer, log_dir, progress)
+        run = probe_training(model, steps, make_batch, compute_loss, optimizer, log_dir, progress)
+        run.loss_guessed = guessed
+        return run
     except ProbeError as exc:
         raise LoadError(f"the gradflow probe failed at {exc} (check example_input(), --input-shape or compute_loss)") from exc
