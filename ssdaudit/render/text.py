@@ -15,6 +15,7 @@ from ssdaudit.core.report import Report
 from ssdaudit.gate.check import CheckReport
 from ssdaudit.lint.engine import LintResult
 from ssdaudit.registration.params import ParamsReport
+from ssdaudit.training.doctor import DoctorReport
 from ssdaudit.training.gradflow import GradflowReport, GradFlowRun, LayerStats
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "dim"}
@@ -223,3 +224,24 @@ def render_check_text(report: CheckReport, console: Console) -> None:
 @render_text.register
 def _render_gradflow_report(report: GradflowReport, console: Console, **options: Any) -> None:
     render_gradflow_text(report.target, report.run, report.findings, report.layers, report.plots, console, **options)
+
+
+@render_text.register
+def render_doctor_text(report: DoctorReport, console: Console) -> None:
+    """The terminal view of a DoctorReport: one block per finding (rule, where, what, the step it was first seen,
+    the fix), then a one-line verdict."""
+    title = f"Training doctor: {report.target} " if report.target else "Training doctor: "
+    console.print(f"[bold]{escape(title)}({report.steps} optimizer steps watched)[/]")
+    for f in report.findings:
+        step = report.first_step.get(f.rule)
+        when = f" (step {step})" if step is not None and f.rule.startswith("T") else ""
+        where = f" {f.label}" if f.label else ""
+        console.print(f"[{_STYLE[f.severity]}]{f.rule} {f.name}[/]{escape(where)}{when}: {escape(f.message)}")
+        console.print(f"  fix: {escape(f.fix)}  (docs/rules/{f.rule}.md)")
+    for e in report.internal_errors:
+        console.print(f"[dim]internal: a check failed and was skipped: {escape(e.splitlines()[0])}[/]")
+    counts = {s: sum(f.severity is s for f in report.findings) for s in Severity}
+    if not report.findings:
+        console.print("[green]no silent errors found[/]")
+    else:
+        console.print(f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} notes")

@@ -153,7 +153,8 @@ class Watch:
 
     def _on_step_pre(self, _opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._hook_params()
-        self.ctx.closure_step = bool(args and args[0] is not None) or kwargs.get("closure") is not None
+        # args are step()'s own, the optimizer first: step(closure) runs its own backward (LBFGS)
+        self.ctx.closure_step = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
         self.ctx.stack.clear()
         self._dispatch("on_step_pre")
 

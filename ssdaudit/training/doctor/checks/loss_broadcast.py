@@ -20,7 +20,7 @@ class LossBroadcast(Check):
         if name not in ELEMENTWISE or not isinstance(target, torch.Tensor) or input.shape == target.shape:
             return
         try:
-            shape = torch.broadcast_shapes(input.shape, target.shape)
+            shape = torch.broadcast_shapes(input.shape, target.shape)  # type: ignore[no-untyped-call]
         except RuntimeError:
             return  # the loss raises by itself
         ctx.report(self.code, f"F.{name} input {tuple(input.shape)} and target {tuple(target.shape)} broadcast to "
