@@ -455,3 +455,65 @@ def test_public_api() -> None:
     import ssdaudit
 
     assert ssdaudit.watch is watch and "watch" in ssdaudit.__all__
+
+
+# --- the zero-setup runner: ssdaudit watch -- python train.py -------------------------------------------------
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = "examples/watch_missing_zero_grad.py"
+
+
+def ssdaudit_watch(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "ssdaudit.cli.main", "watch", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_runner_names_the_examples_bug_and_passes_its_output_through() -> None:
+    r = ssdaudit_watch("--steps", "5", "--", "python", EXAMPLE)
+    assert r.returncode == 1, r.stderr
+    assert "step 0 loss" in r.stdout  # the script's own output
+    assert "T001 gradients-never-cleared" in r.stdout and "(step 2)" in r.stdout
+    assert "5 optimizer steps watched" in r.stdout  # stopped after --steps
+
+
+def test_runner_fixed_example_is_clean_in_json() -> None:
+    r = ssdaudit_watch("--format", "json", "--", "python", EXAMPLE, "--fixed")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)  # the script's prints went to stderr
+    assert doc["findings"] == [] and doc["steps"] == 20
+    assert "step 0 loss" in r.stderr
+
+
+def test_runner_in_process_module_errors_and_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli.main import app
+
+    pkg = tmp_path / "trainpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(
+        "import sys, torch\nfrom torch import nn\nimport torch.nn.functional as F\n"
+        "m = nn.Linear(3, 1)\nopt = torch.optim.SGD(m.parameters(), lr=0.1)\nx, y = torch.randn(8, 3), torch.randn(8)\n"
+        "for _ in range(10):\n    opt.zero_grad()\n    F.mse_loss(m(x), y).backward()\n    opt.step()\n"
+        "if '--crash' in sys.argv:\n    raise RuntimeError('boom')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SSDAUDIT_RAISE_INTERNAL", raising=False)
+    runner = CliRunner()
+    r = runner.invoke(app, ["watch", "--steps", "3", "--format", "sarif", "--", "python", "-m", "trainpkg.train"])
+    assert r.exit_code == 1, r.output
+    assert "T010" in json.dumps(json.loads(r.stdout)["runs"][0]["results"])
+    r = runner.invoke(app, ["watch", "--steps", "50", "--", "python", "-m", "trainpkg.train", "--crash"])
+    assert r.exit_code == 2 and "error: the script raised RuntimeError: boom" in r.output
+    r = runner.invoke(app, ["watch", "--", "python", "missing.py"])
+    assert r.exit_code == 2 and "no such script" in r.output
+    r = runner.invoke(app, ["watch", "--ignore", "T010", "--steps", "3", "--", "python", "-m", "trainpkg.train"])
+    assert r.exit_code == 0, r.output
+    assert torch.optim.Optimizer.__init__.__module__ == "torch.optim.optimizer"  # unpatched afterwards
