@@ -483,9 +483,15 @@ def test_runner_names_the_examples_bug_and_passes_its_output_through() -> None:
     assert "5 optimizer steps watched" in r.stdout  # stopped after --steps
 
 
-def test_runner_fixed_example_is_clean_in_json() -> None:
-    r = ssdaudit_watch("--format", "json", "--", "python", EXAMPLE, "--fixed")
-    assert r.returncode == 0, r.stderr
+def test_runner_fixed_example_is_clean_in_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    # in process (the subprocess above costs a torch import): the same entry point through typer
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli.main import app
+
+    monkeypatch.chdir(ROOT)
+    r = CliRunner().invoke(app, ["watch", "--format", "json", "--", "python", EXAMPLE, "--fixed"])
+    assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)  # the script's prints went to stderr
     assert doc["findings"] == [] and doc["steps"] == 20
     assert "step 0 loss" in r.stderr
