@@ -23,7 +23,7 @@ class LowPrecisionUpdates(Check):
 
     def on_step_pre(self, ctx: Context) -> None:
         self.before = []
-        if not ctx.due:
+        if not ctx.due or ctx.closure_step:  # step(closure) computes its gradients inside: none to compare yet
             return
         for group in ctx.optimizer.param_groups:
             if float(group.get("lr", 0.0)) == 0:
