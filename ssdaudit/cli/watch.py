@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -21,8 +22,9 @@ def watch(
     debug: bool = typer.Option(False, "--debug", help="Show the script's traceback when it fails."),
 ) -> None:
     """Run a training script in this process with every optimizer it builds watched, stop it after --steps optimizer
-    steps, and name the silent errors of its loop (T001-T016, G001-G006). The script's own output passes through
-    (to stderr with --format json, sarif or github, so that stdout holds only the report).
+    steps, and name the silent errors of its loop (T001-T017, G001-G006). The script's own output passes through
+    (to stderr with --format json, sarif or github, so that stdout holds only the report). Under torchrun
+    (`torchrun --nproc_per_node=2 -m ssdaudit.cli.main watch -- python train.py`) every rank watches and rank 0 reports.
 
     Exit codes: 0 clean, 1 an error finding (warnings too with --strict), 2 the script failed or built no optimizer.
 
@@ -44,5 +46,6 @@ def watch(
         from ssdaudit.training.doctor.runner import run_watched
 
         report = run_watched(list(ctx.args), steps, every, codes, None if fmt is Format.text else sys.stderr)
-        emit(report, fmt, report.target.split()[1] if report.target.split()[1:2] != ["-m"] else None)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank watches (T017 compares them); rank 0 reports
+            emit(report, fmt, report.target.split()[1] if report.target.split()[1:2] != ["-m"] else None)
     exit_with(report, strict)

@@ -374,7 +374,7 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T014": ("T014", t014, 1),
     "T015": ("T015", t015, 1),
     "T016": ("T016", t016, 1),
-}
+}  # T017 (DDP replicas) needs 2 processes: tests/ssdaudit/test_distributed.py
 BUGGY = {k: v for k, v in CASES.items() if v[2] > 0}
 
 
@@ -523,3 +523,4 @@ def test_runner_in_process_module_errors_and_formats(tmp_path: Path, monkeypatch
     r = runner.invoke(app, ["watch", "--ignore", "T010", "--steps", "3", "--", "python", "-m", "trainpkg.train"])
     assert r.exit_code == 0, r.output
     assert torch.optim.Optimizer.__init__.__module__ == "torch.optim.optimizer"  # unpatched afterwards
+

@@ -182,3 +182,17 @@ register(
         found_by=W,
     ),
 )
+
+register(
+    Rule(
+        code="T017", name="ddp-replicas-differ", severity=Severity.ERROR,
+        summary="DistributedDataParallel replicas hold different parameters after a step",
+        why="DDP keeps replicas equal by averaging gradients in its own backward hooks: a forward that bypasses the "
+            "wrapper (model.module(x)), a no_sync() left on, or a rank-dependent update trains each rank on its own "
+            "data only, and the checkpoint rank 0 saves is one of several diverging models.",
+        fix="call the DDP wrapper itself in the forward (ddp_model(x), not ddp_model.module(x))",
+        bad_example="ddp = DistributedDataParallel(model)\nloss = loss_fn(ddp.module(x), y)   # gradients never averaged",
+        good_example="ddp = DistributedDataParallel(model)\nloss = loss_fn(ddp(x), y)",
+        found_by=W,
+    ),
+)

@@ -33,6 +33,7 @@ class Context:
     every: int = 1
     scaler: Any = None
     scheduler: Any = None
+    replicated: bool = False  # the watched model is a DistributedDataParallel: its ranks must stay equal
     step: int = 0
     events: list[str] = field(default_factory=list)
     stack: list[nn.Module] = field(default_factory=list)  # the modules whose forward is running, outermost first

@@ -1,5 +1,5 @@
 """``watch(model, optimizer)``: the training doctor. It observes the user's unchanged loop through hooks only and
-names its silent errors (rules T001-T016), with the gradient-flow checks of ``GradFlowMonitor`` (G001-G006).
+names its silent errors (rules T001-T017), with the gradient-flow checks of ``GradFlowMonitor`` (G001-G006).
 
 What it hooks while attached:
 
@@ -48,7 +48,8 @@ class Watch:
         self.ignore = known
         self.model = _wrapped(model) if model is not None else None
         self.optimizer = optimizer
-        self.ctx = Context(self.model, optimizer, every, scaler, scheduler)
+        self.ctx = Context(self.model, optimizer, every, scaler, scheduler,
+                           replicated=isinstance(model, nn.parallel.DistributedDataParallel))
         self.checks = checks if checks is not None else all_checks()
         for c in self.checks:
             if hasattr(c, "early_steps"):
@@ -229,7 +230,7 @@ class Watch:
 def watch(model: nn.Module | None, optimizer: torch.optim.Optimizer, *, scaler: Any = None, scheduler: Any = None,
           every: int = 1, ignore: Iterable[str] = (), gradflow: bool = True, early_steps: int = 100) -> Watch:
     """The training doctor for ``model`` trained by ``optimizer``: use as a context manager around the loop, or call
-    ``.attach()``; ``.findings()`` names the loop's silent errors (T001-T016, G001-G006).
+    ``.attach()``; ``.findings()`` names the loop's silent errors (T001-T017, G001-G006).
 
     ``scaler``: only this ``GradScaler``'s calls count (default: any). ``scheduler``: named in learning-rate
     findings (the rates are read from the optimizer's param groups, whatever changes them). ``every``: value checks

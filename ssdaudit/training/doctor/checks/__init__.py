@@ -21,13 +21,14 @@ def all_checks() -> list[Check]:
     from ssdaudit.training.doctor.checks.no_parameter import BackwardReachesNoParameter
     from ssdaudit.training.doctor.checks.precision import LowPrecisionUpdates
     from ssdaudit.training.doctor.checks.replaced import ParametersReplaced
+    from ssdaudit.training.doctor.checks.replicas import ReplicasDiffer
     from ssdaudit.training.doctor.checks.targets import DegenerateTargets
     from ssdaudit.training.doctor.checks.zero_in_window import ZeroGradInWindow
 
     return [NeverCleared(), ClearedBeforeStep(), ZeroGradInWindow(), LearningRateCollapse(),
             BackwardReachesNoParameter(), EvalModeTraining(), FrozenBatchNormMoves(), RandomInEval(),
             ProbabilitiesToLogitLoss(), LossBroadcast(), DegenerateTargets(), UnnormalisedInputs(),
-            ClipBeforeUnscale(), LowPrecisionUpdates(), ParametersReplaced(), WeightsNotLoaded()]
+            ClipBeforeUnscale(), LowPrecisionUpdates(), ParametersReplaced(), WeightsNotLoaded(), ReplicasDiffer()]
 
 
 __all__ = ["Check", "all_checks"]
