@@ -107,6 +107,23 @@ def t004(bug: bool) -> Watch:
     return w
 
 
+def g004_warmup(bug: bool) -> Watch:
+    # a bias before BatchNorm gets gradients of ~1e-9 (BatchNorm removes the mean), too small to move it; with a
+    # warm-up from lr 0 the lr-0 step must not make that a G004 "never updated" finding
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / 3))
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+            sched.step()
+    return w
+
+
 def t005(bug: bool) -> Watch:
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -359,6 +376,7 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T002-clip0": ("T002", t002_clip, 1),
     "T003": ("T003", t003, 1),
     "T004": ("T004", t004, 4),           # cosine with T_max=3 reaches lr 0 at step 4
+    "G004-warmup": ("G004", g004_warmup, 0),  # clean only: a warm-up over a bias that BatchNorm makes inert
     "T005": ("T005", t005, 1),
     "T006": ("T006", t006, 2),           # the validation pass after step 1 leaves the model in eval mode
     "T006-finetune": ("T006", t006_finetune, 0),  # no bug variant: frozen BN is deliberate
