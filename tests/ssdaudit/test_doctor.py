@@ -322,6 +322,25 @@ def t013(bug: bool) -> Watch:
     return w
 
 
+def amp_skipped_steps(bug: bool) -> Watch:
+    # GradScaler's first step overflows (init_scale 2**127) and is skipped by design: no G006 for its inf gradients,
+    # and its backward is no "zero_grad inside an accumulation window" (T003) for the next step
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, backoff_factor=2.0 ** -107)  # then 2**20
+    x, y = data()
+    with watch(model, opt, scaler=scaler) as w:
+        for _ in range(8):
+            opt.zero_grad()
+            scaler.scale(1e3 * F.mse_loss(model(x).squeeze(1), y)).backward()  # x 2**127 overflows fp32
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+    assert 0 < w.steps < 8  # some steps were skipped, some ran
+    return w
+
+
 def t014(bug: bool) -> Watch:
     model = mlp()
     dtype = torch.bfloat16 if bug else torch.float32
@@ -390,6 +409,7 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T012": ("T012", t012, 1),
     "T013": ("T013", t013, 1),
     "T014": ("T014", t014, 1),
+    "G006-amp-skipped": ("G006", amp_skipped_steps, 0),  # clean only: GradScaler's skipped steps are by design
     "T015": ("T015", t015, 1),
     "T016": ("T016", t016, 1),
 }  # T017 (DDP replicas) needs 2 processes: tests/ssdaudit/test_distributed.py

@@ -20,7 +20,7 @@ from torch import nn
 LOSSES = ("cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
           "l1_loss", "smooth_l1_loss", "huber_loss", "soft_margin_loss", "poisson_nll_loss")
 DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
-SCALER_METHODS = ("scale", "unscale_")
+SCALER_METHODS = ("scale", "unscale_", "step", "update")
 
 
 class Listener(Protocol):
@@ -101,11 +101,18 @@ def _clip(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _scaler(method: str, original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    def wrapper(self: Any, arg: Any, *args: Any, **kwargs: Any) -> Any:
-        if _listeners and self.is_enabled():
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not (_listeners and self.is_enabled()):
+            return original(self, *args, **kwargs)
+        arg = args[0] if args else None
+        if method == "update":  # after the step: whether scaler.step skipped the optimizer is known now
+            result = original(self, *args, **kwargs)
             for lst in list(_listeners):
                 lst.tap_scaler(self, method, arg)
-        return original(self, arg, *args, **kwargs)
+            return result
+        for lst in list(_listeners):
+            lst.tap_scaler(self, method, arg)
+        return original(self, *args, **kwargs)
 
     return wrapper
 

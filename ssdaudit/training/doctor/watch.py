@@ -62,6 +62,8 @@ class Watch:
         self._patched: list[tuple[Any, bool]] = []  # objects whose zero_grad we wrapped, and whether they had their own
         self._in_backward = False
         self._attached = False
+        self._scale: torch.Tensor | None = None  # the GradScaler's scale of this step's backward (a device tensor)
+        self._scaler_step_pending = False  # scaler.step(optimizer) ran and optimizer.step() has not (yet)
 
     # --- attach / detach -------------------------------------------------------------------------------
 
@@ -153,6 +155,8 @@ class Watch:
         self._dispatch("on_backward_end")
 
     def _on_step_pre(self, _opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._scaler_step_pending = False
+        self._unscale_gradflow_row()
         self._hook_params()
         # args are step()'s own, the optimizer first: step(closure) runs its own backward (LBFGS)
         self.ctx.closure_step = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
@@ -197,8 +201,42 @@ class Watch:
             return
         if method == "scale":
             self.ctx.events.append("S")
+            scale = getattr(scaler, "_scale", None)
+            self._scale = scale if isinstance(scale, torch.Tensor) else None
         elif method == "unscale_" and optimizer is self.optimizer:
             self.ctx.events.append("U")
+        elif method == "step" and optimizer is self.optimizer:
+            self._scaler_step_pending = True
+        elif method == "update" and self._scaler_step_pending:
+            # GradScaler skipped optimizer.step(): its gradients were inf/NaN by design (the scale is too high and
+            # is lowered now). The gradient-flow row of that backward is no finding (G006): drop it.
+            self._scaler_step_pending = False
+            self.ctx.events.clear()
+            self._drop_gradflow_row()
+
+    # --- GradScaler and the gradient-flow rows ---------------------------------------------------------
+
+    def _unscale_gradflow_row(self) -> None:
+        """The gradient-flow monitor recorded this step's gradients at the end of backward, still multiplied by the
+        GradScaler's scale: divide its statistics by the scale (on the device, no sync), so that G004's rounding
+        test and G005 see the gradients the optimizer sees."""
+        mon, scale = self.monitor, self._scale
+        row = mon._pending_row if mon is not None else None
+        if row is None or scale is None or "S" not in self.ctx.events:
+            return
+        from ssdaudit.training.gradflow.log import GRAD_L1, GRAD_MAX, GRAD_NORM
+
+        row[[GRAD_NORM, GRAD_MAX, GRAD_L1]] /= scale.to(row.device, torch.float32)
+        self._scale = None
+
+    def _drop_gradflow_row(self) -> None:
+        mon = self.monitor
+        if mon is None or mon._pending_row is None:
+            return
+        if mon._rows and mon._rows[-1] is mon._pending_row:
+            mon._rows.pop()
+            mon._row_steps.pop()
+        mon._pending_row = None
 
     def tap_load(self, module: nn.Module, strict: bool, result: Any) -> None:
         self._dispatch("on_load", module, strict, result)
