@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ssdaudit.core.findings import Severity
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
 
@@ -48,4 +49,4 @@ class DegenerateTargets(Check):
             ctx.report(self.code, f"{self.run_batches} batches in a row ({self.run_samples} samples) each hold a single "
                        f"class (classes {sorted(self.classes)}) up to step {ctx.current}: data sorted by label, no "
                        "shuffle? (deliberate: watch(..., ignore=['T011']))", subject="targets",
-                       severity=None)
+                       severity=Severity.WARNING)  # a heuristic: a warning, the inverted mask above an error
