@@ -181,6 +181,22 @@ def t006_finetune(bug: bool) -> Watch:
     return w
 
 
+def t006_norm_eval(bug: bool) -> Watch:
+    # the deliberate pattern of detection recipes (norm_eval): BatchNorm statistics frozen by .eval() on the norm
+    # layers alone, their affine parameters trained, the rest of the model in train mode
+    model = mlp(3, dropout=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data(16, classes=3)
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            model.train()
+            model[1].eval()
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return w
+
+
 def t007(bug: bool) -> Watch:
     # distillation: a frozen teacher with BatchNorm; the bug leaves it in train mode
     teacher = mlp(3)
@@ -399,6 +415,7 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T005": ("T005", t005, 1),
     "T006": ("T006", t006, 2),           # the validation pass after step 1 leaves the model in eval mode
     "T006-finetune": ("T006", t006_finetune, 0),  # no bug variant: frozen BN is deliberate
+    "T006-norm-eval": ("T006", t006_norm_eval, 0),  # no bug variant: BN alone in eval, affine trained, is deliberate
     "T007": ("T007", t007, 1),
     "T008": ("T008", t008, 2),           # the eval forward after step 1
     "T009": ("T009", t009, 1),

@@ -1,7 +1,10 @@
 """T006: BatchNorm/Dropout modules in eval mode in a forward that fed a backward, while their parameters train.
 
-Frozen BatchNorm in a fine-tuning recipe is not reported: a module counts only when the optimizer trains its own
-parameters (BatchNorm's affine weight) or, for Dropout and BatchNorm without affine parameters, its parent's.
+Deliberate patterns are not reported. Frozen BatchNorm in a fine-tuning recipe: a module counts only when the
+optimizer trains its own parameters (BatchNorm's affine weight) or, for Dropout and BatchNorm without affine
+parameters, its parent's. Norm layers put in eval mode one by one while the rest trains (``norm_eval``: frozen
+statistics, trained affine parameters): a module counts only when its parent is in eval mode too, which is what a
+``model.eval()`` left over from a validation pass looks like.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ class EvalModeTraining(Check):
     def _trained(self, ctx: Context, m: nn.Module) -> bool:
         if isinstance(m, _DropoutNd) and m.p == 0:
             return False
+        parent = ctx.parent(m)
+        if parent is not None and parent.training:
+            return False  # put in eval on its own while its parent trains: a deliberate choice
         weight = getattr(m, "weight", None)
         if isinstance(m, _BatchNorm) and weight is not None:
             return id(weight) in ctx.trained_ids
-        parent = ctx.parent(m)
         return parent is not None and ctx.trains(parent)
 
     def on_step_pre(self, ctx: Context) -> None:
