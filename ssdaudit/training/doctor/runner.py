@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ssdaudit.core.errors import ScriptError, UsageError, first_line
+from ssdaudit.core.findings import rule_codes
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.report import DoctorReport
 from ssdaudit.training.doctor.watch import Watch
@@ -89,7 +90,9 @@ class Runner:
         self.every = every
         self.ignore = list(ignore)
         self.watches: list[Watch] = []
-        Watch(None, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0), ignore=self.ignore)  # codes valid?
+        _, unknown = rule_codes(self.ignore)
+        if unknown:
+            raise UsageError(f"unknown rule codes in ignore: {', '.join(unknown)}")
 
     def _on_optimizer(self, opt: torch.optim.Optimizer) -> None:
         if any(w.optimizer is opt for w in self.watches):
