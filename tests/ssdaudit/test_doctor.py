@@ -124,6 +124,22 @@ def g004_warmup(bug: bool) -> Watch:
     return w
 
 
+def t004_step(bug: bool) -> Watch:
+    # bug: StepLR(step_size=3 "epochs", gamma 0.1) stepped per batch: lr / 10 at step 4; clean: the same per epoch
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.1)
+    x, y = data()
+    with watch(model, opt, scheduler=sched) as w:
+        for i in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+            if bug or i == STEPS - 1:  # per batch (bug) / once, at the end of the "epoch"
+                sched.step()
+    return w
+
+
 def t005(bug: bool) -> Watch:
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -410,7 +426,8 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T002": ("T002", t002, 1),
     "T002-clip0": ("T002", t002_clip, 1),
     "T003": ("T003", t003, 1),
-    "T004": ("T004", t004, 4),           # cosine with T_max=3 reaches lr 0 at step 4
+    "T004": ("T004", t004, 4),           # cosine with T_max=3: lr 0.05, 0.0375, 0.0125 (4x), then 0 at step 4
+    "T004-steplr": ("T004", t004_step, 4),
     "G004-warmup": ("G004", g004_warmup, 0),  # clean only: a warm-up over a bias that BatchNorm makes inert
     "T005": ("T005", t005, 1),
     "T006": ("T006", t006, 2),           # the validation pass after step 1 leaves the model in eval mode

@@ -46,7 +46,7 @@ register(
     ),
     Rule(
         code="T004", name="learning-rate-collapse", severity=Severity.ERROR,
-        summary="a learning rate that is 0, or falls by two orders of magnitude or more within the first steps",
+        summary="a learning rate that is 0, or falls by an order of magnitude or more within the first 100 steps",
         why="a scheduler stepped per batch with a horizon counted in epochs (or a horizon shorter than the run) drives "
             "the learning rate to nothing within a few steps: the run continues and nothing learns.",
         fix="step the scheduler at the granularity its horizon is counted in (per epoch, or a horizon in batches)",
