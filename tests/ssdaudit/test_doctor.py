@@ -404,6 +404,22 @@ def t015(bug: bool) -> Watch:
     return w
 
 
+def t016_before_watch(bug: bool) -> Watch:
+    # the usual order: load the pretrained weights, then build the optimizer and the watch
+    pretrained = mlp().state_dict()
+    state = {("module." + k if bug else k): v for k, v in pretrained.items() if not k.startswith("3.")}
+    model = mlp()
+    model.load_state_dict(state, strict=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+    return w
+
+
 def t016(bug: bool) -> Watch:
     # fine-tuning: the pretrained body loads (the new head is missing, deliberately); the bug saved it under DDP
     pretrained = mlp().state_dict()
@@ -446,6 +462,7 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "G006-amp-skipped": ("G006", amp_skipped_steps, 0),  # clean only: GradScaler's skipped steps are by design
     "T015": ("T015", t015, 1),
     "T016": ("T016", t016, 1),
+    "T016-before-watch": ("T016", t016_before_watch, 1),
 }  # T017 (DDP replicas) needs 2 processes: tests/ssdaudit/test_distributed.py
 BUGGY = {k: v for k, v in CASES.items() if v[2] > 0}
 

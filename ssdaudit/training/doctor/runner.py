@@ -4,7 +4,7 @@
 found from its parameters (the outermost module, among the live ones, that holds the most of them). After ``steps``
 optimizer steps a private ``BaseException`` raised from a step post-hook ends the script (``except Exception`` in
 the script does not catch it; its ``finally`` blocks run). Loads with ``strict=False`` made before the optimizer
-existed are replayed into it. The script's output passes through.
+existed are replayed into it (``taps.loads``). The script's output passes through.
 """
 
 from __future__ import annotations
@@ -98,9 +98,7 @@ class Runner:
         if any(w.optimizer is opt for w in self.watches):
             return
         params = [p for g in opt.param_groups for p in g["params"]]
-        w = Watch(find_model(params), opt, every=self.every, ignore=self.ignore).attach()
-        for module, strict, result in taps.loads:
-            w.tap_load(module, strict, result)
+        w = Watch(find_model(params), opt, every=self.every, ignore=self.ignore).attach()  # replays earlier loads
         self.watches.append(w)
 
         def stop(_opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:

@@ -7,8 +7,9 @@ What it hooks while attached:
 * every parameter the optimizer holds: a gradient hook, whose first call in a backward marks the backward (its
   ``.grad`` is still the previous value then) and queues a callback for the backward's end;
 * every module's forward (a global forward pre/post hook): the module stack, modes, the first layer's input;
-* ``torch.nn.functional`` losses and dropout, ``clip_grad_norm_``, ``GradScaler.scale``/``unscale_``,
-  ``Module.load_state_dict`` (``taps``);
+* ``torch.nn.functional`` losses and dropout, ``clip_grad_norm_``, ``GradScaler`` (``taps``), and
+  ``Module.load_state_dict(strict=False)`` calls, also those made before the watch (after ssdaudit's doctor was
+  imported) into modules of the model;
 * the learning rate of every param group, read at each step.
 
 Host syncs happen only on the steps ``every`` selects (the first step included), in the checks that need values.
@@ -81,6 +82,9 @@ class Watch:
                 self._wrap_zero_grad(obj)
         self._hook_params()
         taps.listen(self)
+        for module, result in taps.recent_loads():  # pretrained weights loaded before the watch was made
+            if module is self.model or self.ctx.in_model(module):
+                self.tap_load(module, False, result)
         if self.monitor is not None:
             self.monitor.attach()
         return self
