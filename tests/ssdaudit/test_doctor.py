@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssdaudit.core.findings import Severity
+from ssdaudit.core.findings import Finding, Severity
 from ssdaudit.training.doctor import DoctorReport, Watch, watch
 
 STEPS = 6
@@ -138,6 +138,22 @@ def t004_step(bug: bool) -> Watch:
             if bug or i == STEPS - 1:  # per batch (bug) / once, at the end of the "epoch"
                 sched.step()
     return w
+
+
+def g004_clipped(bug: bool) -> list[Finding]:
+    # strong clipping (a large loss, max_norm 1) over a bias that BatchNorm makes inert: judged on the gradients
+    # before clipping its update would have been due and G004 fired; the optimizer sees the clipped ones
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            (1e3 * F.mse_loss(model(x).squeeze(1), y)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+    return [f for f in w.findings() if f.rule == "G004"]
 
 
 def t005(bug: bool) -> Watch:
@@ -481,6 +497,10 @@ def test_buggy_loop_is_named_within_three_steps(case: str) -> None:
     limit = 4 if case == "T011-sorted" else trigger + 3  # one class per batch needs a run of 4 batches to be evidence
     assert w.first_step[code] <= limit, (code, w.first_step)
     assert not w.ctx.internal_errors
+
+
+def test_g004_judges_the_gradients_the_optimizer_sees() -> None:
+    assert g004_clipped(False) == []
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))

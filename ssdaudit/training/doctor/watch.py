@@ -63,7 +63,6 @@ class Watch:
         self._patched: list[tuple[Any, bool]] = []  # objects whose zero_grad we wrapped, and whether they had their own
         self._in_backward = False
         self._attached = False
-        self._scale: torch.Tensor | None = None  # the GradScaler's scale of this step's backward (a device tensor)
         self._scaler_step_pending = False  # scaler.step(optimizer) ran and optimizer.step() has not (yet)
 
     # --- attach / detach -------------------------------------------------------------------------------
@@ -205,8 +204,6 @@ class Watch:
             return
         if method == "scale":
             self.ctx.events.append("S")
-            scale = getattr(scaler, "_scale", None)
-            self._scale = scale if isinstance(scale, torch.Tensor) else None
         elif method == "unscale_" and optimizer is self.optimizer:
             self.ctx.events.append("U")
         elif method == "step" and optimizer is self.optimizer:
@@ -221,17 +218,15 @@ class Watch:
     # --- GradScaler and the gradient-flow rows ---------------------------------------------------------
 
     def _unscale_gradflow_row(self) -> None:
-        """The gradient-flow monitor recorded this step's gradients at the end of backward, still multiplied by the
-        GradScaler's scale: divide its statistics by the scale (on the device, no sync), so that G004's rounding
-        test and G005 see the gradients the optimizer sees."""
-        mon, scale = self.monitor, self._scale
-        row = mon._pending_row if mon is not None else None
-        if row is None or scale is None or "S" not in self.ctx.events:
+        """The gradient-flow monitor recorded this step's gradients at the end of backward: when clipping or
+        ``GradScaler.unscale_`` changed them since, it re-reads them, so that G004's rounding test and G005 judge the
+        gradients the optimizer sees (only on such steps, and only on the steps the monitor records)."""
+        events = self.ctx.events
+        if self.monitor is None or "B" not in events:
             return
-        from ssdaudit.training.gradflow.log import GRAD_L1, GRAD_MAX, GRAD_NORM
-
-        row[[GRAD_NORM, GRAD_MAX, GRAD_L1]] /= scale.to(row.device, torch.float32)
-        self._scale = None
+        last = len(events) - 1 - events[::-1].index("B")
+        if "C" in events[last:] or "U" in events[last:]:
+            self.monitor.refresh_grads()
 
     def _drop_gradflow_row(self) -> None:
         mon = self.monitor
