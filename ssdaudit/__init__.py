@@ -3,7 +3,7 @@
 The public API. ``import ssdaudit`` imports neither torch nor any analysis: each name is loaded on first use.
 
 Registration (does the model register what it uses): ``find_unregistered``, ``audit_params``, ``audit_target``,
-``check_roundtrip``. Training: ``GradFlowMonitor``. Checkpoints: ``open_checkpoint``, ``load_object``,
+``check_roundtrip``. Training: ``watch`` (the training doctor, its ``DoctorReport``), ``GradFlowMonitor``. Checkpoints: ``open_checkpoint``, ``load_object``,
 ``diff_checkpoints``, ``compare_keys``. Source: ``lint_paths``. The CI gate: ``run_check``. Findings and rules:
 ``Finding``, ``Location``, ``Rule``, ``RULES``, ``Severity``. Errors: ``UserError`` and its kinds ``UsageError``,
 ``LoadError``, ``TimeLimitExceeded``, ``ProbeError``, ``ConfigError``. Atomic writes: ``atomic_write``,
@@ -26,6 +26,8 @@ _EXPORTS = {
     "audit_target": "ssdaudit.registration.pipeline",
     "check_roundtrip": "ssdaudit.registration.roundtrip",
     "GradFlowMonitor": "ssdaudit.training.gradflow.monitor",
+    "watch": "ssdaudit.training.doctor.watch",
+    "DoctorReport": "ssdaudit.training.doctor.report",
     "open_checkpoint": "ssdaudit.checkpoints.formats",
     "load_object": "ssdaudit.checkpoints.formats",
     "diff_checkpoints": "ssdaudit.checkpoints.diff",
@@ -49,7 +51,7 @@ _EXPORTS = {
 
 __all__ = [
     "find_unregistered", "audit_params", "ParamsReport", "compare_keys", "audit_target", "check_roundtrip",
-    "GradFlowMonitor", "open_checkpoint", "load_object", "diff_checkpoints", "lint_paths", "run_check", "Finding",
+    "GradFlowMonitor", "watch", "DoctorReport", "open_checkpoint", "load_object", "diff_checkpoints", "lint_paths", "run_check", "Finding",
     "Location", "Rule", "RULES", "Severity", "Report", "UserError", "UsageError", "LoadError", "TimeLimitExceeded",
     "ProbeError", "ConfigError", "atomic_write", "atomic_write_text", "__version__",
 ]
@@ -67,6 +69,8 @@ if TYPE_CHECKING:
     from ssdaudit.registration.pipeline import audit_target
     from ssdaudit.registration.roundtrip import check_roundtrip
     from ssdaudit.registration.unregistered import find_unregistered
+    from ssdaudit.training.doctor.report import DoctorReport
+    from ssdaudit.training.doctor.watch import watch
     from ssdaudit.training.gradflow.monitor import GradFlowMonitor
 
 

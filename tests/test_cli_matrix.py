@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from ssdaudit.cli import app
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ("text", "json", "sarif", "github")
 GITHUB_LINE = re.compile(r"^::(error|warning|notice) file=[^,]+,line=\d+(,col=\d+)?,title=[^:]+::.+$")
 
@@ -51,7 +52,7 @@ def example_input():
 CLEAN_MODEL = BUGGY_MODEL.replace("[nn.Linear(8, 8), nn.Linear(8, 8)]  # the seed's bug: never registered",
                                   "nn.ModuleList([nn.Linear(8, 8), nn.Linear(8, 8)])")
 # The rule each command must name on the buggy target.
-EXPECTED_RULE = {"params": "R001", "gradflow": "G001", "lint": "R001", "check": "R001", "diff": "C002"}
+EXPECTED_RULE = {"params": "R001", "gradflow": "G001", "lint": "R001", "check": "R001", "diff": "C002", "watch": "T001"}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,9 @@ def targets(tmp_path_factory) -> dict[str, dict[str, list[str]]]:
         "check": {k: ["check", "--config", str(root / k / "pyproject.toml")] for k in ("buggy", "clean")},
         "diff": {"buggy": ["diff", str(root / "a.pth"), str(root / "changed.pth")],
                  "clean": ["diff", str(root / "a.pth"), str(root / "same.pth")]},
+        # the training doctor on the example script (a loop that never clears gradients) and its fixed twin
+        "watch": {k: ["watch", "--steps", "3", "--", "python", str(ROOT / "examples" / "watch_missing_zero_grad.py"),
+                      *(["--fixed"] if k == "clean" else [])] for k in ("buggy", "clean")},
     }
 
 
@@ -100,9 +104,11 @@ def rules_in(doc: object) -> list[str]:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("kind", ["buggy", "clean"])
-@pytest.mark.parametrize("command", ["params", "gradflow", "lint", "check", "diff"])
+@pytest.mark.parametrize("command", ["params", "gradflow", "lint", "check", "diff", "watch"])
 def test_command_in_every_format(targets, command, kind, fmt):
-    result = runner.invoke(app, [*targets[command][kind], "--format", fmt])
+    args = list(targets[command][kind])
+    at = args.index("--") if "--" in args else len(args)  # options go before `--` (after it: the script's own)
+    result = runner.invoke(app, [*args[:at], "--format", fmt, *args[at:]])
     expected_exit = 1 if kind == "buggy" else 0
     assert result.exit_code == expected_exit, (result.exit_code, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr

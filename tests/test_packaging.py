@@ -38,7 +38,8 @@ def test_installed_wheel_runs_outside_the_repository(dist, tmp_path):
         entry_points = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "ssdaudit = ssdaudit.cli:main" in entry_points and "ssdlite = ssdlite_model.cli:main" in entry_points
     assert "[pytest11]" in entry_points
-    assert any(n.startswith("ssdaudit/gradflow/") for n in names) and any(n.startswith("ssdlite_model/train/") for n in names)
+    assert any(n.startswith("ssdaudit/training/gradflow/") for n in names) and any(n.startswith("ssdlite_model/train/") for n in names)
+    assert "ssdaudit/py.typed" in names  # the strict typing reaches users
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--target",
                     str(target), str(wheel)], check=True, capture_output=True, timeout=300)

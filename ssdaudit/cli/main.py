@@ -8,7 +8,8 @@ import ssdaudit.cli.diff
 import ssdaudit.cli.gradflow
 import ssdaudit.cli.lint
 import ssdaudit.cli.params
-import ssdaudit.cli.rules  # noqa: F401
+import ssdaudit.cli.rules
+import ssdaudit.cli.watch  # noqa: F401
 from ssdaudit.cli.app import app
 from ssdaudit.cli.output import run_app
 

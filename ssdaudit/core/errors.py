@@ -37,6 +37,12 @@ class UserError(Exception):
     kind = "error"
 
 
+class ScriptError(UserError):
+    """The user's training script failed (raised, or exited with a non-zero status) under ``ssdaudit watch``."""
+
+    kind = "script"
+
+
 class UsageError(UserError):
     """A bad flag, value or combination on the command line."""
 

@@ -66,3 +66,35 @@ class MonitoredRun:
             return []
         self.monitor.detach()
         return self.monitor.findings()
+
+
+class DoctorRun:
+    """The training doctor (``ssdaudit.watch``) attached for a framework's training run: started when the framework
+    has built its optimizer, its errors logged once at the end, ``findings`` after ``finish``. The frameworks' own
+    gradient accumulation and AMP are what the doctor's deliberate patterns allow."""
+
+    def __init__(self, every: int = 1, ignore: tuple[str, ...] = ()) -> None:
+        self.every, self.ignore = every, tuple(ignore)
+        self.watch: Any = None
+        self.findings: list[Finding] = []
+
+    def start(self, model: nn.Module, optimizer: Any) -> None:
+        from ssdaudit.training.doctor import watch
+
+        if self.watch is None and optimizer is not None:
+            self.watch = watch(model, unwrap_optimizer(optimizer), every=self.every, ignore=self.ignore).attach()
+
+    def observe(self, loss: Any) -> None:
+        """Follow gradient flow from ``loss`` too (frameworks whose steps call submodules directly)."""
+        if self.watch is not None and self.watch.monitor is not None:
+            self.watch.monitor.observe(loss)
+
+    def finish(self) -> list[Finding]:
+        if self.watch is None:
+            return []
+        self.watch.detach()
+        self.findings = self.watch.findings()
+        for f in self.findings:
+            if f.severity is not Severity.INFO:
+                logger.warning("%s %s `%s`: %s (fix: %s)", f.rule, f.name, f.label, f.message, f.fix)
+        return self.findings

@@ -1,7 +1,9 @@
-"""PyTorch Lightning callbacks: ``GradFlowCallback`` (gradient flow during ``trainer.fit``) and ``ParamsAudit``
+"""PyTorch Lightning callbacks: ``GradFlowCallback`` (gradient flow during ``trainer.fit``), ``DoctorCallback`` (the
+training doctor) and ``ParamsAudit``
 (unregistered members, checked at ``setup`` before any time is spent training).
 
     trainer = L.Trainer(callbacks=[ParamsAudit(), GradFlowCallback(log_dir="runs/gradflow")])
+    trainer = L.Trainer(callbacks=[DoctorCallback()])     # the training doctor: T001-T017 and G001-G006
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ except ImportError as exc:
 
 from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import Finding, Severity
-from ssdaudit.integrations.callback import DEFAULT_FAIL_ON, MonitoredRun
+from ssdaudit.integrations.callback import DEFAULT_FAIL_ON, DoctorRun, MonitoredRun
 
 
 class GradFlowCallback(Callback):  # type: ignore[misc]
@@ -56,6 +58,27 @@ class GradFlowCallback(Callback):  # type: ignore[misc]
         errors = sum(f.severity is Severity.ERROR for f in findings)
         for logger in getattr(self._trainer, "loggers", []) or []:
             logger.log_metrics({"ssdaudit/errors": float(errors)}, step=0)
+
+
+class DoctorCallback(Callback):  # type: ignore[misc]
+    """Attach the training doctor (``ssdaudit.watch``: T001-T017 and G001-G006) to the LightningModule and its first
+    optimizer at ``on_train_start``; ``findings`` after ``on_train_end`` (warnings and errors also go to the
+    "ssdaudit" logger). ``accumulate_grad_batches`` and mixed precision are Lightning's deliberate patterns, not
+    findings. ``ignore``: rule codes to skip."""
+
+    def __init__(self, every: int = 1, ignore: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.run = DoctorRun(every, ignore)
+        self.findings: list[Finding] = []
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.run.start(pl_module, trainer.optimizers[0] if trainer.optimizers else None)
+
+    def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
+        self.run.observe(loss)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self.findings = self.run.finish()
 
 
 class ParamsAudit(Callback):  # type: ignore[misc]

@@ -1,4 +1,5 @@
-"""A Hugging Face ``TrainerCallback`` that follows gradient flow during ``Trainer.train()``.
+"""Hugging Face ``TrainerCallback``s: ``GradFlowCallback`` follows gradient flow during ``Trainer.train()``,
+``DoctorCallback`` attaches the training doctor (``callbacks=[DoctorCallback()]``).
 
     trainer = Trainer(model, args, train_dataset=ds, callbacks=[GradFlowCallback(log_dir="runs/gradflow")])
 """
@@ -14,7 +15,7 @@ except ImportError as exc:
     raise ImportError("ssdaudit.integrations.transformers needs transformers: pip install 'ssdaudit[transformers]'") from exc
 
 from ssdaudit.core.findings import Finding
-from ssdaudit.integrations.callback import DEFAULT_FAIL_ON, MonitoredRun, unwrap_optimizer
+from ssdaudit.integrations.callback import DEFAULT_FAIL_ON, DoctorRun, MonitoredRun, unwrap_optimizer
 
 
 class GradFlowCallback(TrainerCallback):  # type: ignore[misc]
@@ -37,6 +38,27 @@ class GradFlowCallback(TrainerCallback):  # type: ignore[misc]
             monitor.optimizer = unwrap_optimizer(optimizer)  # created after on_train_begin by some Trainer versions
         if self.run.should_stop:
             control.should_training_stop = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.findings = self.run.finish()
+
+
+class DoctorCallback(TrainerCallback):  # type: ignore[misc]
+    """Attach the training doctor (``ssdaudit.watch``: T001-T017 and G001-G006) to the model and optimizer when the
+    Trainer has built them; ``findings`` after ``on_train_end`` (warnings and errors also go to the "ssdaudit"
+    logger). ``gradient_accumulation_steps`` and mixed precision are deliberate patterns, not findings."""
+
+    def __init__(self, every: int = 1, ignore: tuple[str, ...] = ()) -> None:
+        self.run = DoctorRun(every, ignore)
+        self.findings: list[Finding] = []
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
+                       **kwargs: Any) -> None:
+        self.run.start(model, optimizer)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
+                      **kwargs: Any) -> None:
+        self.run.start(model, optimizer)  # an optimizer built after on_train_begin (some Trainer versions)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.findings = self.run.finish()

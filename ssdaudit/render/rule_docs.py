@@ -12,7 +12,8 @@ from pathlib import Path
 from ssdaudit.core.findings import RULES
 
 COMMANDS = {"lint": "`ssdaudit lint` (source)", "params": "`ssdaudit params` (runtime)",
-            "gradflow": "`ssdaudit gradflow`", "diff": "`ssdaudit diff`"}
+            "gradflow": "`ssdaudit gradflow`", "diff": "`ssdaudit diff`",
+            "watch": "`ssdaudit.watch` and `ssdaudit watch` (runtime)"}
 
 
 def page(code: str) -> str:
@@ -25,6 +26,8 @@ def page(code: str) -> str:
         f"- In `ssdaudit check`: `ignore = [\"{code}\"]` under `[tool.ssdaudit]` in pyproject.toml",
         "- For existing findings only: record them with `ssdaudit check --baseline FILE --write-baseline`",
         f"- On the command line: `ssdaudit lint --ignore {code}`" if lint else None,
+        f"- In a watched loop: `ssdaudit.watch(model, optimizer, ignore=[\"{code}\"])`, or "
+        f"`ssdaudit watch --ignore {code} -- python train.py`" if "watch" in r.found_by else None,
     ]
     return "\n".join([
         f"# {code} {r.name}",

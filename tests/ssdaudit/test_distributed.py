@@ -222,3 +222,14 @@ def test_damaged_dcp_directories_give_one_line(dist_run, tmp_path, damage):
     error = json_error(["diff", str(ckpt), str(dist_run / "full.pth")])
     assert error["kind"] == "load" and re.match(expect, error["message"]), error
     assert "refused" not in error["message"]  # damage is not a hostile pickle
+
+
+# --- the training doctor: DDP replicas (T017) --------------------------------------------------------------
+
+
+def test_ddp_replicas_that_drift_are_named(tmp_path: Path) -> None:
+    # 2 processes (gloo, CPU): the forward through the wrapper keeps the replicas equal; bypassing it does not
+    proc = run_torchrun([str(ROOT / "tests/data/ddp_replicas_worker.py"), str(tmp_path)], tmp_path, 240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads((tmp_path / "replicas.json").read_text())
+    assert found == {"clean": [], "bypass": ["T017"]}

@@ -145,3 +145,64 @@ def test_tensorboard_from_the_monitor_and_from_a_log(tmp_path):
     again = EventAccumulator(str(tmp_path / "tb2"))
     again.Reload()
     assert len(again.Scalars("grad_norm/layers.0")) == 3
+
+
+# --- the training doctor in the frameworks ------------------------------------------------------------------
+
+
+def _lightning_doctor(bug: bool, accumulate: int):
+    L = pytest.importorskip("lightning")
+    from ssdaudit.integrations.lightning import DoctorCallback
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+        def training_step(self, batch, _idx):
+            x, y = batch
+            out = self.body(x)
+            return nn.functional.cross_entropy(out.softmax(1) if bug else out, y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(32) % 3
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    cb = DoctorCallback()
+    L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, callbacks=[cb], accumulate_grad_batches=accumulate).fit(Module(), loader)
+    return [f.rule for f in cb.findings if f.severity.value in ("error", "warning")]
+
+
+def test_lightning_doctor_callback_names_the_bug_and_allows_accumulation():
+    assert _lightning_doctor(True, 1) == ["T009"]
+    assert _lightning_doctor(False, 2) == []  # accumulate_grad_batches is deliberate
+
+
+def test_transformers_doctor_callback_names_the_bug_and_allows_accumulation(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from ssdaudit.integrations.transformers import DoctorCallback
+
+    class Regressor(nn.Module):
+        def __init__(self, bug):
+            super().__init__()
+            self.body, self.bug = Body(True), bug
+
+        def forward(self, x, labels=None):
+            out = self.body(x)  # (N, 1)
+            return {"loss": nn.functional.mse_loss(out if self.bug else out.squeeze(1), labels), "logits": out}
+
+    x, y = _data(16)
+    rows = [{"x": x[i], "labels": y[i, 0]} for i in range(len(x))]  # labels (N,)
+    found = {}
+    for bug in (True, False):
+        args = transformers.TrainingArguments(output_dir=str(tmp_path / str(bug)), max_steps=2,
+                                              per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                                              report_to=[], use_cpu=True, save_strategy="no", logging_strategy="no",
+                                              disable_tqdm=True, remove_unused_columns=False)
+        cb = DoctorCallback()
+        transformers.Trainer(model=Regressor(bug), args=args, train_dataset=rows, callbacks=[cb]).train()
+        found[bug] = [f.rule for f in cb.findings if f.severity.value in ("error", "warning")]
+    assert found == {True: ["T010"], False: []}

@@ -141,17 +141,19 @@ def _mean(a: np.ndarray) -> float:
 
 
 def _update_was_due(rows: np.ndarray, dtype: str) -> bool:
-    """Whether a zero update is news: on some step the lr was 0 (a frozen group), unknown (an old log), or
-    ``lr * max|g|`` exceeded the weight's rounding step (``eps(dtype) * ||w||``). Otherwise tiny gradients merely
-    rounded to nothing in the weight's precision, which is no bug.  ``rows``: (steps, fields)."""
+    """Whether a zero update is news: the lr was 0 on every step (a frozen group), unknown (an old log), or on a step
+    with a positive lr ``lr * max|g|`` exceeded the weight's rounding step (``eps(dtype) * ||w||``). Otherwise tiny
+    gradients merely rounded to nothing in the weight's precision (fp32 here; for fp16/bf16 weights without master
+    copies that is T014's bug), and a warm-up's lr-0 steps change nothing by design.  ``rows``: (steps, fields)."""
     lr = rows[:, LR]
-    if np.any(np.isnan(lr)) or np.any(lr == 0):
+    if np.any(np.isnan(lr)) or np.all(lr == 0):
         return True
     try:
         eps = float(torch.finfo(getattr(torch, dtype)).eps)
     except (AttributeError, TypeError):
         eps = float(np.finfo(np.float32).eps)
-    return bool(np.any(lr * rows[:, GRAD_MAX] > eps * rows[:, WEIGHT]))
+    live = lr > 0  # a warm-up's lr-0 steps change nothing by design: judge the steps that had a learning rate
+    return bool(np.any(lr[live] * rows[live, GRAD_MAX] > eps * rows[live, WEIGHT]))
 
 
 def analyse_gradflow(

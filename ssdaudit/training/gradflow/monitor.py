@@ -265,11 +265,28 @@ class GradFlowMonitor:
     def _record_grads(self) -> None:
         if len(self._rows) >= self.chunk_steps:
             self.flush()
-        views = {k: self._view(k, t.grad) for k, t in enumerate(self._objs) if t.grad is not None}
-        present = [k for k, g in views.items() if g.numel() > 0]
         device = self._objs[0].device if self._objs else torch.device("cpu")
         row = torch.zeros(N_FIELDS, len(self._objs), device=device)
         row[LR] = float("nan")
+        self._grad_stats(row)
+        self._rows.append(row)
+        self._row_steps.append(self.step)
+        self._pending_row = row
+
+    @torch.no_grad()
+    def refresh_grads(self) -> None:
+        """Re-read the gradients of the row the next ``step()`` completes: what the optimizer sees, once something
+        changed them after backward (``clip_grad_norm_``, ``GradScaler.unscale_``). Called by the training doctor."""
+        row = self._pending_row
+        if row is not None:
+            row[[GRAD_NORM, GRAD_MAX, GRAD_L1]] = 0.0
+            self._grad_stats(row)
+
+    def _grad_stats(self, row: torch.Tensor) -> None:
+        """Gradient L2 norm, max |g| and L1 norm of every tracked tensor into ``row`` (fields x tensors)."""
+        views = {k: self._view(k, t.grad) for k, t in enumerate(self._objs) if t.grad is not None}
+        present = [k for k, g in views.items() if g.numel() > 0]
+        device = row.device
         # Dense real gradients: three bulk kernels over all of them, nothing leaves the device. Other layouts
         # (sparse COO/CSR from nn.Embedding(sparse=True), complex) have no foreach kernels: one tensor at a time.
         bulk = [k for k in present if _bulk_ok(views[k])]
@@ -282,12 +299,9 @@ class GradFlowMonitor:
             row[GRAD_L1, idx] = torch.stack(torch._foreach_norm(grads, 1)).float()
         for k in present:
             if not _bulk_ok(views[k]):
-                row[GRAD_NORM:GRAD_L1 + 1, k] = _grad_stats(views[k]).to(device)
+                row[GRAD_NORM:GRAD_L1 + 1, k] = _one_grad_stats(views[k]).to(device)
         if self._reducer is not None:
             self._reducer.combine(row, sum_sq=(GRAD_NORM,), sums=(GRAD_L1,), maxes=(GRAD_MAX,))
-        self._rows.append(row)
-        self._row_steps.append(self.step)
-        self._pending_row = row
 
     @torch.no_grad()
     def _on_step_pre(self, _opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
@@ -421,7 +435,7 @@ def _bulk_ok(g: torch.Tensor) -> bool:
     return g.layout == torch.strided and not g.is_complex()
 
 
-def _grad_stats(g: torch.Tensor) -> torch.Tensor:
+def _one_grad_stats(g: torch.Tensor) -> torch.Tensor:
     """(L2 norm, max |g|, L1 norm) of one gradient of any layout, as float32 [3]: a sparse gradient's statistics
     are those of its stored values (the rest are zeros), a complex one's of its magnitudes."""
     if g.layout != torch.strided:

@@ -1,0 +1,51 @@
+"""``ssdaudit watch -- python train.py ARGS``: run a training script with the doctor attached, name its silent errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ssdaudit.cli.app import app
+from ssdaudit.cli.output import Format, cli_errors, emit, exit_with
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def watch(
+    ctx: typer.Context,
+    steps: int = typer.Option(20, "--steps", min=1, help="Stop the script after this many optimizer steps."),
+    every: int = typer.Option(1, "--every", min=1, help="Value checks that sync with the device run every N steps."),
+    ignore: str = typer.Option("", "--ignore", help="Rule codes to skip, comma-separated, e.g. T006,T012."),
+    fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif or github."),
+    strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
+    debug: bool = typer.Option(False, "--debug", help="Show the script's traceback when it fails."),
+) -> None:
+    """Run a training script in this process with every optimizer it builds watched, stop it after --steps optimizer
+    steps, and name the silent errors of its loop (T001-T017, G001-G006). The script's own output passes through
+    (to stderr with --format json, sarif or github, so that stdout holds only the report). Under torchrun
+    (`torchrun --nproc_per_node=2 -m ssdaudit.cli.main watch -- python train.py`) every rank watches and rank 0 reports.
+
+    Exit codes: 0 clean, 1 an error finding (warnings too with --strict), 2 the script failed or built no optimizer.
+
+    Examples:
+
+      ssdaudit watch -- python examples/watch_missing_zero_grad.py
+
+      ssdaudit watch --steps 50 --format json -- python -m mypkg.train --epochs 1
+    """
+    from ssdaudit.core.findings import rule_codes
+
+    with cli_errors(fmt is Format.json, debug):
+        from ssdaudit.core.errors import UsageError
+
+        codes = [c for c in ignore.split(",") if c.strip()]
+        _, unknown = rule_codes(codes)
+        if unknown:
+            raise UsageError(f"unknown rule codes in --ignore: {', '.join(unknown)}")
+        from ssdaudit.training.doctor.runner import run_watched
+
+        report = run_watched(list(ctx.args), steps, every, codes, None if fmt is Format.text else sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank watches (T017 compares them); rank 0 reports
+            emit(report, fmt, report.target.split()[1] if report.target.split()[1:2] != ["-m"] else None)
+    exit_with(report, strict)

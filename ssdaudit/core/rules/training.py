@@ -1,0 +1,198 @@
+"""Training-loop rules (T): the silent errors of a user's own loop, named by ``ssdaudit.watch`` and ``ssdaudit watch``.
+
+Each rule is found at runtime from hooks on the user's unchanged loop (``ssdaudit.training.doctor``). The
+heuristic ones (modes, input statistics, one class per batch) say what they saw and can be silenced with
+``watch(..., ignore=["T0xx"])`` or ``ssdaudit watch --ignore T0xx``.
+"""
+
+from __future__ import annotations
+
+from ssdaudit.core.findings import Rule, Severity, register
+
+W = ("watch",)
+
+register(
+    Rule(
+        code="T001", name="gradients-never-cleared", severity=Severity.ERROR,
+        summary="gradients accumulate across optimizer steps because nothing clears them",
+        why="backward() adds to .grad: without zero_grad() each step applies the sum of every gradient so far, so the "
+            "effective learning rate grows with the step count and training diverges or stalls while nothing raises.",
+        fix="call optimizer.zero_grad() once per step (before backward, or right after step)",
+        bad_example="for x, y in loader:\n    loss_fn(model(x), y).backward()\n    opt.step()            # .grad keeps growing",
+        good_example="for x, y in loader:\n    opt.zero_grad()\n    loss_fn(model(x), y).backward()\n    opt.step()",
+        found_by=W,
+    ),
+    Rule(
+        code="T002", name="gradients-cleared-before-step", severity=Severity.ERROR,
+        summary="gradients are cleared or zeroed between backward() and optimizer.step()",
+        why="the step sees no gradient, so it changes nothing (or only applies weight decay and momentum): "
+            "the loss is computed and backpropagated every step and thrown away.",
+        fix="call zero_grad() before backward() (or after step()), never between them; clip with a positive max_norm",
+        bad_example="loss.backward()\nopt.zero_grad()           # clears what backward just computed\nopt.step()",
+        good_example="opt.zero_grad()\nloss.backward()\nopt.step()",
+        found_by=W,
+    ),
+    Rule(
+        code="T003", name="zero-grad-in-accumulation", severity=Severity.ERROR,
+        summary="zero_grad() runs between the backward passes of one gradient-accumulation window",
+        why="each micro-batch's gradient is discarded before the next one is added, so the step uses only the last "
+            "micro-batch: the effective batch is k times smaller than intended and the loss is not scaled for it.",
+        fix="call zero_grad() once per optimizer step, right after step(), not per micro-batch",
+        bad_example="for i, (x, y) in enumerate(loader):\n    opt.zero_grad()\n    (loss_fn(model(x), y) / k).backward()\n"
+                    "    if (i + 1) % k == 0:\n        opt.step()",
+        good_example="for i, (x, y) in enumerate(loader):\n    (loss_fn(model(x), y) / k).backward()\n"
+                     "    if (i + 1) % k == 0:\n        opt.step()\n        opt.zero_grad()",
+        found_by=W,
+    ),
+    Rule(
+        code="T004", name="learning-rate-collapse", severity=Severity.ERROR,
+        summary="a learning rate that is 0, or falls by an order of magnitude or more within the first 100 steps",
+        why="a scheduler stepped per batch with a horizon counted in epochs (or a horizon shorter than the run) drives "
+            "the learning rate to nothing within a few steps: the run continues and nothing learns.",
+        fix="step the scheduler at the granularity its horizon is counted in (per epoch, or a horizon in batches)",
+        bad_example="sched = CosineAnnealingLR(opt, T_max=epochs)\nfor x, y in loader:\n    ...\n    opt.step()\n"
+                    "    sched.step()          # per batch: lr reaches 0 after `epochs` batches",
+        good_example="sched = CosineAnnealingLR(opt, T_max=epochs * len(loader))   # per-batch horizon",
+        found_by=W,
+    ),
+    Rule(
+        code="T005", name="backward-reaches-no-parameter", severity=Severity.ERROR,
+        summary="an optimizer step whose backward reached none of the optimizer's parameters",
+        why="a loss computed under no_grad or from detached outputs has no graph back to the model; forcing "
+            "loss.requires_grad = True makes backward() run without error, and no parameter ever gets a gradient.",
+        fix="compute the loss from the model's outputs with gradients enabled; never set requires_grad on a loss",
+        bad_example="with torch.no_grad():\n    out = model(x)\nloss = loss_fn(out, y)\nloss.requires_grad = True\nloss.backward()",
+        good_example="out = model(x)\nloss = loss_fn(out, y)\nloss.backward()",
+        found_by=W,
+    ),
+    Rule(
+        code="T006", name="training-in-eval-mode", severity=Severity.WARNING,
+        summary="a training forward ran BatchNorm or Dropout in eval mode while their parameters are being trained",
+        why="after a validation pass, model.eval() stays in effect until model.train(): BatchNorm uses frozen running "
+            "statistics and Dropout is off, so the model trains differently from what the code says.",
+        fix="call model.train() at the start of every training epoch (after each validation pass)",
+        bad_example="for epoch in range(n):\n    for x, y in loader: ...      # trains in eval mode from epoch 2 on\n"
+                    "    model.eval(); validate(model)",
+        good_example="for epoch in range(n):\n    model.train()\n    for x, y in loader: ...\n    model.eval(); validate(model)",
+        message="{count} of {total} BatchNorm/Dropout modules in eval mode in the training forward of step {step} "
+                "(e.g. {path}) while their parameters train",
+        found_by=W,
+    ),
+    Rule(
+        code="T007", name="frozen-batchnorm-statistics-move", severity=Severity.WARNING,
+        summary="a frozen module (requires_grad False or not in the optimizer) runs BatchNorm in train mode",
+        why="its parameters are frozen but its running mean and variance are still overwritten by every batch, so a "
+            "frozen teacher or backbone drifts and behaves differently at evaluation.",
+        fix="put frozen modules in eval mode after every model.train() (teacher.eval(), or override train())",
+        bad_example="teacher.requires_grad_(False)\nmodel.train()            # the teacher's BatchNorm statistics move",
+        good_example="teacher.requires_grad_(False)\nteacher.eval()",
+        message="{count} frozen BatchNorm modules ran in train mode (e.g. {path}): their running statistics move",
+        found_by=W,
+    ),
+    Rule(
+        code="T008", name="random-in-eval-forward", severity=Severity.WARNING,
+        summary="functional dropout ran with training=True inside a module in eval mode",
+        why="F.dropout defaults to training=True: an eval-mode forward stays random, so validation scores are noisy "
+            "and lower than the model's real quality, and inference is not reproducible.",
+        fix="pass training=self.training to functional dropout, or use nn.Dropout",
+        bad_example="x = F.dropout(x, p=0.5)",
+        good_example="x = F.dropout(x, p=0.5, training=self.training)",
+        found_by=W,
+    ),
+    Rule(
+        code="T009", name="probabilities-to-logit-loss", severity=Severity.ERROR,
+        summary="probabilities fed to a loss that expects logits (softmax before CrossEntropyLoss, sigmoid before BCEWithLogitsLoss)",
+        why="the loss applies its own (log-)softmax or sigmoid: the gradients through a second squashing function "
+            "are tiny and the loss cannot go below a floor, so training stalls.",
+        fix="pass the raw logits to the loss; apply softmax/sigmoid only for predictions",
+        bad_example="loss = F.cross_entropy(torch.softmax(logits, 1), y)",
+        good_example="loss = F.cross_entropy(logits, y)",
+        found_by=W,
+    ),
+    Rule(
+        code="T010", name="loss-operands-broadcast", severity=Severity.ERROR,
+        summary="an elementwise loss got input and target of different shapes that broadcast",
+        why="(N, 1) against (N,) broadcasts to (N, N): every prediction is compared with every target, the loss "
+            "is an average over wrong pairs and the model learns the mean target.",
+        fix="make the shapes equal: pred.squeeze(1) or y.unsqueeze(1)",
+        bad_example="loss = F.mse_loss(model(x), y)     # (N, 1) vs (N,)",
+        good_example="loss = F.mse_loss(model(x).squeeze(1), y)",
+        found_by=W,
+    ),
+    Rule(
+        code="T011", name="degenerate-targets", severity=Severity.ERROR,
+        summary="every target equals ignore_index, or every batch holds a single class for many batches in a row",
+        why="with every target ignored the loss is NaN or 0 and nothing learns (an inverted padding mask); batches "
+            "of one class (sorted data, no shuffle) make the model predict the current class and forget the others.",
+        fix="check the label mask (ignore only the padding); shuffle the training data (DataLoader(shuffle=True))",
+        bad_example="y[y != pad] = -100          # mask inverted: every real token ignored\n"
+                    "loader = DataLoader(sorted_by_label)",
+        good_example="y[y == pad] = -100\nloader = DataLoader(ds, shuffle=True)",
+        found_by=W,
+    ),
+    Rule(
+        code="T012", name="unnormalised-inputs", severity=Severity.WARNING,
+        summary="the first layer of a training forward sees inputs far from unit scale (e.g. 0..255 pixels)",
+        why="inputs an order of magnitude or more above unit scale saturate activations and make the first layer's "
+            "gradients dominate; default initialisations and learning rates assume normalised inputs.",
+        fix="normalise the inputs (ToTensor() divides by 255; Normalize(mean, std))",
+        bad_example="x = torch.from_numpy(img).float()       # 0..255",
+        good_example="x = torch.from_numpy(img).float() / 255   # and Normalize(mean, std)",
+        found_by=W,
+    ),
+    Rule(
+        code="T013", name="clip-scaled-gradients", severity=Severity.ERROR,
+        summary="clip_grad_norm_ ran on scaled gradients, before GradScaler.unscale_",
+        why="under a GradScaler the gradients are multiplied by the loss scale (65536 at first): clipping them to "
+            "max_norm clips to max_norm / scale in real units, which shrinks every update to almost nothing.",
+        fix="call scaler.unscale_(optimizer) before clip_grad_norm_",
+        bad_example="scaler.scale(loss).backward()\nclip_grad_norm_(model.parameters(), 1.0)\nscaler.step(opt)",
+        good_example="scaler.scale(loss).backward()\nscaler.unscale_(opt)\nclip_grad_norm_(model.parameters(), 1.0)\nscaler.step(opt)",
+        found_by=W,
+    ),
+    Rule(
+        code="T014", name="low-precision-updates-vanish", severity=Severity.ERROR,
+        summary="fp16/bf16 parameters without an fp32 master copy whose updates round to zero",
+        why="an update smaller than half the weight's rounding step is lost entirely: with lr * grad below "
+            "eps(bf16) * |w| most weights never change although every step computes an update.",
+        fix="keep the parameters in fp32 and use autocast (mixed precision), or an optimizer with fp32 master weights",
+        bad_example="model = Net().to(torch.bfloat16)\nopt = SGD(model.parameters(), lr=1e-4)",
+        good_example="model = Net()                         # fp32 weights\nwith torch.autocast('cpu', torch.bfloat16):\n    loss = loss_fn(model(x), y)",
+        found_by=W,
+    ),
+    Rule(
+        code="T015", name="parameters-replaced-after-optimizer", severity=Severity.ERROR,
+        summary="the model's parameters were replaced after the optimizer was built: it holds the old tensors",
+        why="assigning a new layer (model.fc = nn.Linear(...)) or re-creating parameters after building the "
+            "optimizer leaves the optimizer stepping tensors the model no longer uses; the new ones never train.",
+        fix="build the optimizer after the model is final (after replacing heads and loading weights)",
+        bad_example="opt = SGD(model.parameters(), lr=0.1)\nmodel.fc = nn.Linear(512, 10)    # opt still holds the old fc",
+        good_example="model.fc = nn.Linear(512, 10)\nopt = SGD(model.parameters(), lr=0.1)",
+        found_by=W,
+    ),
+    Rule(
+        code="T016", name="pretrained-weights-not-loaded", severity=Severity.ERROR,
+        summary="load_state_dict(strict=False) matched fewer than half of the model's keys",
+        why="strict=False silently skips every key that does not match (a 'module.' prefix from DataParallel, a "
+            "renamed attribute): the model trains from its random initialisation while the run claims fine-tuning.",
+        fix="strip or add the prefix so that the keys match, and check the returned missing_keys",
+        bad_example="model.load_state_dict(torch.load('ddp.pt'), strict=False)   # keys start with 'module.'",
+        good_example="sd = {k.removeprefix('module.'): v for k, v in torch.load('ddp.pt').items()}\n"
+                     "print(model.load_state_dict(sd, strict=False))",
+        found_by=W,
+    ),
+)
+
+register(
+    Rule(
+        code="T017", name="ddp-replicas-differ", severity=Severity.ERROR,
+        summary="DistributedDataParallel replicas hold different parameters after a step",
+        why="DDP keeps replicas equal by averaging gradients in its own backward hooks: a forward that bypasses the "
+            "wrapper (model.module(x)), a no_sync() left on, or a rank-dependent update trains each rank on its own "
+            "data only, and the checkpoint rank 0 saves is one of several diverging models.",
+        fix="call the DDP wrapper itself in the forward (ddp_model(x), not ddp_model.module(x))",
+        bad_example="ddp = DistributedDataParallel(model)\nloss = loss_fn(ddp.module(x), y)   # gradients never averaged",
+        good_example="ddp = DistributedDataParallel(model)\nloss = loss_fn(ddp(x), y)",
+        found_by=W,
+    ),
+)

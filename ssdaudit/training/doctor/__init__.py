@@ -1,0 +1,14 @@
+"""The training doctor: ``watch(model, optimizer)`` names the silent errors of the user's own training loop.
+
+The package: ``watch`` (the hooks and the ``Watch`` object), ``context`` (the state checks share), ``checks/`` (one
+module per idea, each a ``Check``), ``taps`` (process-wide wrappers of functional losses, dropout, clipping,
+GradScaler and load_state_dict), ``report`` (``DoctorReport``), ``runner`` (``ssdaudit watch``: a script run
+in-process with every optimizer it builds watched).
+"""
+
+from __future__ import annotations
+
+from ssdaudit.training.doctor.report import DoctorReport
+from ssdaudit.training.doctor.watch import Watch, watch
+
+__all__ = ["DoctorReport", "Watch", "watch"]

@@ -1,0 +1,48 @@
+"""``Check``: the events a check can follow. The ``Watch`` calls only the methods a check overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssdaudit.training.doctor.context import Context
+
+# The methods a Watch dispatches, in the order they happen in a step.
+EVENTS = ("on_module_pre", "on_loss", "on_dropout", "on_backward_start", "on_backward_end", "on_clip",
+          "on_step_pre", "on_step_post", "on_load")
+
+
+class Check:
+    """One idea, one rule (or two sides of one): override the events it needs."""
+
+    code = ""
+
+    def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
+        """Before any module's forward (``root``: no other forward is running)."""
+
+    def on_loss(self, ctx: Context, name: str, input: torch.Tensor, target: torch.Tensor, options: dict[str, Any]) -> None:
+        """A ``torch.nn.functional`` loss (``name``, e.g. ``cross_entropy``) is called, directly or by a loss module;
+        ``options``: its other arguments by name (``ignore_index``, ``reduction`` ...)."""
+
+    def on_dropout(self, ctx: Context, p: float, training: bool) -> None:
+        """A functional dropout is called with probability ``p`` and its ``training`` argument."""
+
+    def on_backward_start(self, ctx: Context, param: torch.Tensor) -> None:
+        """A backward pass reaches the optimizer's parameters; ``param`` is the first, its ``.grad`` not yet updated."""
+
+    def on_backward_end(self, ctx: Context) -> None:
+        """That backward pass has finished."""
+
+    def on_clip(self, ctx: Context, params: list[torch.Tensor], max_norm: float) -> None:
+        """``clip_grad_norm_`` is about to clip gradients including some of the optimizer's parameters."""
+
+    def on_step_pre(self, ctx: Context) -> None:
+        """``optimizer.step()`` is about to run; ``ctx.events`` holds what happened since the last step."""
+
+    def on_step_post(self, ctx: Context) -> None:
+        """``optimizer.step()`` has run (``ctx.step`` not yet incremented)."""
+
+    def on_load(self, ctx: Context, module: nn.Module, strict: bool, result: Any) -> None:
+        """``module.load_state_dict`` returned ``result`` (missing_keys, unexpected_keys)."""

@@ -1,0 +1,18 @@
+"""T003: zero_grad() between two backward passes of one step (an accumulation window that keeps only the last)."""
+
+from __future__ import annotations
+
+from ssdaudit.training.doctor.checks.base import Check
+from ssdaudit.training.doctor.context import Context
+
+
+class ZeroGradInWindow(Check):
+    code = "T003"
+
+    def on_step_pre(self, ctx: Context) -> None:
+        seq = "".join(e for e in ctx.events if e in "BZ")
+        backwards = seq.count("B")
+        inner = seq.strip("Z").count("Z") if backwards > 1 else 0  # zero_grad calls between the first and last backward
+        if inner:
+            ctx.report(self.code, f"step {ctx.current} follows {backwards} backward passes with zero_grad() between "
+                       f"them ({inner} times): only the last micro-batch's gradient reaches the step", subject="optimizer")

@@ -1,0 +1,124 @@
+"""What every check of the doctor reads and writes: the watched objects, the events of the current step, findings.
+
+A *step* is one ``optimizer.step()``. ``Context.events`` holds what happened since the last step, in order:
+``B`` a backward pass reached the optimizer's parameters, ``Z`` a ``zero_grad()``, ``C`` a ``clip_grad_norm_`` over
+its parameters, ``S`` a ``GradScaler.scale``, ``U`` a ``GradScaler.unscale_`` of this optimizer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ssdaudit.core.findings import RULES, Finding, Severity
+
+
+def raise_internal() -> bool:
+    """Whether a failing check propagates its exception (``SSDAUDIT_RAISE_INTERNAL=1``, set by the tests) instead
+    of being recorded: a bug of ours must never break the user's training."""
+    return os.environ.get("SSDAUDIT_RAISE_INTERNAL", "") not in ("", "0")
+
+
+@dataclass
+class Context:
+    """The shared state of one ``Watch``. ``step``: optimizer steps completed; ``current``: the 1-based step in
+    progress (what findings name)."""
+
+    model: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    every: int = 1
+    scaler: Any = None
+    scheduler: Any = None
+    replicated: bool = False  # the watched model is a DistributedDataParallel: its ranks must stay equal
+    step: int = 0
+    events: list[str] = field(default_factory=list)
+    stack: list[nn.Module] = field(default_factory=list)  # the modules whose forward is running, outermost first
+    closure_step: bool = False  # the current step() got a closure (LBFGS): it runs its own backward
+    found: dict[tuple[str, str], Finding] = field(default_factory=dict)
+    first_step: dict[str, int] = field(default_factory=dict)  # rule code -> the step it was first reported at
+    loss_without_graph: int = 0  # loss calls since the last step whose input had no autograd graph
+    internal_errors: list[str] = field(default_factory=list)
+    _names: dict[int, str] | None = None
+    _parents: dict[int, nn.Module] | None = None
+    _trained: set[int] = field(default_factory=set)
+    _opt_ids: set[int] = field(default_factory=set)
+
+    @property
+    def current(self) -> int:
+        return self.step + 1
+
+    @property
+    def due(self) -> bool:
+        """Whether checks that cost a host sync run at this step (every ``every``-th step, the first included)."""
+        return self.step % self.every == 0
+
+    # --- the optimizer's parameters --------------------------------------------------------------------
+
+    def params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def refresh(self) -> None:
+        """Re-read the optimizer's parameters (param groups can be added while training)."""
+        self._opt_ids = {id(p) for p in self.params()}
+        self._trained = {id(p) for g in self.optimizer.param_groups if float(g.get("lr", 1.0)) >= 0
+                         for p in g["params"] if p.requires_grad}
+
+    @property
+    def trained_ids(self) -> set[int]:
+        """ids of the optimizer's parameters that require gradients."""
+        return self._trained
+
+    @property
+    def optimizer_ids(self) -> set[int]:
+        return self._opt_ids
+
+    # --- names in the model ----------------------------------------------------------------------------
+
+    def _index(self) -> None:
+        self._names, self._parents = {}, {}
+        if self.model is None:
+            return
+        for name, m in self.model.named_modules():
+            self._names.setdefault(id(m), name or type(m).__name__)
+            for child in m.children():
+                self._parents.setdefault(id(child), m)
+        for name, p in self.model.named_parameters():
+            self._names.setdefault(id(p), name)
+
+    def name_of(self, obj: object) -> str:
+        """The attribute path of a module or parameter in the model, else its type's name."""
+        if self._names is None:
+            self._index()
+        assert self._names is not None
+        return self._names.get(id(obj), type(obj).__name__ if isinstance(obj, nn.Module) else "<tensor>")
+
+    def in_model(self, module: nn.Module) -> bool:
+        if self._names is None:
+            self._index()
+        assert self._names is not None
+        return id(module) in self._names
+
+    def parent(self, module: nn.Module) -> nn.Module | None:
+        if self._parents is None:
+            self._index()
+        assert self._parents is not None
+        return self._parents.get(id(module))
+
+    def trains(self, module: nn.Module) -> bool:
+        """Whether any parameter of ``module`` (and its children) is trained by the optimizer."""
+        return any(id(p) in self._trained for p in module.parameters())
+
+    # --- findings --------------------------------------------------------------------------------------
+
+    def report(self, code: str, message: str, path: str = "", subject: str | None = None,
+               severity: Severity | None = None, params: int = 0) -> None:
+        """Record a finding of rule ``code`` once per (code, path or subject); the first message wins."""
+        key = (code, path or subject or "")
+        if key in self.found:
+            return
+        self.found[key] = RULES[code].finding(path, message, severity=severity, subject=subject, params=params)
+        self.first_step.setdefault(code, self.current)

@@ -1,0 +1,176 @@
+"""``ssdaudit watch -- python train.py ARGS``: the user's script run in-process, every optimizer it builds watched.
+
+``Optimizer.__init__`` is wrapped for the run: each optimizer gets a ``Watch`` as soon as it is built, on the model
+found from its parameters (the outermost module, among the live ones, that holds the most of them). After ``steps``
+optimizer steps a private ``BaseException`` raised from a step post-hook ends the script (``except Exception`` in
+the script does not catch it; its ``finally`` blocks run). Loads with ``strict=False`` made before the optimizer
+existed are replayed into it (``taps.loads``). The script's output passes through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import runpy
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from ssdaudit.core.errors import ScriptError, UsageError, first_line
+from ssdaudit.core.findings import rule_codes
+from ssdaudit.training.doctor import taps
+from ssdaudit.training.doctor.report import DoctorReport
+from ssdaudit.training.doctor.watch import Watch
+
+
+class _StopScript(BaseException):
+    """Raised from a step post-hook after the last watched step: ends the user's script without an error."""
+
+
+@dataclass(frozen=True)
+class ScriptCommand:
+    """What to run: a script path or a module (``-m``), and its arguments (``sys.argv[1:]``)."""
+
+    target: str
+    is_module: bool
+    args: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return " ".join(["python", *(["-m"] if self.is_module else []), self.target, *self.args])
+
+
+def parse_command(argv: list[str]) -> ScriptCommand:
+    """``["python", "train.py", ...]`` or ``["python", "-m", "pkg.mod", ...]`` (the interpreter word may be left
+    out). Raises ``UsageError`` for anything else."""
+    words = list(argv)
+    if words and os.path.basename(words[0]).startswith("python") and not words[0].endswith(".py"):
+        words = words[1:]
+    if not words:
+        raise UsageError("nothing to run: ssdaudit watch -- python train.py [ARGS] (or -- python -m package.module)")
+    if words[0] == "-m":
+        if len(words) < 2:
+            raise UsageError("-m needs a module name: ssdaudit watch -- python -m package.module")
+        return ScriptCommand(words[1], True, tuple(words[2:]))
+    if words[0].startswith("-"):
+        raise UsageError(f"python option {words[0]} is not supported by ssdaudit watch (only a script or -m module)")
+    if not os.path.isfile(words[0]):
+        raise UsageError(f"no such script: {words[0]}")
+    return ScriptCommand(words[0], False, tuple(words[1:]))
+
+
+def find_model(params: Iterable[torch.Tensor]) -> nn.Module | None:
+    """The outermost live module holding the most of ``params`` (by identity), or None. Scans the garbage
+    collector's objects once (done once per optimizer)."""
+    ids = {id(p) for p in params}
+    # type(), not isinstance(): isinstance reads __class__, which some lazy proxies answer with a warning
+    modules = [o for o in gc.get_objects() if issubclass(type(o), nn.Module)]
+    children = {id(c) for m in modules for c in m.children()}
+    best: tuple[int, nn.Module] | None = None
+    for m in modules:
+        if id(m) in children:
+            continue
+        held = sum(id(p) in ids for p in m.parameters())
+        if held and (best is None or held > best[0]):
+            best = (held, m)
+    return best[1] if best is not None else None
+
+
+class Runner:
+    """Attach a ``Watch`` to every optimizer built while ``patched()`` is active; stop after ``steps`` steps."""
+
+    def __init__(self, steps: int = 20, every: int = 1, ignore: Iterable[str] = ()) -> None:
+        if steps < 1:
+            raise UsageError("--steps must be at least 1")
+        self.steps = steps
+        self.every = every
+        self.ignore = list(ignore)
+        self.watches: list[Watch] = []
+        _, unknown = rule_codes(self.ignore)
+        if unknown:
+            raise UsageError(f"unknown rule codes in ignore: {', '.join(unknown)}")
+
+    def _on_optimizer(self, opt: torch.optim.Optimizer) -> None:
+        if any(w.optimizer is opt for w in self.watches):
+            return
+        params = [p for g in opt.param_groups for p in g["params"]]
+        w = Watch(find_model(params), opt, every=self.every, ignore=self.ignore).attach()  # replays earlier loads
+        self.watches.append(w)
+
+        def stop(_opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+            if w.steps >= self.steps:
+                raise _StopScript()
+
+        opt.register_step_post_hook(stop)
+
+    @contextlib.contextmanager
+    def patched(self) -> Iterator[None]:
+        original = torch.optim.Optimizer.__init__
+        runner = self
+
+        def __init__(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            runner._on_optimizer(self)
+
+        taps.install()
+        torch.optim.Optimizer.__init__ = __init__  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            torch.optim.Optimizer.__init__ = original  # type: ignore[method-assign]
+            for w in self.watches:
+                w.detach()
+            taps.uninstall()
+
+    def report(self, target: str) -> DoctorReport:
+        findings = [f for w in self.watches for f in w.findings()]
+        first: dict[str, int] = {}
+        for w in self.watches:
+            for code, step in w.first_step.items():
+                first[code] = min(step, first.get(code, step))
+        errors = [e for w in self.watches for e in w.ctx.internal_errors]
+        return DoctorReport(target, max((w.steps for w in self.watches), default=0), findings, first, errors)
+
+
+def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
+                script_stdout: TextIO | None = None) -> DoctorReport:
+    """Run ``command`` (``python train.py ARGS`` or ``python -m module ARGS``) in this process with every optimizer
+    watched, for at most ``steps`` optimizer steps; the diagnosis. ``script_stdout``: where the script's prints go
+    (default: stdout). Raises ``UsageError`` (bad command) or ``ScriptError`` (the script raised, exited non-zero,
+    or built no optimizer)."""
+    cmd = parse_command(command)
+    runner = Runner(steps, every, ignore)
+    old_argv, old_path = sys.argv, list(sys.path)
+    sys.argv = [cmd.target, *cmd.args]
+    if not cmd.is_module:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(cmd.target)))
+    else:
+        sys.path.insert(0, os.getcwd())
+    redirect = contextlib.redirect_stdout(script_stdout) if script_stdout is not None else contextlib.nullcontext()
+    try:
+        with runner.patched(), redirect:
+            if cmd.is_module:
+                runpy.run_module(cmd.target, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(cmd.target, run_name="__main__")
+    except _StopScript:
+        pass
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise ScriptError(f"the script exited with status {exc.code} after {runner.report('').steps} steps") from None
+    except ImportError as exc:
+        if cmd.is_module and getattr(exc, "name", None) == cmd.target:
+            raise UsageError(f"no module named {cmd.target}") from None
+        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}") from exc
+    except Exception as exc:
+        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}") from exc
+    finally:
+        sys.argv = old_argv
+        sys.path[:] = old_path
+    if not runner.watches:
+        raise ScriptError("the script built no torch.optim optimizer: nothing to watch")
+    return runner.report(str(cmd))

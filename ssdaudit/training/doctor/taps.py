@@ -1,0 +1,184 @@
+"""Process-wide taps on the calls the doctor cannot reach through hooks: ``torch.nn.functional`` losses and dropout,
+``clip_grad_norm_``, ``GradScaler`` and ``Module.load_state_dict``.
+
+Each is replaced by a thin wrapper while at least one listener is installed (``install``/``uninstall`` count), and
+restored after; ``load_state_dict`` alone is wrapped from this module's import on (see ``loads``). The wrappers call the original first-thing when nobody listens. Loss modules call the functional
+losses through ``torch.nn.functional``, so one tap sees both forms.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES = ("cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
+          "l1_loss", "smooth_l1_loss", "huber_loss", "soft_margin_loss", "poisson_nll_loss")
+DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
+SCALER_METHODS = ("scale", "unscale_", "step", "update")
+
+
+class Listener(Protocol):
+    def tap_loss(self, name: str, input: torch.Tensor, target: Any, options: dict[str, Any]) -> None: ...
+    def tap_dropout(self, p: float, training: bool) -> None: ...
+    def tap_clip(self, params: list[torch.Tensor], max_norm: float) -> None: ...
+    def tap_scaler(self, scaler: Any, method: str, optimizer: Any) -> None: ...
+    def tap_load(self, module: nn.Module, strict: bool, result: Any) -> None: ...
+
+
+_listeners: list[Listener] = []
+_saved: list[tuple[Any, str, Any]] = []  # (owner, attribute, original)
+_installs = 0
+# The last strict=False loads (weak references to the modules), recorded from the moment this module is imported:
+# a training script that imports ``ssdaudit.watch`` at its top, loads pretrained weights, then builds the optimizer
+# and the watch, still has its load checked (``Watch.attach`` replays the loads into modules of its model).
+LOADS_KEPT = 32
+loads: collections.deque[tuple[weakref.ref[nn.Module], Any]] = collections.deque(maxlen=LOADS_KEPT)
+
+
+def listen(listener: Listener) -> None:
+    install()
+    _listeners.append(listener)
+
+
+def unlisten(listener: Listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+        uninstall()
+
+
+def _patch(owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    _saved.append((owner, name, original))
+    setattr(owner, name, make(original))
+
+
+def _loss(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    sig = inspect.signature(original)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _listeners:
+            try:
+                bound = sig.bind(*args, **kwargs)
+            except TypeError:
+                return original(*args, **kwargs)
+            bound.apply_defaults()
+            opts = dict(bound.arguments)
+            inp, target = opts.pop("input", None), opts.pop("target", None)
+            if isinstance(inp, torch.Tensor):
+                for lst in list(_listeners):
+                    lst.tap_loss(name, inp, target, opts)
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+def _dropout(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
+        for lst in list(_listeners):
+            lst.tap_dropout(float(p), bool(training))
+        return original(input, p, training, inplace)
+
+    return wrapper
+
+
+def _clip(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(parameters: Any, max_norm: float, *args: Any, **kwargs: Any) -> Any:
+        if _listeners:
+            params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+            for lst in list(_listeners):
+                lst.tap_clip(params, float(max_norm))
+            parameters = params
+        return original(parameters, max_norm, *args, **kwargs)
+
+    return wrapper
+
+
+def _scaler(method: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not (_listeners and self.is_enabled()):
+            return original(self, *args, **kwargs)
+        arg = args[0] if args else None
+        if method == "update":  # after the step: whether scaler.step skipped the optimizer is known now
+            result = original(self, *args, **kwargs)
+            for lst in list(_listeners):
+                lst.tap_scaler(self, method, arg)
+            return result
+        for lst in list(_listeners):
+            lst.tap_scaler(self, method, arg)
+        return original(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _load(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(self: nn.Module, state_dict: Any, strict: bool = True, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, state_dict, strict, *args, **kwargs)
+        if not strict:
+            loads.append((weakref.ref(self), result))
+            for lst in list(_listeners):
+                lst.tap_load(self, bool(strict), result)
+        return result
+
+    wrapper.__ssdaudit_load_tap__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def recent_loads() -> list[tuple[nn.Module, Any]]:
+    """The recorded ``load_state_dict(strict=False)`` calls whose modules are alive: (module, result)."""
+    alive = [(ref(), result) for ref, result in loads]
+    return [(m, r) for m, r in alive if m is not None]
+
+
+def _record_loads() -> None:
+    """Wrap ``nn.Module.load_state_dict`` once, for the life of the process: it records strict=False loads (a
+    deque append per such call, nothing else) and tells the listeners."""
+    if not getattr(nn.Module.load_state_dict, "__ssdaudit_load_tap__", False):
+        nn.Module.load_state_dict = _load(nn.Module.load_state_dict)  # type: ignore[method-assign]
+
+
+def install() -> None:
+    """Put the taps in place (counted: the last ``uninstall`` restores the originals)."""
+    global _installs
+    _installs += 1
+    if _installs > 1:
+        return
+    for name in LOSSES:
+        if hasattr(F, name):
+            _patch(F, name, functools.partial(_loss, name))
+    for name in DROPOUTS:
+        if hasattr(F, name):
+            _patch(F, name, _dropout)
+    import torch.nn.utils.clip_grad as clip_grad
+
+    _patch(torch.nn.utils, "clip_grad_norm_", _clip)
+    _patch(clip_grad, "clip_grad_norm_", _clip)
+    from torch.amp.grad_scaler import GradScaler
+
+    for method in SCALER_METHODS:
+        _patch(GradScaler, method, functools.partial(_scaler, method))
+
+
+def uninstall() -> None:
+    global _installs
+    _installs = max(0, _installs - 1)
+    if _installs:
+        return
+    while _saved:
+        owner, name, original = _saved.pop()
+        setattr(owner, name, original)
+
+
+_record_loads()

@@ -1,0 +1,635 @@
+"""The training doctor (ssdaudit.watch): per rule, a tiny buggy loop that must be named within 3 steps of its
+trigger, and its clean twin (deliberate patterns included) that must raise no warning or error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssdaudit.core.findings import Finding, Severity
+from ssdaudit.training.doctor import DoctorReport, Watch, watch
+
+STEPS = 6
+
+
+def mlp(out: int = 1, dropout: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(0.5))
+    return nn.Sequential(*layers, nn.Linear(8, out))
+
+
+def data(n: int = 16, classes: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 4, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g) if classes else torch.randn(n, generator=g)
+    return x, y
+
+
+def regression(bug: bool, order: str) -> Watch:
+    """A regression loop whose per-step call order is ``order``: f forward+loss, b backward, z zero_grad, s step."""
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            loss = torch.tensor(0.0)
+            for op in order:
+                if op == "f":
+                    loss = F.mse_loss(model(x).squeeze(1), y)
+                elif op == "b":
+                    loss.backward()
+                elif op == "z":
+                    opt.zero_grad()
+                elif op == "s":
+                    opt.step()
+    return w
+
+
+def t001(bug: bool) -> Watch:
+    return regression(bug, "fbs" if bug else "zfbs")
+
+
+def t002(bug: bool) -> Watch:
+    return regression(bug, "fbzs" if bug else "zfbs")
+
+
+def t002_clip(bug: bool) -> Watch:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.0 if bug else 1.0)
+            opt.step()
+    return w
+
+
+def t003(bug: bool) -> Watch:
+    # gradient accumulation over 2 micro-batches; the clean twin is the deliberate pattern (zero_grad every k)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for i in range(2 * STEPS):
+            if bug:
+                opt.zero_grad()
+            (F.mse_loss(model(x).squeeze(1), y) / 2).backward()
+            if i % 2 == 1:
+                opt.step()
+                opt.zero_grad()
+    return w
+
+
+def t004(bug: bool) -> Watch:
+    # bug: a cosine horizon of 3 "epochs" stepped per batch (lr 0 at step 4); clean: warm-up from 0, then constant
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched: torch.optim.lr_scheduler.LRScheduler
+    if bug:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / 3))
+    x, y = data()
+    with watch(model, opt, scheduler=sched) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+            sched.step()
+    return w
+
+
+def g004_warmup(bug: bool) -> Watch:
+    # a bias before BatchNorm gets gradients of ~1e-9 (BatchNorm removes the mean), too small to move it; with a
+    # warm-up from lr 0 the lr-0 step must not make that a G004 "never updated" finding
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / 3))
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+            sched.step()
+    return w
+
+
+def t004_step(bug: bool) -> Watch:
+    # bug: StepLR(step_size=3 "epochs", gamma 0.1) stepped per batch: lr / 10 at step 4; clean: the same per epoch
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.1)
+    x, y = data()
+    with watch(model, opt, scheduler=sched) as w:
+        for i in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+            if bug or i == STEPS - 1:  # per batch (bug) / once, at the end of the "epoch"
+                sched.step()
+    return w
+
+
+def g004_clipped(bug: bool) -> list[Finding]:
+    # strong clipping (a large loss, max_norm 1) over a bias that BatchNorm makes inert: judged on the gradients
+    # before clipping its update would have been due and G004 fired; the optimizer sees the clipped ones
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            (1e3 * F.mse_loss(model(x).squeeze(1), y)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+    return [f for f in w.findings() if f.rule == "G004"]
+
+
+def t005(bug: bool) -> Watch:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            if bug:
+                with torch.no_grad():
+                    out = model(x)
+                loss = F.mse_loss(out.squeeze(1), y)
+                loss.requires_grad = True
+            else:
+                loss = F.mse_loss(model(x).squeeze(1), y)
+            loss.backward()
+            opt.step()
+    return w
+
+
+def classify(model: nn.Module, opt: torch.optim.Optimizer, w: Watch, train_mode: bool, steps: int = STEPS) -> None:
+    x, y = data(16, classes=3)
+    for _ in range(steps):
+        if train_mode:
+            model.train()
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        model.eval()  # a validation pass
+        with torch.no_grad():
+            model(x)
+
+
+def t006(bug: bool) -> Watch:
+    model = mlp(3, dropout=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with watch(model, opt) as w:
+        classify(model, opt, w, train_mode=not bug)
+    return w
+
+
+def t006_finetune(bug: bool) -> Watch:
+    # the deliberate pattern: a frozen BatchNorm (requires_grad False, eval mode) in a model whose head trains
+    model = mlp(3)
+    bn = model[1]
+    bn.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    x, y = data(16, classes=3)
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            model.train()
+            bn.eval()
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return w
+
+
+def t006_norm_eval(bug: bool) -> Watch:
+    # the deliberate pattern of detection recipes (norm_eval): BatchNorm statistics frozen by .eval() on the norm
+    # layers alone, their affine parameters trained, the rest of the model in train mode
+    model = mlp(3, dropout=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data(16, classes=3)
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            model.train()
+            model[1].eval()
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return w
+
+
+def t007(bug: bool) -> Watch:
+    # distillation: a frozen teacher with BatchNorm; the bug leaves it in train mode
+    teacher = mlp(3)
+    teacher.requires_grad_(False)
+    if not bug:
+        teacher.eval()
+    student = nn.Sequential(nn.Linear(4, 3))
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    x, _ = data(16)
+    with watch(student, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            with torch.no_grad():
+                soft = teacher(x).softmax(1)
+            F.cross_entropy(student(x), soft).backward()
+            opt.step()
+    return w
+
+
+class FunctionalDropout(nn.Module):
+    def __init__(self, bug: bool) -> None:
+        super().__init__()
+        self.fc, self.out, self.bug = nn.Linear(4, 8), nn.Linear(8, 3), bug
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc(x))
+        h = F.dropout(h, 0.5) if self.bug else F.dropout(h, 0.5, training=self.training)
+        return self.out(h)
+
+
+def t008(bug: bool) -> Watch:
+    torch.manual_seed(0)
+    model = FunctionalDropout(bug)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with watch(model, opt) as w:
+        classify(model, opt, w, train_mode=True)
+    return w
+
+
+def classifier_loss(bug: bool, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    squash: Callable[[torch.Tensor], torch.Tensor], binary: bool = False) -> Watch:
+    model = mlp(1 if binary else 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data(16, classes=2 if binary else 3)
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            out = model(x).squeeze(1) if binary else model(x)
+            loss(squash(out) if bug else out, y.float() if binary else y).backward()
+            opt.step()
+    return w
+
+
+def t009(bug: bool) -> Watch:
+    return classifier_loss(bug, nn.CrossEntropyLoss(), lambda t: t.softmax(1))
+
+
+def t009_bce(bug: bool) -> Watch:
+    return classifier_loss(bug, nn.BCEWithLogitsLoss(), torch.sigmoid, binary=True)
+
+
+def t010(bug: bool) -> Watch:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            out = model(x)
+            F.mse_loss(out if bug else out.squeeze(1), y).backward()
+            opt.step()
+    return w
+
+
+def t011(bug: bool) -> Watch:
+    # token targets whose padding the collator set to -100 (deliberate); the bug masks the real tokens as well
+    model = mlp(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data(16, classes=3)
+    pad = torch.arange(16) >= 12
+    y = y.masked_fill(pad, -100)
+    if bug:
+        y = y.masked_fill(~pad, -100)  # the label mask inverted
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y, ignore_index=-100).backward()
+            opt.step()
+    return w
+
+
+def t011_sorted(bug: bool) -> Watch:
+    # 6 batches of 32 from 3 classes of 64 samples: sorted by label (one class per batch) vs shuffled
+    model = mlp(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, _ = data(192)
+    y = torch.arange(192) // 64
+    if not bug:
+        order = torch.randperm(192, generator=torch.Generator().manual_seed(0))
+        x, y = x[order], y[order]
+    with watch(model, opt) as w:
+        for i in range(6):
+            opt.zero_grad()
+            F.cross_entropy(model(x[32 * i:32 * i + 32]), y[32 * i:32 * i + 32]).backward()
+            opt.step()
+    return w
+
+
+def t012(bug: bool) -> Watch:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    img = torch.randint(0, 256, (4, 3, 8, 8), generator=g).float()
+    x = img if bug else (img / 255 - 0.5) / 0.25
+    y = torch.randint(0, 3, (4,), generator=g)
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return w
+
+
+def t013(bug: bool) -> Watch:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu")
+    x, y = data()
+    with watch(model, opt, scaler=scaler) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            scaler.scale(F.mse_loss(model(x).squeeze(1), y)).backward()
+            if not bug:
+                scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+    return w
+
+
+def amp_skipped_steps(bug: bool) -> Watch:
+    # GradScaler's first step overflows (init_scale 2**127) and is skipped by design: no G006 for its inf gradients,
+    # and its backward is no "zero_grad inside an accumulation window" (T003) for the next step
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 127, backoff_factor=2.0 ** -107)  # then 2**20
+    x, y = data()
+    with watch(model, opt, scaler=scaler) as w:
+        for _ in range(8):
+            opt.zero_grad()
+            scaler.scale(1e3 * F.mse_loss(model(x).squeeze(1), y)).backward()  # x 2**127 overflows fp32
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+    assert 0 < w.steps < 8  # some steps were skipped, some ran
+    return w
+
+
+def t014(bug: bool) -> Watch:
+    model = mlp()
+    dtype = torch.bfloat16 if bug else torch.float32
+    model.to(dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x.to(dtype)).squeeze(1).float(), y).backward()
+            opt.step()
+    return w
+
+
+def t015(bug: bool) -> Watch:
+    model = mlp()
+    if bug:
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        model[3] = nn.Linear(8, 1)  # a new head after the optimizer was built
+    else:
+        model[3] = nn.Linear(8, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+    return w
+
+
+def t016_before_watch(bug: bool) -> Watch:
+    # the usual order: load the pretrained weights, then build the optimizer and the watch
+    pretrained = mlp().state_dict()
+    state = {("module." + k if bug else k): v for k, v in pretrained.items() if not k.startswith("3.")}
+    model = mlp()
+    model.load_state_dict(state, strict=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+    return w
+
+
+def t016(bug: bool) -> Watch:
+    # fine-tuning: the pretrained body loads (the new head is missing, deliberately); the bug saved it under DDP
+    pretrained = mlp().state_dict()
+    state = {("module." + k if bug else k): v for k, v in pretrained.items() if not k.startswith("3.")}
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt) as w:
+        model.load_state_dict(state, strict=False)
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+    return w
+
+
+# code -> (the loop, the step of the trigger in the buggy loop)
+CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
+    "T001": ("T001", t001, 2),           # the second step is the first that can accumulate
+    "T002": ("T002", t002, 1),
+    "T002-clip0": ("T002", t002_clip, 1),
+    "T003": ("T003", t003, 1),
+    "T004": ("T004", t004, 4),           # cosine with T_max=3: lr 0.05, 0.0375, 0.0125 (4x), then 0 at step 4
+    "T004-steplr": ("T004", t004_step, 4),
+    "G004-warmup": ("G004", g004_warmup, 0),  # clean only: a warm-up over a bias that BatchNorm makes inert
+    "T005": ("T005", t005, 1),
+    "T006": ("T006", t006, 2),           # the validation pass after step 1 leaves the model in eval mode
+    "T006-finetune": ("T006", t006_finetune, 0),  # no bug variant: frozen BN is deliberate
+    "T006-norm-eval": ("T006", t006_norm_eval, 0),  # no bug variant: BN alone in eval, affine trained, is deliberate
+    "T007": ("T007", t007, 1),
+    "T008": ("T008", t008, 2),           # the eval forward after step 1
+    "T009": ("T009", t009, 1),
+    "T009-bce": ("T009", t009_bce, 1),
+    "T010": ("T010", t010, 1),
+    "T011": ("T011", t011, 1),
+    "T011-sorted": ("T011", t011_sorted, 1),  # needs 4 batches of one class: reported at step 4
+    "T012": ("T012", t012, 1),
+    "T013": ("T013", t013, 1),
+    "T014": ("T014", t014, 1),
+    "G006-amp-skipped": ("G006", amp_skipped_steps, 0),  # clean only: GradScaler's skipped steps are by design
+    "T015": ("T015", t015, 1),
+    "T016": ("T016", t016, 1),
+    "T016-before-watch": ("T016", t016_before_watch, 1),
+}  # T017 (DDP replicas) needs 2 processes: tests/ssdaudit/test_distributed.py
+BUGGY = {k: v for k, v in CASES.items() if v[2] > 0}
+
+
+def failing(w: Watch) -> list[str]:
+    return [f"{f.rule} {f.severity}: {f.message}" for f in w.findings() if f.severity in (Severity.ERROR, Severity.WARNING)]
+
+
+@pytest.mark.parametrize("case", list(BUGGY), ids=list(BUGGY))
+def test_buggy_loop_is_named_within_three_steps(case: str) -> None:
+    code, loop, trigger = BUGGY[case]
+    w = loop(True)
+    found = [f for f in w.findings() if f.rule == code]
+    assert found, f"{code} not found; found: {failing(w)}"
+    assert found[0].severity in (Severity.ERROR, Severity.WARNING)
+    limit = 4 if case == "T011-sorted" else trigger + 3  # one class per batch needs a run of 4 batches to be evidence
+    assert w.first_step[code] <= limit, (code, w.first_step)
+    assert not w.ctx.internal_errors
+
+
+def test_g004_judges_the_gradients_the_optimizer_sees() -> None:
+    assert g004_clipped(False) == []
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_clean_twin_is_clean(case: str) -> None:
+    _, loop, _ = CASES[case]
+    w = loop(False)
+    assert failing(w) == []
+    assert not w.ctx.internal_errors
+
+
+def test_ignore_silences_a_rule_and_rejects_unknown_codes() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with pytest.raises(ValueError, match="T999"):
+        watch(model, opt, ignore=["T999"])
+    x, y = data()
+    with watch(model, opt, ignore=["t001"]) as w:
+        for _ in range(3):
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+    assert "T001" in w.first_step and all(f.rule != "T001" for f in w.findings())
+
+
+def test_detach_restores_everything() -> None:
+    import torch.nn.utils as nn_utils
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    before = (F.cross_entropy, F.dropout, nn_utils.clip_grad_norm_, nn.Module.load_state_dict)
+    with watch(model, opt):
+        assert F.cross_entropy is not before[0]
+        assert "zero_grad" in opt.__dict__
+    assert (F.cross_entropy, F.dropout, nn_utils.clip_grad_norm_, nn.Module.load_state_dict) == before
+    assert "zero_grad" not in opt.__dict__ and "zero_grad" not in model.__dict__
+    assert not nn.modules.module._global_forward_pre_hooks
+
+
+def test_report_protocol() -> None:
+    from ssdaudit.core.report import Report
+
+    report = t001(True).report("loop")
+    assert isinstance(report, DoctorReport) and isinstance(report, Report)
+    d = report.to_dict()
+    assert d["steps"] == STEPS and any(f["rule"] == "T001" and f["step"] == 2 for f in d["findings"])
+    assert report.exit_code() == 1
+    assert t001(False).report("loop").exit_code() == 0
+
+
+def test_text_renderer() -> None:
+    from rich.console import Console
+
+    from ssdaudit.render.text import render_text
+
+    console = Console(record=True, width=120)
+    render_text(t001(True).report("loop"), console)
+    text = console.export_text()
+    assert "T001" in text and "gradients-never-cleared" in text and "6 optimizer steps" in text and "(step 2)" in text
+
+
+def test_public_api() -> None:
+    import ssdaudit
+
+    assert ssdaudit.watch is watch and "watch" in ssdaudit.__all__
+
+
+# --- the zero-setup runner: ssdaudit watch -- python train.py -------------------------------------------------
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = "examples/watch_missing_zero_grad.py"
+
+
+def ssdaudit_watch(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "ssdaudit.cli.main", "watch", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_runner_names_the_examples_bug_and_passes_its_output_through() -> None:
+    r = ssdaudit_watch("--steps", "5", "--", "python", EXAMPLE)
+    assert r.returncode == 1, r.stderr
+    assert "step 0 loss" in r.stdout  # the script's own output
+    assert "T001 gradients-never-cleared" in r.stdout and "(step 2)" in r.stdout
+    assert "5 optimizer steps watched" in r.stdout  # stopped after --steps
+
+
+def test_runner_fixed_example_is_clean_in_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    # in process (the subprocess above costs a torch import): the same entry point through typer
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli.main import app
+
+    monkeypatch.chdir(ROOT)
+    r = CliRunner().invoke(app, ["watch", "--format", "json", "--", "python", EXAMPLE, "--fixed"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # the script's prints went to stderr
+    assert doc["findings"] == [] and doc["steps"] == 20
+    assert "step 0 loss" in r.stderr
+
+
+def test_runner_in_process_module_errors_and_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli.main import app
+
+    pkg = tmp_path / "trainpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(
+        "import sys, torch\nfrom torch import nn\nimport torch.nn.functional as F\n"
+        "m = nn.Linear(3, 1)\nopt = torch.optim.SGD(m.parameters(), lr=0.1)\nx, y = torch.randn(8, 3), torch.randn(8)\n"
+        "for _ in range(10):\n    opt.zero_grad()\n    F.mse_loss(m(x), y).backward()\n    opt.step()\n"
+        "if '--crash' in sys.argv:\n    raise RuntimeError('boom')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SSDAUDIT_RAISE_INTERNAL", raising=False)
+    runner = CliRunner()
+    r = runner.invoke(app, ["watch", "--steps", "3", "--format", "sarif", "--", "python", "-m", "trainpkg.train"])
+    assert r.exit_code == 1, r.output
+    assert "T010" in json.dumps(json.loads(r.stdout)["runs"][0]["results"])
+    r = runner.invoke(app, ["watch", "--steps", "50", "--", "python", "-m", "trainpkg.train", "--crash"])
+    assert r.exit_code == 2 and "error: the script raised RuntimeError: boom" in r.output
+    r = runner.invoke(app, ["watch", "--", "python", "missing.py"])
+    assert r.exit_code == 2 and "no such script" in r.output
+    r = runner.invoke(app, ["watch", "--ignore", "T010", "--steps", "3", "--", "python", "-m", "trainpkg.train"])
+    assert r.exit_code == 0, r.output
+    assert torch.optim.Optimizer.__init__.__module__ == "torch.optim.optimizer"  # unpatched afterwards
+
