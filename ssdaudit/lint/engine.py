@@ -103,13 +103,33 @@ def _suppressed(lines: list[str], line: int, end_line: int, code: str) -> bool:
     return False
 
 
-def _findings(ctx: FileContext, job: _Job) -> tuple[list[Finding], int]:
-    """Every rule module on one file: (findings, how many were suppressed)."""
+def _applicable(source: str, known: AbstractSet[str], ignore: AbstractSet[str]) -> list[str]:
+    """The rules that can fire on ``source``, from its text alone: a rule module's ``TRIGGERS`` (substrings, one of
+    which its code needs), else an nn.Module class in the file. A file no rule applies to is not parsed by libcst."""
+    module_class: bool | None = None
+    out: list[str] = []
+    for code, module in CHECKS.items():
+        if code in ignore:
+            continue
+        triggers: tuple[str, ...] | None = getattr(module, "TRIGGERS", None)
+        if triggers is not None:
+            if any(t in source for t in triggers):
+                out.append(code)
+            continue
+        if module_class is None:
+            bases = known | {"Module"}
+            module_class = any(b & bases for b in class_edges(source).values())
+        if module_class:
+            out.append(code)
+    return out
+
+
+def _findings(ctx: FileContext, codes: list[str]) -> tuple[list[Finding], int]:
+    """The rule modules ``codes`` on one file: (findings, how many were suppressed)."""
     out: list[Finding] = []
     suppressed = 0
-    for code, module in CHECKS.items():
-        if code in job.ignore:
-            continue
+    for code in codes:
+        module = CHECKS[code]
         for hit in module.check(ctx):
             out_f = _finding(ctx, code, hit)
             if out_f is None:
@@ -195,6 +215,16 @@ def _lint_file(path: Path, job: _Job, classes: AbstractSet[str] | None = None) -
         return _FileResult([], error=f"{path}: cannot read: {exc}")
     original = source
     fixed = 0
+    codes = _applicable(source, known, job.ignore)
+    if not codes:  # nothing to look for: only whether it parses (Python's parser, ten times faster)
+        try:
+            ast.parse(source, filename=str(path))
+        except SyntaxError as exc:
+            err = _syntax_error(path, source, exc)
+            return _FileResult([err] if isinstance(err, Finding) and "E999" not in job.ignore else [], source=original)
+        except (ValueError, RecursionError) as exc:
+            return _FileResult([], error=f"{path}: cannot parse: {exc}", source=original)
+        return _FileResult([], source=original)
     for _ in range(_FIX_ROUNDS if job.fix else 1):
         try:
             module = cst.parse_module(source)
@@ -204,7 +234,7 @@ def _lint_file(path: Path, job: _Job, classes: AbstractSet[str] | None = None) -
                 return _FileResult([], error=err, source=original)
             return _FileResult([err] if "E999" not in job.ignore else [], source=original)
         ctx = FileContext(path, source, module, known)
-        findings, suppressed = _findings(ctx, job)
+        findings, suppressed = _findings(ctx, codes)
         if not job.fix:
             break
         fixes = [f.autofix for f in findings if f.autofix is not None and (f.autofix.safe or job.unsafe)]

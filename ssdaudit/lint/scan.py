@@ -150,14 +150,15 @@ class _Scanner:
         body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
         methods = {s.name.value: s for s in body if isinstance(s, cst.FunctionDef)}
         self.scan = ClassScan(cls, methods)
+        self.nodes = {name: list(walk(fn)) for name, fn in methods.items()}  # each method's nodes, in source order
         # source order of every node of the methods: "registered on a later line" without positions
-        self.index = {id(n): i for i, n in enumerate(n for fn in methods.values() for n in walk(fn))}
+        self.index = {id(n): i for i, n in enumerate(n for nodes in self.nodes.values() for n in nodes)}
 
     def run(self) -> ClassScan:
         scan = self.scan
         for fname, fn in scan.methods.items():
             bound: dict[str, str] = {}
-            nodes = list(walk(fn))
+            nodes = self.nodes[fname]
             for node in nodes:
                 if isinstance(node, cst.Assign):
                     kind = ("module" if self.ctx.is_module_ctor(node.value)
@@ -175,7 +176,7 @@ class _Scanner:
             for node in nodes:
                 if isinstance(node, cst.Call):
                     self._append(node, bound)
-            self._unpacked_registry(fn)
+            self._unpacked_registry(nodes)
         scan.registered_later = self._registered_later()
         return scan
 
@@ -242,8 +243,8 @@ class _Scanner:
 
     def _registered_later(self) -> dict[str, list[int | None]]:
         out: dict[str, list[int | None]] = {}
-        for fn in self.scan.methods.values():
-            for node in walk(fn):
+        for nodes in self.nodes.values():
+            for node in nodes:
                 if isinstance(node, cst.Assign) and self.ctx.is_registering_container(node.value):
                     used = {a for n in walk(node.value) if (a := self_attr(n)) is not None}
                     for t in node.targets:
@@ -261,21 +262,21 @@ class _Scanner:
                             out.setdefault(attr, []).append(None)
         return out
 
-    def _unpacked_registry(self, fn: cst.FunctionDef) -> None:
+    def _unpacked_registry(self, nodes: list[cst.CSTNode]) -> None:
         """The seed's pattern: ``blocks = list(self.backbone); del self.backbone; self.backbone = blocks``."""
-        deleted = {a for n in walk(fn) if isinstance(n, cst.Del)
+        deleted = {a for n in nodes if isinstance(n, cst.Del)
                    for t in (n.target.elements if isinstance(n.target, cst.Tuple) else [n.target])
                    if (a := self_attr(t.value if isinstance(t, cst.Element) else t)) is not None}
         if not deleted:
             return
         derived: dict[str, str] = {}
-        for node in walk(fn):
+        for node in nodes:
             if isinstance(node, cst.Assign):
                 source = _unpacked_attr(node.value)
                 for t in node.targets:
                     if isinstance(t.target, cst.Name) and source:
                         derived[t.target.value] = source
-        for node in walk(fn):
+        for node in nodes:
             if not isinstance(node, cst.Assign):
                 continue
             source = _unpacked_attr(node.value) or (derived.get(node.value.value) if isinstance(node.value, cst.Name) else None)
