@@ -81,9 +81,10 @@ def wrap_container(ctx: FileContext, node: cst.CSTNode, kind: str, used: set[str
 
 def container_fix(ctx: FileContext, scan: ClassScan, hit: ContainerHit) -> Fix | None:
     """R001/R002: wrap the attribute's plain container where it is assigned (also for one filled by ``append``)."""
-    if isinstance(hit.node, cst.Assign):  # self.body = layers, after `del self.body`
-        values: list[cst.BaseExpression] = [hit.node.value]
-    elif any(v is hit.node for v in scan.plain_values.get(hit.attr, ())):
+    if isinstance(hit.node, cst.Assign):  # self.body = layers, after `del self.body`: the modules, unpacked
+        value = hit.node.value
+        return Fix(f"wrap self.{hit.attr} in nn.ModuleList", True, tuple(ctx.wrap(value, f"{ctx.nn_prefix()}ModuleList(")))
+    if any(v is hit.node for v in scan.plain_values.get(hit.attr, ())):
         values = [hit.node]  # type: ignore[list-item]
     else:  # .append(...) or self.x[k] = ...: wrap the container where it is assigned
         values = list(scan.plain_values.get(hit.attr, ()))
