@@ -295,7 +295,7 @@ def lint_paths(paths: Sequence[str | Path], ignore: AbstractSet[str] = frozenset
             changed.append(str(path))
             diffs.append("".join(difflib.unified_diff(r.source.splitlines(keepends=True),
                                                       r.new_source.splitlines(keepends=True),
-                                                      f"a/{path}", f"b/{path}")))
+                                                      f"a/{path.as_posix().lstrip('/')}", f"b/{path.as_posix().lstrip('/')}")))
             if write:
                 atomic_write_text(path, r.new_source)
     findings.sort(key=_sort_key)

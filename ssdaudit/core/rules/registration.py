@@ -48,8 +48,8 @@ register(
         summary='plain tensor attribute used by the model, neither parameter nor buffer',
         why='a plain tensor does not move with .to(device)/.half() and is not saved in state_dict().',
         fix='self.register_buffer(name, tensor) (persistent=False for derived values such as priors)',
-        bad_example='self.priors = make_priors()          # a plain tensor, read in forward()',
-        good_example='self.register_buffer("priors", make_priors(), persistent=False)',
+        bad_example='self.priors = torch.linspace(0, 1, 8)  # a plain tensor, read in forward()',
+        good_example='self.register_buffer("priors", torch.linspace(0, 1, 8), persistent=False)',
         found_by=('lint', 'params'),
     ),
     Rule(
