@@ -1,0 +1,53 @@
+"""L004: softmax or log_softmax applied to the logits given to F.cross_entropy / nn.CrossEntropyLoss (directly or
+through a local name); log_softmax is only redundant there (a note)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+
+from ssdaudit.core.findings import Severity
+from ssdaudit.lint.context import FileContext, Hit, dotted, statements
+from ssdaudit.lint.loops import callee, scopes
+
+CODE = "L004"
+TRIGGERS = ("cross_entropy", "CrossEntropyLoss")
+
+
+def _softmax(ctx: FileContext, node: cst.CSTNode) -> str | None:
+    """'softmax' / 'log_softmax' when ``node`` computes one (F.softmax(x), torch.softmax, x.softmax(), nn.Softmax()(x))."""
+    if not isinstance(node, cst.Call):
+        return None
+    func = node.func.func if isinstance(node.func, cst.Call) else node.func
+    name = (dotted(func) or "").rpartition(".")[2]
+    return {"softmax": "softmax", "Softmax": "softmax", "log_softmax": "log_softmax",
+            "LogSoftmax": "log_softmax"}.get(name)
+
+
+def check(ctx: FileContext) -> Iterator[Hit]:
+    losses = {dotted(t.target) for n in statements(ctx.module) if isinstance(n, cst.Assign)
+              and isinstance(n.value, cst.Call) and callee(n.value) == "CrossEntropyLoss" for t in n.targets}
+    for scope in scopes(ctx):
+        local = {}
+        for n in scope.nodes:
+            if isinstance(n, cst.Assign) and len(n.targets) == 1 and isinstance(n.targets[0].target, cst.Name):
+                local.setdefault(n.targets[0].target.value, []).append(n.value)
+        for call in scope.calls():
+            is_ce = callee(call) == "cross_entropy" or (isinstance(call.func, cst.Call) and callee(call.func) == "CrossEntropyLoss") \
+                or (dotted(call.func) in losses)
+            if not is_ce or not call.args or call.args[0].keyword is not None:
+                continue
+            arg = call.args[0].value
+            kind = _softmax(ctx, arg)
+            if kind is None and isinstance(arg, cst.Name) and len(local.get(arg.value, [])) == 1:
+                kind = _softmax(ctx, local[arg.value][0])
+            if kind is None:
+                continue
+            if kind == "softmax":
+                yield Hit(call, "cross_entropy", "softmax before cross_entropy: the loss applies log_softmax itself, "
+                          "so it treats probabilities as logits and its gradients shrink")
+            else:
+                yield Hit(call, "cross_entropy", "log_softmax before cross_entropy: redundant (cross_entropy applies "
+                          "it), harmless; F.nll_loss takes log-probabilities", Severity.INFO)
+
