@@ -47,6 +47,14 @@ class ClassScan:
         return [h for h in self.hits.get(code, ())
                 if not any(o is None or o > h.order for o in self.registered_later.get(h.attr, ()))]
 
+    def forward_stores(self) -> set[str]:
+        """Attributes forward() assigns (a cache it rebuilds, on the input's device)."""
+        forward = self.methods.get("forward")
+        if forward is None:
+            return set()
+        return {a for n in walk(forward) if isinstance(n, (cst.Assign, cst.AnnAssign))
+                for t in (n.targets if isinstance(n, cst.Assign) else [n]) if (a := self_attr(t.target)) is not None}
+
     def forward_reads(self) -> set[str]:
         forward = self.methods.get("forward")
         if forward is None:

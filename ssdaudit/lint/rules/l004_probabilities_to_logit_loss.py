@@ -20,7 +20,7 @@ def _softmax(ctx: FileContext, node: cst.CSTNode) -> str | None:
     if not isinstance(node, cst.Call):
         return None
     func = node.func.func if isinstance(node.func, cst.Call) else node.func
-    name = (dotted(func) or "").rpartition(".")[2]
+    name = func.attr.value if isinstance(func, cst.Attribute) else (dotted(func) or "")
     return {"softmax": "softmax", "Softmax": "softmax", "log_softmax": "log_softmax",
             "LogSoftmax": "log_softmax"}.get(name)
 

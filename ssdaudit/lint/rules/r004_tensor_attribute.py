@@ -1,4 +1,5 @@
-"""R004: a tensor made in ``__init__`` (``torch.zeros(...)``...) kept as a plain attribute that ``forward()`` reads.
+"""R004: a tensor made in ``__init__`` (``torch.zeros(...)``...) kept as a plain attribute that ``forward()`` reads
+(and does not rebuild itself, as a cache does).
 Fix: ``self.register_buffer(name, tensor, persistent=...)``: not persistent when the tensor is computed from
 constants (state_dict() stays as it was: safe), persistent otherwise (state_dict() gains a key that checkpoints
 saved before lack: unsafe)."""
@@ -18,7 +19,7 @@ CODE = "R004"
 
 def check(ctx: FileContext) -> Iterator[Hit]:
     for scan in class_scans(ctx):
-        reads = scan.forward_reads()
+        reads = scan.forward_reads() - scan.forward_stores()  # a cache forward() rebuilds is its own business
         for attr, (value, stmt) in scan.tensors.items():
             if attr in reads:
                 yield Hit(value, f"{scan.cls.name.value}.{attr}",
