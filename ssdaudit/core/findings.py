@@ -40,6 +40,9 @@ class Rule:
     # Families a rule belongs to, which other code asks about instead of listing codes: "container" (a member in a
     # plain container: R001-R003), "hides-parameters" (its parameters are missing from parameters(): R001-R003, R005).
     tags: tuple[str, ...] = ()
+    # What ``ssdaudit lint --fix`` does for it and when that is safe ("" where the rule has no automatic fix; the
+    # fix itself is in the rule's module, ssdaudit/lint/rules/<code>_<name>.py).
+    autofix: str = ""
 
     @property
     def static(self) -> bool:
@@ -59,7 +62,8 @@ class Rule:
         """The rule as ``ssdaudit rules --format json`` prints it."""
         return {"code": self.code, "name": self.name, "severity": self.severity.value, "summary": self.summary,
                 "why": self.why, "fix": self.fix, "bad_example": self.bad_example, "good_example": self.good_example,
-                "found_by": list(self.found_by), "docs": self.docs}
+                "found_by": list(self.found_by), "docs": self.docs,
+                **({"autofix": self.autofix} if self.autofix else {})}
 
     def finding(self, path: str, message: str | None = None, *args: Any, severity: "Severity | None" = None,
                 values: dict[str, Any] | None = None, **fields: Any) -> "Finding":
