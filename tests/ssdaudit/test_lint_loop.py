@@ -176,6 +176,14 @@ CASES = {
                 F.cross_entropy(model.module(x), y).backward()
                 optimizer.step()
         """, [("L009", "error", 6)]),
+    "L010-second-backward-uses-the-graph": ("""
+        for x, y in loader:
+            optimizer.zero_grad()
+            features = model(x)
+            head_a(features).sum().backward(retain_graph=True)
+            head_b(features).sum().backward()
+            optimizer.step()
+        """, []),
 }
 
 

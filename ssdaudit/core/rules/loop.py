@@ -127,4 +127,18 @@ register(
         found_by=("lint",),
         message="{name}.module(...) in a training loop bypasses DistributedDataParallel: gradients are not synchronised",
     ),
+    Rule(
+        code="L010",
+        name="graph-retained-for-nothing",
+        severity=Severity.WARNING,
+        summary="backward(retain_graph=True) as the only backward() of a training loop",
+        why="no second backward() uses the kept graph: each iteration holds its activations until the next one "
+            "replaces them, and the flag usually hides an error (a tensor carried over from the previous "
+            "iteration, still attached to its graph) instead of fixing it.",
+        fix="drop retain_graph=True; detach what is carried between iterations (hidden = hidden.detach())",
+        bad_example="for x, y in loader:\n    optimizer.zero_grad()\n    F.cross_entropy(model(x), y).backward(retain_graph=True)\n    optimizer.step()",
+        good_example="for x, y in loader:\n    optimizer.zero_grad()\n    F.cross_entropy(model(x), y).backward()\n    optimizer.step()",
+        found_by=("lint",),
+        message="backward(retain_graph=True) and no other backward() in this loop: the graph is kept for nothing",
+    ),
 )
