@@ -10,6 +10,7 @@ import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import libcst as cst
@@ -54,7 +55,7 @@ class Hit:
     symbol: str
     message: str
     severity: Severity | None = None
-    data: object = None
+    data: Any = None  # what the rule's fix needs (its own check put it there)
 
 
 def dotted(node: cst.CSTNode) -> str | None:
@@ -89,9 +90,14 @@ def _fields(kind: type) -> tuple[str, ...]:
                  if f.name != "operator" and not any(t in f.name for t in _TRIVIA))
 
 
-@functools.cache
+_NODE_TYPES: dict[type, bool] = {}
+
+
 def _is_node(kind: type) -> bool:
-    return issubclass(kind, cst.CSTNode)
+    known = _NODE_TYPES.get(kind)
+    if known is None:
+        known = _NODE_TYPES[kind] = issubclass(kind, cst.CSTNode)
+    return known
 
 
 def children(node: cst.CSTNode) -> list[cst.CSTNode]:

@@ -82,10 +82,11 @@ def wrap_container(ctx: FileContext, node: cst.CSTNode, kind: str, used: set[str
 def container_fix(ctx: FileContext, scan: ClassScan, hit: ContainerHit) -> Fix | None:
     """R001/R002: wrap the attribute's plain container where it is assigned (also for one filled by ``append``)."""
     if isinstance(hit.node, cst.Assign):  # self.body = layers, after `del self.body`: the modules, unpacked
-        value = hit.node.value
-        return Fix(f"wrap self.{hit.attr} in nn.ModuleList", True, tuple(ctx.wrap(value, f"{ctx.nn_prefix()}ModuleList(")))
+        return Fix(f"wrap self.{hit.attr} in nn.ModuleList", True,
+                   tuple(ctx.wrap(hit.node.value, f"{ctx.nn_prefix()}ModuleList(")))
+    values: list[cst.BaseExpression]
     if any(v is hit.node for v in scan.plain_values.get(hit.attr, ())):
-        values = [hit.node]  # type: ignore[list-item]
+        values = [v for v in scan.plain_values[hit.attr] if v is hit.node]
     else:  # .append(...) or self.x[k] = ...: wrap the container where it is assigned
         values = list(scan.plain_values.get(hit.attr, ()))
     if not values or not hit.kind:
@@ -93,8 +94,8 @@ def container_fix(ctx: FileContext, scan: ClassScan, hit: ContainerHit) -> Fix |
     edits: list[Edit] = []
     safe = True
     name = ""
-    for value in values:
-        wrapped = wrap_container(ctx, value, hit.kind, scan.used_methods.get(hit.attr, set()))
+    for node in values:
+        wrapped = wrap_container(ctx, node, hit.kind, scan.used_methods.get(hit.attr, set()))
         if wrapped is None:
             return None
         edits += wrapped[0]

@@ -29,7 +29,7 @@ def check(ctx: FileContext) -> Iterator[Hit]:
     losses = {dotted(t.target) for n in statements(ctx.module) if isinstance(n, cst.Assign)
               and isinstance(n.value, cst.Call) and callee(n.value) == "CrossEntropyLoss" for t in n.targets}
     for scope in scopes(ctx):
-        local = {}
+        local: dict[str, list[cst.BaseExpression]] = {}
         for n in scope.nodes:
             if isinstance(n, cst.Assign) and len(n.targets) == 1 and isinstance(n.targets[0].target, cst.Name):
                 local.setdefault(n.targets[0].target.value, []).append(n.value)

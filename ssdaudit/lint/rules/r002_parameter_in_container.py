@@ -20,6 +20,6 @@ def check(ctx: FileContext) -> Iterator[Hit]:
 
 
 def fix(ctx: FileContext, hit: Hit) -> Fix | None:
-    scan, h = hit.data  # type: ignore[misc]
+    scan, h = hit.data
     assert isinstance(scan, ClassScan) and isinstance(h, ContainerHit)
     return container_fix(ctx, scan, h)

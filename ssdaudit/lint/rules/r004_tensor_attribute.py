@@ -39,8 +39,8 @@ def _constant(ctx: FileContext, node: cst.CSTNode) -> bool:
 
 
 def fix(ctx: FileContext, hit: Hit) -> Fix | None:
-    scan, attr, stmt = hit.data  # type: ignore[misc]
-    assert isinstance(scan, ClassScan) and isinstance(stmt, (cst.Assign, cst.AnnAssign))
+    scan, attr, stmt = hit.data
+    assert isinstance(scan, ClassScan) and isinstance(attr, str) and isinstance(stmt, (cst.Assign, cst.AnnAssign))
     if isinstance(stmt, cst.Assign) and len(stmt.targets) != 1:
         return None
     init = scan.methods.get("__init__")
