@@ -14,7 +14,7 @@ from typing import Any
 from pathlib import Path
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
 
 from ssdaudit.core.findings import Edit, Fix, Severity
 
@@ -126,13 +126,23 @@ _BLOCKS = (cst.BaseStatement, cst.BaseSuite, cst.BaseSmallStatement, cst.ExceptH
            cst.Else, cst.Finally, cst.If, cst.MatchCase)
 
 
+_BLOCK_TYPES: dict[type, bool] = {}
+
+
+def _is_block(kind: type) -> bool:
+    known = _BLOCK_TYPES.get(kind)
+    if known is None:
+        known = _BLOCK_TYPES[kind] = issubclass(kind, _BLOCKS)
+    return known
+
+
 def statements(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """The statements under ``node`` (small ones included), in source order, without entering expressions."""
     stack = [node]
     while stack:
         n = stack.pop()
         yield n
-        stack.extend(reversed([c for c in children(n) if isinstance(c, _BLOCKS)]))
+        stack.extend(reversed([c for c in children(n) if _is_block(type(c))]))
 
 
 def calls_in(node: cst.CSTNode) -> Iterator[cst.Call]:
@@ -235,11 +245,31 @@ class FileContext:
     # --- positions ---------------------------------------------------------------------------------------
 
     def range(self, node: cst.CSTNode) -> CodeRange:
-        """Where ``node`` is (1-based lines, 0-based columns), resolved for the whole file on first use."""
+        """Where ``node`` is (1-based lines, 0-based columns). Positions are resolved for the top-level statement
+        that holds the node, on first use (libcst's PositionProvider over a whole file costs more than its parse)."""
         if self._positions is None:
+            self._positions = {}
+        found = self._positions.get(node)
+        if found is None:
+            top = next((stmt for stmt in self.module.body if any(n is node for n in walk(stmt))), None)
+            self._positions.update(self._statement_positions(top))
+            found = self._positions[node]
+        return found
+
+    def _statement_positions(self, stmt: cst.CSTNode | None) -> dict[cst.CSTNode, CodeRange]:
+        code = self.module.code_for_node(stmt) if stmt is not None else ""
+        at = self.source.find(code) if code else -1
+        if at < 0 or self.source.find(code, at + 1) >= 0:  # not found once: the whole file, the slow way
             wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)  # keeps node identity
-            self._positions = dict(wrapper.resolve(PositionProvider))
-        return self._positions[node]
+            return dict(wrapper.resolve(PositionProvider))
+        assert isinstance(stmt, (cst.SimpleStatementLine, cst.BaseCompoundStatement))
+        lines = self.source.count("\n", 0, at)
+        alone = cst.Module(body=[stmt], header=[], footer=[], default_indent=self.module.default_indent,
+                           default_newline=self.module.default_newline)
+        out: dict[cst.CSTNode, CodeRange] = {}
+        for n, r in MetadataWrapper(alone, unsafe_skip_copy=True).resolve(PositionProvider).items():
+            out[n] = CodeRange(CodePosition(r.start.line + lines, r.start.column), CodePosition(r.end.line + lines, r.end.column))
+        return out
 
     def code(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)

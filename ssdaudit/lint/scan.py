@@ -41,6 +41,7 @@ class ClassScan:
     used_methods: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # attr -> self.attr.<method>
     hits: dict[str, list[ContainerHit]] = field(default_factory=lambda: defaultdict(list))
     registered_later: dict[str, list[int | None]] = field(default_factory=dict)
+    nodes: dict[str, list[cst.CSTNode]] = field(default_factory=dict)  # each method's nodes, in source order
 
     def unregistered(self, code: str) -> list[ContainerHit]:
         """The hits of ``code`` whose container the class does not register after all."""
@@ -49,19 +50,13 @@ class ClassScan:
 
     def forward_stores(self) -> set[str]:
         """Attributes forward() assigns (a cache it rebuilds, on the input's device)."""
-        forward = self.methods.get("forward")
-        if forward is None:
-            return set()
-        return {a for n in walk(forward) if isinstance(n, (cst.Assign, cst.AnnAssign))
+        return {a for n in self.nodes.get("forward", ()) if isinstance(n, (cst.Assign, cst.AnnAssign))
                 for t in (n.targets if isinstance(n, cst.Assign) else [n]) if (a := self_attr(t.target)) is not None}
 
     def forward_reads(self) -> set[str]:
-        forward = self.methods.get("forward")
-        if forward is None:
-            return set()
-        stores = {id(t.target) for n in walk(forward) if isinstance(n, cst.Assign) for t in n.targets}
-        return {n.attr.value for n in walk(forward) if isinstance(n, cst.Attribute) and is_self(n.value)
-                and id(n) not in stores}
+        nodes = self.nodes.get("forward", ())
+        stores = {id(t.target) for n in nodes if isinstance(n, cst.Assign) for t in n.targets}
+        return {n.attr.value for n in nodes if isinstance(n, cst.Attribute) and is_self(n.value) and id(n) not in stores}
 
 
 def class_scans(ctx: FileContext) -> list[ClassScan]:
@@ -159,6 +154,7 @@ class _Scanner:
         methods = {s.name.value: s for s in body if isinstance(s, cst.FunctionDef)}
         self.scan = ClassScan(cls, methods)
         self.nodes = {name: list(walk(fn)) for name, fn in methods.items()}  # each method's nodes, in source order
+        self.scan.nodes = self.nodes
         # source order of every node of the methods: "registered on a later line" without positions
         self.index = {id(n): i for i, n in enumerate(n for nodes in self.nodes.values() for n in nodes)}
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from ssdaudit.core.findings import Severity
-from ssdaudit.lint.context import FileContext, Hit, dotted, statements
+from ssdaudit.lint.context import FileContext, Hit, dotted, statements, walk
 from ssdaudit.lint.loops import callee, scopes
 
 CODE = "L004"
@@ -25,18 +25,31 @@ def _softmax(ctx: FileContext, node: cst.CSTNode) -> str | None:
             "LogSoftmax": "log_softmax"}.get(name)
 
 
+def _is_ce(call: cst.Call, losses: set[str | None]) -> bool:
+    return callee(call) == "cross_entropy" or dotted(call.func) in losses or (
+        isinstance(call.func, cst.Call) and callee(call.func) == "CrossEntropyLoss")
+
+
 def check(ctx: FileContext) -> Iterator[Hit]:
     losses = {dotted(t.target) for n in statements(ctx.module) if isinstance(n, cst.Assign)
               and isinstance(n.value, cst.Call) and callee(n.value) == "CrossEntropyLoss" for t in n.targets}
+    # one pass for the candidates; the scopes (where a local name was assigned) only when a name is passed
+    nodes = list(walk(ctx.module))
+    probabilities = {t.target.value for n in nodes if isinstance(n, cst.Assign) and _softmax(ctx, n.value)
+                     for t in n.targets if isinstance(t.target, cst.Name)}
+    candidates = [c for c in nodes if isinstance(c, cst.Call) and _is_ce(c, losses) and c.args
+                  and c.args[0].keyword is None and (_softmax(ctx, c.args[0].value) or (
+                      isinstance(c.args[0].value, cst.Name) and c.args[0].value.value in probabilities))]
+    if not candidates:
+        return
+    wanted = {id(c) for c in candidates}
     for scope in scopes(ctx):
         local: dict[str, list[cst.BaseExpression]] = {}
         for n in scope.nodes:
             if isinstance(n, cst.Assign) and len(n.targets) == 1 and isinstance(n.targets[0].target, cst.Name):
                 local.setdefault(n.targets[0].target.value, []).append(n.value)
         for call in scope.calls():
-            is_ce = callee(call) == "cross_entropy" or (isinstance(call.func, cst.Call) and callee(call.func) == "CrossEntropyLoss") \
-                or (dotted(call.func) in losses)
-            if not is_ce or not call.args or call.args[0].keyword is not None:
+            if id(call) not in wanted:
                 continue
             arg = call.args[0].value
             kind = _softmax(ctx, arg)
@@ -50,4 +63,3 @@ def check(ctx: FileContext) -> Iterator[Hit]:
             else:
                 yield Hit(call, "cross_entropy", "log_softmax before cross_entropy: redundant (cross_entropy applies "
                           "it), harmless; F.nll_loss takes log-probabilities", Severity.INFO)
-
