@@ -63,7 +63,7 @@ class _FileResult:
     suppressed: int = 0
     error: str | None = None
     fixed: int = 0
-    source: str = ""
+    source: str = ""  # the original text, only when the fixes changed it (the diff needs both)
     new_source: str | None = None  # after the fixes, when they changed anything
 
 
@@ -221,18 +221,18 @@ def _lint_file(path: Path, job: _Job, classes: AbstractSet[str] | None = None) -
             ast.parse(source, filename=str(path))
         except SyntaxError as exc:
             err = _syntax_error(path, source, exc)
-            return _FileResult([err] if isinstance(err, Finding) and "E999" not in job.ignore else [], source=original)
+            return _FileResult([err] if isinstance(err, Finding) and "E999" not in job.ignore else [])
         except (ValueError, RecursionError) as exc:
-            return _FileResult([], error=f"{path}: cannot parse: {exc}", source=original)
-        return _FileResult([], source=original)
+            return _FileResult([], error=f"{path}: cannot parse: {exc}")
+        return _FileResult([])
     for _ in range(_FIX_ROUNDS if job.fix else 1):
         try:
             module = cst.parse_module(source)
         except (cst.ParserSyntaxError, RecursionError, ValueError) as exc:
             err = _syntax_error(path, source, exc)
             if isinstance(err, str):
-                return _FileResult([], error=err, source=original)
-            return _FileResult([err] if "E999" not in job.ignore else [], source=original)
+                return _FileResult([], error=err)
+            return _FileResult([err] if "E999" not in job.ignore else [])
         ctx = FileContext(path, source, module, known)
         findings, suppressed = _findings(ctx, codes)
         if not job.fix:
@@ -242,7 +242,9 @@ def _lint_file(path: Path, job: _Job, classes: AbstractSet[str] | None = None) -
         if not applied or new == source:
             break
         source, fixed = new, fixed + applied
-    return _FileResult(findings, suppressed, None, fixed, original, source if source != original else None)
+    if source == original:  # nothing changed: no text goes back to the parent process
+        return _FileResult(findings, suppressed, None, fixed)
+    return _FileResult(findings, suppressed, None, fixed, original, source)
 
 
 def _excluded(path: Path, skipped: list[Path]) -> bool:
