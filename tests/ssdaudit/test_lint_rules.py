@@ -188,3 +188,24 @@ def test_seed_model_fixed_by_lint_fix(tmp_path):
 def test_registry_says_which_rules_have_a_fix():
     """The registry entry documents the fix (and its safety) exactly where the rule's module has one."""
     assert {code for code, rule in RULES.items() if rule.autofix} == set(fixable())
+
+
+def test_cli_diff_and_fix(tmp_path):
+    """`lint --diff` prints the diff, writes nothing and exits 1; `lint --fix` writes it and exits 0 when nothing
+    is left; the pre-commit hooks offer both."""
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli import app
+
+    path = tmp_path / "m.py"
+    shutil.copy(FIX_CASES / "r003_namespace.py", path)
+    before = path.read_text()
+    shown = CliRunner().invoke(app, ["lint", str(path), "--diff"])
+    assert shown.exit_code == 1 and "+        self.heads = nn.ModuleDict(dict(" in shown.stdout
+    assert path.read_text() == before
+    fixed = CliRunner().invoke(app, ["lint", str(path), "--fix"])
+    assert fixed.exit_code == 0, fixed.stdout
+    assert "0 findings in 1 files; 1 fixed in 1 file" in fixed.stdout
+    assert CliRunner().invoke(app, ["lint", str(path), "--diff"]).exit_code == 0
+    hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
+    assert "id: ssdaudit-lint-fix" in hooks and "entry: ssdaudit lint --fix" in hooks
