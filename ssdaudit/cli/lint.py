@@ -1,4 +1,4 @@
-"""``ssdaudit lint``: the static rules over Python source (nothing is imported or run)."""
+"""``ssdaudit lint``: the static rules over Python source (nothing is imported or run), and their fixes."""
 
 from __future__ import annotations
 
@@ -10,31 +10,41 @@ from ssdaudit.cli.app import app, fail
 from ssdaudit.cli.output import Format, cli_errors, emit, exit_with
 
 
-@app.command()
+def lint_help() -> str:
+    """The command's help, its rule list read from the registry (a new rule appears here by itself)."""
+    from ssdaudit.core.findings import RULES
+
+    static = [r for r in RULES.values() if r.static]
+    rules = "\n\n".join(f"  {r.code} {r.name}: {r.summary}" for r in static)
+    return (
+        "Static rules over Python source (nothing is imported or run): nn.Module classes (R) and training loops "
+        "in functions and scripts (L).\n\n"
+        f"Rules:\n\n{rules}\n\n"
+        "Each rule has a page: docs/rules/<CODE>.md (or `ssdaudit rules CODE`). Silence one line with "
+        "`# noqa: R001` or `# ssdaudit: ignore[R001]`.\n\n"
+        "--fix applies the safe fixes (R001-R004 containers and buffers, R009) in place, atomically, keeping "
+        "comments and formatting; --unsafe-fixes adds the others (R005's torch.nn.functional call, a persistent "
+        "R004 buffer); --diff shows them as a unified diff and writes nothing.\n\n"
+        "Exit codes: 0 clean, 1 findings (with --diff: fixes to apply), 2 a path that does not exist.\n\n"
+        "Examples:\n\n"
+        "  ssdaudit lint src/ models/\n\n"
+        "  ssdaudit lint model.py --diff\n\n"
+        "  ssdaudit lint model.py --fix\n\n"
+        "  ssdaudit lint . --format github\n\n"
+        "  ssdaudit lint model.py --format sarif > ssdaudit.sarif"
+    )
+
+
+@app.command(help=lint_help())
 def lint(
     paths: list[Path] = typer.Argument(..., help="Python files or folders (searched recursively)."),
     ignore: str = typer.Option("", "--ignore", help="Rule codes to skip, comma-separated, e.g. R004."),
     exclude: list[Path] = typer.Option([], "--exclude", help="Files or folders read for context (base classes) but not reported; repeatable."),
+    fix: bool = typer.Option(False, "--fix", help="Apply the safe fixes in place; report what is left."),
+    diff: bool = typer.Option(False, "--diff", help="Print the fixes as a unified diff; write nothing."),
+    unsafe_fixes: bool = typer.Option(False, "--unsafe-fixes", help="With --fix or --diff: the unsafe fixes too."),
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif or github."),
 ) -> None:
-    """Static rules over Python source (nothing is imported or run), inside nn.Module classes.
-
-    Rules: R001 modules in a plain list/dict/tuple (also .append), R002 parameters in one, R003 a module wrapped
-    in a plain object, R004 a plain tensor attribute read in forward(), R005 a module built in forward(), R009
-    nn.Parameter(...).to(device), R010 register_buffer/add_module inside forward(), E999 a file that does not parse.
-    Each rule has a page: docs/rules/<CODE>.md (or `ssdaudit rules CODE`). Silence one line with
-    `# ssdaudit: ignore[R001]`.
-
-    Exit codes: 0 clean, 1 findings, 2 a path that does not exist.
-
-    Examples:
-
-      ssdaudit lint src/ models/
-
-      ssdaudit lint . --format github
-
-      ssdaudit lint model.py --format sarif > ssdaudit.sarif
-    """
     with cli_errors(fmt is Format.json):
         from ssdaudit.core.findings import rule_codes
         from ssdaudit.lint.engine import lint_paths
@@ -45,6 +55,12 @@ def lint(
         codes, unknown = rule_codes(ignore.split(","))
         if unknown:
             fail(f"unknown rule code {unknown[0]!r} in --ignore (see `ssdaudit rules`)")
-        result = lint_paths(list(paths), codes, list(exclude))
+        if fix and diff:
+            fail("--fix and --diff: choose one (--diff writes nothing)")
+        result = lint_paths(list(paths), codes, list(exclude), fix=fix or diff, unsafe_fixes=unsafe_fixes,
+                            write=not diff)
+        if diff:
+            typer.echo(result.diff, nl=False)
+            raise typer.Exit(1 if result.diff else 0)
         emit(result, fmt)
     exit_with(result)

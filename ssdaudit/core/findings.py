@@ -40,6 +40,9 @@ class Rule:
     # Families a rule belongs to, which other code asks about instead of listing codes: "container" (a member in a
     # plain container: R001-R003), "hides-parameters" (its parameters are missing from parameters(): R001-R003, R005).
     tags: tuple[str, ...] = ()
+    # What ``ssdaudit lint --fix`` does for it and when that is safe ("" where the rule has no automatic fix; the
+    # fix itself is in the rule's module, ssdaudit/lint/rules/<code>_<name>.py).
+    autofix: str = ""
 
     @property
     def static(self) -> bool:
@@ -59,7 +62,8 @@ class Rule:
         """The rule as ``ssdaudit rules --format json`` prints it."""
         return {"code": self.code, "name": self.name, "severity": self.severity.value, "summary": self.summary,
                 "why": self.why, "fix": self.fix, "bad_example": self.bad_example, "good_example": self.good_example,
-                "found_by": list(self.found_by), "docs": self.docs}
+                "found_by": list(self.found_by), "docs": self.docs,
+                **({"autofix": self.autofix} if self.autofix else {})}
 
     def finding(self, path: str, message: str | None = None, *args: Any, severity: "Severity | None" = None,
                 values: dict[str, Any] | None = None, **fields: Any) -> "Finding":
@@ -113,6 +117,34 @@ class Location:
         return Location(path, self.line, self.col)
 
 
+@dataclass(frozen=True)
+class Edit:
+    """Replace the text from (``line``, ``col``) up to (``end_line``, ``end_col``) with ``text``: 1-based lines and
+    columns, the end exclusive (SARIF's region); an insertion has start == end."""
+
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "col": self.col, "end_line": self.end_line, "end_col": self.end_col, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Fix:
+    """An automatic fix of one finding: what it does (``title``), whether it keeps behaviour (``safe``: applied by
+    ``lint --fix``; unsafe ones need ``--unsafe-fixes``), and the text edits, all in the finding's file."""
+
+    title: str
+    safe: bool
+    edits: tuple[Edit, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "safe": self.safe, "edits": [e.to_dict() for e in self.edits]}
+
+
 @dataclass
 class Finding:
     """One problem (or note) found in a model: where, what, how many parameters, and the fix.
@@ -132,6 +164,11 @@ class Finding:
     # The unregistered objects behind the finding, by the dotted name they would get once fixed.
     members: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     subject: str | None = None
+    # Where the flagged code ends (1-based, the column exclusive), when the detector knows.
+    end_line: int | None = None
+    end_col: int | None = None
+    # The automatic fix (``ssdaudit lint --fix``); ``fix`` is the rule's advice as text.
+    autofix: Fix | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -162,6 +199,8 @@ class Finding:
             "fix": self.fix,
             "location": str(self.location) if self.location is not None else None,
             "subject": self.subject,
+            **({"end": f"{self.end_line}:{self.end_col}"} if self.end_line is not None else {}),
+            **({"autofix": self.autofix.to_dict()} if self.autofix is not None else {}),
         }
 
 

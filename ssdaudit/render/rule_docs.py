@@ -22,7 +22,7 @@ def page(code: str) -> str:
     found_by = " and ".join(COMMANDS[c] for c in r.found_by)
     lint = "lint" in r.found_by
     silence = [
-        f"- On one line (lint): `# ssdaudit: ignore[{code}]`" if lint else None,
+        f"- On one line (lint): `# noqa: {code}` or `# ssdaudit: ignore[{code}]`" if lint else None,
         f"- In `ssdaudit check`: `ignore = [\"{code}\"]` under `[tool.ssdaudit]` in pyproject.toml",
         "- For existing findings only: record them with `ssdaudit check --baseline FILE --write-baseline`",
         f"- On the command line: `ssdaudit lint --ignore {code}`" if lint else None,
@@ -57,6 +57,7 @@ def page(code: str) -> str:
         good,
         "```",
         "",
+        *([f"Automatic fix (`ssdaudit lint --fix`): {r.autofix}", ""] if r.autofix else []),
         "## Silence it",
         "",
         *[s for s in silence if s],

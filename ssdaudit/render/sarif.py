@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssdaudit.core.findings import RULES, Finding, Severity, fingerprint
+from typing import Any
+
+from ssdaudit.core.findings import RULES, Finding, Fix, Severity, fingerprint
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 DOCS_BASE = "https://github.com/ssdaudit/ssdaudit/blob/main/"
@@ -33,7 +35,7 @@ def render_sarif(findings: list[Finding], tool_version: str, default_file: str |
         path = f.location.path if f.location is not None else default_file
         line = f.location.line if f.location is not None else None
         col = f.location.col if f.location is not None else None
-        result = {
+        result: dict[str, Any] = {
             "ruleId": f.rule,
             "ruleIndex": index[f.rule],
             "level": _SARIF_LEVEL[f.severity],
@@ -41,10 +43,14 @@ def render_sarif(findings: list[Finding], tool_version: str, default_file: str |
             "partialFingerprints": {"ssdaudit/v1": fingerprint(f)},
         }
         if path:
-            region = {"startLine": line or 1}
+            region: dict[str, int] = {"startLine": line or 1}
             if col:
                 region["startColumn"] = col
+            if f.end_line is not None and f.end_col is not None:
+                region.update(endLine=f.end_line, endColumn=f.end_col)
             result["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": artifact_uri(path)}, "region": region}}]
+            if f.autofix is not None:
+                result["fixes"] = [sarif_fix(f.autofix, artifact_uri(path))]
         results.append(result)
     doc = {
         "$schema": SARIF_SCHEMA,
@@ -55,6 +61,20 @@ def render_sarif(findings: list[Finding], tool_version: str, default_file: str |
         }],
     }
     return json.dumps(doc, indent=2)
+
+
+def sarif_fix(fix: Fix, uri: str) -> dict[str, Any]:
+    """A SARIF ``fix``: its description (the title, and whether ``lint --fix`` applies it) and the replacements."""
+    return {
+        "description": {"text": f"{fix.title} ({'safe: ssdaudit lint --fix' if fix.safe else 'unsafe: --fix --unsafe-fixes'})"},
+        "artifactChanges": [{
+            "artifactLocation": {"uri": uri},
+            "replacements": [{
+                "deletedRegion": {"startLine": e.line, "startColumn": e.col, "endLine": e.end_line, "endColumn": e.end_col},
+                "insertedContent": {"text": e.text},
+            } for e in fix.edits],
+        }],
+    }
 
 
 def artifact_uri(path: str) -> str:

@@ -57,13 +57,19 @@ def render_findings_text(findings: list[Finding], console: Console, show_notes: 
 @render_text.register
 def render_lint_text(result: LintResult, console: Console) -> None:
     for f in result.findings:
-        console.print(f"{escape(str(f.location or ''))}: [{_STYLE[f.severity]}]{f.rule}[/] {escape(f.message)}")
+        mark = "" if f.autofix is None else " [*]" if f.autofix.safe else " [unsafe fix]"
+        console.print(f"{escape(str(f.location or ''))}: [{_STYLE[f.severity]}]{f.rule}[/]{escape(mark)} {escape(f.message)}")
     for e in result.errors:
         console.print(f"[yellow]{escape(e)}[/]")
     n = len(result.findings)
     summary = f"{n} finding{'s' if n != 1 else ''} in {result.files} files"
     if result.suppressed:
-        summary += f" ({result.suppressed} suppressed by '# ssdaudit: ignore')"
+        summary += f" ({result.suppressed} suppressed by '# noqa' / '# ssdaudit: ignore')"
+    if result.fixed:
+        summary += f"; {result.fixed} fixed in {len(result.changed)} file{'s' if len(result.changed) != 1 else ''}"
+    safe = sum(f.autofix is not None and f.autofix.safe for f in result.findings)
+    if safe:
+        summary += f"; {safe} fixable with --fix ([*])"
     console.print(("[green]" if n == 0 else "[red]") + summary + "[/]")
 
 

@@ -15,6 +15,7 @@ register(
         bad_example='self.blocks = [Block(c) for c in channels]   # plain list',
         good_example='self.blocks = nn.ModuleList(Block(c) for c in channels)',
         tags=('container', 'hides-parameters'),
+        autofix="wraps the container where it is assigned in nn.ModuleList or nn.ModuleDict, chosen by its content and use; lists of lists become nested ModuleLists, a list filled by append is wrapped where it is created. Safe; unsafe when a ModuleDict's keys are not plain string literals or the class calls a list method nn.ModuleList lacks.",
         found_by=('lint', 'params'),
     ),
     Rule(
@@ -27,6 +28,7 @@ register(
         bad_example='self.scales = [nn.Parameter(torch.ones(c)) for c in channels]',
         good_example='self.scales = nn.ParameterList(nn.Parameter(torch.ones(c)) for c in channels)',
         tags=('container', 'hides-parameters'),
+        autofix='wraps the container where it is assigned in nn.ParameterList or nn.ParameterDict. Safe; unsafe for dict keys that are not string literals or list methods nn.ParameterList lacks.',
         found_by=('lint', 'params'),
     ),
     Rule(
@@ -39,6 +41,7 @@ register(
         bad_example='self.heads = SimpleNamespace(cls=nn.Linear(d, k), box=nn.Linear(d, 4))',
         good_example='self.heads = nn.ModuleDict({"cls": nn.Linear(d, k), "box": nn.Linear(d, 4)})',
         tags=('container', 'hides-parameters'),
+        autofix='SimpleNamespace(a=M(...), ...) becomes nn.ModuleDict(dict(a=M(...), ...)): attribute access keeps working. Safe; partial and namedtuple have no fix.',
         found_by=('lint', 'params'),
     ),
     Rule(
@@ -48,8 +51,9 @@ register(
         summary='plain tensor attribute used by the model, neither parameter nor buffer',
         why='a plain tensor does not move with .to(device)/.half() and is not saved in state_dict().',
         fix='self.register_buffer(name, tensor) (persistent=False for derived values such as priors)',
-        bad_example='self.priors = make_priors()          # a plain tensor, read in forward()',
-        good_example='self.register_buffer("priors", make_priors(), persistent=False)',
+        bad_example='self.priors = torch.linspace(0, 1, 8)  # a plain tensor, read in forward()',
+        good_example='self.register_buffer("priors", torch.linspace(0, 1, 8), persistent=False)',
+        autofix='self.register_buffer(name, tensor, persistent=False) when the tensor is computed from constants (safe: state_dict() unchanged); persistent=True otherwise, unsafe: state_dict() gains a key that older checkpoints lack.',
         found_by=('lint', 'params'),
     ),
     Rule(
@@ -62,6 +66,7 @@ register(
         bad_example='def forward(self, x):\n    return nn.LayerNorm(x.shape[-1])(x)   # new, untrained, every call',
         good_example='self.norm = nn.LayerNorm(d)         # in __init__\n...\ndef forward(self, x):\n    return self.norm(x)',
         tags=('hides-parameters',),
+        autofix='a parameter-free module built and called in forward() becomes its torch.nn.functional call (nn.ReLU(inplace=True)(x) -> F.relu(x, inplace=True)). Unsafe (--unsafe-fixes).',
         found_by=('lint', 'params'),
     ),
     Rule(
@@ -106,6 +111,7 @@ register(
         fix='move the tensor before wrapping it: nn.Parameter(torch.empty(n).to(device)), or move the whole model later',
         bad_example='self.w = nn.Parameter(torch.empty(n)).to(device)   # a plain tensor on a GPU',
         good_example='self.w = nn.Parameter(torch.empty(n, device=device))',
+        autofix='moves the .to()/.cuda()/.half() inside: nn.Parameter(t.to(device)). Safe.',
         found_by=('lint',),
         message='self.{attr} = nn.Parameter(...).{method}(...): the move returns a plain tensor (on a GPU), which no optimizer or state_dict() sees',
     ),

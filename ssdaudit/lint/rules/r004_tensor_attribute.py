@@ -1,0 +1,59 @@
+"""R004: a tensor made in ``__init__`` (``torch.zeros(...)``...) kept as a plain attribute that ``forward()`` reads
+(and does not rebuild itself, as a cache does).
+Fix: ``self.register_buffer(name, tensor, persistent=...)``: not persistent when the tensor is computed from
+constants (state_dict() stays as it was: safe), persistent otherwise (state_dict() gains a key that checkpoints
+saved before lack: unsafe)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+
+from ssdaudit.core.findings import Fix
+from ssdaudit.lint.context import FileContext, Hit, dotted, walk
+from ssdaudit.lint.scan import ClassScan, class_scans
+
+CODE = "R004"
+
+
+def check(ctx: FileContext) -> Iterator[Hit]:
+    for scan in class_scans(ctx):
+        reads = scan.forward_reads() - scan.forward_stores()  # a cache forward() rebuilds is its own business
+        for attr, (value, stmt) in scan.tensors.items():
+            if attr in reads:
+                yield Hit(value, f"{scan.cls.name.value}.{attr}",
+                          f"self.{attr} is a plain tensor read in forward(): not moved by .to(), not saved",
+                          data=(scan, attr, stmt))
+
+
+def _constant(ctx: FileContext, node: cst.CSTNode) -> bool:
+    """Built from literals and torch's own names only (``torch.arange(10, dtype=torch.float32)``)."""
+    allowed: set[int] = set()
+    for n in walk(node):
+        if isinstance(n, cst.Attribute) and (dotted(n) or "").split(".")[0] in ctx.torch_aliases:
+            allowed.update(id(m) for m in walk(n))
+        elif isinstance(n, cst.Arg) and n.keyword is not None:
+            allowed.add(id(n.keyword))
+    return all(id(n) in allowed or n.value in ("True", "False", "None") for n in walk(node) if isinstance(n, cst.Name))
+
+
+def fix(ctx: FileContext, hit: Hit) -> Fix | None:
+    scan, attr, stmt = hit.data
+    assert isinstance(scan, ClassScan) and isinstance(attr, str) and isinstance(stmt, (cst.Assign, cst.AnnAssign))
+    if isinstance(stmt, cst.Assign) and len(stmt.targets) != 1:
+        return None
+    init = scan.methods.get("__init__")
+    order = list(walk(init)) if init is not None else []
+    supers = [i for i, n in enumerate(order)
+              if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "__init__"]
+    at = next((i for i, n in enumerate(order) if n is stmt), -1)
+    if not supers or min(supers) > at:
+        return None  # register_buffer needs nn.Module.__init__ to have run
+    value = hit.node
+    constant = _constant(ctx, value)
+    text = f'self.register_buffer("{attr}", {ctx.code(value)}, persistent={not constant})'
+    title = (f"register self.{attr} as a buffer, persistent=False: computed from constants, state_dict() unchanged"
+             if constant else f"register self.{attr} as a persistent buffer: state_dict() gains '{attr}', so "
+             "checkpoints saved before need strict=False")
+    return Fix(title, constant and scan.assigned.get(attr, 0) == 1, (ctx.replace(stmt, text),))

@@ -1,0 +1,294 @@
+"""One pass over an nn.Module class that the registration rules share (R001-R004, R009): which attributes hold
+plain containers and what goes into them, tensors made in ``__init__``, what the class registers later.
+
+The rules decide; this module only records, in source order (``order`` numbers the nodes it saw, so "registered
+on a later line" needs no positions).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from ssdaudit.core.findings import RULES
+from ssdaudit.lint.context import (CONTAINER_CALLS, MOVE_METHODS, PLAIN_OBJECT_CALLS, REGISTERING_CALLS, FileContext,
+                                   dotted, is_self, self_attr, walk)
+
+
+@dataclass
+class ContainerHit:
+    """A module or parameter put into a plain container (or a plain object): the node to report, the attribute,
+    and the plain container's value node(s) a fix wraps."""
+
+    node: cst.CSTNode
+    symbol: str
+    message: str
+    attr: str
+    order: int
+    kind: str = ""  # "module" | "parameter"
+
+
+@dataclass
+class ClassScan:
+    cls: cst.ClassDef
+    methods: dict[str, cst.FunctionDef]
+    plain: dict[str, str] = field(default_factory=dict)  # attribute -> "module" | "parameter" | ""
+    plain_values: dict[str, list[cst.BaseExpression]] = field(default_factory=lambda: defaultdict(list))
+    tensors: dict[str, tuple[cst.BaseExpression, cst.CSTNode]] = field(default_factory=dict)  # attr -> (value, assignment)
+    assigned: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # attr -> how many self.attr = ...
+    used_methods: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # attr -> self.attr.<method>
+    hits: dict[str, list[ContainerHit]] = field(default_factory=lambda: defaultdict(list))
+    registered_later: dict[str, list[int | None]] = field(default_factory=dict)
+    nodes: dict[str, list[cst.CSTNode]] = field(default_factory=dict)  # each method's nodes, in source order
+
+    def unregistered(self, code: str) -> list[ContainerHit]:
+        """The hits of ``code`` whose container the class does not register after all."""
+        return [h for h in self.hits.get(code, ())
+                if not any(o is None or o > h.order for o in self.registered_later.get(h.attr, ()))]
+
+    def forward_stores(self) -> set[str]:
+        """Attributes forward() assigns (a cache it rebuilds, on the input's device)."""
+        return {a for n in self.nodes.get("forward", ()) if isinstance(n, (cst.Assign, cst.AnnAssign))
+                for t in (n.targets if isinstance(n, cst.Assign) else [n]) if (a := self_attr(t.target)) is not None}
+
+    def forward_reads(self) -> set[str]:
+        nodes = self.nodes.get("forward", ())
+        stores = {id(t.target) for n in nodes if isinstance(n, cst.Assign) for t in n.targets}
+        return {n.attr.value for n in nodes if isinstance(n, cst.Attribute) and is_self(n.value) and id(n) not in stores}
+
+
+def class_scans(ctx: FileContext) -> list[ClassScan]:
+    """The scans of the file's nn.Module classes, computed once per file."""
+    cached = ctx.cache.get("scans")
+    if cached is None:
+        cached = [_Scanner(ctx, cls).run() for cls in ctx.module_class_defs()]
+        ctx.cache["scans"] = cached
+    assert isinstance(cached, list)
+    return cached
+
+
+def elements(ctx: FileContext, node: cst.CSTNode) -> list[cst.BaseExpression] | None:
+    """The element expressions of a plain container expression, or None when ``node`` is not one."""
+    if isinstance(node, (cst.List, cst.Tuple, cst.Set)):
+        return [e.value for e in node.elements]
+    if isinstance(node, cst.Dict):
+        return [e.value for e in node.elements]
+    if isinstance(node, (cst.ListComp, cst.SetComp, cst.GeneratorExp)):
+        return [node.elt]
+    if isinstance(node, cst.DictComp):
+        return [node.value]
+    if isinstance(node, cst.BinaryOperation) and isinstance(node.operator, (cst.Add, cst.Multiply)):
+        left, right = elements(ctx, node.left), elements(ctx, node.right)
+        if left is None and right is None:
+            return None
+        return (left or []) + (right or [])
+    if isinstance(node, cst.Call):
+        name = (dotted(node.func) or "").rpartition(".")[2]
+        if name in CONTAINER_CALLS and not ctx.nn_member(node.func):
+            out: list[cst.BaseExpression] = []
+            for a in node.args:
+                inner = elements(ctx, a.value) if a.keyword is None else None
+                out += inner if inner is not None else [a.value]
+            return out
+    return None
+
+
+def kind_of(ctx: FileContext, items: list[cst.BaseExpression], bound: dict[str, str]) -> str | None:
+    """'module' or 'parameter' when any element constructs one (directly or through a bound local name)."""
+    for e in items:
+        inner = elements(ctx, e) if not ctx.is_module_ctor(e) else None
+        if inner is not None:
+            k = kind_of(ctx, inner, bound)
+            if k:
+                return k
+        if ctx.is_module_ctor(e):
+            return "module"
+        if ctx.is_parameter_ctor(e):
+            return "parameter"
+        if isinstance(e, cst.Name) and e.value in bound:
+            return bound[e.value]
+    return None
+
+
+def container_name(node: cst.CSTNode) -> str:
+    if isinstance(node, (cst.List, cst.ListComp)):
+        return "list"
+    if isinstance(node, (cst.Dict, cst.DictComp)):
+        return "dict"
+    if isinstance(node, (cst.Set, cst.SetComp)):
+        return "set"
+    if isinstance(node, cst.Tuple):
+        return "tuple"
+    if isinstance(node, cst.Call):
+        return f"{(dotted(node.func) or 'container').rpartition('.')[2]}(...)"
+    return "container"
+
+
+def registers(call: cst.Call) -> bool:
+    """self.add_module(...), self.register_module/parameter/buffer(...), setattr(self, ...)."""
+    f = call.func
+    if isinstance(f, cst.Attribute) and f.attr.value in REGISTERING_CALLS and is_self(f.value):
+        return True
+    return isinstance(f, cst.Name) and f.value == "setattr" and bool(call.args) and is_self(call.args[0].value)
+
+
+def _unpacked_attr(node: cst.CSTNode) -> str | None:
+    """'backbone' for list(self.backbone), tuple(self.backbone), [m for m in self.backbone] (also .children())."""
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value in ("list", "tuple") and node.args:
+        node = node.args[0].value
+    elif isinstance(node, (cst.ListComp, cst.GeneratorExp)):
+        node = node.for_in.iter
+    else:
+        return None
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in ("children", "modules"):
+        node = node.func.value
+    return self_attr(node)
+
+
+class _Scanner:
+    def __init__(self, ctx: FileContext, cls: cst.ClassDef) -> None:
+        self.ctx, self.cls = ctx, cls
+        body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
+        methods = {s.name.value: s for s in body if isinstance(s, cst.FunctionDef)}
+        self.scan = ClassScan(cls, methods)
+        self.nodes = {name: list(walk(fn)) for name, fn in methods.items()}  # each method's nodes, in source order
+        self.scan.nodes = self.nodes
+        # source order of every node of the methods: "registered on a later line" without positions
+        self.index = {id(n): i for i, n in enumerate(n for nodes in self.nodes.values() for n in nodes)}
+
+    def run(self) -> ClassScan:
+        scan = self.scan
+        for fname, fn in scan.methods.items():
+            bound: dict[str, str] = {}
+            nodes = self.nodes[fname]
+            for node in nodes:
+                if isinstance(node, cst.Assign):
+                    kind = ("module" if self.ctx.is_module_ctor(node.value)
+                            else "parameter" if self.ctx.is_parameter_ctor(node.value) else None)
+                    for t in node.targets:
+                        if isinstance(t.target, cst.Name) and kind:
+                            bound[t.target.value] = kind
+                        self._assignment(fname, t.target, node.value, node, bound)
+                elif isinstance(node, cst.AnnAssign) and node.value is not None:
+                    self._assignment(fname, node.target, node.value, node, bound)
+                elif isinstance(node, cst.Attribute) and isinstance(node.value, cst.Attribute):
+                    attr = self_attr(node.value)
+                    if attr is not None:
+                        scan.used_methods[attr].add(node.attr.value)
+            for node in nodes:
+                if isinstance(node, cst.Call):
+                    self._append(node, bound)
+            self._unpacked_registry(nodes)
+        scan.registered_later = self._registered_later()
+        return scan
+
+    def _hit(self, code: str, node: cst.CSTNode, attr: str, message: str, kind: str = "") -> None:
+        self.scan.hits[code].append(ContainerHit(node, f"{self.cls.name.value}.{attr}", message, attr, self.index.get(id(node), 0), kind))
+
+    def _assignment(self, fname: str, target: cst.CSTNode, value: cst.BaseExpression, stmt: cst.CSTNode,
+                    bound: dict[str, str]) -> None:
+        scan, ctx = self.scan, self.ctx
+        if isinstance(target, cst.Subscript):
+            attr = self_attr(target.value)
+            kind = kind_of(ctx, [value], bound)
+            if attr is not None and attr in scan.plain and kind:
+                self._hit("R001" if kind == "module" else "R002", target, attr,
+                          f"{kind} stored into the plain container self.{attr}: invisible to parameters()/state_dict()", kind)
+            return
+        attr = self_attr(target)
+        if attr is None:
+            return
+        scan.assigned[attr] += 1
+        items = elements(ctx, value)
+        if items is not None:
+            kind = kind_of(ctx, items, bound)
+            scan.plain[attr] = kind or ""
+            scan.plain_values[attr].append(value)
+            if kind == "module":
+                self._hit("R001", value, attr, f"self.{attr} holds nn.Module objects in a plain {container_name(value)}: "
+                          "parameters(), state_dict() and .to() will not see them", kind)
+            elif kind == "parameter":
+                self._hit("R002", value, attr, f"self.{attr} holds nn.Parameter objects in a plain "
+                          f"{container_name(value)}: the optimizer and state_dict() will not see them", kind)
+            return
+        if (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value in MOVE_METHODS
+                and ctx.is_parameter_ctor(value.func.value)):
+            self._hit("R009", value, attr, RULES["R009"].message.format(attr=attr, method=value.func.attr.value))
+            return
+        if isinstance(value, cst.Call) and not ctx.is_module_ctor(value):
+            name = (dotted(value.func) or "").rpartition(".")[2]
+            if name in PLAIN_OBJECT_CALLS and any(ctx.is_module_ctor(a.value) for a in value.args):
+                self._hit("R003", value, attr,
+                          f"self.{attr} = {name}(...) wraps a module in a plain object: it will not be registered", "module")
+                return
+        if fname == "__init__" and ctx.is_tensor_factory(value):
+            scan.tensors[attr] = (value, stmt)
+
+    def _append(self, call: cst.Call, bound: dict[str, str]) -> None:
+        func = call.func
+        if not (isinstance(func, cst.Attribute) and func.attr.value in ("append", "extend", "insert", "add", "appendleft")):
+            return
+        attr = self_attr(func.value)
+        if attr is None or attr not in self.scan.plain:
+            return
+        method = func.attr.value
+        args = list(call.args[1:] if method == "insert" else call.args)
+        items: list[cst.BaseExpression] = []
+        for a in args:
+            inner = elements(self.ctx, a.value) if method == "extend" else None
+            items += inner if inner is not None else [a.value]
+        kind = kind_of(self.ctx, items, bound)
+        if kind:
+            self._hit("R001" if kind == "module" else "R002", call, attr,
+                      f"self.{attr}.{method}(...) adds {'an nn.Module' if kind == 'module' else 'an nn.Parameter'} "
+                      f"to a plain container: use nn.{'ModuleList' if kind == 'module' else 'ParameterList'}", kind)
+
+    def _registered_later(self) -> dict[str, list[int | None]]:
+        out: dict[str, list[int | None]] = {}
+        for nodes in self.nodes.values():
+            for node in nodes:
+                if isinstance(node, cst.Assign) and self.ctx.is_registering_container(node.value):
+                    used = {a for n in walk(node.value) if (a := self_attr(n)) is not None}
+                    for t in node.targets:
+                        attr = self_attr(t.target)
+                        if attr is not None:
+                            out.setdefault(attr, []).append(None if attr in used else self.index[id(node)])
+                elif isinstance(node, cst.For):
+                    calls = [c for c in walk(node) if isinstance(c, cst.Call)]
+                    if any(registers(c) for c in calls):
+                        iterated = {a for n in walk(node.iter) if (a := self_attr(n)) is not None}
+                        filled = {a for c in calls if isinstance(c.func, cst.Attribute)
+                                  and c.func.attr.value in ("append", "extend", "insert")
+                                  and (a := self_attr(c.func.value)) is not None}
+                        for attr in iterated | filled:
+                            out.setdefault(attr, []).append(None)
+        return out
+
+    def _unpacked_registry(self, nodes: list[cst.CSTNode]) -> None:
+        """The seed's pattern: ``blocks = list(self.backbone); del self.backbone; self.backbone = blocks``."""
+        deleted = {a for n in nodes if isinstance(n, cst.Del)
+                   for t in (n.target.elements if isinstance(n.target, cst.Tuple) else [n.target])
+                   if (a := self_attr(t.value if isinstance(t, cst.Element) else t)) is not None}
+        if not deleted:
+            return
+        derived: dict[str, str] = {}
+        for node in nodes:
+            if isinstance(node, cst.Assign):
+                source = _unpacked_attr(node.value)
+                for t in node.targets:
+                    if isinstance(t.target, cst.Name) and source:
+                        derived[t.target.value] = source
+        for node in nodes:
+            if not isinstance(node, cst.Assign):
+                continue
+            source = _unpacked_attr(node.value) or (derived.get(node.value.value) if isinstance(node.value, cst.Name) else None)
+            if source not in deleted:
+                continue
+            for t in node.targets:
+                attr = self_attr(t.target)
+                if attr is not None:
+                    self._hit("R001", node, attr,
+                              f"self.{attr} holds the modules of self.{source} in a plain list after `del self.{source}`: "
+                              "they leave parameters(), state_dict() and .to()", "module")
