@@ -159,9 +159,9 @@ def emit(report: Report, fmt: Format, default_file: str | None = None, **text_op
         if text:
             typer.echo(text)
     else:
-        from ssdaudit.render.text import render_text
+        from ssdaudit.render.terminal import render
 
-        render_text(report, console(), **text_options)
+        render(report, console(), **text_options)
 
 
 def exit_with(report: Report, strict: bool = False) -> NoReturn:

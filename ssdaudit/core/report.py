@@ -1,7 +1,8 @@
 """The ``Report`` protocol: what every command's result offers the renderers and the exit-code policy.
 
 A new report type is one class with these three members plus one terminal renderer registered with
-``ssdaudit.render.text.render_text.register``; JSON, SARIF and GitHub annotations need nothing more.
+``ssdaudit.render.text.render_text.register`` (in ``render.model_text`` when the report needs torch); JSON,
+SARIF and GitHub annotations need nothing more.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The terminal view of every report (rich): one renderer per report type, dispatched on the type.
 
 The reports of the torch-free commands (lint, check) render here; those that need torch (params, diff, gradflow,
-watch) register from ``render.model_text``, imported on first use.
+watch) register from ``render.model_text``. ``render.terminal.render`` is the entry point that loads that module
+only when a report needs it, so ``ssdaudit lint`` renders without torch installed.
 """
 
 from __future__ import annotations
@@ -25,19 +26,8 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 def render_text(report: Report, console: Console, **options: Any) -> None:
     """The terminal view of a report, dispatched on its type: a new report type registers one renderer here
     (``@render_text.register``); an unregistered one is a programming error, named."""
-    if _load_model_renderers():
-        render_text(report, console, **options)
-        return
-    raise TypeError(f"no terminal renderer registered for {type(report).__name__}")
-
-
-@functools.cache
-def _load_model_renderers() -> bool:
-    """Register the renderers of the reports that need torch (params, diff, gradflow, watch), once, on first use:
-    ``ssdaudit lint`` renders without torch installed."""
-    import ssdaudit.render.model_text  # noqa: F401  (registers on import)
-
-    return True
+    raise TypeError(f"no terminal renderer registered for {type(report).__name__} "
+                    "(ssdaudit.render.terminal.render loads them all)")
 
 
 def render_findings_text(findings: list[Finding], console: Console, show_notes: bool = True) -> None:

@@ -552,10 +552,10 @@ def test_report_protocol() -> None:
 def test_text_renderer() -> None:
     from rich.console import Console
 
-    from ssdaudit.render.text import render_text
+    from ssdaudit.render.terminal import render
 
     console = Console(record=True, width=120)
-    render_text(t001(True).report("loop"), console)
+    render(t001(True).report("loop"), console)
     text = console.export_text()
     assert "T001" in text and "gradients-never-cleared" in text and "6 optimizer steps" in text and "(step 2)" in text
 
