@@ -271,7 +271,10 @@ def test_pre_commit_hook_runs_lint_on_the_files_it_is_given(tmp_path):
 
     import yaml  # PyYAML: a dependency of transformers, lightning and accelerate (the dev extras)
 
-    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    hooks = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
+    assert set(hooks) == {"ssdaudit-lint", "ssdaudit-lint-fix"}
+    assert shlex.split(hooks["ssdaudit-lint-fix"]["entry"]) == ["ssdaudit", "lint", "--fix"]
+    hook = hooks["ssdaudit-lint"]
     assert (hook["id"], hook["language"], hook["types"]) == ("ssdaudit-lint", "python", ["python"])
     command = shlex.split(hook["entry"]) + hook.get("args", [])
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
