@@ -9,6 +9,8 @@ Run: python benchmarks/watch_overhead.py [--quick] [--ssdlite] [--blocks N] [--b
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 import statistics
 import time
 from collections.abc import Callable
@@ -18,6 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssdaudit.training.doctor import watch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _summary import record, set_quick  # noqa: E402
 
 
 def small_cnn(batch: int) -> tuple[nn.Module, Callable[[int], float]]:
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--block-steps", type=int, default=5, help="steps per variant per round")
     args = parser.parse_args()
     if args.quick:
+        set_quick()
         args.blocks, args.block_steps = 3, 3
     model, step = ssdlite(8) if args.ssdlite else small_cnn(64)
     opt = step.opt  # type: ignore[attr-defined]
@@ -99,6 +105,10 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"{name:18} {med:8.4f} {med / base:7.3f}")
+    for name, goal in (("watch(every=1)", 1.03), ("watch(every=10)", 1.01)):
+        ratio = statistics.median(times[name]) / base
+        record(f"watch: {name} step time, {what}", f"{statistics.median(times[name]) * 1e3:.1f} ms",
+               f"no watch {base * 1e3:.1f} ms", ratio, f"<= {goal:.2f}x", ratio <= goal)
 
 
 if __name__ == "__main__":
