@@ -7,19 +7,14 @@ from collections.abc import Iterator
 
 from ssdaudit.core.findings import Fix
 from ssdaudit.lint.context import FileContext, Hit
-from ssdaudit.lint.fixes import container_fix
-from ssdaudit.lint.scan import ClassScan, ContainerHit, class_scans
+from ssdaudit.lint.fixes import container_hit_fix, container_hits
 
 CODE = "R002"
 
 
 def check(ctx: FileContext) -> Iterator[Hit]:
-    for scan in class_scans(ctx):
-        for h in scan.unregistered(CODE):
-            yield Hit(h.node, h.symbol, h.message, data=(scan, h))
+    return container_hits(ctx, CODE)
 
 
 def fix(ctx: FileContext, hit: Hit) -> Fix | None:
-    scan, h = hit.data
-    assert isinstance(scan, ClassScan) and isinstance(h, ContainerHit)
-    return container_fix(ctx, scan, h)
+    return container_hit_fix(ctx, hit)
