@@ -72,14 +72,14 @@ _NO_TORCH = (
 
 
 def test_base_install_needs_no_torch(dist):
-    """The pre-commit hook installs the base distribution: its requirements are typer and rich; torch and the rest
-    come only with the [torch] extra (which [dev] includes)."""
+    """The pre-commit hook installs the base distribution: its requirements are typer, rich and libcst (the lint
+    engine); torch and the rest come only with the [torch] extra (which [dev] includes)."""
     wheel = next(dist.glob("*.whl"))
     with zipfile.ZipFile(wheel) as z:
         metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     base = sorted(r.split(">")[0].split("=")[0].split("<")[0].strip() for r in requires if "extra ==" not in r)
-    assert base == ["rich", "typer"], requires
+    assert base == ["libcst", "rich", "typer"], requires
     torch_extra = [r for r in requires if 'extra == "torch"' in r]
     assert any(r.startswith("torch") for r in torch_extra) and any(r.startswith("torchvision") for r in torch_extra)
 

@@ -195,6 +195,10 @@ class _Imports:
         self.functional: set[str] = set()  # import torch.nn.functional as F
         self.from_nn: set[str] = set()
         self.aliases: dict[str, str] = {}
+        # Names the file really binds (the alias sets above also hold the usual names, for detection): a fix may
+        # only write code through these.
+        self.bound_nn: set[str] = set()  # from torch import nn [as X]; import torch.nn as X
+        self.bound_torch: set[str] = set()  # import torch [as X]; import torch.nn (binds torch)
 
     def visit_Import(self, node: cst.Import) -> None:
         for a in node.names:
@@ -202,8 +206,15 @@ class _Imports:
             asname = a.asname.name.value if a.asname is not None and isinstance(a.asname.name, cst.Name) else None
             if name == "torch":
                 self.torch_aliases.add(asname or "torch")
+                self.bound_torch.add(asname or "torch")
             elif name == "torch.nn":
                 self.nn_aliases.add(asname or "torch.nn")
+                if asname:
+                    self.bound_nn.add(asname)
+                else:
+                    self.bound_torch.add("torch")
+            elif name.startswith("torch.") and not asname:
+                self.bound_torch.add("torch")  # import torch.nn.functional binds torch too
             elif name == "torch.nn.functional" and asname:
                 self.functional.add(asname)
 
@@ -218,6 +229,7 @@ class _Imports:
                 self.aliases[asname] = name
             if module == "torch" and name == "nn":
                 self.nn_aliases.add(asname or "nn")
+                self.bound_nn.add(asname or "nn")
             elif module in ("torch.nn", "torch.nn.modules"):
                 self.from_nn.add(asname or name)
                 if name == "functional":
@@ -239,6 +251,7 @@ class FileContext:
                 imports.visit_ImportFrom(stmt)
         self.nn_aliases, self.torch_aliases = imports.nn_aliases, imports.torch_aliases
         self.from_nn, self.aliases, self.functional = imports.from_nn, imports.aliases, imports.functional
+        self.bound_nn, self.bound_torch = imports.bound_nn, imports.bound_torch
         self._positions: dict[cst.CSTNode, CodeRange] | None = None
         self.cache: dict[str, object] = {}  # analyses shared by several rules (the class scans), by name
 
@@ -310,21 +323,28 @@ class FileContext:
             return last
         return None
 
-    def nn_prefix(self) -> str:
-        """How this file names torch.nn (``nn.``), for the code a fix writes."""
-        if re.search(r"^\s*(from\s+torch\s+import\s+[^\n]*\bnn\b|import\s+torch\.nn\s+as\s+nn\b)", self.source,
-                     re.MULTILINE):
-            return "nn."
-        others = sorted(a for a in self.nn_aliases if a != "nn")
-        if others:
-            return others[0] + "."
-        return ("torch" if "torch" in self.torch_aliases else sorted(self.torch_aliases)[0]) + ".nn."
+    def nn_prefix(self) -> str | None:
+        """How this file can name torch.nn in the code a fix writes (``nn.``, ``tnn.``, ``torch.nn.``, ``th.nn.``),
+        from the names its imports bind; None when no import binds torch or torch.nn (``from torch.nn import
+        Linear`` only), and then no fix is offered rather than one that would not import."""
+        if self.bound_nn:
+            return "nn." if "nn" in self.bound_nn else sorted(self.bound_nn)[0] + "."
+        if self.bound_torch:
+            return ("torch" if "torch" in self.bound_torch else sorted(self.bound_torch)[0]) + ".nn."
+        return None
 
-    def functional_prefix(self) -> str:
-        """How this file names torch.nn.functional (``F.``)."""
+    def torch_prefix(self) -> str | None:
+        """How this file can name torch itself (``torch.``, ``th.``); None when no import binds it."""
+        if self.bound_torch:
+            return ("torch" if "torch" in self.bound_torch else sorted(self.bound_torch)[0]) + "."
+        return None
+
+    def functional_prefix(self) -> str | None:
+        """How this file names torch.nn.functional (``F.``); None when it cannot (see ``nn_prefix``)."""
         if self.functional:
             return sorted(self.functional)[0] + "."
-        return self.nn_prefix() + "functional."
+        nn = self.nn_prefix()
+        return nn + "functional." if nn is not None else None
 
     def is_module_ctor(self, node: cst.CSTNode) -> bool:
         if not isinstance(node, cst.Call):

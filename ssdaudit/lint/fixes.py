@@ -56,6 +56,8 @@ def wrap_container(ctx: FileContext, node: cst.CSTNode, kind: str, used: set[str
     """Edits that wrap the plain container ``node`` (and containers nested in a list of lists) in the registering
     container for ``kind`` ("module" / "parameter"): (edits, safe, the container's name)."""
     prefix = ctx.nn_prefix()
+    if prefix is None:
+        return None  # the file binds neither torch nor torch.nn: a wrapper could not be named
     if _is_dict_like(ctx, node):
         name = "ModuleDict" if kind == "module" else "ParameterDict"
         safe = _str_keys(node) or _is_empty(node)
@@ -84,8 +86,11 @@ def wrap_container(ctx: FileContext, node: cst.CSTNode, kind: str, used: set[str
 def container_fix(ctx: FileContext, scan: ClassScan, hit: ContainerHit) -> Fix | None:
     """R001/R002: wrap the attribute's plain container where it is assigned (also for one filled by ``append``)."""
     if isinstance(hit.node, cst.Assign):  # self.body = layers, after `del self.body`: the modules, unpacked
+        prefix = ctx.nn_prefix()
+        if prefix is None:
+            return None
         return Fix(f"wrap self.{hit.attr} in nn.ModuleList", True,
-                   tuple(ctx.wrap(hit.node.value, f"{ctx.nn_prefix()}ModuleList(")))
+                   tuple(ctx.wrap(hit.node.value, f"{prefix}ModuleList(")))
     values: list[cst.BaseExpression]
     if any(v is hit.node for v in scan.plain_values.get(hit.attr, ())):
         values = [v for v in scan.plain_values[hit.attr] if v is hit.node]

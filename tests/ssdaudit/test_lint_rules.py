@@ -209,3 +209,41 @@ def test_cli_diff_and_fix(tmp_path):
     assert CliRunner().invoke(app, ["lint", str(path), "--diff"]).exit_code == 0
     hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
     assert "id: ssdaudit-lint-fix" in hooks and "entry: ssdaudit lint --fix" in hooks
+
+
+IMPORT_STYLES = {
+    "from torch import nn": ("nn.Linear", "nn.ModuleList("),
+    "from torch import nn as tnn": ("tnn.Linear", "tnn.ModuleList("),
+    "import torch.nn as nn": ("nn.Linear", "nn.ModuleList("),
+    "import torch": ("torch.nn.Linear", "torch.nn.ModuleList("),
+    "import torch as th": ("th.nn.Linear", "th.nn.ModuleList("),
+    "import torch.nn": ("torch.nn.Linear", "torch.nn.ModuleList("),
+    "from torch.nn import Linear, Module": ("Linear", None),  # nothing binds torch.nn: no fix, never a NameError
+}
+
+
+@pytest.mark.parametrize("imports", list(IMPORT_STYLES))
+def test_a_fix_names_torch_nn_the_way_the_file_imports_it(tmp_path, imports):
+    """A fix writes the container through a name the file binds, or offers no fix: the fixed file always imports."""
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli import app
+    from ssdaudit.registration.unregistered import find_unregistered
+
+    linear, wrapper = IMPORT_STYLES[imports]
+    base = "Module" if linear == "Linear" else linear.rsplit(".", 1)[0] + ".Module"
+    source = (f"{imports}\n\n\nclass Net({base}):\n    def __init__(self):\n        super().__init__()\n"
+              f"        self.layers = [{linear}(4, 4), {linear}(4, 4)]  # keep this comment\n\n"
+              f"    def forward(self, x):\n        for layer in self.layers:\n            x = layer(x)\n        return x\n")
+    path = tmp_path / "net.py"
+    path.write_text(source)
+    result = CliRunner().invoke(app, ["lint", str(path), "--fix"])
+    fixed = path.read_text()
+    if wrapper is None:
+        assert fixed == source and result.exit_code == 1  # reported, left as it was
+        return
+    assert result.exit_code == 0, result.output
+    assert f"self.layers = {wrapper}[" in fixed and "# keep this comment" in fixed
+    namespace: dict = {}
+    exec(compile(fixed, str(path), "exec"), namespace)  # imports and defines without a NameError
+    assert [f.rule for f in find_unregistered(namespace["Net"]()) if f.severity.value == "error"] == []

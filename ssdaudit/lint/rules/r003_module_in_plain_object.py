@@ -27,5 +27,8 @@ def fix(ctx: FileContext, hit: Hit) -> Fix | None:
         return None  # partial and namedtuple have no registering equivalent
     if not call.args or any(a.keyword is None or not ctx.is_module_ctor(a.value) for a in call.args):
         return None
-    edits = [ctx.replace(call.func, f"{ctx.nn_prefix()}ModuleDict(dict"), ctx.insert_after(call, ")")]
+    prefix = ctx.nn_prefix()
+    if prefix is None:
+        return None
+    edits = [ctx.replace(call.func, f"{prefix}ModuleDict(dict"), ctx.insert_after(call, ")")]
     return Fix(f"make self.{hit.data} an nn.ModuleDict (attribute access keeps working)", True, tuple(edits))

@@ -67,8 +67,10 @@ def fix(ctx: FileContext, hit: Hit) -> Fix | None:
         return None
     kwargs = [f"{positional[i]}={ctx.code(a.value)}" for i, a in enumerate(ctor.args) if a.keyword is None]
     kwargs += [f"{a.keyword.value}={ctx.code(a.value)}" for a in ctor.args if a.keyword is not None]
-    func = (f"{'torch' if 'torch' in ctx.torch_aliases else ctx.nn_prefix().split('.')[0]}.{name}"
-            if member in ("Sigmoid", "Tanh") else ctx.functional_prefix() + name)
+    prefix = ctx.torch_prefix() if member in ("Sigmoid", "Tanh") else ctx.functional_prefix()
+    if prefix is None:
+        return None  # the file binds no name the call could go through
+    func = prefix + name
     args = [ctx.code(a.value) for a in outer.args] + kwargs
     return Fix(f"call {func}(...) instead of building {member} in forward()", False,
                (ctx.replace(outer, f"{func}({', '.join(args)})"),))
