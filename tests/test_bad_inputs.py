@@ -509,3 +509,22 @@ def test_atomic_writes_have_the_umask_mode(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_random_bytes_are_not_called_a_pickle_of_objects(tmp_path):
+    """A damaged file is said to be damaged; the advice to pass --trust-pickle never comes back with --trust-pickle."""
+    import random
+
+    rng = random.Random(0)
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.ones(2)}, good)
+    for k in range(6):
+        bad = tmp_path / f"r{k}.pth"
+        bad.write_bytes(bytes(rng.randrange(256) for _ in range(300)))
+        for extra in ([], ["--trust-pickle"]):
+            result = runner.invoke(audit_app, ["diff", str(bad), str(good), "--format", "json", *extra])
+            assert result.exit_code == 2, result.output
+            error = json.loads(result.stdout)["error"]
+            assert error["kind"] == "load" and str(bad) in error["message"], error
+            if extra:
+                assert "pass --trust-pickle" not in error["message"], error

@@ -180,6 +180,13 @@ def _load_unmapped(path: Path, first: Exception | None, trust_pickle: bool) -> A
         if _needs_python_global(str(exc)):
             return _trusted_load(path, str(exc), trust_pickle)
         reason = _unpickler_reason(str(exc))
+        if reason is not None and trust_pickle:  # the user trusts the file: unpickle it fully (or say why not)
+            return _trusted_load(path, str(exc), True)
+        if reason is not None and not _looks_like_pickle(_head(path)):
+            raise LoadError(
+                f"cannot read checkpoint {path}: it is neither a zip archive nor a pickle (its first bytes are "
+                f"{_head(path)[:4]!r}), so not a torch.save file: damaged, or another kind of file?"
+            ) from exc
         if reason is not None:
             raise LoadError(
                 f"refused to read {path}: the safe (weights-only) unpickler does not accept it ({reason[:120]}): it is a "
@@ -207,6 +214,11 @@ def _trusted_load(path: Path, message: str, trust_pickle: bool) -> Any:
             return _Unpickled(torch.load(path, map_location="cpu", weights_only=False))
     except Exception as exc:
         raise LoadError(f"cannot unpickle {path} even with --trust-pickle: {first_line(exc)}") from exc
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    """A pickle of protocol 2 to 5 (what torch.save's legacy format writes) or a zip archive (its current one)."""
+    return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head.startswith(b"PK\x03\x04")
 
 
 def _needs_python_global(message: str) -> bool:
