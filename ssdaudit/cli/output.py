@@ -41,9 +41,10 @@ class Format(str, Enum):
     github = "github"
 
 
-def error_document(message: str, kind: str) -> str:
-    """The JSON that ``--format json`` prints on stdout for an error."""
-    return json.dumps({"error": {"message": message, "kind": kind}}, indent=2)
+def error_document(message: str, kind: str, details: dict[str, Any] | None = None) -> str:
+    """The JSON that ``--format json`` prints on stdout for an error; ``details`` (what the error carries besides
+    its message, e.g. ``watch``'s diagnosis of the steps before the script failed) go beside ``error``."""
+    return json.dumps({"error": {"message": message, "kind": kind}, **(details or {})}, indent=2)
 
 
 @contextlib.contextmanager
@@ -60,7 +61,7 @@ def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except UserError as exc:
         _debug(exc, debug)
-        _report(str(exc), exc.kind, json_output)
+        _report(str(exc), exc.kind, json_output, getattr(exc, "details", None))
         raise typer.Exit(EXIT_USAGE) from None
     except BrokenPipeError:  # `ssdaudit rules | head`: the reader left; say nothing more
         _silence_stdout()
@@ -107,10 +108,10 @@ def _silence_stdout() -> None:
         pass
 
 
-def _report(message: str, kind: str, json_output: bool) -> None:
+def _report(message: str, kind: str, json_output: bool, details: dict[str, Any] | None = None) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
     if json_output:
-        print(error_document(message, kind), flush=True)
+        print(error_document(message, kind, details), flush=True)
 
 
 def _debug(exc: BaseException, debug: bool) -> None:

@@ -45,7 +45,22 @@ def watch(
             raise UsageError(f"unknown rule codes in --ignore: {', '.join(unknown)}")
         from ssdaudit.training.doctor.runner import run_watched
 
-        report = run_watched(list(ctx.args), steps, every, codes, None if fmt is Format.text else sys.stderr)
+        from ssdaudit.core.errors import ScriptError
+
+        try:
+            report = run_watched(list(ctx.args), steps, every, codes, None if fmt is Format.text else sys.stderr)
+        except ScriptError as exc:
+            # what the steps before the failure showed is often its cause: print it, then the error (exit 2);
+            # under --format json the error document carries it
+            if exc.report is not None and exc.report.findings and fmt not in (Format.json, Format.sarif):
+                emit(exc.report, fmt, _script_file(exc.report.target))
+            raise
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank watches (T017 compares them); rank 0 reports
-            emit(report, fmt, report.target.split()[1] if report.target.split()[1:2] != ["-m"] else None)
+            emit(report, fmt, _script_file(report.target))
     exit_with(report, strict)
+
+
+def _script_file(target: str) -> str | None:
+    """The script of ``python train.py ...`` (where SARIF and annotations point), None for ``python -m module``."""
+    words = target.split()
+    return words[1] if len(words) > 1 and words[1] != "-m" else None

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -38,9 +39,19 @@ class UserError(Exception):
 
 
 class ScriptError(UserError):
-    """The user's training script failed (raised, or exited with a non-zero status) under ``ssdaudit watch``."""
+    """The user's training script failed (raised, or exited with a non-zero status) under ``ssdaudit watch``.
+    ``report``: the diagnosis of the steps that ran before it failed (often the cause of the failure), or None."""
 
     kind = "script"
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+    @property
+    def details(self) -> dict[str, Any] | None:
+        """What the JSON error document carries besides the message: the diagnosis so far."""
+        return {"report": self.report.to_dict()} if self.report is not None else None
 
 
 class UsageError(UserError):

@@ -633,3 +633,27 @@ def test_runner_in_process_module_errors_and_formats(tmp_path: Path, monkeypatch
     assert r.exit_code == 0, r.output
     assert torch.optim.Optimizer.__init__.__module__ == "torch.optim.optimizer"  # unpatched afterwards
 
+
+
+def test_a_script_that_crashes_still_gets_its_diagnosis(tmp_path: Path) -> None:
+    """The silent error is often why the script later crashes: the findings of the steps that ran are shown, then
+    the one error line naming where the script raised (exit 2); in JSON the error document carries them."""
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli.main import app
+
+    script = tmp_path / "crashes.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\n\ntorch.manual_seed(0)\nmodel = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\nfor step in range(30):\n"
+        "    if step == 4:\n        raise ValueError('late crash')\n"
+        "    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))\n"
+        "    nn.functional.cross_entropy(model(x), y).backward()\n    opt.step()\n")
+    text = CliRunner().invoke(app, ["watch", "--", "python", str(script)])
+    assert text.exit_code == 2, text.output
+    assert "T001" in text.stdout and "gradients-never-cleared" in text.stdout
+    assert text.stderr.strip().splitlines()[-1] == f"error: the script raised ValueError: late crash (at {os.path.relpath(script)}:9)"
+    js = CliRunner().invoke(app, ["watch", "--format", "json", "--", "python", str(script)])
+    assert js.exit_code == 2
+    doc = json.loads(js.stdout)
+    assert doc["error"]["kind"] == "script" and [f["rule"] for f in doc["report"]["findings"]] == ["T001"]

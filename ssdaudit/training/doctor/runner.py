@@ -161,16 +161,34 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
         pass
     except SystemExit as exc:
         if exc.code not in (None, 0):
-            raise ScriptError(f"the script exited with status {exc.code} after {runner.report('').steps} steps") from None
+            raise ScriptError(f"the script exited with status {exc.code} after {runner.report('').steps} steps",
+                              _so_far(runner, cmd)) from None
     except ImportError as exc:
         if cmd.is_module and getattr(exc, "name", None) == cmd.target:
             raise UsageError(f"no module named {cmd.target}") from None
-        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}") from exc
+        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}{_where(exc)}",
+                          _so_far(runner, cmd)) from exc
     except Exception as exc:
-        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}") from exc
+        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}{_where(exc)}",
+                          _so_far(runner, cmd)) from exc
     finally:
         sys.argv = old_argv
         sys.path[:] = old_path
     if not runner.watches:
         raise ScriptError("the script built no torch.optim optimizer: nothing to watch")
     return runner.report(str(cmd))
+
+
+def _so_far(runner: Runner, cmd: object) -> DoctorReport | None:
+    """The diagnosis of the steps that ran before the script failed, when any optimizer was watched."""
+    return runner.report(str(cmd)) if runner.watches else None
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at file.py:LINE)``: the innermost frame of the user's code that raised, not ssdaudit's or torch's."""
+    import traceback
+
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(here) and "site-packages" not in f.filename and not f.filename.startswith("<")]
+    return f" (at {os.path.relpath(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
