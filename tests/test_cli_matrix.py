@@ -227,3 +227,23 @@ def test_ssdlite_commands_on_tiny_synthetic_data(tmp_path):
     exp = runner.invoke(lite, ["export", str(ckpt), "--onnx", str(onnx)])
     assert exp.exit_code == 0, exp.output
     assert onnx.stat().st_size > 100_000
+
+
+@pytest.mark.parametrize("args", [["params", "m.py", "--format", "xml"], ["params", "--format", "json"],
+                                  ["lint", ".", "--bogus", "--format", "json"], ["no-such-command"]])
+def test_usage_errors_of_the_console_script_are_one_line(args):
+    """typer/click's own usage errors follow the refusal contract too: one `error:` line naming the command's
+    --help, exit 2, and the JSON error document (kind "usage") under --format json; never click's usage block."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "ssdaudit", *args], capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help`)" in lines[0], proc.stderr
+    if "json" in args:
+        assert json.loads(proc.stdout)["error"]["kind"] == "usage"
+    else:
+        assert proc.stdout == ""

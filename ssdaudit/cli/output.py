@@ -121,16 +121,44 @@ def _debug(exc: BaseException, debug: bool) -> None:
         traceback.print_exception(exc, file=sys.stderr)
 
 
-def run_app(app: Callable[[], object]) -> None:
-    """Run a CLI app; an exception that escaped ``cli_errors`` (only under ``SSDAUDIT_RAISE_INTERNAL``, or outside
+def run_app(app: Callable[..., object]) -> None:
+    """Run a CLI app. A bad flag, value or argument (typer/click's usage errors) is one ``error:`` line with a
+    pointer to ``--help``, a JSON error document (kind "usage") under ``--format json``, and exit 2, like every
+    other refusal. An exception that escaped ``cli_errors`` (only under ``SSDAUDIT_RAISE_INTERNAL``, or outside
     every command body) prints its traceback and exits 3, never 1, which means "findings"."""
+    cx = _click_exceptions()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except cx.NoArgsIsHelpError as exc:  # `ssdaudit` or `ssdaudit watch` alone: the help
+        print(exc.ctx.get_help() if exc.ctx is not None else str(exc))
+        sys.exit(0)
+    except cx.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        argv = sys.argv[1:]
+        json_output = any(a == "--format=json" for a in argv) or any(
+            a == "--format" and argv[k + 1:k + 2] == ["json"] for k, a in enumerate(argv))
+        _report(f"{exc.format_message()}{where}", "usage", json_output)
+        sys.exit(EXIT_USAGE)
+    except cx.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     except Exception:
         import traceback
 
         traceback.print_exc()
         sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> Any:
+    """The module of the click exceptions the installed typer raises: recent typer vendors click
+    (``typer._click``), earlier typer uses click itself."""
+    import importlib
+
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:
+        return importlib.import_module("click.exceptions")
 
 
 def console() -> Any:
