@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from ssdaudit.lint.context import FileContext, children, dotted, method_name, receiver, statements
+from ssdaudit.lint.context import FileContext, children, dotted, method_name, receiver, statements, walk
 
 _NESTED = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 LOOPS = (cst.For, cst.While)
@@ -75,7 +75,7 @@ def is_optimizer_step(call: cst.Call) -> bool:
 def clears_gradients(node: cst.CSTNode) -> bool:
     """Anything under ``node`` (nested functions included) that clears gradients: ``zero_grad()``, a
     ``.grad = None``, ``.grad.zero_()``, a helper whose name says it clears them."""
-    for n in _all(node):
+    for n in walk(node):
         if isinstance(n, cst.Call):
             name = (dotted(n.func) or "").lower()
             if "zero_grad" in name or "clear_grad" in name or name.endswith(("grad.zero_", "grad.detach_")):
@@ -84,14 +84,6 @@ def clears_gradients(node: cst.CSTNode) -> bool:
                                                for t in n.targets):
             return True
     return False
-
-
-def _all(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(children(n))
 
 
 def assigned_from(scope_nodes: list[cst.CSTNode], predicate: "object") -> dict[str, cst.Call]:
