@@ -14,16 +14,18 @@ import typer
 from ssdaudit.core.errors import UsageError
 
 app = typer.Typer(
-    help="Find the parameters a PyTorch model uses but never registers.\n\n"
+    help="Find why a PyTorch model trains but does not learn: parameters it uses but never registers, gradients "
+    "that never reach them, checkpoints that do not hold them, and the silent errors of a training loop.\n\n"
     "Rules: `ssdaudit rules`; each has a page in docs/rules/<CODE>.md.\n\n"
     "Examples:\n\n"
-    "  ssdaudit gradflow examples/buggy_plain_list.py --steps 2 --out out/gradflow\n\n"
-    "  ssdaudit diff run/epoch1.pth run/epoch30.pth\n\n"
-    "  ssdaudit lint src/ --format github\n\n"
-    "  ssdaudit check            # the CI gate configured in pyproject.toml\n\n"
-    "  ssdaudit params examples/buggy_plain_list.py --reference ssds-voc\n\n"
-    "  ssdaudit params mypkg.models:build --input-shape 1,3,224,224 --format json\n\n"
-    "  ssdaudit params checkpoint.pth",
+    "\b\n"
+    "  ssdaudit params model.py                 # registered vs used parameters\n"
+    "  ssdaudit params torchvision:resnet18 --format json\n"
+    "  ssdaudit watch -- python train.py        # diagnose your own training loop\n"
+    "  ssdaudit gradflow model.py --steps 2     # which parameters get gradients\n"
+    "  ssdaudit diff run/epoch1.pth run/epoch30.pth\n"
+    "  ssdaudit lint src/ --fix                 # static rules, with fixes\n"
+    "  ssdaudit check                           # the CI gate configured in pyproject.toml",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,

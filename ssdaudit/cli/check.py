@@ -23,6 +23,7 @@ def check(
 
     Configuration (pyproject.toml):
 
+    \b
       [tool.ssdaudit]
       lint = ["src/"]
       exclude = ["src/legacy.py"]   # read for context, not reported

@@ -11,7 +11,8 @@ from ssdaudit.cli.output import Format, cli_errors
 @app.command()
 def rules(
     code: str = typer.Argument(None, help="A rule code, e.g. R001; all rules when omitted."),
-    fmt: Format = typer.Option(Format.text, "--format", help="text or json (sarif and github hold findings, not rules)."),
+    fmt: Format = typer.Option(Format.text, "--format", metavar="<text|json>",
+                              help="text or json."),
 ) -> None:
     """List the rules (code, name, summary) or explain one: why it matters, the fix, its docs page.
 

@@ -52,7 +52,7 @@ def render_lint_text(result: LintResult, console: Console) -> None:
     for e in result.errors:
         console.print(f"[yellow]{escape(e)}[/]")
     n = len(result.findings)
-    summary = f"{n} finding{'s' if n != 1 else ''} in {result.files} files"
+    summary = f"{n} finding{'s' if n != 1 else ''} in {result.files} file{'s' if result.files != 1 else ''}"
     if result.suppressed:
         summary += f" ({result.suppressed} suppressed by '# noqa' / '# ssdaudit: ignore')"
     if result.fixed:

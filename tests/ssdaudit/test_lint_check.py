@@ -291,7 +291,7 @@ def test_pre_commit_hook_runs_lint_on_the_files_it_is_given(tmp_path):
                               cwd=ROOT, timeout=60)
 
     clean = hook_on(DATA / "good_models.py")
-    assert clean.returncode == 0 and clean.stdout.strip() == "0 findings in 1 files", clean.stdout + clean.stderr
+    assert clean.returncode == 0 and clean.stdout.strip() == "0 findings in 1 file", clean.stdout + clean.stderr
     bad = hook_on(DATA / "good_models.py", DATA / "bad_models.py")
     assert bad.returncode == 1, bad.stdout + bad.stderr  # 1 fails the commit
     reported = {(int(m.group(1)), m.group(2)) for m in re.finditer(r"^\S*bad_models\.py:(\d+):\d+: (R\d{3}) ",

@@ -205,7 +205,7 @@ def test_cli_diff_and_fix(tmp_path):
     assert path.read_text() == before
     fixed = CliRunner().invoke(app, ["lint", str(path), "--fix"])
     assert fixed.exit_code == 0, fixed.stdout
-    assert "0 findings in 1 files; 1 fixed in 1 file" in fixed.stdout
+    assert "0 findings in 1 file; 1 fixed in 1 file" in fixed.stdout
     assert CliRunner().invoke(app, ["lint", str(path), "--diff"]).exit_code == 0
     hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
     assert "id: ssdaudit-lint-fix" in hooks and "entry: ssdaudit lint --fix" in hooks

@@ -46,7 +46,7 @@ register(
         name='probe-incomplete',
         severity=Severity.INFO,
         summary='the forward probe could not run in every mode (train, eval) or not at all',
-        why="findings that need a forward pass (R004, R005, the device-move check) cover only the modes that ran; the attribute walk's findings stand regardless.",
+        why="findings that need a forward pass (R004, R005, the device-move check) cover only the modes that ran; the attribute walk's findings stand regardless. It is a warning, not a note, when forward fails in both modes and no unregistered member explains the failure: then those checks did not run at all.",
         fix='give an input that forward accepts (example_input() or --input-shape), with a batch of 2 or more for BatchNorm',
         bad_example='ssdaudit params model.py --input-shape 1,3,300,300   # batch 1: BatchNorm fails in train mode',
         good_example='ssdaudit params model.py --input-shape 2,3,300,300',

@@ -55,5 +55,5 @@ class EvalModeTraining(Check):
         if evals:
             ctx.report(self.code, f"{len(evals)} of {len(fed)} BatchNorm/Dropout modules ran in eval mode in the training "
                        f"forward of step {ctx.current} (e.g. {ctx.name_of(evals[0])}) while their parameters train: "
-                       "model.train() missing after a validation pass? (deliberate: watch(..., ignore=['T006']))",
+                       "model.train() missing after a validation pass? (deliberate? --ignore T006, or watch(..., ignore=['T006']))",
                        path=ctx.name_of(evals[0]))

@@ -40,5 +40,5 @@ class FrozenBatchNormMoves(Check):
             ctx.report(self.code, f"{len(self.seen)} of {len(self.total)} BatchNorm modules in train mode are frozen "
                        f"(requires_grad False or not in the optimizer), e.g. {ctx.name_of(first)}: their running "
                        "statistics move with every batch (call .eval() on the frozen module after model.train(); "
-                       "deliberate: watch(..., ignore=['T007']))", path=ctx.name_of(first))
+                       "deliberate? --ignore T007, or watch(..., ignore=['T007']))", path=ctx.name_of(first))
             self.seen.clear()

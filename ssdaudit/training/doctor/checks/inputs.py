@@ -45,5 +45,5 @@ class UnnormalisedInputs(Check):
         if mean_abs > SCALE:
             pixels = " (looks like 0..255 pixels)" if lo >= 0 and hi <= 255 and hi > 100 else ""
             ctx.report(self.code, f"the first layer {ctx.name_of(module)} sees inputs with mean |x| {mean_abs:.3g}, range "
-                       f"{lo:.3g}..{hi:.3g}{pixels}: not normalised (deliberate: watch(..., ignore=['T012']))",
+                       f"{lo:.3g}..{hi:.3g}{pixels}: not normalised (deliberate? --ignore T012, or watch(..., ignore=['T012']))",
                        path=ctx.name_of(module))

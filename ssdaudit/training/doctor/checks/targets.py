@@ -48,5 +48,5 @@ class DegenerateTargets(Check):
         if self.run_batches >= RUN_BATCHES and self.run_samples >= RUN_SAMPLES:
             ctx.report(self.code, f"{self.run_batches} batches in a row ({self.run_samples} samples) each hold a single "
                        f"class (classes {sorted(self.classes)}) up to step {ctx.current}: data sorted by label, no "
-                       "shuffle? (deliberate: watch(..., ignore=['T011']))", subject="targets",
+                       "shuffle? (deliberate? --ignore T011, or watch(..., ignore=['T011']))", subject="targets",
                        severity=Severity.WARNING)  # a heuristic: a warning, the inverted mask above an error
