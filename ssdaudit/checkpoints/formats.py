@@ -331,6 +331,10 @@ def _open_directory(path: Path, trust_pickle: bool) -> CheckpointFile:
         for key, info in shard.tensors.items():
             if weight_map is not None and weight_map.get(key) != name:
                 continue  # the index decides where a key lives
+            if key in owner:  # shards split a state_dict; files that share keys are separate checkpoints
+                first = next(n for n, s in shards.items() if s is owner[key])
+                raise LoadError(f"{path} holds files that share tensor names ({key!r} is in {first} and {name}): "
+                                "separate checkpoints, not shards of one; name one file, or add a *.index.json")
             tensors[key] = info
             owner[key] = shard
     if weight_map is not None:

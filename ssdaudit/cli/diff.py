@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ssdaudit.cli.app import app, fail
-from ssdaudit.cli.output import Format, cli_errors, emit, exit_with
+from ssdaudit.cli.output import Format, check_output_path, cli_errors, emit, exit_with
 from ssdaudit.core.errors import first_line
 
 
@@ -51,6 +51,8 @@ def diff(
         from ssdaudit.checkpoints.formats import open_checkpoint
         from ssdaudit.checkpoints.diff import diff_checkpoints, write_mapped as write_b
 
+        if write_mapped is not None:
+            check_output_path(write_mapped, inputs=(a, b))
         ca = open_checkpoint(a, trust_pickle)
         cb = open_checkpoint(b, trust_pickle)
         for c in (ca, cb):

@@ -18,11 +18,12 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from enum import Enum
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
 
-from ssdaudit.core.errors import UserError, first_line
+from ssdaudit.core.errors import UsageError, UserError, first_line
 from ssdaudit.core.report import Report
 
 EXIT_CLEAN = 0
@@ -84,6 +85,26 @@ def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]
         _report(f"internal error: {exc.__class__.__name__}: {first_line(exc)} (a bug in ssdaudit, please report it"
                 f"{hint})", "internal", json_output)
         raise typer.Exit(EXIT_INTERNAL) from None
+
+
+def check_output_path(out: Path, inputs: tuple[Path, ...] = (), flag: str = "--write-mapped") -> None:
+    """Refuse an output file that would destroy an input or land nowhere the user meant.
+
+    Raises:
+        UsageError: ``out`` is one of ``inputs`` (or a file inside an input directory), is a directory, or its
+            folder does not exist (a typo would otherwise create a folder tree silently).
+    """
+    target = out.expanduser().resolve()
+    for given in inputs:
+        source = given.expanduser().resolve()
+        if target == source or (source.is_dir() and target.is_relative_to(source)):
+            raise UsageError(f"{flag} {out}: that is an input ({given}); writing there would replace it: choose "
+                             "another path")
+    if target.is_dir():
+        raise UsageError(f"{flag} {out}: is a directory; give a file path (.pth or .safetensors)")
+    if not target.parent.is_dir():
+        raise UsageError(f"{flag} {out}: the folder {out.parent} does not exist; create it first or choose another "
+                         "path")
 
 
 def raise_internal() -> bool:

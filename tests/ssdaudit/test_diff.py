@@ -353,3 +353,40 @@ def test_a_nan_does_not_hide_a_change_and_json_stays_strict(tmp_path):
     (changed,) = doc["changed"]
     assert changed["key"] == "w" and changed["max_abs_diff"] == 0.5
     assert any(f["rule"] == "C005" for f in doc["findings"])
+
+
+def test_write_mapped_never_replaces_an_input_or_invents_a_folder(tmp_path, base):
+    """--write-mapped over A or B would destroy the very checkpoint being compared; a missing folder is a typo."""
+    path, state = base
+    b = tmp_path / "b.pth"
+    torch.save({"epoch": 3, "model": state}, b)
+    before = {p: p.read_bytes() for p in (path, b)}
+    for out in (path, b, tmp_path / "." / "a.pth", tmp_path / "missing" / "m.pth", tmp_path):
+        result = runner.invoke(app, ["diff", str(path), str(b), "--write-mapped", str(out)])
+        assert result.exit_code == 2, (out, result.output)
+        errors = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+        assert len(errors) == 1 and "--write-mapped" in errors[0], result.stderr
+    assert {p: p.read_bytes() for p in (path, b)} == before
+    assert not (tmp_path / "missing").exists()
+    ok = runner.invoke(app, ["diff", str(path), str(b), "--write-mapped", str(tmp_path / "m.pth")])
+    assert ok.exit_code == 0 and (tmp_path / "m.pth").is_file(), ok.output
+
+
+def test_a_folder_of_separate_checkpoints_is_not_read_as_shards(tmp_path, base):
+    """Two full checkpoints in one folder share every key: merging them would silently pick one file's tensors."""
+    path, state = base
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    torch.save(state, folder / "epoch1.pth")
+    torch.save({k: v + 1 for k, v in state.items()}, folder / "epoch2.pth")
+    result = runner.invoke(app, ["diff", str(path), str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "share tensor names" in result.stderr and "epoch1.pth" in result.stderr
+    # real shards (disjoint keys) still open as one checkpoint
+    keys = list(state)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    torch.save({k: state[k] for k in keys[:2]}, shards / "part1.pth")
+    torch.save({k: state[k] for k in keys[2:]}, shards / "part2.pth")
+    same = runner.invoke(app, ["diff", str(path), str(shards)])
+    assert same.exit_code == 0, same.output
