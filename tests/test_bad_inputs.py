@@ -172,6 +172,20 @@ def test_endless_model_code_stops_at_the_timeout(tmp_path, where):
     assert "time limit of 2 s" in line and ("building" if where == "import" else "probing") in line
 
 
+def test_gradflow_blames_build_optimizer_only_for_its_own_errors(tmp_path):
+    """A bad --lr or the time limit is not "build_optimizer(model) raised" (the file has no build_optimizer)."""
+    path = model_file(tmp_path, "plain")
+    line = one_line_error(runner.invoke(audit_app, ["gradflow", str(path), "--lr", "-1"]))
+    assert "--lr" in line and "build_optimizer" not in line
+    looping = model_file(tmp_path, "loop_gradflow", forward="        while True:\n            pass")
+    with within(60):
+        line = one_line_error(runner.invoke(audit_app, ["gradflow", str(looping), "--timeout", "2"]))
+    assert "time limit of 2 s" in line and "build_optimizer" not in line
+    raising = model_file(tmp_path, "bad_opt", head="def build_optimizer(model):\n    raise ValueError('no lr')\n")
+    line = one_line_error(runner.invoke(audit_app, ["gradflow", str(raising)]))
+    assert "build_optimizer(model)" in line and "no lr" in line
+
+
 def test_printing_model_keeps_json_stdout_clean(tmp_path):
     path = model_file(tmp_path, "chatty", head="print('model file loaded')\n",
                       forward="        print('forward!')\n        return self.l(x)")

@@ -105,7 +105,7 @@ class Deadline:
             signal.signal(signal.SIGALRM, previous)
 
     def _message(self, phase: str) -> str:
-        return (f"{phase} ran past the time limit of {self.seconds:g} s (an endless loop in the model's code?); "
+        return (f"{phase} ran past the time limit of {self.seconds:.3g} s (an endless loop in the model's code?); "
                 "raise it with --timeout SECONDS (or timeout = N under [tool.ssdaudit])")
 
 

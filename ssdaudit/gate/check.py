@@ -27,9 +27,26 @@ class CheckRow:
     broken: list[str] = field(default_factory=list)  # expectations that do not hold
     expect: str = "pass"
 
+    target_file: str | None = None  # the configured model's file, where K001/K002 point
+
     @property
     def failing(self) -> bool:
         return self.status in ("failed", "unexpected pass", "error")
+
+    def gate_findings(self) -> list[Finding]:
+        """K001 for a model that could not be audited, K002 for each expectation it breaks (an expected failure
+        that passed included); none for a lint row or a row whose failure its findings already explain."""
+        from ssdaudit.core.findings import RULES
+
+        where = Location(self.target_file) if self.target_file else None
+        if self.status == "error":
+            return [RULES["K001"].finding(self.name, "; ".join(self.details), location=where)]
+        if self.status == "unexpected pass":
+            reason = next((d for d in self.details if d.startswith("expected to fail")), 'expect = "fail"')
+            return [RULES["K002"].finding(self.name, f"passed, but is configured to fail ({reason})", location=where)]
+        if self.status == "failed":
+            return [RULES["K002"].finding(self.name, b, location=where) for b in self.broken]
+        return []
 
 
 @dataclass
@@ -45,8 +62,10 @@ class CheckReport:
 
     @property
     def findings(self) -> list[Finding]:
-        """What SARIF and GitHub annotations show: the findings that fail the gate (``all_findings`` has the rest)."""
-        return self.new
+        """What SARIF and GitHub annotations show: the findings that fail the gate (``all_findings`` has the rest),
+        then one K001 per model that could not be audited and one K002 per broken expectation, so a gate that fails
+        always says why on the pull request."""
+        return self.new + [f for r in self.rows for f in r.gate_findings()]
 
     def exit_code(self, strict: bool = False) -> int:
         """0 everything holds, 1 a new error finding or a broken expectation, 2 a step that could not run."""
@@ -88,10 +107,9 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
     """Audit one configured model; a load or probe problem (a model file that exits or hangs too) becomes an
     "error" row, never a pass. ``timeout``: seconds for building and probing it."""
     from ssdaudit.core.errors import Deadline, UserError
-    from ssdaudit.core.targets import TargetSpec
     from ssdaudit.registration.pipeline import audit_target
 
-    row = CheckRow(m.target, "ok", expect=m.expect)
+    row = CheckRow(m.target, "ok", expect=m.expect, target_file=_target_file(m.target))
     deadline = Deadline(timeout or None)
     try:
         # the gate keeps its audit (walk, probe, device-move check); the round trip is `ssdaudit params`'s
@@ -122,10 +140,8 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
             gf = [f for f in gradflow.findings if f.severity is not Severity.INFO]
             findings += gf
             row.details.append(f"gradflow: {len(gradflow.run.steps)} steps, {len(gf)} findings")
-        spec = TargetSpec.parse(m.target)
-        target_file = spec.file or m.target
         for f in findings:
-            f.location = _relative_to(root, f.location) if f.location else Location(target_file)
+            f.location = _relative_to(root, f.location) if f.location else Location(row.target_file or m.target)
         row.findings, row.broken = findings, broken
         row.details += broken
         if m.expect == "fail" and m.reason:
@@ -133,6 +149,18 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
     except (UserError, ValueError) as exc:
         row.status, row.details = "error", [str(exc)]
     return row
+
+
+def _target_file(target: str) -> str | None:
+    """The file a configured target names (``models/net.py:build`` -> ``models/net.py``); None for a module path,
+    a library model or a target that does not parse (the K001 then has no location)."""
+    from ssdaudit.core.errors import UserError
+    from ssdaudit.core.targets import TargetSpec
+
+    try:
+        return TargetSpec.parse(target).file
+    except (UserError, ValueError):
+        return None
 
 
 def _relative_to(root: Path, location: Location) -> Location:

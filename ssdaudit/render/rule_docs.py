@@ -13,7 +13,7 @@ from ssdaudit.core.findings import RULES
 
 COMMANDS = {"lint": "`ssdaudit lint` (source)", "params": "`ssdaudit params` (runtime)",
             "gradflow": "`ssdaudit gradflow`", "diff": "`ssdaudit diff`",
-            "watch": "`ssdaudit.watch` and `ssdaudit watch` (runtime)"}
+            "watch": "`ssdaudit.watch` and `ssdaudit watch` (runtime)", "check": "`ssdaudit check` (the CI gate)"}
 
 
 def page(code: str) -> str:

@@ -390,3 +390,26 @@ def test_pytest_plugin_audits_target_specs_through_the_cli_pipeline(ssdaudit):
     ssdaudit.assert_clean(str(ROOT / "examples" / "fixed_modulelist.py"))
     with pytest.raises(pytest.fail.Exception, match=r"R001 module-in-container at backbone"):
         ssdaudit.assert_clean(str(ROOT / "examples" / "buggy_plain_list.py"))
+
+
+@pytest.mark.parametrize("fmt", ["github", "sarif"])
+def test_a_gate_that_fails_says_why_in_annotations(tmp_path, fmt):
+    """A model the gate cannot audit (K001) or whose count moved (K002) fails CI: the annotations must say so, not
+    print nothing (the findings alone are empty for both)."""
+    config = make_project(tmp_path, params=31)
+    config.write_text(config.read_text().replace('lint = ["src"]', "") + '[[tool.ssdaudit.models]]\ntarget = "src/broken.py"\n')
+    (tmp_path / "src" / "broken.py").write_text("import torch\nraise RuntimeError('boom')\n")
+    result = check(config, "--format", fmt)
+    assert result.exit_code == 2, result.output
+    if fmt == "github":
+        lines = result.stdout.splitlines()
+        k001 = [x for x in lines if "K001" in x]
+        k002 = [x for x in lines if "K002" in x]
+        assert len(k001) == 1 and "file=src/broken.py" in k001[0] and "boom" in k001[0], lines
+        assert len(k002) == 1 and "file=src/net.py" in k002[0] and "expected 31" in k002[0], lines
+    else:
+        results = json.loads(result.stdout)["runs"][0]["results"]
+        assert sorted(r["ruleId"] for r in results) == ["K001", "K002"]
+    clean = check(make_project(tmp_path), "--format", fmt)  # a passing gate has nothing to annotate
+    assert clean.exit_code == 0
+    assert "K00" not in clean.stdout

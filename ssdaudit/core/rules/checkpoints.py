@@ -10,7 +10,7 @@ register(
         name='missing-keys',
         severity=Severity.ERROR,
         summary='tensors present in one checkpoint and absent from the other',
-        why='load_state_dict(strict=True) fails on them; with strict=False the model keeps random weights there, which is how an unregistered backbone ships as a checkpoint 8 MB too small.',
+        why='load_state_dict(strict=True) fails on them; with strict=False the model keeps random weights there. A module that was never registered (a backbone in a plain list) is missing from every checkpoint this way.',
         fix='register the missing modules (nn.ModuleList) and re-save, or map the names with --map auto',
         bad_example='ssdaudit diff fixed.pth buggy.pth     # 312 backbone.* tensors only in A',
         good_example='register the backbone (nn.ModuleList) and save again',

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from ssdaudit.core.errors import LoadError, UserError, first_line
+from ssdaudit.core.errors import LoadError, UsageError, UserError, first_line
 from ssdaudit.training.gradflow.log import GradFlowRun, find_log_dir
 from ssdaudit.training.gradflow.monitor import GradFlowMonitor
 
@@ -99,14 +99,18 @@ def probe_target(loaded: Any, steps: int, input_shape: tuple[int, ...] | None = 
         compute_loss = (lambda output, _t: user_loss(output)) if callable(user_loss) else default_loss
         guessed = not callable(user_loss)
     build_opt = getattr(module, "build_optimizer", None)
-    try:
-        if callable(build_opt):
+    if callable(build_opt):
+        try:
             optimizer = build_opt(model)
-        else:  # no registered parameter at all (everything in plain lists): follow gradients without an optimizer
-            params = [p for p in model.parameters() if p.requires_grad]
-            optimizer = torch.optim.SGD(params, lr=lr) if params else None
-    except Exception as exc:
-        raise LoadError(f"build_optimizer(model) in {loaded.spec} raised {exc.__class__.__name__}: {exc}") from exc
+        except UserError:  # the time limit, or a refusal of ours: not the file's build_optimizer failing
+            raise
+        except Exception as exc:
+            raise LoadError(f"build_optimizer(model) in {loaded.spec} raised {exc.__class__.__name__}: {exc}") from exc
+    else:  # no registered parameter at all (everything in plain lists): follow gradients without an optimizer
+        if not lr > 0:
+            raise UsageError(f"--lr {lr:g}: the learning rate must be a positive number, e.g. --lr 0.01")
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=lr) if params else None
     if log_dir is not None and find_log_dir(log_dir):
         for old in Path(log_dir).glob("chunk_*.npz"):  # a fresh probe replaces an old log, never mixes with it
             old.unlink()
