@@ -8,10 +8,13 @@ checkpoints keeps only the tensors in hand resident, not the files.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import sys
 import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +23,32 @@ from ssdaudit.checkpoints.opened import BUFFER_SUFFIXES, STATE_DICT_KEYS, Checkp
 from ssdaudit.core.errors import LoadError, first_line
 
 __all__ = ["BUFFER_SUFFIXES", "STATE_DICT_KEYS", "CheckpointFile", "TensorInfo", "is_buffer_name", "open_checkpoint",
-           "load_object", "find_state_dict", "drop_mapped_pages"]
+           "load_object", "find_state_dict", "drop_mapped_pages", "trusting_pickles"]
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".tar", ".ckpt")
 INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
-def open_checkpoint(path: str | Path, trust_pickle: bool = False) -> CheckpointFile:
-    """Open a checkpoint file or a directory of shards; raise ``LoadError`` with a one-line reason otherwise."""
+# What a load that is not told otherwise does with a file that needs Python globals: the command's --trust-pickle,
+# set once by the CLI (``trusting_pickles``) instead of being passed through every layer between it and the load.
+_TRUST_PICKLE: ContextVar[bool] = ContextVar("ssdaudit_trust_pickle", default=False)
+
+
+@contextlib.contextmanager
+def trusting_pickles(on: bool) -> Iterator[None]:
+    """Within the block, loads that are not given ``trust_pickle`` explicitly unpickle files that hold Python
+    objects (``weights_only=False``: runs their code) when ``on``; the refusal otherwise."""
+    token = _TRUST_PICKLE.set(on)
+    try:
+        yield
+    finally:
+        _TRUST_PICKLE.reset(token)
+
+
+def open_checkpoint(path: str | Path, trust_pickle: bool | None = None) -> CheckpointFile:
+    """Open a checkpoint file or a directory of shards; raise ``LoadError`` with a one-line reason otherwise.
+    ``trust_pickle`` None: as set by ``trusting_pickles`` (off by default)."""
+    trust_pickle = _TRUST_PICKLE.get() if trust_pickle is None else trust_pickle
     path = Path(path)
     if not path.exists():
         raise LoadError(f"no such checkpoint: {path}")
@@ -59,14 +80,15 @@ class _Unpickled:
         self.obj = obj
 
 
-def load_object(path: str | Path, trust_pickle: bool = False, mmap: bool = True) -> LoadedObject:
+def load_object(path: str | Path, trust_pickle: bool | None = None, mmap: bool = True) -> LoadedObject:
     """The project's one way to unpickle a torch.save file: ``torch.load(weights_only=True)`` (memory-mapped when
     ``mmap`` and the format allows), every failure a one-line ``LoadError``.
 
     A file that needs Python globals is refused unless ``trust_pickle``; the result then says ``unpickled`` so the
-    caller can warn (this module prints nothing)."""
+    caller can warn (this module prints nothing). ``trust_pickle`` None: as set by ``trusting_pickles``."""
     import torch
 
+    trust_pickle = _TRUST_PICKLE.get() if trust_pickle is None else trust_pickle
     path = Path(path)
     if not path.exists():
         raise LoadError(f"no such checkpoint: {path}")

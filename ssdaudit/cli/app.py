@@ -62,7 +62,7 @@ def parse_shape(text: str, flag: str = "--input-shape") -> tuple[int, ...]:
     from ssdaudit.registration.pipeline import check_input_shape
 
     try:
-        shape = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+        shape = tuple(int(x) for x in text.replace("x", ",").split(","))  # "1,,3" is a typo, not (1, 3)
     except ValueError:
         shape = ()
     if not shape:

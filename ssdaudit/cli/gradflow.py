@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def gradflow(
     target: str = typer.Argument(..., help="model.py[:NAME], package.module:NAME, or a RUN_DIR with a gradflow log."),
     steps: int = typer.Option(3, "--steps", min=1, help="Training steps of the probe."),
-    input_shape: str = typer.Option(None, "--input-shape", help="Probe input shape, e.g. 8,3,300,300 (when the file has no example_input())."),
+    input_shape: str = typer.Option(None, "--input-shape", help="Probe input shape, e.g. 8,3,300,300 (replaces the file's example_input())."),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per step for this project's SSDLite models."),
     lr: float = typer.Option(0.01, "--lr", help="Learning rate of the default SGD optimizer."),
     out: Path = typer.Option(None, "--out", help="Write the log and the PNG plots here."),

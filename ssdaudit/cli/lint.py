@@ -52,6 +52,8 @@ def lint(
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
             fail(f"no such file or folder: {missing[0]}")
+        for p in paths:
+            _check_lint_path(p)
         codes, unknown = rule_codes(ignore.split(","))
         if unknown:
             fail(f"unknown rule code {unknown[0]!r} in --ignore (see `ssdaudit rules`)")
@@ -64,3 +66,21 @@ def lint(
             raise typer.Exit(1 if result.diff else 0)
         emit(result, fmt)
     exit_with(result)
+
+
+def _check_lint_path(path: Path) -> None:
+    """Refuse what cannot be meant: a folder with no Python file in it (a lint of nothing would pass CI) or a file
+    that is not source text (a checkpoint, an image)."""
+    from ssdaudit.lint.engine import iter_python_files
+
+    if path.is_dir():
+        if not iter_python_files([path]):
+            fail(f"no Python files under {path}: nothing to lint (give the folder with your .py files)")
+        return
+    try:
+        with path.open("rb") as f:
+            head = f.read(8192)
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}")
+    if b"\0" in head:
+        fail(f"{path} is not Python source (it is binary: a checkpoint or other data?); lint .py files or folders")

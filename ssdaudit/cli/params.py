@@ -15,12 +15,14 @@ def params(
     target: str = typer.Argument(..., help="model.py[:NAME], package.module:NAME, a library model (torchvision:resnet50, timm:NAME, hf:MODEL_TYPE or hf:FOLDER), or a checkpoint (.pt/.pth/.bin/.safetensors, or a directory of shards or DCP)."),
     reference: str = typer.Option(None, "--reference", "-r", help="ssds-voc, ssds-coco, torchvision-ssdlite, file.py[:NAME], a checkpoint or a checkpoint directory (shards, DCP)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="A checkpoint (file or directory: shards, DCP) of this model: real size against predicted, missing tensors."),
-    input_shape: str = typer.Option(None, "--input-shape", help="Probe input shape, e.g. 1,3,300,300 (used when the file has no example_input())."),
+    input_shape: str = typer.Option(None, "--input-shape", help="Probe input shape, e.g. 1,3,300,300 (replaces the file's example_input())."),
     device: Device = typer.Option(Device.cpu, "--device", help="meta: build without allocating parameter memory."),
     depth: int = typer.Option(1, "--depth", min=1, help="Module depth of the parameter table."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for load errors."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Unpickle checkpoints that hold Python objects "
+                                      "(a whole pickled model; runs their code: only for files you trust)."),
     timeout: float = timeout_option(),
     layers: bool = typer.Option(False, "--layers", help="torchinfo's layer table (shapes from the probe input, down to "
                                 "--depth) with the unregistered members spliced in and marked."),
@@ -44,9 +46,15 @@ def params(
     with cli_errors(fmt is Format.json, debug):
         from ssdaudit.registration.pipeline import audit_target
 
+        from ssdaudit.checkpoints.formats import trusting_pickles
+
         shape = parse_shape(input_shape) if input_shape else None
-        report = audit_target(target, reference, checkpoint, shape, device.value, depth, timeout, roundtrip,
-                              layers=layers)
+        if trust_pickle:
+            typer.echo("warning: --trust-pickle: checkpoints that hold Python objects are unpickled with "
+                       "weights_only=False, which runs any code they contain", err=True)
+        with trusting_pickles(trust_pickle):
+            report = audit_target(target, reference, checkpoint, shape, device.value, depth, timeout, roundtrip,
+                                  layers=layers)
         from ssdaudit.core.targets import TargetSpec
 
         emit(report, fmt, TargetSpec.parse(target).file or target)

@@ -36,7 +36,7 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
                  roundtrip: bool = True, root: Path | None = None, layers: bool = False) -> ParamsReport:
     """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit.
 
-    ``input_shape``: the probe input when the model file has no ``example_input()``; ``timeout``: seconds for
+    ``input_shape``: the probe input's shape (it wins over the file's ``example_input()``); ``timeout``: seconds for
     building and probing (0: no limit); ``root``: the folder relative specs are read from; ``layers``: add the
     torchinfo layer table with the unregistered members spliced in (``layers.layer_table``). ``target`` and
     ``reference``: "file.py[:NAME]", "package.module:NAME", "torchvision:NAME" (timm:, hf:), a checkpoint, or for the
@@ -80,11 +80,9 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
         return report
     from ssdaudit.registration.params import audit_params
 
-    example = loaded.example_input
-    if example is None and shape:
-        import torch
+    from ssdaudit.registration.loading import probe_input
 
-        example = torch.rand(shape, device=device)
+    example = probe_input(shape, loaded.example_input, device)
     with running_user_code(f"probing {shown}'s forward", deadline):
         report = audit_params(loaded.model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
                               rebuild=loaded.rebuild if roundtrip else None)

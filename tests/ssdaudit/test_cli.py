@@ -78,6 +78,29 @@ def test_input_shape_and_strict(tmp_path):
     assert [x["rule"] for x in json.loads(strict.stdout)["findings"] if x["severity"] == "warning"] == ["R004"]
 
 
+def test_an_explicit_input_shape_wins_over_example_input(tmp_path):
+    """--input-shape given on the command line is the probe input, not silently dropped for example_input()."""
+    f = tmp_path / "shaped.py"
+    f.write_text(
+        "import torch\nfrom torch import nn\nSEEN = []\nclass T(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.lin = nn.Linear(4, 4)\n"
+        "    def forward(self, x):\n        if x.shape[0] == 3:\n            raise ValueError('probed with batch 3')\n"
+        "        return self.lin(x)\n"
+        "def build_model():\n    return T()\ndef example_input():\n    return torch.rand(2, 4)\n"
+    )
+    default = invoke("params", str(f), "--format", "json")
+    assert default.exit_code == 0 and not json.loads(default.stdout)["findings"], default.output
+    shaped = invoke("params", str(f), "--input-shape", "3,4", "--format", "json")
+    notes = [x for x in json.loads(shaped.stdout)["findings"] if x["rule"] == "N004"]
+    assert notes and "probed with batch 3" in notes[0]["message"], shaped.output
+
+
+@pytest.mark.parametrize("text", ["1,,3", "1,3,", "2x", "a,b", "0,4"])
+def test_a_malformed_input_shape_is_refused(tmp_path, text):
+    result = invoke("params", str(ROOT / "examples/fixed_modulelist.py"), "--input-shape", text)
+    assert result.exit_code == 2 and "--input-shape" in result.stderr, result.output
+
+
 def test_checkpoint_target_and_checkpoint_option(tmp_path):
     sys.path.insert(0, str(ROOT / "examples"))
     import buggy_plain_list
@@ -201,3 +224,17 @@ def test_layers_table_splices_in_what_torchinfo_cannot_see():
                               "--format", "json").stdout)["layers"]
     assert fixed[0]["params"] == 4_577_792 and not [r for r in fixed if r["unregistered"]]
     assert "layers" not in json.loads(invoke("params", buggy, "--no-roundtrip", "--format", "json").stdout)
+
+
+def test_params_offers_the_trust_pickle_it_advises(tmp_path):
+    """The refusal of a pickled model says "pass --trust-pickle": params must then take that flag."""
+    path = tmp_path / "whole_model.pth"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)), path)
+    refused = invoke("params", str(path))
+    assert refused.exit_code == 2 and "--trust-pickle" in refused.stderr, refused.output
+    trusted = invoke("params", str(path), "--trust-pickle", "--format", "json")
+    assert trusted.exit_code == 0, trusted.output
+    assert json.loads(trusted.stdout)["registered_params"] == 3 * 4 + 4 + 4 * 2 + 2
+    assert "weights_only=False" in trusted.stderr
+    again = invoke("params", str(path))  # the trust does not outlive the command
+    assert again.exit_code == 2

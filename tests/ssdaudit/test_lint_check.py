@@ -413,3 +413,18 @@ def test_a_gate_that_fails_says_why_in_annotations(tmp_path, fmt):
     clean = check(make_project(tmp_path), "--format", fmt)  # a passing gate has nothing to annotate
     assert clean.exit_code == 0
     assert "K00" not in clean.stdout
+
+
+def test_lint_refuses_a_binary_file_and_a_folder_without_python(tmp_path):
+    """A checkpoint given by mistake is not an E999 syntax finding, and an empty folder is not a clean lint."""
+    ckpt = tmp_path / "model.pth"
+    torch.save({"w": torch.zeros(2)}, ckpt)
+    empty = tmp_path / "empty"
+    (empty / "data").mkdir(parents=True)
+    (empty / "data" / "notes.txt").write_text("no python here")
+    for path, needle in ((ckpt, "not Python source"), (empty, "no Python files")):
+        result = runner.invoke(app, ["lint", str(path)])
+        assert result.exit_code == 2 and needle in result.stderr, result.output
+        assert "E999" not in result.output
+    (empty / "data" / "ok.py").write_text("x = 1\n")
+    assert runner.invoke(app, ["lint", str(empty)]).exit_code == 0

@@ -86,9 +86,9 @@ def probe_target(loaded: Any, steps: int, input_shape: tuple[int, ...] | None = 
     if hooks is not None:  # a built-in model that brings its own data and loss (this project's SSDLite)
         make_batch, compute_loss = hooks
     else:
-        example = loaded.example_input
-        if example is None and input_shape:
-            example = torch.rand(input_shape)
+        from ssdaudit.registration.loading import probe_input
+
+        example = probe_input(input_shape, loaded.example_input)
         if example is None:
             raise LoadError(f"{loaded.spec}: no example_input() in the file: give --input-shape, e.g. 2,3,224,224")
         user_loss = getattr(module, "compute_loss", None)
