@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from ssdaudit.checkpoints.opened import STATE_DICT_KEYS, CheckpointFile, TensorInfo, tensor_info
-from ssdaudit.core.errors import LoadError, first_line
+from ssdaudit.core.errors import LoadError, a_type, first_line
 
 METADATA_NAME = ".metadata"
 
@@ -72,7 +72,7 @@ def read_metadata(path: Path) -> Any:
         raise LoadError(f"cannot read {meta_path}: {exc.__class__.__name__}: {first_line(exc)} "
                         "(truncated, or not written by torch.distributed.checkpoint?)") from exc
     if not isinstance(metadata, Metadata) or not isinstance(metadata.state_dict_metadata, dict):
-        raise LoadError(f"{meta_path} holds a {type(metadata).__name__}, not torch.distributed.checkpoint Metadata")
+        raise LoadError(f"{meta_path} holds {a_type(metadata)}, not torch.distributed.checkpoint Metadata")
     _check_storage(path, metadata)
     return metadata
 

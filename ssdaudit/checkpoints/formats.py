@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ssdaudit.checkpoints.opened import BUFFER_SUFFIXES, STATE_DICT_KEYS, CheckpointFile, TensorInfo, is_buffer_name, tensor_info
-from ssdaudit.core.errors import LoadError, first_line
+from ssdaudit.core.errors import LoadError, a_type, first_line
 
 __all__ = ["BUFFER_SUFFIXES", "STATE_DICT_KEYS", "CheckpointFile", "TensorInfo", "is_buffer_name", "open_checkpoint",
            "load_object", "find_state_dict", "drop_mapped_pages", "trusting_pickles"]
@@ -163,7 +163,7 @@ def _describe_object(obj: Any) -> str:
     import torch
 
     if not isinstance(obj, dict):
-        return f"a {type(obj).__name__}, not a dict of tensors"
+        return f"{a_type(obj)}, not a dict of tensors"
     n_tensors = sum(isinstance(v, torch.Tensor) for v in obj.values())
     others = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not n_tensors:

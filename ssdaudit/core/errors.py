@@ -32,6 +32,12 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return (text.splitlines()[0] if text else exc.__class__.__name__)[:limit]
 
 
+def a_type(obj: object) -> str:
+    """"a dict", "an int": the indefinite article and the type name of ``obj``, for messages."""
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 class UserError(Exception):
     """A problem the user can fix; ``str()`` is the whole one-line message. ``kind`` names the class of problem."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
-from ssdaudit.core.errors import LoadError, UserError, first_line
+from ssdaudit.core.errors import LoadError, UserError, a_type, first_line
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".tar", ".ckpt")
 
@@ -236,7 +236,7 @@ def _call_factory(factory: Any, spec: str, device: str) -> Any:
     if isinstance(factory, nn.Module):
         return factory
     if not callable(factory):
-        raise LoadError(f"{spec} is a {type(factory).__name__}, not a factory or nn.Module")
+        raise LoadError(f"{spec} is {a_type(factory)}, not a factory or nn.Module")
     try:
         with _device_context(device):
             model = factory()
@@ -245,7 +245,7 @@ def _call_factory(factory: Any, spec: str, device: str) -> Any:
     except Exception as exc:
         raise LoadError(f"{spec}: the factory raised {exc.__class__.__name__}: {first_line(exc)}") from exc
     if not isinstance(model, nn.Module):
-        raise LoadError(f"{spec}: the factory returned a {type(model).__name__}, not an nn.Module")
+        raise LoadError(f"{spec}: the factory returned {a_type(model)}, not an nn.Module")
     return model
 
 

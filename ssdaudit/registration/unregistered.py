@@ -509,7 +509,7 @@ def _device_move_findings(model: nn.Module, walker: AttributeWalker, probe: Prob
         if all(n for n, _, _ in items):
             out.append(RULES["R008"].finding(path,
                 f"{len(items)} tensor(s) ({values:,} values) that forward reads are not moved by .to() / .cuda() / "
-                f".half() (on a GPU they stay on the CPU): {listing}",
+                f".half() (a move to float64 left them as they were; on a GPU they would stay on the CPU): {listing}",
             ))
         else:  # a global, a closure, or a cache made by an earlier call: often keyed by device and dtype, so a note
             out.append(RULES["R008"].finding(
