@@ -119,7 +119,7 @@ register(
         code='R010',
         name='state-registered-in-forward',
         severity=Severity.ERROR,
-        summary='register_buffer / register_parameter / add_module called inside forward()',
+        summary='register_buffer / register_parameter / add_module called, or an nn.Parameter assigned to a self attribute, inside forward()',
         why='state that appears only after the first forward is missing from a fresh model: '
             'load_state_dict(strict=True) of a checkpoint fails on it, and an optimizer built before that forward '
             'never sees a parameter registered there.',
@@ -137,9 +137,9 @@ register(
         why='a new, randomly initialised weight is made on every call: it is in no parameters(), so no optimizer '
             'trains it, state_dict() does not save it, and every call computes with different values.',
         fix='create it once in __init__ (self.bias = nn.Parameter(torch.zeros(n, n))) and read self.bias in forward()',
-        bad_example='def forward(self, x):\n    bias = nn.Parameter(torch.randn(x.shape[1], x.shape[1]))   # new every call',
+        bad_example='def forward(self, x):\n    bias = nn.Parameter(torch.randn(x.shape[1], x.shape[1]))   # new every call\n    return x @ bias',
         good_example='self.bias = nn.Parameter(torch.zeros(n, n))   # in __init__',
         tags=('hides-parameters',),
-        found_by=('params',),
+        found_by=('lint', 'params'),
     ),
 )
