@@ -48,7 +48,8 @@ def fix(ctx: FileContext, hit: Hit) -> Fix | None:
     if not isinstance(tensor, _ATOMS) and not tensor.lpar:
         tensor = tensor.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
     # the operation, applied to the tensor instead of the Parameter (its own parentheses dropped: it is an argument)
-    operated = cst.ensure_type(op, cst.BaseExpression).deep_replace(wrap, tensor)
+    assert isinstance(op, cst.BaseExpression)
+    operated = op.deep_replace(wrap, tensor)
     assert isinstance(operated, cst.BaseExpression)
     if getattr(operated, "lpar", None):
         operated = operated.with_changes(lpar=[], rpar=[])
