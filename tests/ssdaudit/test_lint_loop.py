@@ -135,6 +135,15 @@ CASES = {
                 out = model(x) * 2
             return F.cross_entropy(out, y)
         """, []),
+    "L004-another-loss-under-the-same-name": ("""
+        def classify(logits, y):
+            loss_fct = nn.CrossEntropyLoss()
+            return loss_fct(logits, y)
+        def distill(logits, target):
+            loss_fct = nn.KLDivLoss(reduction="batchmean")
+            scores = F.log_softmax(logits, dim=-1)
+            return loss_fct(scores, target)
+        """, []),
     "L002": ("""
         for x, y in loader:
             loss = F.cross_entropy(model(x), y)

@@ -49,10 +49,14 @@ def check(ctx: FileContext) -> Iterator[Hit]:
             if id(call) not in wanted:
                 continue
             arg = call.args[0].value
+            defs = reaching_values(scope.node, call) or {}
+            if isinstance(call.func, cst.Name) and defs.get(call.func.value) and not any(
+                    isinstance(v, cst.Call) and callee(v) == "CrossEntropyLoss" for v in defs[call.func.value]):
+                continue  # a local loss_fct that is another loss here (the file names a CE loss the same elsewhere)
             kind = _softmax(ctx, arg)
             if kind is None and isinstance(arg, cst.Name):
                 # the values that reach the call on some path: a softmax in one branch of an if feeds the loss there
-                reaching = (reaching_values(scope.node, call) or {}).get(arg.value, [])
+                reaching = defs.get(arg.value, [])
                 kinds = {_softmax(ctx, v) for v in reaching}
                 kind = "softmax" if "softmax" in kinds else "log_softmax" if "log_softmax" in kinds else None
             if kind is None:
