@@ -78,6 +78,16 @@ CASES = {
                 if epoch > 0:
                     opt.zero_grad()
         """, [("L001", "warning", 5)]),
+    "L001-cleared-only-in-an-else": ("""
+        for epoch in range(3):
+            for x, y in loader:
+                if epoch == 0:
+                    warmup(opt)
+                else:
+                    opt.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+        """, [("L001", "warning", 9)]),
     "L001-cleared-in-one-arm": ("""
         for x, y in loader:
             loss = F.cross_entropy(model(x), y)
