@@ -11,7 +11,7 @@ import libcst as cst
 
 from ssdaudit.core.findings import RULES, Severity
 from ssdaudit.lint.context import FileContext, Hit, dotted, receiver, walk
-from ssdaudit.lint.loops import (_NESTED, clears_gradients, guarding_tests, inner_loops, is_backward, is_optimizer_step,
+from ssdaudit.lint.loops import (clears_gradients, guarding_tests, inner_loops, is_backward, is_optimizer_step,
                                  on_every_path, own_calls, own_nodes, scopes, training_loops)
 
 CODE = "L001"
@@ -59,9 +59,8 @@ def check(ctx: FileContext) -> Iterator[Hit]:
                 yield Hit(steps[0], opt, RULES[CODE].message.format(opt=opt))
                 continue
             clears = _clears(loop.body)
-            if (not clears or any(isinstance(n, _NESTED) for n in own_nodes(loop.body) if clears_gradients(n))
-                    or not on_every_path(loop.body, is_optimizer_step) or _clears_on_every_path(loop.body)):
-                continue  # a clear in a closure, a step on some paths only (accumulation), or a clear on every path
+            if not clears or not on_every_path(loop.body, is_optimizer_step) or _clears_on_every_path(loop.body):
+                continue  # clears only in a closure, a step on some paths only (accumulation), or a clear on every path
             tests = [t for c in clears for t in guarding_tests(loop.body, c)]
             if any(_periodic(t) for t in tests):
                 continue  # if i % k == 0: opt.zero_grad(): accumulation over k steps, on purpose
