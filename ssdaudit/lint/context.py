@@ -29,6 +29,14 @@ CONTAINER_CALLS = {"list", "tuple", "dict", "set", "OrderedDict", "deque", "defa
 REGISTERING_CONTAINERS = {"ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict"}
 REGISTERING_CALLS = {"add_module", "register_module", "register_parameter", "register_buffer"}
 MOVE_METHODS = {"to", "cuda", "half", "float", "double", "bfloat16", "cpu", "type"}
+# Tensor methods that return a tensor (a new one, or a view): a factory followed by them is still a tensor.
+TENSOR_METHODS = MOVE_METHODS | {
+    "long", "int", "bool", "t", "T", "view", "view_as", "reshape", "reshape_as", "unsqueeze", "squeeze", "transpose",
+    "permute", "expand", "expand_as", "repeat", "repeat_interleave", "flip", "flatten", "contiguous", "clone", "detach",
+    "exp", "log", "sqrt", "rsqrt", "sin", "cos", "pow", "abs", "neg", "reciprocal", "cumsum", "cumprod", "sum", "mean",
+    "triu", "tril", "masked_fill", "mul", "div", "add", "sub", "matmul", "softmax", "sigmoid", "tanh", "clamp",
+    "narrow", "diag", "outer", "unfold", "roll", "fill_", "zero_", "normal_", "uniform_", "mul_", "add_", "div_",
+    "masked_fill_", "fill_diagonal_", "requires_grad_"}
 PLAIN_OBJECT_CALLS = {"SimpleNamespace", "partial", "namedtuple"}
 # torch.nn modules with no parameters and no mode: building one inside forward() costs nothing but the call.
 PARAMETER_FREE = {
@@ -372,6 +380,21 @@ class FileContext:
             return False
         head, _, last = (dotted(node.func) or "").rpartition(".")
         return head in self.torch_aliases and last in TENSOR_FACTORIES
+
+    def is_tensor_expr(self, node: cst.CSTNode) -> bool:
+        """A tensor factory, or one followed by tensor methods, indexing or arithmetic with anything
+        (``torch.zeros(n, n).t()``, ``torch.arange(n).float() / n``, ``torch.eye(n)[None]``)."""
+        if self.is_tensor_factory(node):
+            return True
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in TENSOR_METHODS:
+            return self.is_tensor_expr(node.func.value)
+        if isinstance(node, cst.Subscript):
+            return self.is_tensor_expr(node.value)
+        if isinstance(node, cst.BinaryOperation):
+            return self.is_tensor_expr(node.left) or self.is_tensor_expr(node.right)
+        if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+            return self.is_tensor_expr(node.expression)
+        return False
 
     def is_module_class(self, node: cst.ClassDef) -> bool:
         for base in node.bases:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from ssdaudit.core.findings import Edit, Fix
-from ssdaudit.lint.context import FileContext, Hit, dotted
+from ssdaudit.lint.context import FileContext, Hit, dotted, self_attr
 from ssdaudit.lint.scan import ClassScan, ContainerHit, class_scans, elements, kind_of
 
 # The list/dict methods each registering container has, beside indexing, len() and iteration.
@@ -83,6 +83,65 @@ def wrap_container(ctx: FileContext, node: cst.CSTNode, kind: str, used: set[str
     return edits, safe, name
 
 
+def _chained_loop(loop: cst.For) -> bool:
+    """``for layer in ...: x = layer(x)``: each output fed to the next, nothing else in the body."""
+    if not isinstance(loop.target, cst.Name) or loop.orelse is not None or not isinstance(loop.body, cst.IndentedBlock):
+        return False
+    if len(loop.body.body) != 1 or not isinstance(loop.body.body[0], cst.SimpleStatementLine):
+        return False
+    line = loop.body.body[0]
+    if len(line.body) != 1 or not isinstance(line.body[0], cst.Assign) or len(line.body[0].targets) != 1:
+        return False
+    stmt = line.body[0]
+    out, call = stmt.targets[0].target, stmt.value
+    return (isinstance(out, cst.Name) and isinstance(call, cst.Call) and isinstance(call.func, cst.Name)
+            and call.func.value == loop.target.value and len(call.args) == 1 and call.args[0].keyword is None
+            and not call.args[0].star and isinstance(call.args[0].value, cst.Name) and call.args[0].value.value == out.value)
+
+
+def runs_in_order(scan: ClassScan, attr: str) -> bool:
+    """Whether every read of ``self.<attr>`` in the class is ``for layer in self.<attr>: x = layer(x)``: the
+    container is a pipeline, which nn.Sequential states (and runs as ``self.<attr>(x)``)."""
+    loops = reads = 0
+    stores: set[int] = set()
+    for nodes in scan.nodes.values():
+        for n in nodes:
+            if isinstance(n, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+                targets = [t.target for t in n.targets] if isinstance(n, cst.Assign) else [n.target]
+                stores.update(id(t) for t in targets)
+            elif isinstance(n, cst.For) and self_attr(n.iter) == attr:
+                if not _chained_loop(n):
+                    return False
+                loops += 1
+    for nodes in scan.nodes.values():
+        reads += sum(1 for n in nodes if isinstance(n, cst.Attribute) and self_attr(n) == attr and id(n) not in stores)
+    return loops > 0 and reads == loops
+
+
+def _sequential(ctx: FileContext, scan: ClassScan, hit: ContainerHit, values: list[cst.BaseExpression]) -> Fix | None:
+    """nn.Sequential for a list of modules assigned once and only ever run in order, else None."""
+    prefix = ctx.nn_prefix()
+    if (prefix is None or hit.kind != "module" or len(values) != 1 or values[0] is not hit.node
+            or scan.assigned.get(hit.attr, 0) != 1 or scan.used_methods.get(hit.attr)):
+        return None
+    node = values[0]
+    if not isinstance(node, (cst.List, cst.Tuple, cst.ListComp, cst.GeneratorExp)) or _is_empty(node):
+        return None
+    if any(_is_list_like(e) or _is_dict_like(ctx, e) for e in elements(ctx, node) or []):
+        return None  # a list of lists: the inner lists need containers of their own
+    if not runs_in_order(scan, hit.attr):
+        return None
+    title = (f"wrap self.{hit.attr} in nn.Sequential (only ever run in order); state_dict() keys stay "
+             f"{hit.attr}.0.weight ..., as with nn.ModuleList, so checkpoints load either way")
+    if isinstance(node, (cst.List, cst.Tuple)) and not node.lpar:
+        r = ctx.range(node)  # [a, b] -> nn.Sequential(a, b): the brackets become the call's parentheses
+        edits = [Edit(r.start.line, r.start.column + 1, r.start.line, r.start.column + 2, f"{prefix}Sequential("),
+                 Edit(r.end.line, r.end.column, r.end.line, r.end.column + 1, ")")]
+    else:
+        edits = ctx.wrap(node, f"{prefix}Sequential(*")
+    return Fix(title, True, tuple(edits))
+
+
 def container_fix(ctx: FileContext, scan: ClassScan, hit: ContainerHit) -> Fix | None:
     """R001/R002: wrap the attribute's plain container where it is assigned (also for one filled by ``append``)."""
     if isinstance(hit.node, cst.Assign):  # self.body = layers, after `del self.body`: the modules, unpacked
@@ -98,6 +157,9 @@ def container_fix(ctx: FileContext, scan: ClassScan, hit: ContainerHit) -> Fix |
         values = list(scan.plain_values.get(hit.attr, ()))
     if not values or not hit.kind:
         return None
+    sequential = _sequential(ctx, scan, hit, values)
+    if sequential is not None:
+        return sequential
     edits: list[Edit] = []
     safe = True
     name = ""

@@ -36,7 +36,8 @@ class ClassScan:
     methods: dict[str, cst.FunctionDef]
     plain: dict[str, str] = field(default_factory=dict)  # attribute -> "module" | "parameter" | ""
     plain_values: dict[str, list[cst.BaseExpression]] = field(default_factory=lambda: defaultdict(list))
-    tensors: dict[str, tuple[cst.BaseExpression, cst.CSTNode]] = field(default_factory=dict)  # attr -> (value, assignment)
+    # attr -> (value, assignment, method): tensors made in __init__ or a helper method __init__ calls
+    tensors: dict[str, tuple[cst.BaseExpression, cst.CSTNode, str]] = field(default_factory=dict)
     assigned: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # attr -> how many self.attr = ...
     used_methods: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # attr -> self.attr.<method>
     hits: dict[str, list[ContainerHit]] = field(default_factory=lambda: defaultdict(list))
@@ -48,9 +49,20 @@ class ClassScan:
         return [h for h in self.hits.get(code, ())
                 if not any(o is None or o > h.order for o in self.registered_later.get(h.attr, ()))]
 
+    def reachable(self, start: str) -> list[str]:
+        """``start`` and the methods of the class it calls as ``self.name(...)``, transitively, in discovery order."""
+        out = [start] if start in self.methods else []
+        for name in out:
+            for n in self.nodes.get(name, ()):
+                if isinstance(n, cst.Call) and (m := self_attr(n.func)) is not None and m in self.methods and m not in out:
+                    out.append(m)
+        return out
+
     def forward_stores(self) -> set[str]:
-        """Attributes forward() assigns (a cache it rebuilds, on the input's device)."""
-        return {a for n in self.nodes.get("forward", ()) if isinstance(n, (cst.Assign, cst.AnnAssign))
+        """Attributes forward() assigns, itself or through the methods it calls (a cache it rebuilds, on the input's
+        device)."""
+        return {a for name in self.reachable("forward") for n in self.nodes.get(name, ())
+                if isinstance(n, (cst.Assign, cst.AnnAssign))
                 for t in (n.targets if isinstance(n, cst.Assign) else [n]) if (a := self_attr(t.target)) is not None}
 
     def forward_reads(self) -> set[str]:
@@ -126,6 +138,25 @@ def container_name(node: cst.CSTNode) -> str:
     return "container"
 
 
+def operated_parameter(ctx: FileContext, node: cst.CSTNode) -> tuple[str, bool] | None:
+    """A tensor operation applied to a freshly wrapped ``nn.Parameter(...)``: (how it reads: ``.t()``, ``[...]``,
+    `` * ...``; whether it is a device/dtype move, which returns the Parameter itself when nothing moves), or None.
+    In-place methods (``.uniform_()``) return the Parameter itself and are left out."""
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and ctx.is_parameter_ctor(node.func.value):
+        method = node.func.attr.value
+        if method.endswith("_"):
+            return None
+        return f".{method}(...)", method in MOVE_METHODS
+    if isinstance(node, cst.Subscript) and ctx.is_parameter_ctor(node.value):
+        return "[...]", False
+    if isinstance(node, cst.BinaryOperation) and (ctx.is_parameter_ctor(node.left) or ctx.is_parameter_ctor(node.right)):
+        op = ctx.module.code_for_node(node.operator).strip()
+        return f" {op} ...", False
+    if isinstance(node, cst.UnaryOperation) and ctx.is_parameter_ctor(node.expression):
+        return " (negated)", False
+    return None
+
+
 def registers(call: cst.Call) -> bool:
     """self.add_module(...), self.register_module/parameter/buffer(...), setattr(self, ...)."""
     f = call.func
@@ -155,11 +186,13 @@ class _Scanner:
         self.scan = ClassScan(cls, methods)
         self.nodes = {name: list(walk(fn)) for name, fn in methods.items()}  # each method's nodes, in source order
         self.scan.nodes = self.nodes
+        self.init_methods: set[str] = set()
         # source order of every node of the methods: "registered on a later line" without positions
         self.index = {id(n): i for i, n in enumerate(n for nodes in self.nodes.values() for n in nodes)}
 
     def run(self) -> ClassScan:
         scan = self.scan
+        self.init_methods = set(scan.reachable("__init__"))
         for fname, fn in scan.methods.items():
             bound: dict[str, str] = {}
             nodes = self.nodes[fname]
@@ -213,9 +246,11 @@ class _Scanner:
                 self._hit("R002", value, attr, f"self.{attr} holds nn.Parameter objects in a plain "
                           f"{container_name(value)}: the optimizer and state_dict() will not see them", kind)
             return
-        if (isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute) and value.func.attr.value in MOVE_METHODS
-                and ctx.is_parameter_ctor(value.func.value)):
-            self._hit("R009", value, attr, RULES["R009"].message.format(attr=attr, method=value.func.attr.value))
+        operated = operated_parameter(ctx, value)
+        if operated is not None:
+            op, moved = operated
+            returns = "the move returns a plain tensor (on a GPU)" if moved else "it returns a plain non-leaf tensor"
+            self._hit("R009", value, attr, RULES["R009"].message.format(attr=attr, op=op, returns=returns))
             return
         if isinstance(value, cst.Call) and not ctx.is_module_ctor(value):
             name = (dotted(value.func) or "").rpartition(".")[2]
@@ -223,8 +258,8 @@ class _Scanner:
                 self._hit("R003", value, attr,
                           f"self.{attr} = {name}(...) wraps a module in a plain object: it will not be registered", "module")
                 return
-        if fname == "__init__" and ctx.is_tensor_factory(value):
-            scan.tensors[attr] = (value, stmt)
+        if fname in self.init_methods and ctx.is_tensor_expr(value):
+            scan.tensors[attr] = (value, stmt, fname)
 
     def _append(self, call: cst.Call, bound: dict[str, str]) -> None:
         func = call.func

@@ -57,6 +57,103 @@ CASES = {
             for p in model.parameters():
                 p.grad = None
         """, []),
+    # branches (#25): a bug on one path of an if/else is a bug; accumulation and clears on every path are not
+    "L001-step-in-a-branch": ("""
+        def train(model, loader, optimizer, use_amp, scaler):
+            for x, y in loader:
+                loss = F.cross_entropy(model(x), y)
+                if use_amp:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+        """, [("L001", "error", 7)]),
+    "L001-cleared-on-one-path-only": ("""
+        for epoch in range(3):
+            for x, y in loader:
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+                if epoch > 0:
+                    opt.zero_grad()
+        """, [("L001", "warning", 5)]),
+    "L001-cleared-only-in-an-else": ("""
+        for epoch in range(3):
+            for x, y in loader:
+                if epoch == 0:
+                    warmup(opt)
+                else:
+                    opt.zero_grad()
+                F.cross_entropy(model(x), y).backward()
+                opt.step()
+        """, [("L001", "warning", 9)]),
+    "L001-cleared-in-one-arm": ("""
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            if use_amp:
+                opt.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+            else:
+                loss.backward()
+                opt.step()
+        """, [("L001", "warning", 7)]),
+    "L001-cleared-in-both-arms": ("""
+        for x, y in loader:
+            if use_amp:
+                opt.zero_grad(set_to_none=True)
+            else:
+                model.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        """, []),
+    "L001-periodic-clear": ("""
+        for i, (x, y) in enumerate(loader):
+            if i % accum == 0:
+                opt.zero_grad()
+            (F.cross_entropy(model(x), y) / accum).backward()
+            opt.step()
+        """, []),
+    "L001-clear-after-branches": ("""
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            if use_amp:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            opt.zero_grad()
+        """, []),
+    "L004-softmax-in-one-branch": ("""
+        def step(model, x, y, calibrated):
+            logits = model(x)
+            if calibrated:
+                out = logits.softmax(dim=-1)
+            else:
+                out = logits
+            return F.cross_entropy(out, y)
+        """, [("L004", "error", 8)]),
+    "L004-softmax-overwritten-before-the-loss": ("""
+        def step(model, x, y, calibrated):
+            out = model(x).softmax(dim=-1)
+            if calibrated:
+                out = model(x)
+            else:
+                out = model(x) * 2
+            return F.cross_entropy(out, y)
+        """, []),
+    "L004-another-loss-under-the-same-name": ("""
+        def classify(logits, y):
+            loss_fct = nn.CrossEntropyLoss()
+            return loss_fct(logits, y)
+        def distill(logits, target):
+            loss_fct = nn.KLDivLoss(reduction="batchmean")
+            scores = F.log_softmax(logits, dim=-1)
+            return loss_fct(scores, target)
+        """, []),
     "L002": ("""
         for x, y in loader:
             loss = F.cross_entropy(model(x), y)

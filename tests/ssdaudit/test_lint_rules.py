@@ -243,7 +243,9 @@ def test_a_fix_names_torch_nn_the_way_the_file_imports_it(tmp_path, imports):
         assert fixed == source and result.exit_code == 1  # reported, left as it was
         return
     assert result.exit_code == 0, result.output
-    assert f"self.layers = {wrapper}[" in fixed and "# keep this comment" in fixed
+    # run only in order (x = layer(x)): the fix picks nn.Sequential, named the same way as ModuleList would be
+    sequential = wrapper.replace("ModuleList(", "Sequential(")
+    assert f"self.layers = {sequential}{linear}(4, 4), {linear}(4, 4))" in fixed and "# keep this comment" in fixed
     namespace: dict = {}
     exec(compile(fixed, str(path), "exec"), namespace)  # imports and defines without a NameError
     assert [f.rule for f in find_unregistered(namespace["Net"]()) if f.severity.value == "error"] == []

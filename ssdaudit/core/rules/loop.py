@@ -11,9 +11,11 @@ register(
         code="L001",
         name="gradients-never-cleared",
         severity=Severity.ERROR,
-        summary="a loop calls backward() and optimizer.step() but never clears the gradients",
+        summary="a loop calls backward() and optimizer.step() but never clears the gradients (or, a warning, steps on every path and clears only on some)",
         why="backward() adds to .grad: without zero_grad() each step applies the sum of every gradient so far, so "
-            "the updates grow and training diverges or crawls. The doctor finds the same class at runtime (T001).",
+            "the updates grow and training diverges or crawls. A clear in one branch only (if epoch > 0, one arm of an "
+            "AMP if/else) leaves the other paths accumulating; a clear under a periodic test (if i % k == 0) is "
+            "gradient accumulation and is left alone. The doctor finds the same class at runtime (T001).",
         fix="call optimizer.zero_grad() once per step (before backward(), or after step())",
         bad_example="for x, y in loader:\n    loss = F.cross_entropy(model(x), y)\n    loss.backward()\n    optimizer.step()",
         good_example="for x, y in loader:\n    optimizer.zero_grad()\n    loss = F.cross_entropy(model(x), y)\n    loss.backward()\n    optimizer.step()",

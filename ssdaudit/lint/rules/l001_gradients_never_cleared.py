@@ -1,26 +1,70 @@
-"""L001: a loop calls backward() and optimizer.step() but nothing in it clears the gradients."""
+"""L001: a loop calls backward() and optimizer.step() but nothing in it clears the gradients; or (a warning) it
+steps on every path through the loop body while its only clears sit in branches some paths skip (``if epoch > 0:
+opt.zero_grad()``, a clear in one arm of ``if use_amp: ... else: ...``). A clear under a periodic test
+(``if i % k == 0``) is gradient accumulation, on purpose: left alone."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ssdaudit.core.findings import RULES
-from ssdaudit.lint.context import FileContext, Hit, receiver
-from ssdaudit.lint.loops import clears_gradients, inner_loops, is_backward, is_optimizer_step, own_calls, scopes, training_loops
+import libcst as cst
+
+from ssdaudit.core.findings import RULES, Severity
+from ssdaudit.lint.context import FileContext, Hit, dotted, receiver, walk
+from ssdaudit.lint.loops import (clears_gradients, guarding_tests, inner_loops, is_backward, is_optimizer_step,
+                                 on_every_path, own_calls, own_nodes, scopes, training_loops)
 
 CODE = "L001"
 TRIGGERS = (".backward(",)
+
+
+def _clear_call(call: cst.Call) -> bool:
+    return clears_gradients(call)
+
+
+def _clears(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """The clearing statements/calls of ``node``'s own code (nested functions left out)."""
+    out: list[cst.CSTNode] = []
+    for n in own_nodes(node):
+        if isinstance(n, cst.Call) and clears_gradients(n):
+            out.append(n)
+        elif isinstance(n, cst.Assign) and clears_gradients(n):
+            out.append(n)
+    return out
+
+
+def _clears_on_every_path(body: cst.CSTNode) -> bool:
+    if on_every_path(body, _clear_call):
+        return True
+    # ``p.grad = None`` assignments are statements, not calls: a loop that holds one counts as clearing always
+    return any(isinstance(n, cst.Assign) and clears_gradients(n) for n in own_nodes(body))
+
+
+def _periodic(test: cst.CSTNode) -> bool:
+    return any(isinstance(n, cst.BinaryOperation) and isinstance(n.operator, cst.Modulo) for n in walk(test))
 
 
 def check(ctx: FileContext) -> Iterator[Hit]:
     for scope in scopes(ctx):
         for loop, calls in training_loops(scope):
             steps = [c for c in calls if is_optimizer_step(c)]
-            if not steps or clears_gradients(loop.body):
+            if not steps:
                 continue
             # the innermost loop that holds both reports it (an outer epoch loop would repeat the finding)
             if any(any(is_backward(c) for c in own_calls(inner)) and any(is_optimizer_step(c) for c in own_calls(inner))
                    for inner in inner_loops(loop)):
                 continue
             opt = receiver(steps[0]) or "optimizer"
-            yield Hit(steps[0], opt, RULES[CODE].message.format(opt=opt))
+            if not clears_gradients(loop.body):
+                yield Hit(steps[0], opt, RULES[CODE].message.format(opt=opt))
+                continue
+            clears = _clears(loop.body)
+            if not clears or not on_every_path(loop.body, is_optimizer_step) or _clears_on_every_path(loop.body):
+                continue  # clears only in a closure, a step on some paths only (accumulation), or a clear on every path
+            tests = [t for c in clears for t in guarding_tests(loop.body, c)]
+            if any(_periodic(t) for t in tests):
+                continue  # if i % k == 0: opt.zero_grad(): accumulation over k steps, on purpose
+            shown = ctx.code(tests[0]).strip() if tests else "a branch"
+            yield Hit(steps[0], opt, f"{dotted(steps[0].func)}() runs on every iteration, but the gradients are cleared "
+                      f"only on some paths (under `{shown}`): on the others they add up over the iterations",
+                      Severity.WARNING)

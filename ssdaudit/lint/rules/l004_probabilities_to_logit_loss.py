@@ -1,5 +1,6 @@
 """L004: softmax or log_softmax applied to the logits given to F.cross_entropy / nn.CrossEntropyLoss (directly or
-through a local name); log_softmax is only redundant there (a note)."""
+through a local name, on any path: a softmax in one branch of an ``if`` that reaches the loss counts, a value
+reassigned before the loss does not); log_softmax is only redundant there (a note)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import libcst as cst
 
 from ssdaudit.core.findings import Severity
 from ssdaudit.lint.context import FileContext, Hit, dotted, statements, walk
-from ssdaudit.lint.loops import callee, scopes
+from ssdaudit.lint.loops import callee, reaching_values, scopes
 
 CODE = "L004"
 TRIGGERS = ("cross_entropy", "CrossEntropyLoss")
@@ -44,17 +45,20 @@ def check(ctx: FileContext) -> Iterator[Hit]:
         return
     wanted = {id(c) for c in candidates}
     for scope in scopes(ctx):
-        local: dict[str, list[cst.BaseExpression]] = {}
-        for n in scope.nodes:
-            if isinstance(n, cst.Assign) and len(n.targets) == 1 and isinstance(n.targets[0].target, cst.Name):
-                local.setdefault(n.targets[0].target.value, []).append(n.value)
         for call in scope.calls():
             if id(call) not in wanted:
                 continue
             arg = call.args[0].value
+            defs = reaching_values(scope.node, call) or {}
+            if isinstance(call.func, cst.Name) and defs.get(call.func.value) and not any(
+                    isinstance(v, cst.Call) and callee(v) == "CrossEntropyLoss" for v in defs[call.func.value]):
+                continue  # a local loss_fct that is another loss here (the file names a CE loss the same elsewhere)
             kind = _softmax(ctx, arg)
-            if kind is None and isinstance(arg, cst.Name) and len(local.get(arg.value, [])) == 1:
-                kind = _softmax(ctx, local[arg.value][0])
+            if kind is None and isinstance(arg, cst.Name):
+                # the values that reach the call on some path: a softmax in one branch of an if feeds the loss there
+                reaching = defs.get(arg.value, [])
+                kinds = {_softmax(ctx, v) for v in reaching}
+                kind = "softmax" if "softmax" in kinds else "log_softmax" if "log_softmax" in kinds else None
             if kind is None:
                 continue
             if kind == "softmax":

@@ -1,5 +1,6 @@
-"""R004: a tensor made in ``__init__`` (``torch.zeros(...)``...) kept as a plain attribute that ``forward()`` reads
-(and does not rebuild itself, as a cache does).
+"""R004: a tensor made in ``__init__`` or a helper method it calls (``torch.zeros(...)``, ``torch.arange(n).float() /
+n``, ``torch.eye(n).t()``...) kept as a plain attribute that ``forward()`` reads (and does not rebuild itself, or
+through a method it calls, as a cache does).
 Fix: ``self.register_buffer(name, tensor, persistent=...)``: not persistent when the tensor is computed from
 constants (state_dict() stays as it was: safe), persistent otherwise (state_dict() gains a key that checkpoints
 saved before lack: unsafe)."""
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 import libcst as cst
 
 from ssdaudit.core.findings import Fix
-from ssdaudit.lint.context import FileContext, Hit, dotted, walk
+from ssdaudit.lint.context import FileContext, Hit, dotted, self_attr, walk
 from ssdaudit.lint.scan import ClassScan, class_scans
 
 CODE = "R004"
@@ -20,11 +21,12 @@ CODE = "R004"
 def check(ctx: FileContext) -> Iterator[Hit]:
     for scan in class_scans(ctx):
         reads = scan.forward_reads() - scan.forward_stores()  # a cache forward() rebuilds is its own business
-        for attr, (value, stmt) in scan.tensors.items():
+        for attr, (value, stmt, method) in scan.tensors.items():
             if attr in reads:
+                where = "" if method == "__init__" else f" (made in self.{method}(), which __init__ calls)"
                 yield Hit(value, f"{scan.cls.name.value}.{attr}",
-                          f"self.{attr} is a plain tensor read in forward(): not moved by .to(), not saved",
-                          data=(scan, attr, stmt))
+                          f"self.{attr} is a plain tensor read in forward(){where}: not moved by .to(), not saved",
+                          data=(scan, attr, stmt, method))
 
 
 def _constant(ctx: FileContext, node: cst.CSTNode) -> bool:
@@ -33,13 +35,15 @@ def _constant(ctx: FileContext, node: cst.CSTNode) -> bool:
     for n in walk(node):
         if isinstance(n, cst.Attribute) and (dotted(n) or "").split(".")[0] in ctx.torch_aliases:
             allowed.update(id(m) for m in walk(n))
+        elif isinstance(n, cst.Attribute):
+            allowed.add(id(n.attr))  # a method's name (``.float()``), not a value read
         elif isinstance(n, cst.Arg) and n.keyword is not None:
             allowed.add(id(n.keyword))
     return all(id(n) in allowed or n.value in ("True", "False", "None") for n in walk(node) if isinstance(n, cst.Name))
 
 
 def fix(ctx: FileContext, hit: Hit) -> Fix | None:
-    scan, attr, stmt = hit.data
+    scan, attr, stmt, method = hit.data
     assert isinstance(scan, ClassScan) and isinstance(attr, str) and isinstance(stmt, (cst.Assign, cst.AnnAssign))
     if isinstance(stmt, cst.Assign) and len(stmt.targets) != 1:
         return None
@@ -47,7 +51,11 @@ def fix(ctx: FileContext, hit: Hit) -> Fix | None:
     order = list(walk(init)) if init is not None else []
     supers = [i for i, n in enumerate(order)
               if isinstance(n, cst.Call) and isinstance(n.func, cst.Attribute) and n.func.attr.value == "__init__"]
-    at = next((i for i, n in enumerate(order) if n is stmt), -1)
+    if method == "__init__":
+        at = next((i for i, n in enumerate(order) if n is stmt), -1)
+    else:  # a helper: register_buffer needs every call of it from __init__ after nn.Module.__init__
+        calls = [i for i, n in enumerate(order) if isinstance(n, cst.Call) and self_attr(n.func) == method]
+        at = min(calls) if calls else -1
     if not supers or min(supers) > at:
         return None  # register_buffer needs nn.Module.__init__ to have run
     value = hit.node

@@ -1,5 +1,7 @@
-"""R009: ``self.w = nn.Parameter(...).to(device)`` (or ``.cuda()``, ``.half()`` ...): the move returns a plain
-tensor. Fix: move the tensor inside, ``nn.Parameter(t.to(device))``."""
+"""R009: ``self.w = nn.Parameter(...)`` followed by a tensor operation: a move (``.to(device)``, ``.cuda()``,
+``.half()`` ...), a view or reshape (``.t()``, ``.view(...)``, ``.squeeze()``), indexing or arithmetic. Each returns
+a plain non-leaf tensor (a move only when it moves something). Fix: operate on the tensor inside,
+``nn.Parameter(t.to(device))``, ``nn.Parameter(w.t())``, ``nn.Parameter(w * 2)``."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import libcst as cst
 
 from ssdaudit.core.findings import Fix
 from ssdaudit.lint.context import FileContext, Hit
-from ssdaudit.lint.scan import class_scans
+from ssdaudit.lint.scan import class_scans, operated_parameter
 
 CODE = "R009"
 _ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.SimpleString, cst.List, cst.Tuple)
@@ -21,17 +23,36 @@ def check(ctx: FileContext) -> Iterator[Hit]:
             yield Hit(h.node, h.symbol, h.message)
 
 
-def fix(ctx: FileContext, hit: Hit) -> Fix | None:
-    move = hit.node
-    if not (isinstance(move, cst.Call) and isinstance(move.func, cst.Attribute) and isinstance(move.func.value, cst.Call)):
+def _wrap_call(ctx: FileContext, node: cst.CSTNode) -> cst.Call | None:
+    """The ``nn.Parameter(...)`` call the operation ``node`` applies to."""
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+        inner: cst.CSTNode = node.func.value
+    elif isinstance(node, cst.Subscript):
+        inner = node.value
+    elif isinstance(node, cst.BinaryOperation):
+        inner = node.left if ctx.is_parameter_ctor(node.left) else node.right
+    elif isinstance(node, cst.UnaryOperation):
+        inner = node.expression
+    else:
         return None
-    wrap = move.func.value
-    if not wrap.args or wrap.args[0].keyword is not None or wrap.args[0].star:
+    return inner if isinstance(inner, cst.Call) and ctx.is_parameter_ctor(inner) else None
+
+
+def fix(ctx: FileContext, hit: Hit) -> Fix | None:
+    op = hit.node
+    found = operated_parameter(ctx, op)
+    wrap = _wrap_call(ctx, op)
+    if found is None or wrap is None or not wrap.args or wrap.args[0].keyword is not None or wrap.args[0].star:
         return None
     tensor = wrap.args[0].value
     if not isinstance(tensor, _ATOMS) and not tensor.lpar:
         tensor = tensor.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-    moved = cst.Call(func=cst.Attribute(value=tensor, attr=move.func.attr), args=move.args)
-    new = wrap.with_changes(args=[wrap.args[0].with_changes(value=moved), *wrap.args[1:]])
-    return Fix(f"move the tensor inside: nn.Parameter(....{move.func.attr.value}(...))", True,
-               (ctx.replace(move, ctx.code(new)),))
+    # the operation, applied to the tensor instead of the Parameter (its own parentheses dropped: it is an argument)
+    assert isinstance(op, cst.BaseExpression)
+    operated = op.deep_replace(wrap, tensor)
+    assert isinstance(operated, cst.BaseExpression)
+    if getattr(operated, "lpar", None):
+        operated = operated.with_changes(lpar=[], rpar=[])
+    new = wrap.with_changes(args=[wrap.args[0].with_changes(value=operated), *wrap.args[1:]])
+    return Fix(f"operate on the tensor inside: nn.Parameter(...{found[0].strip()})", True,
+               (ctx.replace(op, ctx.code(new)),))
