@@ -659,6 +659,20 @@ def _probe_notes(outcome: ProbeOutcome, explained: bool) -> list[Finding]:
                                   "the checks that need a forward pass (R004, R005, R008) did not run", severity=severity)]
 
 
+_ONE_MODE = re.compile(r"the probe ran in \w+ mode only: \w+ mode failed with (?P<error>.*)$", re.S)
+_NO_MODE = re.compile(r"forward fails on the example input in train and eval mode[^:]*: (?P<error>.*); the checks that need",
+                      re.S)
+
+
+def probe_failure(findings: Sequence[Finding]) -> str | None:
+    """The error of a forward probe that failed in some mode (from its N004 note), or None when every mode ran."""
+    for f in findings:
+        if f.rule == "N004" and f.path == "<forward>":
+            m = _ONE_MODE.match(f.message) or _NO_MODE.match(f.message)
+            return m.group("error") if m else f.message
+    return None
+
+
 def _attr_value(hit: Hit) -> Any:
     return vars(hit.owner).get(hit.attr)
 
