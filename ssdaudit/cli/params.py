@@ -40,6 +40,10 @@ def params(
     timeout: float = timeout_option(),
     layers: bool = typer.Option(False, "--layers", help="torchinfo's layer table (shapes from the probe input, down to "
                                 "--depth) with the unregistered members spliced in and marked."),
+    lint_source: bool = typer.Option(True, "--lint-source/--no-lint-source", help="Also lint the source of the "
+                                     "model's own classes (not torch's nor installed libraries'): bugs that only show "
+                                     "on a GPU, such as nn.Parameter(...).to(device) (R009), found on a CPU; a static "
+                                     "and a runtime finding at one attribute path are one finding."),
     roundtrip: bool = typer.Option(True, "--roundtrip/--no-roundtrip", help="Save-reload round trip (R007): build the "
                                    "model twice, reload one from the other's state_dict, compare outputs."),
 ) -> None:
@@ -66,7 +70,8 @@ def params(
 
         shape = parse_shape(input_shape) if input_shape else None
         report = audit_target(target, reference, checkpoint, shape, device.value, depth, timeout, roundtrip,
-                              layers=layers, probe_device=probe_device.value, probe_memory=parse_memory(probe_memory))
+                              layers=layers, probe_device=probe_device.value, probe_memory=parse_memory(probe_memory),
+                              lint_source=lint_source)
         from ssdaudit.core.targets import TargetSpec
 
         emit(report, fmt, TargetSpec.parse(target).file or target)

@@ -38,7 +38,7 @@ def check_input_shape(shape: tuple[int, ...], what: str = "--input-shape") -> tu
 def audit_target(target: str, reference: str | None = None, checkpoint: Path | None = None,
                  input_shape: tuple[int, ...] | None = None, device: str = "cpu", depth: int = 1, timeout: float = DEFAULT_TIMEOUT_S,
                  roundtrip: bool = True, root: Path | None = None, layers: bool = False, probe_device: str = "auto",
-                 probe_memory: int | None = None) -> ParamsReport:
+                 probe_memory: int | None = None, lint_source: bool = True) -> ParamsReport:
     """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit.
 
     ``input_shape``: the probe input when the model file has no ``example_input()``; ``timeout``: seconds for
@@ -47,7 +47,8 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
     the forward probe of a model built on the meta device runs ("auto": on meta, and when that fails, on a CPU copy
     with random weights if its parameters and buffers fit ``probe_memory`` bytes (None: half the memory available);
     "meta": there only; "cpu": always on a CPU copy); ``report.probe`` says which and why. The save-reload round trip
-    runs only on a model built on the CPU. ``target`` and
+    runs only on a model built on the CPU. ``lint_source``: also lint the source of the model's own classes and
+    merge those findings by attribute path (``source_lint.source_findings``). ``target`` and
     ``reference``: "file.py[:NAME]", "package.module:NAME", "torchvision:NAME" (timm:, hf:), a checkpoint, or for the
     reference a built-in name ("ssds-voc"); ``input_shape`` in elements per dimension.
 
@@ -141,6 +142,11 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
     if example is None:
         placement = ProbePlacement("none", "no example input")
     report.probe = placement
+    if lint_source:
+        from ssdaudit.registration.source_lint import source_findings
+        from ssdaudit.registration.unregistered import probe_ran
+
+        report.findings += source_findings(model, report.findings, probe_ran(report.findings))
     if layers and example is not None:
         from ssdaudit.registration.layers import layer_table
 

@@ -673,6 +673,11 @@ def probe_failure(findings: Sequence[Finding]) -> str | None:
     return None
 
 
+def probe_ran(findings: Sequence[Finding]) -> bool:
+    """Whether a forward probe ran in at least one mode (no N003 note, no N004 note for both modes)."""
+    return not any(f.rule == "N003" or (f.rule == "N004" and _NO_MODE.match(f.message)) for f in findings)
+
+
 def _attr_value(hit: Hit) -> Any:
     return vars(hit.owner).get(hit.attr)
 
