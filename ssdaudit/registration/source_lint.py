@@ -48,9 +48,7 @@ class UserClass:
 def _library_roots() -> tuple[str, ...]:
     import torch
 
-    import ssdaudit
-
-    roots = {str(Path(torch.__file__).resolve().parent), str(Path(ssdaudit.__file__).resolve().parent)}
+    roots = {str(Path(torch.__file__).resolve().parent), str(Path(__file__).resolve().parents[1])}  # torch, ssdaudit
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         try:
             roots.add(str(Path(sysconfig.get_paths()[key]).resolve()))
