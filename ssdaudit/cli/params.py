@@ -59,7 +59,7 @@ def params(
 
       ssdaudit params big_model.py:build --device meta --input-shape 1,128
 
-      ssdaudit params hf:llama --device meta --probe-device auto --probe-memory 8GiB   # CPU copy if meta fails
+      ssdaudit params hf:reformer --device meta --probe-memory 8GiB   # probed on a CPU copy if meta fails
 
       ssdaudit params torchvision:resnet50        # a library model by name, random weights, nothing downloaded
     """
