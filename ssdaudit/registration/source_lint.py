@@ -29,6 +29,7 @@ from ssdaudit.core.findings import Finding, Location, Severity
 WALK_RULES = frozenset({"R001", "R002", "R003"})
 PROBE_RULES = frozenset({"R004", "R005", "R010", "R011"})
 _NOT_USER = ("site-packages", "dist-packages")
+_RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 _CONSEQUENCES = frozenset({"R007"})  # findings about what a bug does (outputs differ after a reload), not where it is
 
 
@@ -176,7 +177,8 @@ def source_findings(model: Any, runtime: Sequence[Finding], probe_ran: bool) -> 
 
     Each static finding (symbol ``Class.attr``) becomes one finding per attribute path, merged into ``runtime``
     where a runtime finding has that path (or the same rule at the same file:line): the runtime finding's message
-    then ends with "; also found in source at FILE:LINE" (in place; nothing is returned for it). A static finding of
+    then ends with "; also found in source at FILE:LINE" (and the static rule's message when the rules differ), and
+    takes the stricter severity of the two (in place; nothing is returned for it). A static finding of
     a rule the runtime checks on the live model (R001-R003 always, R004/R005/R010/R011 when ``probe_ran``) and
     that matches no runtime finding is dropped: the live objects showed nothing wrong. Returns the static findings
     left to add (R009, and the probe's rules when the probe did not run), with the instance paths and locations
@@ -214,6 +216,8 @@ def source_findings(model: Any, runtime: Sequence[Finding], probe_ran: bool) -> 
             for rf in targets:
                 also = "" if rf.rule == sf.rule else f" ({sf.rule}: {sf.message})"
                 rf.message += f"; also found in source at {location.path}:{location.line}{also}"
+                if _RANK[sf.severity] < _RANK[rf.severity]:  # the stricter evidence decides
+                    rf.severity = sf.severity
                 if rf.location is None:
                     rf.location = location
             continue

@@ -129,3 +129,16 @@ def test_only_the_models_own_classes_are_linted(tmp_path):
     classes = {c.cls.__name__: c.paths for c in user_classes(model)}
     assert classes == {"Net": [""], "Gate": ["gate", "gate2"]}  # not nn.Linear: torch's classes are not linted
     assert user_classes(nn.Sequential(nn.Linear(2, 2), nn.ReLU())) == []
+
+
+def test_a_wrap_the_cpu_also_breaks_is_one_finding_with_both_evidences(tmp_path):
+    """``.double()`` after the wrap returns a plain tensor on the CPU too: the runtime's R004 and the linter's R009
+    at one attribute path are one finding, with the stricter severity (R009's error)."""
+    target, lines = _file(tmp_path, MODEL.format(wrap="nn.Parameter(torch.empty(3).uniform_()).double()")
+                          .replace("return x * self.w", "return x * self.w.float()"))
+    report = audit_target(target, roundtrip=False)
+    at_w = [f for f in report.findings if f.path in ("gate.w", "gate2.w")]
+    assert sorted(f.path for f in at_w) == ["gate.w", "gate2.w"], report.findings  # one per instance, not two
+    for f in at_w:
+        assert f.rule == "R004" and f.severity is Severity.ERROR
+        assert f"also found in source at {Path(f.location.path)}:{_line_of(lines, 'self.w = nn.Parameter')} (R009:" in f.message
