@@ -732,7 +732,9 @@ def _probe_findings(walker: AttributeWalker, probe: ProbeResult, counted: set[in
         by_place[(path, location)].append(m)
     findings = []
     for (path, location), modules in by_place.items():
-        n = _unregistered_params(modules, set(), counted)
+        # parameters the model registered before the pass are not hidden by a module forward builds around them
+        # (a wrapper swapped in that reuses the old projections, as Hugging Face's set_attention_type does)
+        n = _unregistered_params(modules, walker.registered_tensors, counted)
         created = location is not None
         where = "built inside forward()" if created else "called in forward() but reachable from no attribute"
         if path != "<forward>":

@@ -10,7 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 from typer.testing import CliRunner
+
+from ssdaudit import find_unregistered
 
 from ssdaudit.cli.main import app
 from ssdaudit.core.errors import UsageError
@@ -158,3 +162,35 @@ def test_memory_sizes_and_reasons():
     assert meta_reason("NotImplementedError: aten::bincount: ... no fake impl or Meta kernel registered") == \
         "an operator without a meta kernel"
     assert meta_reason("ValueError: shapes do not match") == "ValueError: shapes do not match"
+
+
+class _Full(nn.Module):
+    def __init__(self, proj):
+        super().__init__()
+        self.proj = proj
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class _SwapsAttention(nn.Module):
+    """Switches its attention implementation on the first forward, as Hugging Face's BigBird does for short inputs
+    (a case the CPU fallback brings into reach): ``reuse`` keeps the registered projection, else a new one."""
+
+    def __init__(self, reuse: bool):
+        super().__init__()
+        self.attn = _Full(nn.Linear(4, 4))
+        self.reuse = reuse
+
+    def forward(self, x):
+        if x.shape[1] < 8:  # too short for the sparse kernel
+            self.attn = _Full(self.attn.proj if self.reuse else nn.Linear(4, 4))
+        return self.attn(x)
+
+
+def test_a_module_swapped_in_forward_around_registered_parameters_hides_nothing():
+    x = torch.rand(2, 4)
+    clean = [f for f in find_unregistered(_SwapsAttention(reuse=True), x) if f.severity is not Severity.INFO]
+    assert clean == []
+    buggy = [f for f in find_unregistered(_SwapsAttention(reuse=False), x) if f.rule == "R005"]
+    assert [(f.path, f.params, f.severity) for f in buggy] == [("attn", 20, Severity.ERROR)]
