@@ -50,6 +50,7 @@ class Row:
     seconds: float = 0.0
     probe_device: str = "-"  # where the forward probe ran: meta, or cpu (built there, or the fallback)
     meta_failure: str | None = None  # why the probe failed on meta (the fallback's reason), short
+    input_name: str = ""  # the model's main input (transformers: input_ids, pixel_values, ...)
 
 
 def _on_meta_or_cpu(build: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, str]:
@@ -215,6 +216,7 @@ def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_param
             continue
         model.eval()
         x = transformers_input(model, row.device) if zoo == "transformers" else example(row.device)
+        row.input_name = str(getattr(model, "main_input_name", "")) if zoo == "transformers" else ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             findings = find_unregistered(model, x)
@@ -248,7 +250,7 @@ def main() -> None:
     parser.add_argument("--probe-device", choices=("auto", "meta"), default="auto",
                         help="auto: a probe that fails on meta reruns on a CPU build with random weights (within "
                         "--probe-memory), as `ssdaudit params --probe-device auto` does; meta: never.")
-    parser.add_argument("--probe-memory", default="2GiB", help="Largest CPU build for the fallback (default 2GiB).")
+    parser.add_argument("--probe-memory", default="4GiB", help="Largest CPU build for the fallback (default 4GiB).")
     parser.add_argument("--sample", type=int, default=None,
                         help="N models evenly spaced over the zoo's list (deterministic): a smaller sweep.")
     parser.add_argument("--quick", action="store_true",
@@ -279,6 +281,11 @@ def main() -> None:
     print(f"\n{args.zoo}: {len(built)} models audited ({len(rows) - len(built)} could not be built here), "
           f"{len(flagged)} with error/warning findings, forward probes ran on {probes} of {len(built)} "
           f"({fallback} on a CPU copy after meta failed), {sum(r.seconds for r in built):.1f} s in all")
+    text_models = [r for r in built if r.input_name == "input_ids"]
+    if text_models:
+        print(f"models whose input is input_ids: forward probes ran on {sum(r.probe_ran for r in text_models)} of "
+              f"{len(text_models)} ({sum(r.probe_ran and r.probe_device == 'meta' for r in text_models)} on meta, "
+              f"{sum(r.probe_ran and r.probe_device == 'cpu*' for r in text_models)} on a CPU copy)")
     for r in built:
         if not r.probe_ran and r.meta_failure:
             print(f"  probe did not run: {r.name}: meta failed: {r.meta_failure}")
