@@ -183,6 +183,8 @@ def _cpu_fallback(row: Row, build: Callable[[], torch.nn.Module], example: Calla
         row.meta_failure += f" (CPU build failed: {exc.__class__.__name__})"
         return findings
     row.probe_device = "cpu*"
+    if not _probe_ran(cpu_findings):
+        row.meta_failure += f"; on the CPU: {meta_reason(probe_failure(cpu_findings) or '?')}"
     return cpu_findings
 
 
