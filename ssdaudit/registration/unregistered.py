@@ -739,7 +739,9 @@ def _probe_findings(walker: AttributeWalker, probe: ProbeResult, counted: set[in
         where = "built inside forward()" if created else "called in forward() but reachable from no attribute"
         if path != "<forward>":
             where += f" and registered as `{path}` only then (after the optimizer was built)"
-        severity = Severity.ERROR if n or any(_is_mode_dependent(m) for m in modules) else Severity.INFO
+        # one registered during the pass is reached by .eval()/.train() from then on: only new parameters matter
+        hidden_mode = path == "<forward>" and any(_is_mode_dependent(m) for m in modules)
+        severity = Severity.ERROR if n or hidden_mode else Severity.INFO
         message = f"{_describe(modules)} with {n:,} parameters {where}"
         findings.append(RULES["R005"].finding(path, message, n, len(modules), location,
                                               {f"{path}.{i}": m for i, m in enumerate(modules)}, severity=severity))

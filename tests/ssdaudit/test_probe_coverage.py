@@ -168,9 +168,10 @@ class _Full(nn.Module):
     def __init__(self, proj):
         super().__init__()
         self.proj = proj
+        self.dropout = nn.Dropout(0.1)  # mode-dependent, but registered from the swap on: .eval() reaches it
 
     def forward(self, x):
-        return self.proj(x)
+        return self.dropout(self.proj(x))
 
 
 class _SwapsAttention(nn.Module):
