@@ -4,14 +4,16 @@
     python benchmarks/zoo_sweep.py --zoo timm           # timm: the first model of every architecture module
     python benchmarks/zoo_sweep.py --zoo transformers   # Hugging Face: every architecture's default config
     python benchmarks/zoo_sweep.py --roundtrip          # also R007/R008 on the CPU (models up to --max-params)
+    python benchmarks/zoo_sweep.py --sample 92 --zoo transformers  # 92 models evenly spaced over the list
     python benchmarks/zoo_sweep.py --quick [--zoo ...]  # two small models of the zoo: a smoke run (seconds); a zoo
                                                         # whose package is missing falls back to torchvision
 
 Goal: zero error or warning findings (these are all correct models). Models are built without weights on the
 meta device where they can be (else on the CPU, small enough there). Each gets the forward probe (train and eval
 mode) with an input of its kind, and the device-move check (R008) with it. The table counts how many
-forward probes ran: on the meta device many cannot (``.item()``, data-dependent shapes), which is an N004 note,
-not a finding. timm and transformers are in the ``bench`` extra: pip install -e '.[bench]'.
+forward probes ran: on the meta device many cannot (``.item()``, data-dependent shapes); such a model is rebuilt on
+the CPU with random weights and probed there when it fits ``--probe-memory`` (``--probe-device auto``, as
+``ssdaudit params`` does); a probe that still cannot run is an N004 note, not a finding. timm and transformers are in the ``bench`` extra: pip install -e '.[bench]'.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Row:
     error: str | None = None  # the model could not be built at all (not counted as a finding)
     roundtrip_ran: bool = False
     seconds: float = 0.0
+    probe_device: str = "-"  # where the forward probe ran: meta, or cpu (built there, or the fallback)
+    meta_failure: str | None = None  # why the probe failed on meta (the fallback's reason), short
+    input_name: str = ""  # the model's main input (transformers: input_ids, pixel_values, ...)
 
 
 def _on_meta_or_cpu(build: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, str]:
@@ -146,11 +151,59 @@ def roundtrip_on_cpu(build: Callable[[], torch.nn.Module], example: Callable[[st
     return flagged
 
 
+def _probe_ran(findings: list[Any]) -> bool:
+    return not any(f.rule == "N004" and "train and eval" in f.message for f in findings)
+
+
+def _cpu_fallback(row: Row, build: Callable[[], torch.nn.Module], example: Callable[[str], Any], zoo: str,
+                  findings: list[Any], budget: int | None, meta_model: torch.nn.Module) -> list[Any]:
+    """``--probe-device auto`` as ``ssdaudit params`` does it: a probe that failed on meta reruns on a CPU build with
+    random weights when the model fits the budget; the findings of the run that counts."""
+    from ssdaudit.registration.probe_device import meta_reason, over_budget
+    from ssdaudit.registration.unregistered import probe_failure
+
+    failure = probe_failure(findings)
+    if failure is None:
+        return findings
+    row.meta_failure = meta_reason(failure)
+    _need, _limit, over = over_budget(meta_model, budget)
+    if over:
+        row.meta_failure += " (over the CPU budget)"
+        return findings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.manual_seed(0)
+            with torch.device("cpu"):
+                model = build()
+            model.eval()
+            x = transformers_input(model, "cpu") if zoo == "transformers" else example("cpu")
+            cpu_findings = find_unregistered(model, x)
+    except Exception as exc:  # cannot be built on the CPU here: the meta run stands
+        row.meta_failure += f" (CPU build failed: {exc.__class__.__name__})"
+        return findings
+    row.probe_device = "cpu*"
+    if not _probe_ran(cpu_findings):
+        row.meta_failure += f"; on the CPU: {meta_reason(probe_failure(cpu_findings) or '?')}"
+    return cpu_findings
+
+
+def _sample(entries: list[Any], n: int) -> list[Any]:
+    """``n`` entries evenly spaced over the list (deterministic: the same names every run)."""
+    if n >= len(entries):
+        return entries
+    return [entries[(i * len(entries)) // n] for i in range(n)]
+
+
 def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_params: int = 60_000_000,
-          only: tuple[str, ...] | None = None) -> list[Row]:
+          only: tuple[str, ...] | None = None, probe_device: str = "auto", budget: int | None = None,
+          sample: int | None = None) -> list[Row]:
     source = {"torchvision": torchvision_models, "timm": timm_models, "transformers": transformers_models}[zoo]
     rows = []
-    for k, (name, build, example) in enumerate(source(only)):
+    entries = list(source(only))
+    if sample is not None:
+        entries = _sample(entries, sample)
+    for k, (name, build, example) in enumerate(entries):
         if limit is not None and k >= limit:
             break
         row = Row(name)
@@ -165,11 +218,15 @@ def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_param
             continue
         model.eval()
         x = transformers_input(model, row.device) if zoo == "transformers" else example(row.device)
+        row.input_name = str(getattr(model, "main_input_name", "")) if zoo == "transformers" else ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             findings = find_unregistered(model, x)
         row.params = sum(p.numel() for p in model.parameters())
-        row.probe_ran = x is not None and not any(f.rule == "N004" and "train and eval" in f.message for f in findings)
+        row.probe_device = row.device if x is not None else "-"
+        if x is not None and row.device == "meta" and probe_device == "auto":
+            findings = _cpu_fallback(row, build, example, zoo, findings, budget, model)
+        row.probe_ran = x is not None and _probe_ran(findings)
         # N004 (the probe could not run, e.g. .item() on the meta device) says what the audit could not check; it
         # is counted in the probe column, not as an alarm about the model
         row.flagged = [f"{f.rule} {f.path}: {f.message[:160]}" for f in findings
@@ -192,6 +249,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="Only the first N models (a quick look).")
     parser.add_argument("--roundtrip", action="store_true", help="Also R007 and R008 on real CPU weights.")
     parser.add_argument("--max-params", type=int, default=60_000_000, help="Largest model for --roundtrip.")
+    parser.add_argument("--probe-device", choices=("auto", "meta"), default="auto",
+                        help="auto: a probe that fails on meta reruns on a CPU build with random weights (within "
+                        "--probe-memory), as `ssdaudit params --probe-device auto` does; meta: never.")
+    parser.add_argument("--probe-memory", default="4GiB", help="Largest CPU build for the fallback (default 4GiB).")
+    parser.add_argument("--sample", type=int, default=None,
+                        help="N models evenly spaced over the zoo's list (deterministic): a smaller sweep.")
     parser.add_argument("--quick", action="store_true",
                         help="Two small models of the zoo (torchvision's where the zoo is not installed): a smoke run.")
     args = parser.parse_args()
@@ -205,16 +268,29 @@ def main() -> None:
     only = QUICK[args.zoo] if args.quick else None
     if only:
         print(f"--quick: {', '.join(only)} only")
-    rows = sweep(args.zoo, args.limit, args.roundtrip, args.max_params, only)
+    from ssdaudit.registration.probe_device import parse_memory
+
+    rows = sweep(args.zoo, args.limit, args.roundtrip, args.max_params, only, args.probe_device,
+                 parse_memory(args.probe_memory), args.sample)
     built = [r for r in rows if r.error is None]
-    print(f"{'model':<44} {'device':>6} {'params':>14} {'probe':>6} {'flagged':>8} {'seconds':>8}")
+    print(f"{'model':<44} {'device':>6} {'params':>14} {'probe':>6} {'on':>5} {'flagged':>8} {'seconds':>8}")
     for r in built:
-        print(f"{r.name:<44} {r.device:>6} {r.params:>14,} {'ran' if r.probe_ran else '-':>6} {len(r.flagged):>8} {r.seconds:>8.2f}")
+        print(f"{r.name:<44} {r.device:>6} {r.params:>14,} {'ran' if r.probe_ran else '-':>6} {r.probe_device:>5} "
+              f"{len(r.flagged):>8} {r.seconds:>8.2f}")
     flagged = [r for r in built if r.flagged]
     probes = sum(r.probe_ran for r in built)
+    fallback = sum(r.probe_device == "cpu*" and r.probe_ran for r in built)
     print(f"\n{args.zoo}: {len(built)} models audited ({len(rows) - len(built)} could not be built here), "
-          f"{len(flagged)} with error/warning findings, forward probes ran on {probes}, "
-          f"{sum(r.seconds for r in built):.1f} s in all")
+          f"{len(flagged)} with error/warning findings, forward probes ran on {probes} of {len(built)} "
+          f"({fallback} on a CPU copy after meta failed), {sum(r.seconds for r in built):.1f} s in all")
+    text_models = [r for r in built if r.input_name == "input_ids"]
+    if text_models:
+        print(f"models whose input is input_ids: forward probes ran on {sum(r.probe_ran for r in text_models)} of "
+              f"{len(text_models)} ({sum(r.probe_ran and r.probe_device == 'meta' for r in text_models)} on meta, "
+              f"{sum(r.probe_ran and r.probe_device == 'cpu*' for r in text_models)} on a CPU copy)")
+    for r in built:
+        if not r.probe_ran and r.meta_failure:
+            print(f"  probe did not run: {r.name}: meta failed: {r.meta_failure}")
     for r in rows:
         if r.error:
             print(f"  not built: {r.name}: {r.error}")
@@ -224,8 +300,9 @@ def main() -> None:
         record(f"params: {args.zoo} zoo, R007/R008 false positives", f"{len(flagged)} of {ran} models",
                "round trip on CPU weights", None, "0 findings", not flagged)
         return
-    record(f"params: {args.zoo} zoo false positives", f"{len(flagged)} of {len(built)} models",
-           f"forward probes ran on {probes}", None, "0 findings", not flagged)
+    sampled = f", a sample of {args.sample}" if args.sample else ""
+    record(f"params: {args.zoo} zoo false positives{sampled}", f"{len(flagged)} of {len(built)} models",
+           f"forward probes ran on {probes} of {len(built)}", None, "0 findings", not flagged)
 
 
 if __name__ == "__main__":

@@ -112,9 +112,10 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
     row = CheckRow(m.target, "ok", expect=m.expect, target_file=_target_file(m.target))
     deadline = Deadline(timeout or None)
     try:
-        # the gate keeps its audit (walk, probe, device-move check); the round trip is `ssdaudit params`'s
+        # the gate keeps its audit (walk, probe, device-move check); the round trip is `ssdaudit params`'s, and the
+        # source is the gate's lint step's (linted here too, a static finding would be counted twice)
         report = audit_target(m.target, m.reference, input_shape=tuple(m.input_shape) if m.input_shape else None,
-                              timeout=deadline.left() or 0, roundtrip=False, root=root)
+                              timeout=deadline.left() or 0, roundtrip=False, root=root, lint_source=False)
         ref_name = m.reference
         findings = [f for f in report.findings if f.severity is not Severity.INFO]
         broken: list[str] = []

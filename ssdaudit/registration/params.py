@@ -16,6 +16,7 @@ from ssdaudit.checkpoints.formats import is_buffer_name
 from ssdaudit.core.report import failing_findings
 from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import RULES, Finding, Severity
+from ssdaudit.registration.probe_device import ProbePlacement
 from ssdaudit.registration.roundtrip import roundtrip_findings
 from ssdaudit.registration.unregistered import find_unregistered
 
@@ -61,6 +62,7 @@ class ParamsReport:
     reference: ReferenceComparison | None = None
     checkpoint: CheckpointComparison | None = None
     layers: list[Any] | None = None  # layers.LayerRow, with --layers
+    probe: ProbePlacement | None = None  # where the forward probe ran and why (set by pipeline.audit_target)
 
     @property
     def errors(self) -> list[Finding]:
@@ -101,6 +103,7 @@ class ParamsReport:
             "checkpoint": ckpt,
             "findings": [f.to_dict() for f in self.findings],
             **({"layers": [row.to_dict() for row in self.layers]} if self.layers is not None else {}),
+            **({"probe": self.probe.to_dict()} if self.probe is not None else {}),
         }
 
 

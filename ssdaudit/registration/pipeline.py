@@ -9,9 +9,13 @@ Relative specs are read from ``root`` (a configuration's folder) without changin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ssdaudit.core.errors import DEFAULT_TIMEOUT_S
 from ssdaudit.registration.params import ParamsReport
+
+if TYPE_CHECKING:
+    from ssdaudit.core.targets import LoadedTarget
 
 MAX_INPUT_ELEMENTS = 2**30  # 4 GiB of float32: an input shape beyond this is a typo, not a probe
 
@@ -33,18 +37,25 @@ def check_input_shape(shape: tuple[int, ...], what: str = "--input-shape") -> tu
 
 def audit_target(target: str, reference: str | None = None, checkpoint: Path | None = None,
                  input_shape: tuple[int, ...] | None = None, device: str = "cpu", depth: int = 1, timeout: float = DEFAULT_TIMEOUT_S,
-                 roundtrip: bool = True, root: Path | None = None, layers: bool = False) -> ParamsReport:
+                 roundtrip: bool = True, root: Path | None = None, layers: bool = False, probe_device: str = "auto",
+                 probe_memory: int | None = None, lint_source: bool = True) -> ParamsReport:
     """Load the target (and reference, checkpoint) and audit it; target code runs under the time limit.
 
     ``input_shape``: the probe input's shape (it wins over the file's ``example_input()``); ``timeout``: seconds for
     building and probing (0: no limit); ``root``: the folder relative specs are read from; ``layers``: add the
-    torchinfo layer table with the unregistered members spliced in (``layers.layer_table``). ``target`` and
+    torchinfo layer table with the unregistered members spliced in (``layers.layer_table``). ``probe_device``: where
+    the forward probe of a model built on the meta device runs ("auto": on meta, and when that fails, on a CPU copy
+    with random weights if its parameters and buffers fit ``probe_memory`` bytes (None: half the memory available);
+    "meta": there only; "cpu": always on a CPU copy); ``report.probe`` says which and why. The save-reload round trip
+    runs only on a model built on the CPU. ``lint_source``: also lint the source of the model's own classes and
+    merge those findings by attribute path (``source_lint.source_findings``). ``target`` and
     ``reference``: "file.py[:NAME]", "package.module:NAME", "torchvision:NAME" (timm:, hf:), a checkpoint, or for the
     reference a built-in name ("ssds-voc"); ``input_shape`` in elements per dimension.
 
     Side effects: imports and runs the target's code (prints go to stderr), then as ``audit_params``. Raises
     ``LoadError`` (a target, reference or checkpoint that cannot be loaded, or whose code calls ``sys.exit``),
-    ``TimeLimitExceeded`` (past ``timeout``), ``UsageError`` (an input shape too large to be a probe)."""
+    ``TimeLimitExceeded`` (past ``timeout``), ``UsageError`` (an input shape too large to be a probe, a bad
+    ``probe_device``, or ``probe_device="cpu"`` for a model over the ``probe_memory`` budget)."""
     from ssdaudit.core.errors import Deadline, running_user_code
     from ssdaudit.checkpoints.formats import load_checkpoint_shapes
     from ssdaudit.core.targets import TargetSpec, importable_from
@@ -52,6 +63,9 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
     from ssdaudit.registration.params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
     from ssdaudit.registration.references import BUILTIN_REFERENCES, load_reference
 
+    from ssdaudit.registration.probe_device import check_probe_device
+
+    check_probe_device(probe_device, device)
     shape = check_input_shape(tuple(input_shape)) if input_shape else None
     deadline = Deadline(timeout or None)
     shown = target
@@ -79,18 +93,63 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
             report.reference = compare_with_reference(ref_name or str(reference), rg, rt, groups, total, [])
         return report
     from ssdaudit.registration.params import audit_params
+    from ssdaudit.registration.probe_device import BUILT_THERE, ProbePlacement, human_bytes, meta_reason, over_budget
+    from ssdaudit.registration.unregistered import probe_failure
 
     from ssdaudit.registration.loading import probe_input
 
-    example = probe_input(shape, loaded.example_input, device)
+    def example_of(built: LoadedTarget, model_device: str) -> Any:
+        return probe_input(shape, built.example_input, model_device)
+
+    def on_cpu() -> LoadedTarget:
+        with importable_from(root), running_user_code(f"building {shown} on the CPU for the probe", deadline):
+            return load_model_or_checkpoint(spec, device="cpu")
+
+    on_meta = device == "meta"
+    cpu = loaded
+    placement = ProbePlacement(device if on_meta else "cpu", BUILT_THERE)
+    if on_meta and probe_device == "cpu":
+        need, budget, over = over_budget(loaded.model, probe_memory)
+        if over:
+            from ssdaudit.core.errors import UsageError
+
+            raise UsageError(f"--probe-device cpu: {shown} needs {human_bytes(need)} on the CPU, over the budget of "
+                             f"{human_bytes(budget)}: raise --probe-memory, or probe on meta (--probe-device meta)")
+        cpu = on_cpu()
+        placement = ProbePlacement("cpu", "--probe-device cpu: random weights")
+    model = cpu.model
+    example = example_of(cpu, "cpu" if cpu is not loaded else device)
     with running_user_code(f"probing {shown}'s forward", deadline):
-        report = audit_params(loaded.model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
-                              rebuild=loaded.rebuild if roundtrip else None)
+        report = audit_params(model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
+                              rebuild=loaded.rebuild if roundtrip and not on_meta else None)
+    failure = probe_failure(report.findings) if on_meta and cpu is loaded and example is not None else None
+    if failure is not None and probe_device == "auto":
+        why = meta_reason(failure)
+        need, budget, over = over_budget(loaded.model, probe_memory)
+        if over:
+            placement = ProbePlacement("meta", f"meta failed: {why}; a CPU copy would need {human_bytes(need)}, over "
+                                       f"the {human_bytes(budget)} budget (--probe-memory)")
+        else:
+            cpu = on_cpu()
+            model, example = cpu.model, example_of(cpu, "cpu")
+            with running_user_code(f"probing {shown}'s forward on the CPU", deadline):
+                report = audit_params(model, ref_obj, example, depth, target=shown, reference_name=ref_name or "")
+            placement = ProbePlacement("cpu", f"meta failed: {why}")
+    elif failure is not None:
+        placement = ProbePlacement("meta", f"--probe-device meta; it failed there: {meta_reason(failure)}")
+    if example is None:
+        placement = ProbePlacement("none", "no example input")
+    report.probe = placement
+    if lint_source:
+        from ssdaudit.registration.source_lint import source_findings
+        from ssdaudit.registration.unregistered import probe_ran
+
+        report.findings += source_findings(model, report.findings, probe_ran(report.findings))
     if layers and example is not None:
         from ssdaudit.registration.layers import layer_table
 
         with running_user_code(f"the layer table of {shown}", deadline):
-            report.layers = layer_table(loaded.model, example, depth, report.findings)
+            report.layers = layer_table(model, example, depth, report.findings)
     if ckpt_state is not None and checkpoint is not None:
-        report.checkpoint = compare_with_checkpoint(loaded.model, ckpt_state, str(checkpoint), ckpt_bytes)
+        report.checkpoint = compare_with_checkpoint(model, ckpt_state, str(checkpoint), ckpt_bytes)
     return report

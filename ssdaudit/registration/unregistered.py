@@ -659,6 +659,25 @@ def _probe_notes(outcome: ProbeOutcome, explained: bool) -> list[Finding]:
                                   "the checks that need a forward pass (R004, R005, R008) did not run", severity=severity)]
 
 
+_ONE_MODE = re.compile(r"the probe ran in \w+ mode only: \w+ mode failed with (?P<error>.*)$", re.S)
+_NO_MODE = re.compile(r"forward fails on the example input in train and eval mode[^:]*: (?P<error>.*); the checks that need",
+                      re.S)
+
+
+def probe_failure(findings: Sequence[Finding]) -> str | None:
+    """The error of a forward probe that failed in some mode (from its N004 note), or None when every mode ran."""
+    for f in findings:
+        if f.rule == "N004" and f.path == "<forward>":
+            m = _ONE_MODE.match(f.message) or _NO_MODE.match(f.message)
+            return m.group("error") if m else f.message
+    return None
+
+
+def probe_ran(findings: Sequence[Finding]) -> bool:
+    """Whether a forward probe ran in at least one mode (no N003 note, no N004 note for both modes)."""
+    return not any(f.rule == "N003" or (f.rule == "N004" and _NO_MODE.match(f.message)) for f in findings)
+
+
 def _attr_value(hit: Hit) -> Any:
     return vars(hit.owner).get(hit.attr)
 
@@ -713,12 +732,16 @@ def _probe_findings(walker: AttributeWalker, probe: ProbeResult, counted: set[in
         by_place[(path, location)].append(m)
     findings = []
     for (path, location), modules in by_place.items():
-        n = _unregistered_params(modules, set(), counted)
+        # parameters the model registered before the pass are not hidden by a module forward builds around them
+        # (a wrapper swapped in that reuses the old projections, as Hugging Face's set_attention_type does)
+        n = _unregistered_params(modules, walker.registered_tensors, counted)
         created = location is not None
         where = "built inside forward()" if created else "called in forward() but reachable from no attribute"
         if path != "<forward>":
             where += f" and registered as `{path}` only then (after the optimizer was built)"
-        severity = Severity.ERROR if n or any(_is_mode_dependent(m) for m in modules) else Severity.INFO
+        # one registered during the pass is reached by .eval()/.train() from then on: only new parameters matter
+        hidden_mode = path == "<forward>" and any(_is_mode_dependent(m) for m in modules)
+        severity = Severity.ERROR if n or hidden_mode else Severity.INFO
         message = f"{_describe(modules)} with {n:,} parameters {where}"
         findings.append(RULES["R005"].finding(path, message, n, len(modules), location,
                                               {f"{path}.{i}": m for i, m in enumerate(modules)}, severity=severity))

@@ -51,6 +51,8 @@ def render_params_text(report: ParamsReport, console: Console, show_notes: bool 
     console.print(f"trainable           {report.trainable_params:>14,}")
     console.print(f"unregistered in use {report.unregistered_params:>14,}")
     console.print(f"effective total     {report.effective_params:>14,}")
+    if report.probe is not None and (report.probe.device, report.probe.reason) != ("cpu", "built there"):
+        console.print(escape(report.probe.describe()))
     approx = "" if report.bytes_exact else " (estimated: meta device)"
     console.print(f"checkpoint          {_mb(report.checkpoint_bytes)}{approx}")
     if report.checkpoint_bytes_if_fixed != report.checkpoint_bytes:
