@@ -179,6 +179,7 @@ def sweep(zoo: str, only: tuple[str, ...] | None, steps: int, max_params: float,
             row.flagged += [f"{config} {line}" for line in found]
         row.seconds = time.perf_counter() - start
         rows.append(row)
+        print(f"{name}: {row.runs} runs at {row.size} px, {len(row.flagged)} flagged, {row.seconds:.1f} s", flush=True)
         for line in row.flagged:
             print(f"  {name}: {line}", flush=True)
         del model
