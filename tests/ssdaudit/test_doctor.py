@@ -248,6 +248,68 @@ def t007(bug: bool) -> Watch:
     return w
 
 
+def t007_no_grad_teacher(bug: bool) -> Watch:
+    # distillation with a teacher that was never requires_grad_(False)-ed: it runs only under no_grad, so it gets no
+    # gradient and is in no optimizer, yet (the bug) in train mode its BatchNorm statistics move
+    teacher = mlp(3)
+    if not bug:
+        teacher.eval()
+    student = nn.Sequential(nn.Linear(4, 3))
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    x, _ = data(16)
+    with watch(student, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            with torch.no_grad():
+                soft = teacher(x).softmax(1)
+            F.cross_entropy(student(x), soft).backward()
+            opt.step()
+    return w
+
+
+def t007_teacher_trained(bug: bool) -> Watch:
+    # clean only: the "teacher" is trained too, by its own optimizer stepped every 3rd iteration (mutual learning, a
+    # GAN's other half with n_critic=3): its forward in the watched steps runs under no_grad in train mode
+    peer = mlp(3)
+    peer_opt = torch.optim.SGD(peer.parameters(), lr=0.05)
+    student = nn.Sequential(nn.Linear(4, 3))
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    x, y = data(16, classes=3)
+    with watch(student, opt) as w:
+        for i in range(STEPS):
+            opt.zero_grad()
+            with torch.no_grad():
+                soft = peer(x).softmax(1)
+            F.cross_entropy(student(x), soft).backward()
+            opt.step()
+            if i % 3 == 2:
+                peer_opt.zero_grad()
+                F.cross_entropy(peer(x), y).backward()
+                peer_opt.step()
+    return w
+
+
+def t007_ema_teacher(bug: bool) -> Watch:
+    # clean only: a mean teacher in train mode, its weights an exponential moving average of the student's
+    student, teacher = mlp(3), mlp(3)
+    with torch.no_grad():
+        for t in teacher.parameters():
+            t.add_(0.1 * torch.randn_like(t))
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    x, _ = data(16)
+    with watch(student, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            with torch.no_grad():
+                soft = teacher(x).softmax(1)
+            F.cross_entropy(student(x), soft).backward()
+            opt.step()
+            with torch.no_grad():
+                for t, s in zip(teacher.parameters(), student.parameters()):
+                    t.mul_(0.9).add_(s, alpha=0.1)
+    return w
+
+
 class FunctionalDropout(nn.Module):
     def __init__(self, bug: bool) -> None:
         super().__init__()
@@ -466,6 +528,9 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T006-finetune": ("T006", t006_finetune, 0),  # no bug variant: frozen BN is deliberate
     "T006-norm-eval": ("T006", t006_norm_eval, 0),  # no bug variant: BN alone in eval, affine trained, is deliberate
     "T007": ("T007", t007, 1),
+    "T007-no-grad-teacher": ("T007", t007_no_grad_teacher, 1),  # reported once 2 steps show the weights fixed
+    "T007-teacher-trained": ("T007", t007_teacher_trained, 0),
+    "T007-ema-teacher": ("T007", t007_ema_teacher, 0),
     "T008": ("T008", t008, 2),           # the eval forward after step 1
     "T009": ("T009", t009, 1),
     "T009-bce": ("T009", t009_bce, 1),
