@@ -722,3 +722,37 @@ def test_a_script_that_crashes_still_gets_its_diagnosis(tmp_path: Path) -> None:
     assert js.exit_code == 2
     doc = json.loads(js.stdout)
     assert doc["error"]["kind"] == "script" and [f["rule"] for f in doc["report"]["findings"]] == ["T001"]
+
+
+@pytest.mark.parametrize("bug", [True, False])
+def test_t016_sees_loads_made_before_the_doctor_is_imported(bug: bool) -> None:
+    """The usual script: `import ssdaudit` (lazy: no doctor, no torch yet) at the top, load the pretrained weights
+    with strict=False, then build the optimizer and `ssdaudit.watch`. The load happened before the doctor module was
+    imported; it is still judged (recorded from `import torch` on)."""
+    import subprocess
+    import sys
+
+    prefix = "module." if bug else ""
+    code = f"""
+import ssdaudit
+import torch
+from torch import nn
+import torch.nn.functional as F
+assert "ssdaudit.training.doctor" not in __import__("sys").modules  # only the load record
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+state = {{"{prefix}" + k: v for k, v in nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).state_dict().items()
+         if not k.startswith("2.")}}
+model.load_state_dict(state, strict=False)
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+x, y = torch.randn(16, 4), torch.randn(16, 1)
+with ssdaudit.watch(model, opt) as w:
+    for _ in range(3):
+        opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+print(sorted({{f.rule for f in w.findings() if f.severity.value in ("error", "warning")}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("['T016']" if bug else "[]"), proc.stdout + proc.stderr

@@ -69,7 +69,7 @@ class FrozenBatchNormMoves(Check):
     def _confirmed(self, ctx: Context) -> list[nn.Module]:
         """Candidates followed for EVIDENCE_STEPS steps whose statistics moved, weights did not, and that no
         optimizer holds: frozen in all but name."""
-        out = []
+        out: list[nn.Module] = []
         for key, c in list(self.candidates.items()):
             if ctx.current - c.step < EVIDENCE_STEPS:
                 continue
