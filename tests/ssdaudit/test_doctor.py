@@ -653,7 +653,9 @@ def test_runner_names_the_examples_bug_and_passes_its_output_through() -> None:
     r = ssdaudit_watch("--steps", "5", "--", "python", EXAMPLE)
     assert r.returncode == 1, r.stderr
     assert "step 0 loss" in r.stdout  # the script's own output
-    assert "T001 gradients-never-cleared" in r.stdout and "(step 2)" in r.stdout
+    backward = 1 + (ROOT / EXAMPLE).read_text().splitlines().index("    loss.backward()")
+    # the step it was first seen at, and the script's line that triggered it (the backward adding to old gradients)
+    assert "T001 gradients-never-cleared" in r.stdout and f"(step 2, {EXAMPLE}:{backward})" in r.stdout
     assert "5 optimizer steps watched" in r.stdout  # stopped after --steps
 
 
@@ -669,6 +671,39 @@ def test_runner_fixed_example_is_clean_in_json(monkeypatch: pytest.MonkeyPatch) 
     doc = json.loads(r.stdout)  # the script's prints went to stderr
     assert doc["findings"] == [] and doc["steps"] == 20
     assert "step 0 loss" in r.stderr
+
+
+def test_runner_github_annotations_point_at_the_scripts_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--format github: a T finding is annotated at the script's line whose call triggered it (here the backward),
+    not at line 1; a finding with no user frame (G findings, judged at the end) gets a file-level annotation."""
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli.main import app
+    from ssdaudit.core.findings import Finding, Severity
+    from ssdaudit.render.github import render_github
+
+    monkeypatch.chdir(ROOT)
+    r = CliRunner().invoke(app, ["watch", "--steps", "3", "--format", "github", "--", "python", EXAMPLE])
+    assert r.exit_code == 1, r.output
+    backward = 1 + (ROOT / EXAMPLE).read_text().splitlines().index("    loss.backward()")
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("::")]
+    assert lines and lines[0].startswith(f"::error file={EXAMPLE},line={backward},title=T001 "), lines
+    no_line = render_github([Finding("G005", Severity.WARNING, "fc", "vanishing")], default_file=EXAMPLE)
+    assert no_line.startswith(f"::warning file={EXAMPLE},title=G005 "), no_line
+
+
+def test_watch_help_shows_how_to_pass_the_script() -> None:
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli.main import app
+
+    r = CliRunner().invoke(app, ["watch", "--help"], env={"COLUMNS": "120"})
+    assert r.exit_code == 0
+    assert "watch [OPTIONS] -- python train.py [ARGS]" in r.output.splitlines()[0]
+    assert "-- python -m package.module ARGS" in " ".join(r.output.split())
+    top = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "120"})
+    listed = [ln for ln in top.output.splitlines() if ln.strip().startswith("watch ")]
+    assert listed and "training doctor" in listed[0] and not listed[0].rstrip().endswith("..."), top.output
 
 
 def test_runner_in_process_module_errors_and_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
