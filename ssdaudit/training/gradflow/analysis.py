@@ -181,7 +181,9 @@ def analyse_gradflow(
     a zero-initialised scale, see ``_waking``). G005 "exploding" compares each layer with its own history, never with other
     layers (a layer-scale parameter of 1e-6 makes most layers' gradients tiny, so ordinary ones would look huge):
     the mean norm over the last quarter of the run (at most ``window`` steps) above ``explode`` x the median over
-    its first half, given at least ``explode_min_steps`` recorded steps. Per-tensor scale factors cancel out.
+    its first half, given at least ``explode_min_steps`` recorded steps, and above the range the network started in
+    (the largest first-half median of any layer): a gradient gated by a tiny scale (LayerScale 1e-6) grows 1000x as
+    training opens the gate, from far below the other layers up to their range, and that is no explosion. Per-tensor scale factors cancel out.
     """
     findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer, run.loss_guessed)
     layers = layer_stats(run)
@@ -215,9 +217,12 @@ def analyse_gradflow(
                         f"{v / median:.2g}x the median layer's {median:.3g}",
                         params=ls.params,
                     ))
+        growths = {ls.path: _growth(ls.grad_norm_steps, window, explode_min_steps) for ls in layers if ls.reached}
+        # the largest early (first-half median) norm of any layer: the range the network's gradients started in
+        start_range = max((g[1] for g in growths.values() if g is not None), default=0.0)
         for ls in layers:
-            growth = _growth(ls.grad_norm_steps, window, explode_min_steps) if ls.reached else None
-            if growth is not None and growth[0] > explode * growth[1]:
+            growth = growths.get(ls.path)
+            if growth is not None and growth[0] > explode * growth[1] and growth[0] > start_range:
                 late, early, k = growth
                 findings.append(RULES["G005"].finding(ls.path,
                     f"exploding gradient: mean norm {late:.3g} over the last {int(k)} recorded steps, {late / early:.2g}x "
