@@ -2,7 +2,7 @@
 
     python benchmarks/train_sweep.py                    # torchvision classification: every builder
     python benchmarks/train_sweep.py --zoo timm         # timm: the first model of every architecture module
-    python benchmarks/train_sweep.py --zoo timm --limit 40 --max-params 30e6
+    python benchmarks/train_sweep.py --zoo timm --sample 3 --max-params 30e6   # every 3rd model, up to 30M
     python benchmarks/train_sweep.py --quick            # two small models per zoo, fewer steps: a smoke run
 
 Goal (issue 24): 0 findings at warning or error level. Every model is a correct model trained the ordinary way, so
@@ -136,12 +136,14 @@ def train(model: nn.Module, optimizer: str, amp: bool, size: int, steps: int, se
 
 
 def sweep(zoo: str, only: tuple[str, ...] | None, steps: int, max_params: float, limit: int | None,
-          sizes: tuple[int, ...] = (SMALL,)) -> list[Row]:
+          sizes: tuple[int, ...] = (SMALL,), sample: int = 1) -> list[Row]:
     source = torchvision_models(only) if zoo == "torchvision" else timm_models(only, limit)
     rows = []
     for k, (name, build, default_size) in enumerate(source):
         if limit is not None and k >= limit:
             break
+        if k % sample:
+            continue
         row = Row(name)
         start = time.perf_counter()
         try:
@@ -192,6 +194,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="optimizer steps per run (5; --quick 3)")
     parser.add_argument("--max-params", type=float, default=100e6, help="skip larger models (100e6)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N models of each zoo")
+    parser.add_argument("--sample", type=int, default=1, help="every Nth model of each zoo's list (a deterministic sample)")
     parser.add_argument("--only", nargs="*", default=None, help="these models only (with one --zoo)")
     parser.add_argument("--quick", action="store_true", help="two small models per zoo, 3 steps at 32 px: a smoke run")
     args = parser.parse_args()
@@ -209,7 +212,7 @@ def main() -> None:
           f"batch {BATCH}, {CLASSES} random classes, CPU threads {torch.get_num_threads()}", flush=True)
     for zoo in zoos:
         only = QUICK[zoo] if args.quick else (tuple(args.only) if args.only else None)
-        rows = sweep(zoo, only, args.steps, args.max_params, args.limit, sizes)
+        rows = sweep(zoo, only, args.steps, args.max_params, args.limit, sizes, 1 if only else args.sample)
         trained = [r for r in rows if r.skipped is None]
         print(f"\n{'model':<44} {'params':>12} {'px':>4} {'runs':>5} {'flagged':>8} {'seconds':>8}")
         for r in trained:
@@ -226,7 +229,8 @@ def main() -> None:
                 print(f"  skipped {r.name}: {r.skipped}")
         findings = sum(1 for r in trained for f in r.flagged if "could not train" not in f)
         what = "every classification builder" if zoo == "torchvision" else "first model of each architecture module"
-        sample = f", first {args.limit}" if args.limit else ""
+        sample = (f", every {args.sample}th" if args.sample > 1 else "") + (f", first {args.limit}" if args.limit else "")
+        sample += f", <= {args.max_params / 1e6:.0f}M params"
         record(f"watch: {zoo} clean training ({what}{sample}), warning/error findings",
                f"{findings} in {len(trained)} models ({runs} runs)",
                f"{args.steps} steps x SGD/AdamW x fp32/bf16 autocast; {len(rows) - len(trained)} skipped",
