@@ -622,7 +622,12 @@ def test_text_renderer() -> None:
     console = Console(record=True, width=120)
     render(t001(True).report("loop"), console)
     text = console.export_text()
-    assert "T001" in text and "gradients-never-cleared" in text and "6 optimizer steps" in text and "(step 2)" in text
+    # the step it was first seen at, and the user's line whose call triggered it: regression()'s loss.backward()
+    backward = 1 + Path(__file__).read_text().splitlines().index("                    loss.backward()")
+    assert "T001" in text and "gradients-never-cleared" in text and "6 optimizer steps" in text
+    here = Path(__file__).resolve()
+    shown = here.relative_to(Path.cwd()) if here.is_relative_to(Path.cwd()) else here
+    assert f"(step 2, {shown}:{backward})" in text.replace("\n", ""), text
 
 
 def test_public_api() -> None:
