@@ -228,8 +228,8 @@ def main() -> None:
             if r.skipped:
                 print(f"  skipped {r.name}: {r.skipped}")
         findings = sum(1 for r in trained for f in r.flagged if "could not train" not in f)
-        what = "every classification builder" if zoo == "torchvision" else "first model of each architecture module"
-        sample = (f", every {args.sample}th" if args.sample > 1 else "") + (f", first {args.limit}" if args.limit else "")
+        what = "classification builders" if zoo == "torchvision" else "first model of each architecture module"
+        sample = (f", 1 in {args.sample}" if args.sample > 1 else "") + (f", first {args.limit}" if args.limit else "")
         sample += f", <= {args.max_params / 1e6:.0f}M params"
         record(f"watch: {zoo} clean training ({what}{sample}), warning/error findings",
                f"{findings} in {len(trained)} models ({runs} runs)",
