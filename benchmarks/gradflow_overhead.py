@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 from ssdaudit import GradFlowMonitor
-from ssdaudit.registration.ssdlite_adapter import ssdlite_probe
-from ssdlite_model import build_ssdlite, ssds_voc, tiny
+from ssdlite_model import ssds_voc, tiny
 
 
 class NaiveHooks:
@@ -41,6 +40,7 @@ class NaiveHooks:
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _steps import ssdlite_step  # noqa: E402
 from _summary import record, set_quick  # noqa: E402
 
 
@@ -53,21 +53,8 @@ def main() -> None:
     set_quick(args.quick)
     args.steps = args.steps or (2 if args.quick else 24)
     args.batch_size = args.batch_size or (2 if args.quick else 8)
-    torch.manual_seed(0)
     config = tiny() if args.quick else ssds_voc()
-    model = build_ssdlite(config)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    make_batch, compute_loss = ssdlite_probe(model, args.batch_size)
-    batches = [make_batch(i) for i in range(4)]
-
-    def step(i: int) -> float:
-        images, targets = batches[i % len(batches)]
-        start = time.perf_counter()
-        loss = compute_loss(model(images), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return time.perf_counter() - start
+    model, opt, step = ssdlite_step(config, args.batch_size)
 
     monitor = GradFlowMonitor(model, opt, every=1)
     # The monitor's own time, measured inside its hooks: immune to the step-to-step noise of a shared machine.

@@ -13,7 +13,8 @@ Registration (does the model register what it uses): ``find_unregistered``, ``au
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"  # the one version source: pyproject.toml reads it (tool.setuptools.dynamic)
 
@@ -86,3 +87,50 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+# The training doctor's T016 judges `load_state_dict(strict=False)` calls made before `watch(...)` too (load the
+# pretrained weights, build the optimizer, then watch): they are recorded from the moment torch and ssdaudit are both
+# imported (a deque of 32 weak references, filled only by strict=False loads; ssdaudit.training.loads). With
+# torch imported first this happens now; otherwise right after `import torch` finishes, through a one-shot import
+# hook, so that `import ssdaudit` itself still imports no torch.
+_LOAD_TAP = "ssdaudit.training.loads"
+
+
+class _AfterTorch:
+    """A ``sys.meta_path`` finder that answers nothing itself: when ``torch`` is about to be imported it wraps that
+    import's loader so that, once ``torch/__init__`` has run, the load tap is installed; then it removes itself."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "torch":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec("torch")
+        loader = getattr(spec, "loader", None)
+        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_tap(module: Any) -> None:
+            exec_module(module)
+            try:
+                importlib.import_module(_LOAD_TAP)
+            except Exception:  # never break the user's `import torch`
+                pass
+
+        loader.exec_module = exec_then_tap
+        return spec
+
+
+def _tap_loads() -> None:
+    if "torch" in sys.modules:
+        if getattr(sys.modules["torch"], "nn", None) is not None:  # torch fully imported (not in its own __init__)
+            importlib.import_module(_LOAD_TAP)
+    elif not any(isinstance(f, _AfterTorch) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterTorch())
+
+
+_tap_loads()

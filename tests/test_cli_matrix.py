@@ -23,7 +23,8 @@ from ssdaudit.cli import app
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ("text", "json", "sarif", "github")
-GITHUB_LINE = re.compile(r"^::(error|warning|notice) file=[^,]+,line=\d+(,col=\d+)?,title=[^:]+::.+$")
+# line= only where the finding knows its line (a file-level annotation otherwise, never a made-up line 1)
+GITHUB_LINE = re.compile(r"^::(error|warning|notice) file=[^,]+(,line=\d+(,col=\d+)?)?,title=[^:]+::.+$")
 
 BUGGY_MODEL = '''
 import torch

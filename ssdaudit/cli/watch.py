@@ -11,7 +11,9 @@ from ssdaudit.cli.app import app
 from ssdaudit.cli.output import Format, cli_errors, emit, exit_with
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             options_metavar="[OPTIONS] -- python train.py [ARGS]",
+             short_help="Run a training script under the training doctor: name its silent errors.")
 def watch(
     ctx: typer.Context,
     steps: int = typer.Option(20, "--steps", min=1, help="Stop the script after this many optimizer steps."),
@@ -21,7 +23,8 @@ def watch(
     strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
     debug: bool = typer.Option(False, "--debug", help="Show the script's traceback when it fails."),
 ) -> None:
-    """Run a training script in this process with every optimizer it builds watched, stop it after --steps optimizer
+    """Run a training script (`-- python train.py ARGS`, or `-- python -m package.module ARGS`) in this process with
+    every optimizer it builds watched, stop it after --steps optimizer
     steps, and name the silent errors of its loop (T001-T017, G001-G006). The script's own output passes through
     (to stderr with --format json, sarif or github, so that stdout holds only the report). Under torchrun
     (`torchrun --nproc_per_node=2 -m ssdaudit.cli.main watch -- python train.py`) every rank watches and rank 0 reports.

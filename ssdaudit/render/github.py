@@ -24,9 +24,10 @@ def render_github(findings: list[Finding], default_file: str | None = None) -> s
         props = []
         if path:
             props.append(f"file={_escape_github(artifact_uri(path), True)}")
-            props.append(f"line={line or 1}")
-            if col:
-                props.append(f"col={col}")
+            if line:  # no line known (a runtime finding without a user frame): a file-level annotation
+                props.append(f"line={line}")
+                if col:
+                    props.append(f"col={col}")
         props.append(f"title={_escape_github(f'{f.rule} {f.name}', True)}")
         lines.append(f"::{level} {','.join(props)}::{_escape_github(f'{f.label}: {f.message} (fix: {f.fix})')}")
     return "\n".join(lines)

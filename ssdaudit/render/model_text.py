@@ -171,13 +171,15 @@ def _render_gradflow_report(report: GradflowReport, console: Console, **options:
 
 @render_text.register
 def render_doctor_text(report: DoctorReport, console: Console) -> None:
-    """The terminal view of a DoctorReport: one block per finding (rule, where, what, the step it was first seen,
-    the fix), then a one-line verdict."""
+    """The terminal view of a DoctorReport: one block per finding (rule, where, what, the step it was first seen and
+    the script's file:line that triggered it where known, the fix), then a one-line verdict."""
     title = f"Training doctor: {report.target} " if report.target else "Training doctor: "
     console.print(f"[bold]{escape(title)}({report.steps} optimizer steps watched)[/]")
     for f in report.findings:
         step = report.first_step.get(f.rule)
-        when = f" (step {step})" if step is not None and f.rule.startswith("T") else ""
+        when = ", ".join(([f"step {step}"] if step is not None and f.rule.startswith("T") else [])
+                         + ([str(f.location)] if f.location else []))
+        when = f" ({when})" if when else ""
         where = f" {f.label}" if f.label else ""
         console.print(f"[{_STYLE[f.severity]}]{f.rule} {f.name}[/]{escape(where)}{when}: {escape(f.message)}")
         console.print(f"  fix: {escape(f.fix)}  (docs/rules/{f.rule}.md)")

@@ -248,6 +248,68 @@ def t007(bug: bool) -> Watch:
     return w
 
 
+def t007_no_grad_teacher(bug: bool) -> Watch:
+    # distillation with a teacher that was never requires_grad_(False)-ed: it runs only under no_grad, so it gets no
+    # gradient and is in no optimizer, yet (the bug) in train mode its BatchNorm statistics move
+    teacher = mlp(3)
+    if not bug:
+        teacher.eval()
+    student = nn.Sequential(nn.Linear(4, 3))
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    x, _ = data(16)
+    with watch(student, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            with torch.no_grad():
+                soft = teacher(x).softmax(1)
+            F.cross_entropy(student(x), soft).backward()
+            opt.step()
+    return w
+
+
+def t007_teacher_trained(bug: bool) -> Watch:
+    # clean only: the "teacher" is trained too, by its own optimizer stepped every 3rd iteration (mutual learning, a
+    # GAN's other half with n_critic=3): its forward in the watched steps runs under no_grad in train mode
+    peer = mlp(3)
+    peer_opt = torch.optim.SGD(peer.parameters(), lr=0.05)
+    student = nn.Sequential(nn.Linear(4, 3))
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    x, y = data(16, classes=3)
+    with watch(student, opt) as w:
+        for i in range(STEPS):
+            opt.zero_grad()
+            with torch.no_grad():
+                soft = peer(x).softmax(1)
+            F.cross_entropy(student(x), soft).backward()
+            opt.step()
+            if i % 3 == 2:
+                peer_opt.zero_grad()
+                F.cross_entropy(peer(x), y).backward()
+                peer_opt.step()
+    return w
+
+
+def t007_ema_teacher(bug: bool) -> Watch:
+    # clean only: a mean teacher in train mode, its weights an exponential moving average of the student's
+    student, teacher = mlp(3), mlp(3)
+    with torch.no_grad():
+        for t in teacher.parameters():
+            t.add_(0.1 * torch.randn_like(t))
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    x, _ = data(16)
+    with watch(student, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            with torch.no_grad():
+                soft = teacher(x).softmax(1)
+            F.cross_entropy(student(x), soft).backward()
+            opt.step()
+            with torch.no_grad():
+                for t, s in zip(teacher.parameters(), student.parameters()):
+                    t.mul_(0.9).add_(s, alpha=0.1)
+    return w
+
+
 class FunctionalDropout(nn.Module):
     def __init__(self, bug: bool) -> None:
         super().__init__()
@@ -466,6 +528,9 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T006-finetune": ("T006", t006_finetune, 0),  # no bug variant: frozen BN is deliberate
     "T006-norm-eval": ("T006", t006_norm_eval, 0),  # no bug variant: BN alone in eval, affine trained, is deliberate
     "T007": ("T007", t007, 1),
+    "T007-no-grad-teacher": ("T007", t007_no_grad_teacher, 1),  # reported once 2 steps show the weights fixed
+    "T007-teacher-trained": ("T007", t007_teacher_trained, 0),
+    "T007-ema-teacher": ("T007", t007_ema_teacher, 0),
     "T008": ("T008", t008, 2),           # the eval forward after step 1
     "T009": ("T009", t009, 1),
     "T009-bce": ("T009", t009_bce, 1),
@@ -557,7 +622,12 @@ def test_text_renderer() -> None:
     console = Console(record=True, width=120)
     render(t001(True).report("loop"), console)
     text = console.export_text()
-    assert "T001" in text and "gradients-never-cleared" in text and "6 optimizer steps" in text and "(step 2)" in text
+    # the step it was first seen at, and the user's line whose call triggered it: regression()'s loss.backward()
+    backward = 1 + Path(__file__).read_text().splitlines().index("                    loss.backward()")
+    assert "T001" in text and "gradients-never-cleared" in text and "6 optimizer steps" in text
+    here = Path(__file__).resolve()
+    shown = here.relative_to(Path.cwd()) if here.is_relative_to(Path.cwd()) else here
+    assert f"(step 2, {shown}:{backward})" in text.replace("\n", ""), text
 
 
 def test_public_api() -> None:
@@ -588,7 +658,9 @@ def test_runner_names_the_examples_bug_and_passes_its_output_through() -> None:
     r = ssdaudit_watch("--steps", "5", "--", "python", EXAMPLE)
     assert r.returncode == 1, r.stderr
     assert "step 0 loss" in r.stdout  # the script's own output
-    assert "T001 gradients-never-cleared" in r.stdout and "(step 2)" in r.stdout
+    backward = 1 + (ROOT / EXAMPLE).read_text().splitlines().index("    loss.backward()")
+    # the step it was first seen at, and the script's line that triggered it (the backward adding to old gradients)
+    assert "T001 gradients-never-cleared" in r.stdout and f"(step 2, {EXAMPLE}:{backward})" in r.stdout
     assert "5 optimizer steps watched" in r.stdout  # stopped after --steps
 
 
@@ -604,6 +676,39 @@ def test_runner_fixed_example_is_clean_in_json(monkeypatch: pytest.MonkeyPatch) 
     doc = json.loads(r.stdout)  # the script's prints went to stderr
     assert doc["findings"] == [] and doc["steps"] == 20
     assert "step 0 loss" in r.stderr
+
+
+def test_runner_github_annotations_point_at_the_scripts_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--format github: a T finding is annotated at the script's line whose call triggered it (here the backward),
+    not at line 1; a finding with no user frame (G findings, judged at the end) gets a file-level annotation."""
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli.main import app
+    from ssdaudit.core.findings import Finding, Severity
+    from ssdaudit.render.github import render_github
+
+    monkeypatch.chdir(ROOT)
+    r = CliRunner().invoke(app, ["watch", "--steps", "3", "--format", "github", "--", "python", EXAMPLE])
+    assert r.exit_code == 1, r.output
+    backward = 1 + (ROOT / EXAMPLE).read_text().splitlines().index("    loss.backward()")
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("::")]
+    assert lines and lines[0].startswith(f"::error file={EXAMPLE},line={backward},title=T001 "), lines
+    no_line = render_github([Finding("G005", Severity.WARNING, "fc", "vanishing")], default_file=EXAMPLE)
+    assert no_line.startswith(f"::warning file={EXAMPLE},title=G005 "), no_line
+
+
+def test_watch_help_shows_how_to_pass_the_script() -> None:
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli.main import app
+
+    r = CliRunner().invoke(app, ["watch", "--help"], env={"COLUMNS": "120"})
+    assert r.exit_code == 0
+    assert "watch [OPTIONS] -- python train.py [ARGS]" in r.output.splitlines()[0]
+    assert "-- python -m package.module ARGS" in " ".join(r.output.split())
+    top = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "120"})
+    listed = [ln for ln in top.output.splitlines() if ln.strip().startswith("watch ")]
+    assert listed and "training doctor" in listed[0] and not listed[0].rstrip().endswith("..."), top.output
 
 
 def test_runner_in_process_module_errors_and_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -657,3 +762,37 @@ def test_a_script_that_crashes_still_gets_its_diagnosis(tmp_path: Path) -> None:
     assert js.exit_code == 2
     doc = json.loads(js.stdout)
     assert doc["error"]["kind"] == "script" and [f["rule"] for f in doc["report"]["findings"]] == ["T001"]
+
+
+@pytest.mark.parametrize("bug", [True, False])
+def test_t016_sees_loads_made_before_the_doctor_is_imported(bug: bool) -> None:
+    """The usual script: `import ssdaudit` (lazy: no doctor, no torch yet) at the top, load the pretrained weights
+    with strict=False, then build the optimizer and `ssdaudit.watch`. The load happened before the doctor module was
+    imported; it is still judged (recorded from `import torch` on)."""
+    import subprocess
+    import sys
+
+    prefix = "module." if bug else ""
+    code = f"""
+import ssdaudit
+import torch
+from torch import nn
+import torch.nn.functional as F
+assert "ssdaudit.training.doctor" not in __import__("sys").modules  # only the load record
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+state = {{"{prefix}" + k: v for k, v in nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)).state_dict().items()
+         if not k.startswith("2.")}}
+model.load_state_dict(state, strict=False)
+opt = torch.optim.SGD(model.parameters(), lr=0.05)
+x, y = torch.randn(16, 4), torch.randn(16, 1)
+with ssdaudit.watch(model, opt) as w:
+    for _ in range(3):
+        opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+print(sorted({{f.rule for f in w.findings() if f.severity.value in ("error", "warning")}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("['T016']" if bug else "[]"), proc.stdout + proc.stderr

@@ -112,6 +112,58 @@ def test_g005_vanishing_gradient():
     assert "G005" not in rules(train(Chain()), vanish=1e-3)
 
 
+def test_g005_zero_init_residual_is_not_vanishing():
+    """A residual branch whose last BatchNorm weight starts at 0 (timm's and torchvision's zero_init_residual): the
+    branch's earlier layers get exactly 0 gradient at step 1, then tiny ones that grow as the weight opens. Not a
+    vanishing gradient (found on timm resnet10t by benchmarks/train_sweep.py); the vanishing twin above stays found."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Linear(6, 16)
+            self.conv1, self.bn1 = nn.Linear(16, 16), nn.BatchNorm1d(16)
+            self.conv2, self.bn2 = nn.Linear(16, 16), nn.BatchNorm1d(16)
+            nn.init.zeros_(self.bn2.weight)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            branch = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return self.head(torch.relu(x + branch))
+
+    torch.manual_seed(0)
+    model = Block()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    mon = train(model, opt, steps=3)
+    found = rules(mon, vanish=1e-2)
+    assert "G005" not in found, found.get("G005")
+    from ssdaudit.training.gradflow.analysis import layer_stats
+
+    conv1 = next(ls for ls in layer_stats(mon.run()) if ls.path == "conv1").grad_norm_steps
+    assert conv1[0] == 0 and 0 < conv1[1] < conv1[2]  # the case the exception is for: gated, then opening
+
+
+def test_g005_layer_scale_opening_is_not_exploding():
+    """A layer gated by LayerScale initialised to 1e-6 (ConvNeXt) grows 1000x as AdamW opens the gate, from far below
+    the other layers up to (not beyond) their range: no explosion. The norms are those torchvision convnext_base
+    showed in benchmarks/train_sweep.py (5 AdamW steps), where G005 called it exploding; the twin, a layer that grows
+    beyond the range any layer started in, stays an explosion."""
+    from ssdaudit.training.gradflow.log import GRAD_NORM, LR, UPDATE, WEIGHT, GradFlowRun, TrackedTensor
+
+    def run(last_layer: list[float]) -> GradFlowRun:
+        norms = {"stem": [0.3] * 5, "block": [1e-7, 2e-7, 1e-5, 3e-4, 9.3e-4], "head": last_layer}
+        stats = np.zeros((5, 6, 3), np.float32)
+        for k, values in enumerate(norms.values()):
+            stats[:, GRAD_NORM, k] = values
+        stats[:, UPDATE], stats[:, WEIGHT], stats[:, LR] = 1e-3, 1.0, 1e-3
+        tensors = [TrackedTensor(f"{name}.weight", (4,), 4, True, True, True) for name in norms]
+        return GradFlowRun(tensors, [], np.arange(1, 6), stats)
+
+    found = [f for f in analyse_gradflow(run([0.5] * 5))[0] if f.rule == "G005"]
+    assert found == [], [f.message for f in found]
+    found = [f for f in analyse_gradflow(run([0.5, 0.6, 5.0, 50.0, 500.0]))[0] if f.rule == "G005"]
+    assert [f.path for f in found] == ["head"] and "exploding" in found[0].message
+
+
 def test_g005_exploding_gradient():
     """Explosion is growth over a layer's own history (a constant large gradient is no explosion: see
     test_gradient_scale_parameters.py for why comparing layers with each other misleads)."""

@@ -80,7 +80,8 @@ register(
     ),
     Rule(
         code="T007", name="frozen-batchnorm-statistics-move", severity=Severity.WARNING,
-        summary="a frozen module (requires_grad False or not in the optimizer) runs BatchNorm in train mode",
+        summary="a frozen module (requires_grad False, not in the optimizer, or in no optimizer and never updated) runs "
+                "BatchNorm in train mode",
         why="its parameters are frozen but its running mean and variance are still overwritten by every batch, so a "
             "frozen teacher or backbone drifts and behaves differently at evaluation.",
         fix="put frozen modules in eval mode after every model.train() (teacher.eval(), or override train())",

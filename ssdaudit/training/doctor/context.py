@@ -8,13 +8,40 @@ its parameters, ``S`` a ``GradScaler.scale``, ``U`` a ``GradScaler.unscale_`` of
 from __future__ import annotations
 
 import os
+import sys
+import sysconfig
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ssdaudit.core.findings import RULES, Finding, Severity
+from ssdaudit.core.findings import RULES, Finding, Location, Severity
+
+# Frames in these folders are library code (ours, torch's, the standard library's, installed packages'): the user's
+# line is the innermost frame outside all of them.
+_LIBRARY_DIRS = tuple(str(Path(d).resolve()) + os.sep for d in {
+    str(Path(__file__).resolve().parents[2]), str(Path(torch.__file__).resolve().parent),
+    *(sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib"))} if d)
+
+
+def user_location() -> Location | None:
+    """The file:line of the user's code that led here (the ``optimizer.step()``, ``loss.backward()`` or loss call
+    that triggered a hook): the innermost Python frame outside ssdaudit, torch, the standard library and installed
+    packages. None when there is none (a hook run by a CUDA autograd thread, a library's own training loop)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith("<") and not os.path.realpath(name).startswith(_LIBRARY_DIRS):
+            path = Path(name)
+            try:
+                shown = str(path.resolve().relative_to(Path.cwd()))
+            except ValueError:
+                shown = name
+            return Location(shown, frame.f_lineno)
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
 
 
 def raise_internal() -> bool:
@@ -120,5 +147,6 @@ class Context:
         key = (code, path or subject or "")
         if key in self.found:
             return
-        self.found[key] = RULES[code].finding(path, message, severity=severity, subject=subject, params=params)
+        self.found[key] = RULES[code].finding(path, message, severity=severity, subject=subject, params=params,
+                                              location=user_location())
         self.first_step.setdefault(code, self.current)

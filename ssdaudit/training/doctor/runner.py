@@ -4,7 +4,7 @@
 found from its parameters (the outermost module, among the live ones, that holds the most of them). After ``steps``
 optimizer steps a private ``BaseException`` raised from a step post-hook ends the script (``except Exception`` in
 the script does not catch it; its ``finally`` blocks run). Loads with ``strict=False`` made before the optimizer
-existed are replayed into it (``taps.loads``). The script's output passes through.
+existed are replayed into it (``ssdaudit.training.loads``). The script's output passes through.
 """
 
 from __future__ import annotations

@@ -2,22 +2,23 @@
 ``clip_grad_norm_``, ``GradScaler`` and ``Module.load_state_dict``.
 
 Each is replaced by a thin wrapper while at least one listener is installed (``install``/``uninstall`` count), and
-restored after; ``load_state_dict`` alone is wrapped from this module's import on (see ``loads``). The wrappers call the original first-thing when nobody listens. Loss modules call the functional
+restored after; ``load_state_dict`` is wrapped for the whole process by ``ssdaudit.training.loads``, which this
+module observes. The wrappers call the original first-thing when nobody listens. Loss modules call the functional
 losses through ``torch.nn.functional``, so one tap sees both forms.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 import inspect
-import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ssdaudit.training import loads
 
 LOSSES = ("cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
           "l1_loss", "smooth_l1_loss", "huber_loss", "soft_margin_loss", "poisson_nll_loss")
@@ -36,12 +37,6 @@ class Listener(Protocol):
 _listeners: list[Listener] = []
 _saved: list[tuple[Any, str, Any]] = []  # (owner, attribute, original)
 _installs = 0
-# The last strict=False loads (weak references to the modules), recorded from the moment this module is imported:
-# a training script that imports ``ssdaudit.watch`` at its top, loads pretrained weights, then builds the optimizer
-# and the watch, still has its load checked (``Watch.attach`` replays the loads into modules of its model).
-LOADS_KEPT = 32
-loads: collections.deque[tuple[weakref.ref[nn.Module], Any]] = collections.deque(maxlen=LOADS_KEPT)
-
 
 def listen(listener: Listener) -> None:
     install()
@@ -122,31 +117,9 @@ def _scaler(method: str, original: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _load(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def wrapper(self: nn.Module, state_dict: Any, strict: bool = True, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, state_dict, strict, *args, **kwargs)
-        if not strict:
-            loads.append((weakref.ref(self), result))
-            for lst in list(_listeners):
-                lst.tap_load(self, bool(strict), result)
-        return result
-
-    wrapper.__ssdaudit_load_tap__ = True  # type: ignore[attr-defined]
-    return wrapper
-
-
-def recent_loads() -> list[tuple[nn.Module, Any]]:
-    """The recorded ``load_state_dict(strict=False)`` calls whose modules are alive: (module, result)."""
-    alive = [(ref(), result) for ref, result in loads]
-    return [(m, r) for m, r in alive if m is not None]
-
-
-def _record_loads() -> None:
-    """Wrap ``nn.Module.load_state_dict`` once, for the life of the process: it records strict=False loads (a
-    deque append per such call, nothing else) and tells the listeners."""
-    if not getattr(nn.Module.load_state_dict, "__ssdaudit_load_tap__", False):
-        nn.Module.load_state_dict = _load(nn.Module.load_state_dict)  # type: ignore[method-assign]
+def _observe_load(module: nn.Module, strict: bool, result: Any) -> None:
+    for lst in list(_listeners):
+        lst.tap_load(module, strict, result)
 
 
 def install() -> None:
@@ -181,4 +154,5 @@ def uninstall() -> None:
         setattr(owner, name, original)
 
 
-_record_loads()
+if _observe_load not in loads.observers:
+    loads.observers.append(_observe_load)

@@ -8,8 +8,8 @@ What it hooks while attached:
   ``.grad`` is still the previous value then) and queues a callback for the backward's end;
 * every module's forward (a global forward pre/post hook): the module stack, modes, the first layer's input;
 * ``torch.nn.functional`` losses and dropout, ``clip_grad_norm_``, ``GradScaler`` (``taps``), and
-  ``Module.load_state_dict(strict=False)`` calls, also those made before the watch (after ssdaudit's doctor was
-  imported) into modules of the model;
+  ``Module.load_state_dict(strict=False)`` calls, also those made before the watch (recorded since torch and
+  ssdaudit were both imported: ``ssdaudit.training.loads``) into modules of the model;
 * the learning rate of every param group, read at each step.
 
 Host syncs happen only on the steps ``every`` selects (the first step included), in the checks that need values.
@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ssdaudit.core.findings import Finding, rule_codes
+from ssdaudit.training import loads
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
@@ -81,7 +82,7 @@ class Watch:
                 self._wrap_zero_grad(obj)
         self._hook_params()
         taps.listen(self)
-        for module, result in taps.recent_loads():  # pretrained weights loaded before the watch was made
+        for module, result in loads.recent_loads():  # pretrained weights loaded before the watch was made
             if module is self.model or self.ctx.in_model(module):
                 self.tap_load(module, False, result)
         if self.monitor is not None:

@@ -140,6 +140,19 @@ def _mean(a: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else 0.0
 
 
+def _waking(norms: np.ndarray) -> bool:
+    """Whether a layer's gradient norms (per recorded step) were exactly 0, then positive and rising: its gradient
+    passes through a multiplicative parameter initialised to zero (a residual branch's last BatchNorm weight, zero-init
+    LayerScale or ReZero gate) that training is opening. Small is expected there, and is no vanishing gradient: a
+    gradient that vanishes through depth is tiny from the first step on, not exactly zero, and does not grow."""
+    finite = norms[np.isfinite(norms)]
+    zero = np.nonzero(finite == 0)[0]
+    if not zero.size or zero[0] == len(finite) - 1:
+        return False
+    after = finite[zero[0] + 1:]
+    return bool(np.all(after > 0) and after[-1] > after[0]) if len(after) > 1 else bool(after[0] > 0)
+
+
 def _update_was_due(rows: np.ndarray, dtype: str) -> bool:
     """Whether a zero update is news: the lr was 0 on every step (a frozen group), unknown (an old log), or on a step
     with a positive lr ``lr * max|g|`` exceeded the weight's rounding step (``eps(dtype) * ||w||``). Otherwise tiny
@@ -164,10 +177,13 @@ def analyse_gradflow(
 
     G004 needs ``min_steps`` recorded optimizer steps and an update that was due (see ``_update_was_due``). G005
     "vanishing" compares each layer's mean gradient norm over the last ``window`` recorded steps with the median
-    layer's (below ``vanish`` x median). G005 "exploding" compares each layer with its own history, never with other
+    layer's (below ``vanish`` x median), except a layer whose gradient was exactly 0 and has been rising since (gated by
+    a zero-initialised scale, see ``_waking``). G005 "exploding" compares each layer with its own history, never with other
     layers (a layer-scale parameter of 1e-6 makes most layers' gradients tiny, so ordinary ones would look huge):
     the mean norm over the last quarter of the run (at most ``window`` steps) above ``explode`` x the median over
-    its first half, given at least ``explode_min_steps`` recorded steps. Per-tensor scale factors cancel out.
+    its first half, given at least ``explode_min_steps`` recorded steps, and above the range the network started in
+    (the largest first-half median of any layer): a gradient gated by a tiny scale (LayerScale 1e-6) grows 1000x as
+    training opens the gate, from far below the other layers up to their range, and that is no explosion. Per-tensor scale factors cancel out.
     """
     findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer, run.loss_guessed)
     layers = layer_stats(run)
@@ -189,7 +205,8 @@ def analyse_gradflow(
                     params=params,
                 ))
     if len(s):
-        recent = [(ls, _mean(ls.grad_norm_steps[-window:])) for ls in layers if ls.reached]
+        recent = [(ls, _mean(ls.grad_norm_steps[-window:])) for ls in layers
+                  if ls.reached and not _waking(ls.grad_norm_steps[-window:])]
         positive = [v for _, v in recent if v > 0]
         if len(positive) >= 3:
             median = float(np.median(positive))
@@ -200,9 +217,12 @@ def analyse_gradflow(
                         f"{v / median:.2g}x the median layer's {median:.3g}",
                         params=ls.params,
                     ))
+        growths = {ls.path: _growth(ls.grad_norm_steps, window, explode_min_steps) for ls in layers if ls.reached}
+        # the largest early (first-half median) norm of any layer: the range the network's gradients started in
+        start_range = max((g[1] for g in growths.values() if g is not None), default=0.0)
         for ls in layers:
-            growth = _growth(ls.grad_norm_steps, window, explode_min_steps) if ls.reached else None
-            if growth is not None and growth[0] > explode * growth[1]:
+            growth = growths.get(ls.path)
+            if growth is not None and growth[0] > explode * growth[1] and growth[0] > start_range:
                 late, early, k = growth
                 findings.append(RULES["G005"].finding(ls.path,
                     f"exploding gradient: mean norm {late:.3g} over the last {int(k)} recorded steps, {late / early:.2g}x "

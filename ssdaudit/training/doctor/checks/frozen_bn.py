@@ -1,19 +1,45 @@
 """T007: BatchNorm in train mode in a frozen module: its statistics move although its parameters are frozen.
 
 Frozen means: its affine parameters have requires_grad False, or (inside the watched model) the optimizer does not
-hold them. A module outside the watched model counts only with requires_grad False (a teacher), so that another
-model with its own optimizer (a GAN's other half) is never taken for a frozen one.
+hold them. A module outside the watched model with parameters that require gradients (a teacher that was never
+``requires_grad_(False)``-ed, run under ``torch.no_grad()``) counts as frozen once the evidence is in: over two
+steps its running statistics moved while its weights stayed exactly as they were, and no optimizer alive in the
+process holds them. So another model with its own optimizer (a GAN's other half, stepped every k iterations), an
+EMA teacher whose weights are copied in, or a teacher trained alongside is never taken for a frozen one.
 """
 
 from __future__ import annotations
 
+import gc
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+
+EVIDENCE_STEPS = 2  # steps a candidate outside every optimizer is followed before it is judged
+
+
+@dataclass
+class _Candidate:
+    module: _BatchNorm
+    step: int  # the step it was first seen at
+    weight: torch.Tensor  # copies at first sight (BatchNorm vectors: a few KB)
+    running_mean: torch.Tensor
+
+
+def _held_by_an_optimizer(params: set[int]) -> bool:
+    """Whether any live ``torch.optim.Optimizer`` in the process holds one of ``params`` (ids). One garbage-collector
+    scan: called once per candidate module, and only for BatchNorm outside the watched optimizer."""
+    for obj in gc.get_objects():
+        if issubclass(type(obj), torch.optim.Optimizer):  # type(), not isinstance: no lazy module's __class__
+            if any(id(p) in params for g in obj.param_groups for p in g["params"]):
+                return True
+    return False
 
 
 class FrozenBatchNormMoves(Check):
@@ -22,6 +48,8 @@ class FrozenBatchNormMoves(Check):
     def __init__(self) -> None:
         self.seen: dict[int, nn.Module] = {}
         self.total: set[int] = set()
+        self.candidates: dict[int, _Candidate] = {}
+        self.judged: set[int] = set()
 
     def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
         if not isinstance(module, _BatchNorm) or not module.training or not module.track_running_stats:
@@ -33,12 +61,38 @@ class FrozenBatchNormMoves(Check):
         frozen = not weight.requires_grad or (ctx.in_model(module) and id(weight) not in ctx.optimizer_ids)
         if frozen:
             self.seen[id(module)] = module
+        elif id(weight) not in ctx.optimizer_ids and id(module) not in self.judged and id(module) not in self.candidates:
+            with torch.no_grad():
+                self.candidates[id(module)] = _Candidate(module, ctx.current, weight.detach().clone(),
+                                                         module.running_mean.detach().clone())
+
+    def _confirmed(self, ctx: Context) -> list[nn.Module]:
+        """Candidates followed for EVIDENCE_STEPS steps whose statistics moved, weights did not, and that no
+        optimizer holds: frozen in all but name."""
+        out: list[nn.Module] = []
+        for key, c in list(self.candidates.items()):
+            if ctx.current - c.step < EVIDENCE_STEPS:
+                continue
+            del self.candidates[key]
+            self.judged.add(key)
+            m = c.module
+            assert m.weight is not None and m.running_mean is not None
+            with torch.no_grad():
+                moved = not torch.equal(m.running_mean, c.running_mean)
+                fixed = torch.equal(m.weight, c.weight)
+            if moved and fixed and not _held_by_an_optimizer({id(p) for p in m.parameters()}):
+                out.append(m)
+        return out
 
     def on_step_pre(self, ctx: Context) -> None:
+        if self.candidates:
+            for m in self._confirmed(ctx):
+                self.seen[id(m)] = m
         if self.seen:
             first = next(iter(self.seen.values()))
             ctx.report(self.code, f"{len(self.seen)} of {len(self.total)} BatchNorm modules in train mode are frozen "
-                       f"(requires_grad False or not in the optimizer), e.g. {ctx.name_of(first)}: their running "
-                       "statistics move with every batch (call .eval() on the frozen module after model.train(); "
-                       "deliberate? --ignore T007, or watch(..., ignore=['T007']))", path=ctx.name_of(first))
+                       f"(requires_grad False, not in the optimizer, or in no optimizer and never updated), e.g. "
+                       f"{ctx.name_of(first)}: their running statistics move with every batch (call .eval() on the "
+                       "frozen module after model.train(); deliberate? --ignore T007, or watch(..., ignore=['T007']))",
+                       path=ctx.name_of(first))
             self.seen.clear()

@@ -1,0 +1,38 @@
+"""Shared by the overhead benchmarks: one timed training step of this project's SSDLite on the CPU.
+
+``ssdlite_step(config, batch)`` builds the model (seeded), SGD with momentum and the MultiBox loss on synthetic shapes
+(``ssdlite_probe``), and returns ``(model, optimizer, step)``: ``step(i)`` runs forward, loss, ``zero_grad``,
+backward and ``optimizer.step()`` on the i-th of four fixed batches and returns its wall time in seconds (the batch
+is made before the clock starts). gradflow_overhead.py and watch_overhead.py time the same step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def ssdlite_step(config: Any, batch: int) -> tuple[nn.Module, torch.optim.Optimizer, Callable[[int], float]]:
+    from ssdaudit.registration.ssdlite_adapter import ssdlite_probe
+    from ssdlite_model import build_ssdlite
+
+    torch.manual_seed(0)
+    model = build_ssdlite(config)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    make_batch, compute_loss = ssdlite_probe(model, batch)
+    batches = [make_batch(i) for i in range(4)]
+
+    def step(i: int) -> float:
+        images, targets = batches[i % len(batches)]
+        start = time.perf_counter()
+        loss = compute_loss(model(images), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    return model, opt, step
