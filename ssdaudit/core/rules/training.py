@@ -59,8 +59,11 @@ register(
         code="T005", name="backward-reaches-no-parameter", severity=Severity.ERROR,
         summary="an optimizer step whose backward reached none of the optimizer's parameters",
         why="a loss computed under no_grad or from detached outputs has no graph back to the model; forcing "
-            "loss.requires_grad = True makes backward() run without error, and no parameter ever gets a gradient.",
-        fix="compute the loss from the model's outputs with gradients enabled; never set requires_grad on a loss",
+            "loss.requires_grad = True makes backward() run without error, and no parameter ever gets a gradient. "
+            "Or the backward reaches parameters, only not the optimizer's: it was built on another copy of the model "
+            "(copy.deepcopy(model) after the optimizer), so the model that trains is never stepped.",
+        fix="compute the loss from the model's outputs with gradients enabled (never set requires_grad on a loss); build "
+            "the optimizer from the model you train, not from a copy made before it (copy.deepcopy)",
         bad_example="with torch.no_grad():\n    out = model(x)\nloss = loss_fn(out, y)\nloss.requires_grad = True\nloss.backward()",
         good_example="out = model(x)\nloss = loss_fn(out, y)\nloss.backward()",
         found_by=W,
@@ -123,7 +126,8 @@ register(
         code="T011", name="degenerate-targets", severity=Severity.ERROR,
         summary="every target equals ignore_index, or every batch holds a single class for many batches in a row",
         why="with every target ignored the loss is NaN or 0 and nothing learns (an inverted padding mask); batches "
-            "of one class (sorted data, no shuffle) make the model predict the current class and forget the others.",
+            "of one class (sorted data, no shuffle) make the model predict the current class and forget the others. "
+            "All targets ignored is an error; one class per batch is a heuristic and is reported as a warning.",
         fix="check the label mask (ignore only the padding); shuffle the training data (DataLoader(shuffle=True))",
         bad_example="y[y != pad] = -100          # mask inverted: every real token ignored\n"
                     "loader = DataLoader(sorted_by_label)",

@@ -25,7 +25,7 @@ from ssdaudit.core.errors import ScriptError, UsageError, first_line
 from ssdaudit.core.findings import rule_codes
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.report import DoctorReport
-from ssdaudit.training.doctor.watch import Watch
+from ssdaudit.training.doctor.watch import Watch, describe
 
 
 class _StopScript(BaseException):
@@ -80,6 +80,24 @@ def find_model(params: Iterable[torch.Tensor]) -> nn.Module | None:
     return best[1] if best is not None else None
 
 
+def _user_name(obj: object) -> str:
+    """The name the user's code (the innermost frame outside torch and ssdaudit) binds ``obj`` to, else ""."""
+    if obj is None:
+        return ""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+    frame = sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename.startswith((here, torch_dir))):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return ""
+    for scope in (frame.f_locals, frame.f_globals):
+        for key, value in scope.items():
+            if value is obj and not key.startswith("_"):
+                return key
+    return ""
+
+
 class Runner:
     """Attach a ``Watch`` to every optimizer built while ``patched()`` is active; stop after ``steps`` steps."""
 
@@ -98,8 +116,11 @@ class Runner:
         if any(w.optimizer is opt for w in self.watches):
             return
         params = [p for g in opt.param_groups for p in g["params"]]
-        w = Watch(find_model(params), opt, every=self.every, ignore=self.ignore).attach()  # replays earlier loads
+        model = find_model(params)
+        w = Watch(model, opt, every=self.every, ignore=self.ignore).attach()  # replays earlier loads
         self.watches.append(w)
+        name = _user_name(model) or (type(model).__name__ if model is not None else "")
+        w.ctx.label = describe(opt, name, len(self.watches))
 
         def stop(_opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
             if w.steps >= self.steps:
