@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from ssdaudit.core.errors import ScriptError, UsageError, first_line
+from ssdaudit.core.errors import ScriptError, ScriptInterrupted, UsageError, first_line
 from ssdaudit.core.findings import rule_codes
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.report import DoctorReport
@@ -161,8 +161,8 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
                 script_stdout: TextIO | None = None) -> DoctorReport:
     """Run ``command`` (``python train.py ARGS`` or ``python -m module ARGS``) in this process with every optimizer
     watched, for at most ``steps`` optimizer steps; the diagnosis. ``script_stdout``: where the script's prints go
-    (default: stdout). Raises ``UsageError`` (bad command) or ``ScriptError`` (the script raised, exited non-zero,
-    or built no optimizer)."""
+    (default: stdout). Raises ``UsageError`` (bad command), ``ScriptError`` (the script raised, exited non-zero,
+    or built no optimizer) or ``ScriptInterrupted`` (Ctrl-C; a ``KeyboardInterrupt``)."""
     cmd = parse_command(command)
     runner = Runner(steps, every, ignore)
     old_argv, old_path = sys.argv, list(sys.path)
@@ -180,6 +180,8 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
                 runpy.run_path(cmd.target, run_name="__main__")
     except _StopScript:
         pass
+    except KeyboardInterrupt:  # Ctrl-C: the diagnosis of the steps so far, then the interruption (exit 130)
+        raise ScriptInterrupted(_so_far(runner, cmd)) from None
     except SystemExit as exc:
         if exc.code not in (None, 0):
             raise ScriptError(f"the script exited with status {exc.code} after {runner.report('').steps} steps",

@@ -63,25 +63,25 @@ def _patch(owner: Any, name: str, make: Callable[[Any], Any]) -> None:
     setattr(owner, name, make(original))
 
 
-_registry: dict[Any, Any] = {}  # the "once per location" memory of the warnings re-issued where torch raised them
-
-
 def _call(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``original(*args, **kwargs)`` called from a wrapper here: a warning it raises that would point at this file
-    (torch's ``stacklevel=2``) is re-issued at the user's line that called the wrapper, under the user's filters."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = original(*args, **kwargs)
-    if caught:
-        caller = sys._getframe(2)  # the user's frame: _call <- wrapper <- caller
-        for w in caught:
-            here = w.filename == __file__
-            filename, lineno = (caller.f_code.co_filename, caller.f_lineno) if here else (w.filename, w.lineno)
-            module_globals = caller.f_globals if here else None
-            registry = caller.f_globals.setdefault("__warningregistry__", {}) if here else _registry
-            warnings.warn_explicit(w.message, w.category, filename, lineno, registry=registry,
-                                   module_globals=module_globals)
-    return result
+    (torch's ``stacklevel=2``) is shown at the user's line that called the wrapper. The warning passes the user's
+    filters as usual; only where it is shown changes (``warnings.showwarning`` is wrapped for the call: replacing
+    the filters, as ``catch_warnings`` does, would make every "once per location" warning repeat)."""
+    shown = warnings.showwarning
+    caller = sys._getframe(2)  # the user's frame: _call <- wrapper <- caller
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if filename == __file__:
+            filename, lineno, line = caller.f_code.co_filename, caller.f_lineno, None
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        return original(*args, **kwargs)
+    finally:
+        warnings.showwarning = shown
 
 
 def _loss(name: str, original: Callable[..., Any]) -> Callable[..., Any]:

@@ -21,7 +21,7 @@ def other_copy(ctx: Context) -> nn.Module | None:
     parameter shapes are those of the optimizer's (another copy of the model), else None. Scans the garbage
     collector's objects: called once, when the finding is made."""
     shapes = sorted(tuple(p.shape) for p in ctx.params())
-    modules = [o for o in gc.get_objects() if issubclass(type(o), nn.Module)]
+    modules: list[nn.Module] = [o for o in gc.get_objects() if issubclass(type(o), nn.Module)]
     children = {id(c) for m in modules for c in m.children()}
     for m in modules:
         if id(m) in children:
