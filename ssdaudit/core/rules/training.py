@@ -46,9 +46,13 @@ register(
     ),
     Rule(
         code="T004", name="learning-rate-collapse", severity=Severity.ERROR,
-        summary="a learning rate that is 0, or falls by an order of magnitude or more within the first 100 steps",
+        summary="a learning rate that is 0, or collapses in the first 100 steps because its schedule is spent long before "
+                "the run ends",
         why="a scheduler stepped per batch with a horizon counted in epochs (or a horizon shorter than the run) drives "
-            "the learning rate to nothing within a few steps: the run continues and nothing learns.",
+            "the learning rate to nothing within a few steps: the run continues and nothing learns. A decay that follows "
+            "the scheduler's own design at the rate it is stepped (StepLR stepped per epoch, OneCycleLR over the whole "
+            "run) is not reported; a horizon (T_max, total_steps, total_iters) stepped past while training goes on, or "
+            "a step schedule stepped once per optimizer step that loses 10x, is.",
         fix="step the scheduler at the granularity its horizon is counted in (per epoch, or a horizon in batches)",
         bad_example="sched = CosineAnnealingLR(opt, T_max=epochs)\nfor x, y in loader:\n    ...\n    opt.step()\n"
                     "    sched.step()          # per batch: lr reaches 0 after `epochs` batches",
