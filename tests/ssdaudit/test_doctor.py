@@ -509,6 +509,23 @@ def t004_horizon(bug: bool) -> Watch:
     return w
 
 
+def t004_linear(bug: bool) -> Watch:
+    # a linear decay with warm-up as a LambdaLR (the common training libraries' schedule), stepped per batch: to 0
+    # over the whole 20-step run (clean), or over 5 steps of a 20-step run (bug: stepped past its end)
+    total = 5 if bug else 20
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: n / 2 if n < 2 else max(0.0, (total - n) / (total - 2)))
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(20):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+            sched.step()
+    return w
+
+
 def t005_copy(bug: bool) -> Watch:
     # bug: the model that trains is a deepcopy made after the optimizer was built on the original
     import copy
@@ -536,6 +553,7 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T004-steplr": ("T004", t004_step, 4),
     "T004-epochs": ("T004", t004_epochs, 4),
     "T004-horizon": ("T004", t004_horizon, 5),  # cosine T_max=4: stepped past its horizon at step 6
+    "T004-linear": ("T004", t004_linear, 5),  # lr 0 from step 6
     "G004-warmup": ("G004", g004_warmup, 0),  # clean only: a warm-up over a bias that BatchNorm makes inert
     "T005": ("T005", t005, 1),
     "T005-copy": ("T005", t005_copy, 1),

@@ -4,9 +4,10 @@ first steps because its schedule is spent long before the run ends.
 A warm-up that starts at 0 rises on the next step and is not reported. A collapse is judged against the
 schedulers that step this optimizer (seen through ``LRScheduler.step``):
 
-* a scheduler with a horizon (``T_max``, ``total_steps``, ``total_iters``) is spent when it is stepped past it while
-  the optimizer still steps: reported then (a cosine over ``epochs`` stepped per batch); a decay that follows the
-  horizon (a OneCycleLR over the whole run) is the design;
+* a scheduler with a horizon (``T_max``, ``total_steps``, ``total_iters``, the step at which a LambdaLR's factor
+  reaches 0) is spent when it is stepped past it while the optimizer still steps: reported then (a cosine over
+  ``epochs`` stepped per batch); a decay that follows the horizon (a OneCycleLR, or a linear decay with warm-up,
+  over the whole run) is the design;
 * a scheduler without one (StepLR, MultiStepLR, ExponentialLR ...) stepped once per optimizer step: reported at the
   collapse (StepLR(step_size=30) stepped per batch); stepped once per several optimizer steps (per epoch) the decay
   is deliberate;
@@ -26,12 +27,26 @@ COLLAPSE = 10.0  # an order of magnitude
 HORIZONS = ("T_max", "total_steps", "total_iters")  # CosineAnnealingLR, OneCycleLR, LinearLR/PolynomialLR/ConstantLR
 
 
+LAMBDA_SCAN = 100_000  # how far a LambdaLR's factors are evaluated to find where they reach 0
+
+
 def horizon(scheduler: Any) -> tuple[str, int] | None:
-    """The scheduler's horizon in its own steps, as (attribute name, value), or None when it has none."""
+    """The scheduler's horizon in its own steps, as (how to name it, steps), or None when it has none. A LambdaLR's is
+    the first step at which every factor is 0 (the linear and cosine schedules with warm-up of common training
+    libraries are LambdaLRs that end at 0); a factor that raises, or never reaches 0 in ``LAMBDA_SCAN`` steps, gives
+    none."""
     for name in HORIZONS:
         value = getattr(scheduler, name, None)
         if isinstance(value, int) and value > 0:
-            return name, value
+            return f"{name}={value}", value
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if type(scheduler).__name__ == "LambdaLR" and lambdas:
+        try:
+            for n in range(1, LAMBDA_SCAN):
+                if all(float(f(n)) == 0.0 for f in lambdas):
+                    return f"its factor is 0 from step {n}", n
+        except Exception:  # the user's function: anything may happen
+            return None
     return None
 
 
@@ -45,6 +60,7 @@ class LearningRateCollapse(Check):
         self.collapsed: dict[int, tuple[float, float, int]] = {}  # group -> (peak, lowest lr, step first seen)
         # id(scheduler) -> (scheduler, optimizer step of its last call, fewest optimizer steps between two calls)
         self.schedulers: dict[int, tuple[Any, int, int]] = {}
+        self.horizons: dict[int, tuple[str, int] | None] = {}  # id(scheduler) -> its horizon (found once)
 
     def on_scheduler(self, ctx: Context, scheduler: Any) -> None:
         _, last, gap = self.schedulers.get(id(scheduler), (scheduler, -1, 0))
@@ -56,13 +72,15 @@ class LearningRateCollapse(Check):
         """Why a collapse is a bug ("" when no scheduler was seen), or None when the schedule explains it."""
         if not self.schedulers:
             return ""
-        for sched, _, gap in self.schedulers.values():
-            h = horizon(sched)
+        for key, (sched, _, gap) in self.schedulers.items():
+            if key not in self.horizons:
+                self.horizons[key] = horizon(sched)
+            h = self.horizons[key]
             name = type(sched).__name__
             if h is not None:
                 if int(getattr(sched, "last_epoch", 0)) > h[1]:
-                    return (f": {name} is stepped past its horizon {h[0]}={h[1]} while training goes on (a horizon "
-                            "counted in epochs, stepped per batch?)")
+                    return (f": {name} is stepped past its horizon ({h[0]}) while training goes on (a "
+                            "horizon counted in epochs, stepped per batch?)")
             elif gap == 1:
                 return f": {name} is stepped once per optimizer step (a schedule counted in epochs, stepped per batch?)"
         return None
