@@ -95,7 +95,7 @@ class LearningRateCollapse(Check):
             lr = float(group.get("lr", 0.0))
             self.zeros[gi] = self.zeros.get(gi, 0) + 1 if lr == 0 else 0
             if self.zeros[gi] >= 2:
-                ctx.report(self.code, f"param group {gi} has lr 0 at steps {ctx.current - 1} and {ctx.current}{sched}: "
+                ctx.report(self.code, f"{ctx.label}, param group {gi} has lr 0 at steps {ctx.current - 1} and {ctx.current}{sched}: "
                            "its parameters do not train", subject=f"param_group {gi}")
                 continue
             peak = self.peak[gi] = max(self.peak.get(gi, 0.0), lr)
@@ -112,5 +112,5 @@ class LearningRateCollapse(Check):
             fell = f"to {low:.3g} ({high / low:.0f}x)" if low > 0 else "to 0"
             hint = why or (": a scheduler stepped per batch with a horizon in epochs?" if low > 0 else
                            ": a scheduler horizon shorter than the run?")
-            ctx.report(self.code, f"param group {gi}: lr fell from {high:.3g} {fell} by step {at}{sched}{hint}",
+            ctx.report(self.code, f"{ctx.label}, param group {gi}: lr fell from {high:.3g} {fell} by step {at}{sched}{hint}",
                        subject=f"param_group {gi}")
