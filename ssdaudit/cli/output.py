@@ -57,8 +57,8 @@ def cli_errors(json_output: bool = False, debug: bool = False) -> Iterator[None]
         yield
     except (typer.Exit, typer.Abort):
         raise
-    except KeyboardInterrupt:
-        _report("interrupted", "interrupted", json_output)
+    except KeyboardInterrupt as exc:  # ``watch`` carries the diagnosis of the steps before the Ctrl-C (details)
+        _report("interrupted", "interrupted", json_output, getattr(exc, "details", None))
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except UserError as exc:
         _debug(exc, debug)

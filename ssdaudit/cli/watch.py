@@ -48,11 +48,11 @@ def watch(
             raise UsageError(f"unknown rule codes in --ignore: {', '.join(unknown)}")
         from ssdaudit.training.doctor.runner import run_watched
 
-        from ssdaudit.core.errors import ScriptError
+        from ssdaudit.core.errors import ScriptError, ScriptInterrupted
 
         try:
             report = run_watched(list(ctx.args), steps, every, codes, None if fmt is Format.text else sys.stderr)
-        except ScriptError as exc:
+        except (ScriptError, ScriptInterrupted) as exc:
             # what the steps before the failure showed is often its cause: print it, then the error (exit 2);
             # under --format json the error document carries it
             if exc.report is not None and exc.report.findings and fmt not in (Format.json, Format.sarif):

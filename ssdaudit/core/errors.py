@@ -60,6 +60,20 @@ class ScriptError(UserError):
         return {"report": self.report.to_dict()} if self.report is not None else None
 
 
+class ScriptInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) while ``ssdaudit watch`` ran the user's script: still an interruption (exit 130), carrying
+    ``report``, the diagnosis of the steps that ran before it, or None."""
+
+    def __init__(self, report: Any = None) -> None:
+        super().__init__("interrupted")
+        self.report = report
+
+    @property
+    def details(self) -> dict[str, Any] | None:
+        """What the JSON error document carries besides the message: the diagnosis so far."""
+        return {"report": self.report.to_dict()} if self.report is not None else None
+
+
 class UsageError(UserError):
     """A bad flag, value or combination on the command line."""
 

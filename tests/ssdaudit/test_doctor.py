@@ -514,16 +514,111 @@ def t016(bug: bool) -> Watch:
     return w
 
 
+def t002_manual(bug: bool) -> Watch:
+    # bug: the gradients zeroed by hand between backward and step; clean: every target ignored gives zero
+    # gradients from the loss itself (T011 names that), which nothing cleared: no T002
+    model = mlp(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data(16, classes=3)
+    with watch(model, opt, ignore=[] if bug else ["T011"]) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y if bug else torch.full_like(y, -100)).backward()
+            if bug:
+                for p in model.parameters():
+                    p.grad.zero_()  # type: ignore[union-attr]
+            opt.step()
+    return w
+
+
+def t004_epochs(bug: bool) -> Watch:
+    # StepLR(step_size=3 epochs, gamma 0.1) over 5 batches an epoch: stepped per epoch the 10x drop at step 16 is
+    # the design; stepped per batch (bug) it comes at step 4
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.1)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _epoch in range(4):
+            for _ in range(5):
+                opt.zero_grad()
+                F.mse_loss(model(x).squeeze(1), y).backward()
+                opt.step()
+                if bug:
+                    sched.step()
+            if not bug:
+                sched.step()
+    return w
+
+
+def t004_horizon(bug: bool) -> Watch:
+    # a schedule counted in batches over the whole run (OneCycleLR, total_steps = the run) falls 10x and more by
+    # design; the bug: a cosine horizon of 4 stepped past while the run goes on
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched: torch.optim.lr_scheduler.LRScheduler
+    if bug:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=20)
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(20):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+            sched.step()
+    return w
+
+
+def t004_linear(bug: bool) -> Watch:
+    # a linear decay with warm-up as a LambdaLR (the common training libraries' schedule), stepped per batch: to 0
+    # over the whole 20-step run (clean), or over 5 steps of a 20-step run (bug: stepped past its end)
+    total = 5 if bug else 20
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: n / 2 if n < 2 else max(0.0, (total - n) / (total - 2)))
+    x, y = data()
+    with watch(model, opt) as w:
+        for _ in range(20):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+            sched.step()
+    return w
+
+
+def t005_copy(bug: bool) -> Watch:
+    # bug: the model that trains is a deepcopy made after the optimizer was built on the original
+    import copy
+
+    base = mlp()
+    opt = torch.optim.SGD(base.parameters(), lr=0.05)
+    model = copy.deepcopy(base) if bug else base
+    x, y = data()
+    with watch(base, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.mse_loss(model(x).squeeze(1), y).backward()
+            opt.step()
+    return w
+
+
 # code -> (the loop, the step of the trigger in the buggy loop)
 CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T001": ("T001", t001, 2),           # the second step is the first that can accumulate
     "T002": ("T002", t002, 1),
     "T002-clip0": ("T002", t002_clip, 1),
+    "T002-manual": ("T002", t002_manual, 1),  # clean twin: all targets ignored, zero gradients from the loss
     "T003": ("T003", t003, 1),
     "T004": ("T004", t004, 4),           # cosine with T_max=3: lr 0.05, 0.0375, 0.0125 (4x), then 0 at step 4
     "T004-steplr": ("T004", t004_step, 4),
+    "T004-epochs": ("T004", t004_epochs, 4),
+    "T004-horizon": ("T004", t004_horizon, 5),  # cosine T_max=4: stepped past its horizon at step 6
+    "T004-linear": ("T004", t004_linear, 5),  # lr 0 from step 6
     "G004-warmup": ("G004", g004_warmup, 0),  # clean only: a warm-up over a bias that BatchNorm makes inert
     "T005": ("T005", t005, 1),
+    "T005-copy": ("T005", t005_copy, 1),
     "T006": ("T006", t006, 2),           # the validation pass after step 1 leaves the model in eval mode
     "T006-finetune": ("T006", t006_finetune, 0),  # no bug variant: frozen BN is deliberate
     "T006-norm-eval": ("T006", t006_norm_eval, 0),  # no bug variant: BN alone in eval, affine trained, is deliberate
@@ -796,3 +891,125 @@ print(sorted({{f.rule for f in w.findings() if f.severity.value in ("error", "wa
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ("['T016']" if bug else "[]"), proc.stdout + proc.stderr
+
+
+# --- several optimizers: each is judged against the clears of its own parameters before its own step ---------
+
+def gan(clear: str) -> tuple[Watch, Watch]:
+    """A GAN loop: the discriminator's step, then the generator's, whose loss backward also writes gradients into
+    the discriminator's parameters. ``clear``: how the discriminator's gradients are cleared before its backward
+    ("opt", "keep" (set_to_none=False), "model" (D.zero_grad(), G.zero_grad()), "toggle" (D frozen for the
+    generator's backward), or "never": the bug)."""
+    torch.manual_seed(0)
+    gen = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
+    disc = nn.Sequential(nn.Linear(4, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1))
+    og = torch.optim.Adam(gen.parameters(), lr=1e-3)
+    od = torch.optim.Adam(disc.parameters(), lr=1e-3)
+    real, z = torch.randn(16, 4) + 2, torch.randn(16, 4)
+    ones, zeros = torch.ones(16, 1), torch.zeros(16, 1)
+    bce = nn.BCEWithLogitsLoss()
+    with watch(gen, og) as wg, watch(disc, od) as wd:
+        for _ in range(STEPS):
+            fake = gen(z)
+            disc.requires_grad_(True)
+            if clear in ("opt", "toggle"):
+                od.zero_grad()
+            elif clear == "keep":
+                od.zero_grad(set_to_none=False)
+            elif clear == "model":
+                disc.zero_grad()
+            (bce(disc(real), ones) + bce(disc(fake.detach()), zeros)).backward()
+            od.step()
+            if clear == "toggle":
+                disc.requires_grad_(False)
+            gen.zero_grad() if clear == "model" else og.zero_grad()
+            bce(disc(fake), ones).backward()
+            og.step()
+    return wg, wd
+
+
+@pytest.mark.parametrize("clear", ["opt", "keep", "model", "toggle"])
+def test_gan_with_two_optimizers_is_clean(clear: str) -> None:
+    for w in gan(clear):
+        assert failing(w) == [] and not w.ctx.internal_errors
+
+
+def test_gan_whose_discriminator_is_never_cleared_names_its_optimizer() -> None:
+    wg, wd = gan("never")
+    assert failing(wg) == []
+    found = [f for f in wd.findings() if f.rule == "T001"]
+    assert found and wd.ctx.label in found[0].message and wd.first_step["T001"] == 2
+    assert wd.ctx.label == "optimizer (Adam, 49 parameters of `Sequential`)"  # 4*8+8 + 8*1+1
+
+
+def test_runner_names_each_optimizer_by_number_and_model_variable(tmp_path: Path) -> None:
+    script = tmp_path / "gan.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\nG = nn.Linear(2, 3)\nD = nn.Linear(3, 1)\n"
+        "og = torch.optim.SGD(G.parameters(), lr=0.1)\nod = torch.optim.Adam(D.parameters(), lr=0.1)\n"
+        "for _ in range(5):\n    fake = G(torch.randn(4, 2))\n    D(fake.detach()).mean().backward()\n    od.step()\n"
+        "    og.zero_grad()\n    D(fake).mean().backward()\n    og.step()\n")
+    from ssdaudit.training.doctor.runner import run_watched
+
+    report = run_watched(["python", str(script)], steps=4)
+    assert [f.rule for f in report.findings] == ["T001"]
+    assert report.findings[0].message.startswith("optimizer 2 (Adam, 4 parameters of `D`): ")
+
+
+def test_t005_says_when_the_optimizer_holds_another_copy_of_the_model() -> None:
+    copy = [f.message for f in t005_copy(True).findings() if f.rule == "T005"]
+    assert copy and "another copy" in copy[0] and "build the optimizer from the model you train" in copy[0]
+    graphless = [f.message for f in t005(True).findings() if f.rule == "T005"]
+    assert graphless and "another copy" not in graphless[0]
+
+
+def test_t002_is_not_reported_for_gradients_the_loss_made_zero() -> None:
+    # every target ignored: T011 says why, the zero gradients were never cleared
+    assert [f.rule for f in t011(True).findings() if f.severity is not Severity.INFO] == ["T011"]
+
+
+def test_a_check_reporting_another_severity_than_its_rule_is_documented() -> None:
+    """A finding printed with a severity other than its rule's must be explained on the rule's page (``why``)."""
+    import re
+
+    from ssdaudit.core.findings import RULES
+    from ssdaudit.training.doctor import checks
+
+    folder = Path(checks.__file__).parent
+    seen = 0
+    for module in folder.glob("*.py"):
+        text = module.read_text()
+        code = re.search(r'code = "(T\d{3})"', text)
+        for sev in re.findall(r"severity=Severity\.(\w+)", text):
+            assert code is not None, module
+            rule = RULES[code.group(1)]
+            if Severity[sev] is not rule.severity:
+                seen += 1
+                assert sev.lower() in rule.why.lower(), (rule.code, sev)
+    assert seen >= 1  # T011's one class per batch
+
+
+def test_watch_rejects_what_is_not_an_optimizer() -> None:
+    with pytest.raises(TypeError, match="torch.optim.Optimizer, got str"):
+        watch(mlp(), "notopt")  # type: ignore[arg-type]
+
+
+def test_torch_warnings_inside_the_taps_point_at_the_users_line() -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data()
+    with watch(model, opt), pytest.warns(UserWarning, match="target size") as caught:
+        F.mse_loss(model(x), y)  # (16, 1) against (16,): torch warns
+    assert {w.filename for w in caught if "target size" in str(w.message)} == {__file__}
+
+
+def test_ctrl_c_still_prints_the_diagnosis_then_exits_130(tmp_path: Path) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        "import os, signal, torch\nfrom torch import nn\nm = nn.Linear(3, 1)\nopt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "for i in range(10):\n    if i == 4:\n        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    m(torch.randn(4, 3)).sum().backward()\n    opt.step()\n")
+    r = ssdaudit_watch("--", "python", str(script))
+    assert r.returncode == 130, r.stderr
+    assert "T001 gradients-never-cleared" in r.stdout and "4 optimizer steps watched" in r.stdout
+    assert r.stderr.strip().splitlines()[-1] == "error: interrupted"

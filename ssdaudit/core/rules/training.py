@@ -46,9 +46,13 @@ register(
     ),
     Rule(
         code="T004", name="learning-rate-collapse", severity=Severity.ERROR,
-        summary="a learning rate that is 0, or falls by an order of magnitude or more within the first 100 steps",
+        summary="a learning rate that is 0, or collapses in the first 100 steps because its schedule is spent long before "
+                "the run ends",
         why="a scheduler stepped per batch with a horizon counted in epochs (or a horizon shorter than the run) drives "
-            "the learning rate to nothing within a few steps: the run continues and nothing learns.",
+            "the learning rate to nothing within a few steps: the run continues and nothing learns. A decay that follows "
+            "the scheduler's own design at the rate it is stepped (StepLR stepped per epoch, OneCycleLR over the whole "
+            "run) is not reported; a horizon (T_max, total_steps, total_iters) stepped past while training goes on, or "
+            "a step schedule stepped once per optimizer step that loses 10x, is.",
         fix="step the scheduler at the granularity its horizon is counted in (per epoch, or a horizon in batches)",
         bad_example="sched = CosineAnnealingLR(opt, T_max=epochs)\nfor x, y in loader:\n    ...\n    opt.step()\n"
                     "    sched.step()          # per batch: lr reaches 0 after `epochs` batches",
@@ -59,8 +63,11 @@ register(
         code="T005", name="backward-reaches-no-parameter", severity=Severity.ERROR,
         summary="an optimizer step whose backward reached none of the optimizer's parameters",
         why="a loss computed under no_grad or from detached outputs has no graph back to the model; forcing "
-            "loss.requires_grad = True makes backward() run without error, and no parameter ever gets a gradient.",
-        fix="compute the loss from the model's outputs with gradients enabled; never set requires_grad on a loss",
+            "loss.requires_grad = True makes backward() run without error, and no parameter ever gets a gradient. "
+            "Or the backward reaches parameters, only not the optimizer's: it was built on another copy of the model "
+            "(copy.deepcopy(model) after the optimizer), so the model that trains is never stepped.",
+        fix="compute the loss from the model's outputs with gradients enabled (never set requires_grad on a loss); build "
+            "the optimizer from the model you train, not from a copy made before it (copy.deepcopy)",
         bad_example="with torch.no_grad():\n    out = model(x)\nloss = loss_fn(out, y)\nloss.requires_grad = True\nloss.backward()",
         good_example="out = model(x)\nloss = loss_fn(out, y)\nloss.backward()",
         found_by=W,
@@ -124,7 +131,8 @@ register(
         code="T011", name="degenerate-targets", severity=Severity.ERROR,
         summary="every target equals ignore_index, or every batch holds a single class for many batches in a row",
         why="with every target ignored the loss is NaN or 0 and nothing learns (an inverted padding mask); batches "
-            "of one class (sorted data, no shuffle) make the model predict the current class and forget the others.",
+            "of one class (sorted data, no shuffle) make the model predict the current class and forget the others. "
+            "All targets ignored is an error; one class per batch is a heuristic and is reported as a warning.",
         fix="check the label mask (ignore only the padding); shuffle the training data (DataLoader(shuffle=True))",
         bad_example="y[y != pad] = -100          # mask inverted: every real token ignored\n"
                     "loader = DataLoader(sorted_by_label)",

@@ -2,7 +2,9 @@
 
 A *step* is one ``optimizer.step()``. ``Context.events`` holds what happened since the last step, in order:
 ``B`` a backward pass reached the optimizer's parameters, ``Z`` a ``zero_grad()``, ``C`` a ``clip_grad_norm_`` over
-its parameters, ``S`` a ``GradScaler.scale``, ``U`` a ``GradScaler.unscale_`` of this optimizer.
+its parameters, ``S`` a ``GradScaler.scale``, ``U`` a ``GradScaler.unscale_`` of this optimizer, ``O`` a step of
+another optimizer (the backwards before it were for that one: a GAN's generator loss also reaches the
+discriminator's parameters, which the discriminator's optimizer clears before its own step).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Context:
     every: int = 1
     scaler: Any = None
     scheduler: Any = None
+    label: str = "optimizer"  # how findings name the optimizer: "optimizer 2 (Adam, 1,234 parameters of `G`)"
     replicated: bool = False  # the watched model is a DistributedDataParallel: its ranks must stay equal
     step: int = 0
     events: list[str] = field(default_factory=list)

@@ -21,11 +21,11 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from ssdaudit.core.errors import ScriptError, UsageError, first_line
+from ssdaudit.core.errors import ScriptError, ScriptInterrupted, UsageError, first_line
 from ssdaudit.core.findings import rule_codes
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.report import DoctorReport
-from ssdaudit.training.doctor.watch import Watch
+from ssdaudit.training.doctor.watch import Watch, describe
 
 
 class _StopScript(BaseException):
@@ -80,6 +80,24 @@ def find_model(params: Iterable[torch.Tensor]) -> nn.Module | None:
     return best[1] if best is not None else None
 
 
+def _user_name(obj: object) -> str:
+    """The name the user's code (the innermost frame outside torch and ssdaudit) binds ``obj`` to, else ""."""
+    if obj is None:
+        return ""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+    frame = sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename.startswith((here, torch_dir))):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return ""
+    for scope in (frame.f_locals, frame.f_globals):
+        for key, value in scope.items():
+            if value is obj and not key.startswith("_"):
+                return key
+    return ""
+
+
 class Runner:
     """Attach a ``Watch`` to every optimizer built while ``patched()`` is active; stop after ``steps`` steps."""
 
@@ -98,8 +116,11 @@ class Runner:
         if any(w.optimizer is opt for w in self.watches):
             return
         params = [p for g in opt.param_groups for p in g["params"]]
-        w = Watch(find_model(params), opt, every=self.every, ignore=self.ignore).attach()  # replays earlier loads
+        model = find_model(params)
+        w = Watch(model, opt, every=self.every, ignore=self.ignore).attach()  # replays earlier loads
         self.watches.append(w)
+        name = _user_name(model) or (type(model).__name__ if model is not None else "")
+        w.ctx.label = describe(opt, name, len(self.watches))
 
         def stop(_opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
             if w.steps >= self.steps:
@@ -140,8 +161,8 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
                 script_stdout: TextIO | None = None) -> DoctorReport:
     """Run ``command`` (``python train.py ARGS`` or ``python -m module ARGS``) in this process with every optimizer
     watched, for at most ``steps`` optimizer steps; the diagnosis. ``script_stdout``: where the script's prints go
-    (default: stdout). Raises ``UsageError`` (bad command) or ``ScriptError`` (the script raised, exited non-zero,
-    or built no optimizer)."""
+    (default: stdout). Raises ``UsageError`` (bad command), ``ScriptError`` (the script raised, exited non-zero,
+    or built no optimizer) or ``ScriptInterrupted`` (Ctrl-C; a ``KeyboardInterrupt``)."""
     cmd = parse_command(command)
     runner = Runner(steps, every, ignore)
     old_argv, old_path = sys.argv, list(sys.path)
@@ -159,6 +180,8 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
                 runpy.run_path(cmd.target, run_name="__main__")
     except _StopScript:
         pass
+    except KeyboardInterrupt:  # Ctrl-C: the diagnosis of the steps so far, then the interruption (exit 130)
+        raise ScriptInterrupted(_so_far(runner, cmd)) from None
     except SystemExit as exc:
         if exc.code not in (None, 0):
             raise ScriptError(f"the script exited with status {exc.code} after {runner.report('').steps} steps",

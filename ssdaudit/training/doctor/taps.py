@@ -1,5 +1,5 @@
 """Process-wide taps on the calls the doctor cannot reach through hooks: ``torch.nn.functional`` losses and dropout,
-``clip_grad_norm_``, ``GradScaler`` and ``Module.load_state_dict``.
+``clip_grad_norm_``, ``GradScaler``, ``LRScheduler.step`` and ``Module.load_state_dict``.
 
 Each is replaced by a thin wrapper while at least one listener is installed (``install``/``uninstall`` count), and
 restored after; ``load_state_dict`` is wrapped for the whole process by ``ssdaudit.training.loads``, which this
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -32,6 +34,7 @@ class Listener(Protocol):
     def tap_clip(self, params: list[torch.Tensor], max_norm: float) -> None: ...
     def tap_scaler(self, scaler: Any, method: str, optimizer: Any) -> None: ...
     def tap_load(self, module: nn.Module, strict: bool, result: Any) -> None: ...
+    def tap_scheduler(self, scheduler: Any) -> None: ...
 
 
 _listeners: list[Listener] = []
@@ -55,6 +58,27 @@ def _patch(owner: Any, name: str, make: Callable[[Any], Any]) -> None:
     setattr(owner, name, make(original))
 
 
+def _call(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``original(*args, **kwargs)`` called from a wrapper here: a warning it raises that would point at this file
+    (torch's ``stacklevel=2``) is shown at the user's line that called the wrapper. The warning passes the user's
+    filters as usual; only where it is shown changes (``warnings.showwarning`` is wrapped for the call: replacing
+    the filters, as ``catch_warnings`` does, would make every "once per location" warning repeat)."""
+    shown = warnings.showwarning
+    caller = sys._getframe(2)  # the user's frame: _call <- wrapper <- caller
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if filename == __file__:
+            filename, lineno, line = caller.f_code.co_filename, caller.f_lineno, None
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        return original(*args, **kwargs)
+    finally:
+        warnings.showwarning = shown
+
+
 def _loss(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     sig = inspect.signature(original)
 
@@ -71,7 +95,7 @@ def _loss(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(inp, torch.Tensor):
                 for lst in list(_listeners):
                     lst.tap_loss(name, inp, target, opts)
-        return original(*args, **kwargs)
+        return _call(original, *args, **kwargs)
 
     return wrapper
 
@@ -81,7 +105,7 @@ def _dropout(original: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
         for lst in list(_listeners):
             lst.tap_dropout(float(p), bool(training))
-        return original(input, p, training, inplace)
+        return _call(original, input, p, training, inplace)
 
     return wrapper
 
@@ -94,7 +118,7 @@ def _clip(original: Callable[..., Any]) -> Callable[..., Any]:
             for lst in list(_listeners):
                 lst.tap_clip(params, float(max_norm))
             parameters = params
-        return original(parameters, max_norm, *args, **kwargs)
+        return _call(original, parameters, max_norm, *args, **kwargs)
 
     return wrapper
 
@@ -113,6 +137,17 @@ def _scaler(method: str, original: Callable[..., Any]) -> Callable[..., Any]:
         for lst in list(_listeners):
             lst.tap_scaler(self, method, arg)
         return original(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _scheduler_step(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = _call(original, self, *args, **kwargs)
+        for lst in list(_listeners):
+            lst.tap_scheduler(self)
+        return result
 
     return wrapper
 
@@ -142,6 +177,9 @@ def install() -> None:
 
     for method in SCALER_METHODS:
         _patch(GradScaler, method, functools.partial(_scaler, method))
+    from torch.optim.lr_scheduler import LRScheduler
+
+    _patch(LRScheduler, "step", _scheduler_step)
 
 
 def uninstall() -> None:

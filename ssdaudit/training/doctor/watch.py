@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.hooks import RemovableHandle
 
 from ssdaudit.core.findings import Finding, rule_codes
@@ -42,6 +43,12 @@ class Watch:
     def __init__(self, model: nn.Module | None, optimizer: torch.optim.Optimizer, *, scaler: Any = None,
                  scheduler: Any = None, every: int = 1, ignore: Iterable[str] = (), gradflow: bool = True,
                  early_steps: int = 100, checks: list[Check] | None = None) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"watch(model, optimizer): optimizer must be a torch.optim.Optimizer, got "
+                            f"{type(optimizer).__name__}")
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"watch(model, optimizer): model must be a torch.nn.Module (or None), got "
+                            f"{type(model).__name__}")
         if every < 1:
             raise ValueError("every must be >= 1")
         known, unknown = rule_codes(ignore)
@@ -52,6 +59,7 @@ class Watch:
         self.optimizer = optimizer
         self.ctx = Context(self.model, optimizer, every, scaler, scheduler,
                            replicated=isinstance(model, nn.parallel.DistributedDataParallel))
+        self.ctx.label = describe(optimizer, type(model).__name__ if model is not None else "")
         self.checks = checks if checks is not None else all_checks()
         for c in self.checks:
             if hasattr(c, "early_steps"):
@@ -75,6 +83,7 @@ class Watch:
         opt = self.optimizer
         self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
         self._handles.append(opt.register_step_post_hook(self._on_step_post))
+        self._handles.append(register_optimizer_step_post_hook(self._on_any_step_post))
         self._handles.append(nn.modules.module.register_module_forward_pre_hook(self._on_module_pre))
         self._handles.append(nn.modules.module.register_module_forward_hook(self._on_module_post))
         for obj in (opt, self.model):
@@ -173,6 +182,10 @@ class Watch:
         self.ctx.events.clear()
         self.ctx.loss_without_graph = 0
 
+    def _on_any_step_post(self, opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        if opt is not self.optimizer:
+            self.ctx.events.append("O")  # another optimizer stepped: the backwards before it were its own
+
     def _on_module_pre(self, module: nn.Module, args: Any) -> None:
         root = not self.ctx.stack
         self._dispatch("on_module_pre", module, args if isinstance(args, tuple) else (args,), root)
@@ -241,6 +254,10 @@ class Watch:
     def tap_load(self, module: nn.Module, strict: bool, result: Any) -> None:
         self._dispatch("on_load", module, strict, result)
 
+    def tap_scheduler(self, scheduler: Any) -> None:
+        if getattr(scheduler, "optimizer", None) is self.optimizer:
+            self._dispatch("on_scheduler", scheduler)
+
     # --- results ---------------------------------------------------------------------------------------
 
     @property
@@ -265,6 +282,13 @@ class Watch:
         return DoctorReport(target, self.steps, self.findings(), self.first_step, list(self.ctx.internal_errors))
 
 
+def describe(optimizer: torch.optim.Optimizer, model_name: str, number: int = 0) -> str:
+    """How findings name an optimizer: ``optimizer 2 (Adam, 1,234 parameters of `G`)`` (``number`` 0: no number)."""
+    count = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    of = f" of `{model_name}`" if model_name else ""
+    return f"optimizer{f' {number}' if number else ''} ({type(optimizer).__name__}, {count:,} parameters{of})"
+
+
 def watch(model: nn.Module | None, optimizer: torch.optim.Optimizer, *, scaler: Any = None, scheduler: Any = None,
           every: int = 1, ignore: Iterable[str] = (), gradflow: bool = True, early_steps: int = 100) -> Watch:
     """The training doctor for ``model`` trained by ``optimizer``: use as a context manager around the loop, or call
@@ -274,7 +298,8 @@ def watch(model: nn.Module | None, optimizer: torch.optim.Optimizer, *, scaler: 
     findings (the rates are read from the optimizer's param groups, whatever changes them). ``every``: value checks
     that sync with the device run every ``every`` steps. ``ignore``: rule codes never reported (deliberate patterns).
     ``gradflow``: also run ``GradFlowMonitor`` (G001-G006). ``early_steps``: the steps in which a learning-rate
-    collapse is reported. Raises ``ValueError`` for ``every < 1`` or an unknown code in ``ignore``.
+    collapse is reported. Raises ``TypeError`` when ``optimizer`` is not a ``torch.optim.Optimizer`` (or ``model`` not a
+    module), ``ValueError`` for ``every < 1`` or an unknown code in ``ignore``.
     """
     return Watch(model, optimizer, scaler=scaler, scheduler=scheduler, every=every, ignore=ignore, gradflow=gradflow,
                  early_steps=early_steps)

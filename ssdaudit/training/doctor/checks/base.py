@@ -11,7 +11,7 @@ from ssdaudit.training.doctor.context import Context
 
 # The methods a Watch dispatches, in the order they happen in a step.
 EVENTS = ("on_module_pre", "on_loss", "on_dropout", "on_backward_start", "on_backward_end", "on_clip",
-          "on_step_pre", "on_step_post", "on_load")
+          "on_step_pre", "on_step_post", "on_load", "on_scheduler")
 
 
 class Check:
@@ -46,3 +46,6 @@ class Check:
 
     def on_load(self, ctx: Context, module: nn.Module, strict: bool, result: Any) -> None:
         """``module.load_state_dict`` returned ``result`` (missing_keys, unexpected_keys)."""
+
+    def on_scheduler(self, ctx: Context, scheduler: Any) -> None:
+        """A learning-rate scheduler of the optimizer has stepped (``scheduler.last_epoch`` already advanced)."""

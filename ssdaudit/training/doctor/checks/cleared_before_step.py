@@ -1,4 +1,8 @@
-"""T002: between the last backward and ``step()`` the gradients were cleared (zero_grad) or zeroed (clipping)."""
+"""T002: between the last backward and ``step()`` the gradients were cleared (zero_grad) or zeroed (clipping).
+
+Gradients that are zero at the step because the loss gave none (every target ignored, a NaN or constant loss) were
+not cleared: all-zero gradients count only after a clip, or when they were nonzero at the end of the backward.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +15,34 @@ from ssdaudit.training.doctor.context import Context
 class ClearedBeforeStep(Check):
     code = "T002"
 
+    def __init__(self) -> None:
+        self.after_backward: torch.Tensor | None = None  # the largest gradient norm at the end of the last backward
+
+    def on_backward_end(self, ctx: Context) -> None:
+        grads = [p.grad for p in ctx.params() if id(p) in ctx.trained_ids and p.grad is not None] if ctx.due else []
+        self.after_backward = torch.stack(torch._foreach_norm(grads)).max() if grads else None  # no host sync here
+
     def on_step_pre(self, ctx: Context) -> None:
         if "B" not in ctx.events or ctx.closure_step:
             return
         last = len(ctx.events) - 1 - ctx.events[::-1].index("B")
         after = ctx.events[last + 1:]
         if "Z" in after:
-            ctx.report(self.code, f"zero_grad() ran after the backward of step {ctx.current} and before step(): "
+            ctx.report(self.code, f"{ctx.label}: zero_grad() ran after the backward of step {ctx.current} and before step(): "
                        "the step sees no gradient", subject="optimizer")
             return
         if not ctx.due:
             return
         grads = [p.grad for p in ctx.params() if id(p) in ctx.trained_ids and p.grad is not None]
         if not grads:
-            ctx.report(self.code, f"every gradient is None at step() {ctx.current} although a backward reached the "
+            ctx.report(self.code, f"{ctx.label}: every gradient is None at step() {ctx.current} although a backward reached the "
                        "parameters: something set .grad = None in between", subject="optimizer")
             return
         # all zero? the first nonzero gradient answers no: usually the first tensor looked at, so this costs one
         # small reduction per due step, not a pass over every gradient (the gradient-flow monitor makes its own)
-        if not any(bool(torch.any(g)) for g in grads):
+        was = self.after_backward
+        all_zero = not any(bool(torch.any(g)) for g in grads)
+        if all_zero and ("C" in after or (was is not None and bool(was > 0))):
             how = " by clip_grad_norm_ (max_norm 0?)" if "C" in after else ""
-            ctx.report(self.code, f"all {len(grads)} gradients are zero at step() {ctx.current} after a backward that "
+            ctx.report(self.code, f"{ctx.label}: all {len(grads)} gradients are zero at step() {ctx.current} after a backward that "
                        f"reached them: they were zeroed in between{how}", subject="optimizer")

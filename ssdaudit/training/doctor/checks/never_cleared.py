@@ -1,4 +1,11 @@
-"""T001: the first backward after a step finds the previous step's gradients still there (nothing cleared them)."""
+"""T001: a step whose gradients still hold those of the previous step (nothing cleared them in between).
+
+The first backward after a step that finds the previous gradients still there (nonzero, no ``zero_grad``) is only
+a suspicion: with several optimizers that is the rule, not a bug (a GAN's generator loss reaches the
+discriminator's parameters after the discriminator's step, and the discriminator's optimizer clears them before its
+own next step). It is reported at this optimizer's step when nothing cleared its parameters in between: no
+``zero_grad`` of it or its model, and the suspicious ``.grad`` tensor not replaced.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,25 @@ from ssdaudit.training.doctor.context import Context
 class NeverCleared(Check):
     code = "T001"
 
+    def __init__(self) -> None:
+        self.stale: tuple[torch.Tensor, torch.Tensor, str] | None = None  # (parameter, its stale .grad, message)
+
     def on_backward_start(self, ctx: Context, param: torch.Tensor) -> None:
-        if ctx.step == 0 or "B" in ctx.events or "Z" in ctx.events or param.grad is None or not ctx.due:
+        if self.stale is not None or ctx.step == 0 or "B" in ctx.events or "Z" in ctx.events:
             return  # before the first step, within an accumulation window, or cleared: nothing to see
+        if param.grad is None or not ctx.due:
+            return
         # Cleared another way (model.zero_grad(set_to_none=False), a loop over p.grad.zero_()): zeros are fine.
         if bool(param.grad.count_nonzero() > 0):
-            ctx.report(self.code, f"the backward of step {ctx.current} adds to gradients left from step {ctx.step} "
-                       f"({ctx.name_of(param)} still holds them): zero_grad() is never called between steps",
-                       subject="optimizer")
+            self.stale = (param, param.grad, f"{ctx.label}: the backward of step {ctx.current} adds to gradients left "
+                          f"from step {ctx.step} ({ctx.name_of(param)} still holds them): zero_grad() is never called "
+                          "between steps")
+
+    def on_step_pre(self, ctx: Context) -> None:
+        if self.stale is None:
+            return
+        param, grad, message = self.stale
+        self.stale = None
+        if "Z" in ctx.events or param.grad is not grad:
+            return  # cleared before this optimizer's step (the backward was another optimizer's)
+        ctx.report(self.code, message, subject="optimizer")
