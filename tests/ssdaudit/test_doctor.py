@@ -717,8 +717,9 @@ def test_text_renderer() -> None:
     console = Console(record=True, width=120)
     render(t001(True).report("loop"), console)
     text = console.export_text()
-    # the step it was first seen at, and the user's line whose call triggered it: regression()'s loss.backward()
-    backward = 1 + Path(__file__).read_text().splitlines().index("                    loss.backward()")
+    # the step it was first seen at, and the user's line whose call triggered it: regression()'s opt.step(), where
+    # the optimizer applies the gradients that were never cleared
+    backward = 1 + Path(__file__).read_text().splitlines().index("                    opt.step()")
     assert "T001" in text and "gradients-never-cleared" in text and "6 optimizer steps" in text
     here = Path(__file__).resolve()
     shown = here.relative_to(Path.cwd()) if here.is_relative_to(Path.cwd()) else here
@@ -753,8 +754,8 @@ def test_runner_names_the_examples_bug_and_passes_its_output_through() -> None:
     r = ssdaudit_watch("--steps", "5", "--", "python", EXAMPLE)
     assert r.returncode == 1, r.stderr
     assert "step 0 loss" in r.stdout  # the script's own output
-    backward = 1 + (ROOT / EXAMPLE).read_text().splitlines().index("    loss.backward()")
-    # the step it was first seen at, and the script's line that triggered it (the backward adding to old gradients)
+    backward = 1 + (ROOT / EXAMPLE).read_text().splitlines().index("    opt.step()")
+    # the step it was first seen at, and the script's line that triggered it (the step applying uncleared gradients)
     assert "T001 gradients-never-cleared" in r.stdout and f"(step 2, {EXAMPLE}:{backward})" in r.stdout
     assert "5 optimizer steps watched" in r.stdout  # stopped after --steps
 
@@ -774,7 +775,7 @@ def test_runner_fixed_example_is_clean_in_json(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_runner_github_annotations_point_at_the_scripts_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--format github: a T finding is annotated at the script's line whose call triggered it (here the backward),
+    """--format github: a T finding is annotated at the script's line whose call triggered it (here the step),
     not at line 1; a finding with no user frame (G findings, judged at the end) gets a file-level annotation."""
     from typer.testing import CliRunner
 
@@ -785,7 +786,7 @@ def test_runner_github_annotations_point_at_the_scripts_line(monkeypatch: pytest
     monkeypatch.chdir(ROOT)
     r = CliRunner().invoke(app, ["watch", "--steps", "3", "--format", "github", "--", "python", EXAMPLE])
     assert r.exit_code == 1, r.output
-    backward = 1 + (ROOT / EXAMPLE).read_text().splitlines().index("    loss.backward()")
+    backward = 1 + (ROOT / EXAMPLE).read_text().splitlines().index("    opt.step()")
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("::")]
     assert lines and lines[0].startswith(f"::error file={EXAMPLE},line={backward},title=T001 "), lines
     no_line = render_github([Finding("G005", Severity.WARNING, "fc", "vanishing")], default_file=EXAMPLE)
