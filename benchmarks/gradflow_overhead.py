@@ -40,7 +40,7 @@ class NaiveHooks:
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _steps import ssdlite_step  # noqa: E402
+from _steps import ssdlite_step, time_methods  # noqa: E402
 from _summary import record, set_quick  # noqa: E402
 
 
@@ -60,18 +60,8 @@ def main() -> None:
     # The monitor's own time, measured inside its hooks: immune to the step-to-step noise of a shared machine.
     hook_seconds = [0.0]
 
-    def timed(fn):
-        def wrapper(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                hook_seconds[0] += time.perf_counter() - start
-
-        return wrapper
-
-    for name in ("_on_forward_pre", "_on_forward", "_after_backward", "_on_step_pre", "_on_step_post"):
-        setattr(monitor, name, timed(getattr(monitor, name)))
+    time_methods(monitor, ("_on_forward_pre", "_on_forward", "_after_backward", "_on_step_pre", "_on_step_post"),
+                 hook_seconds)
     times: dict[str, list[float]] = {"no monitor": [], "GradFlowMonitor (every step)": [], "naive .item() hooks": []}
     block = 2  # steps per variant before rotating: hooks stay attached across steps, as in real training
     for b in range(1 + args.steps // block):

@@ -27,7 +27,7 @@ from ssdaudit.training.doctor.watch import Watch
 from ssdlite_model import ssds_voc, tiny
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _steps import ssdlite_step  # noqa: E402
+from _steps import ssdlite_step, time_methods, timed  # noqa: E402
 from _summary import record, set_quick  # noqa: E402
 
 
@@ -55,23 +55,12 @@ def timed_hooks(w: Watch, seconds: list[float]) -> None:
     """Add the wall time spent inside ``w``'s hooks (its own and its GradFlowMonitor's) to ``seconds[0]``: a measure
     of the doctor's own cost that the step-to-step noise of a shared machine does not blur (the loss/dropout/clip
     taps, a few calls per step, are left out)."""
-    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                seconds[0] += time.perf_counter() - start
-
-        return wrapper
-
-    for name in ("_on_step_pre", "_on_step_post", "_on_module_pre", "_on_module_post", "_backward_end"):
-        setattr(w, name, timed(getattr(w, name)))
+    time_methods(w, ("_on_step_pre", "_on_step_post", "_on_module_pre", "_on_module_post", "_backward_end"), seconds)
     make_hook = w._grad_hook
-    setattr(w, "_grad_hook", lambda p: timed(make_hook(p)))
+    setattr(w, "_grad_hook", lambda p: timed(make_hook(p), seconds))
     if w.monitor is not None:
-        for name in ("_on_forward_pre", "_on_forward", "_after_backward", "_on_step_pre", "_on_step_post"):
-            setattr(w.monitor, name, timed(getattr(w.monitor, name)))
+        time_methods(w.monitor, ("_on_forward_pre", "_on_forward", "_after_backward", "_on_step_pre", "_on_step_post"),
+                     seconds)
 
 
 def main() -> None:

@@ -229,10 +229,13 @@ def t006_norm_eval(bug: bool) -> Watch:
     return w
 
 
-def t007(bug: bool) -> Watch:
-    # distillation: a frozen teacher with BatchNorm; the bug leaves it in train mode
+def t007(bug: bool, frozen: bool = True) -> Watch:
+    """Distillation with a teacher that has BatchNorm; the bug leaves it in train mode. ``frozen`` False: the teacher
+    was never requires_grad_(False)-ed: it runs only under no_grad, so it gets no gradient and is in no optimizer,
+    yet (the bug) its BatchNorm statistics still move."""
     teacher = mlp(3)
-    teacher.requires_grad_(False)
+    if frozen:
+        teacher.requires_grad_(False)
     if not bug:
         teacher.eval()
     student = nn.Sequential(nn.Linear(4, 3))
@@ -249,22 +252,7 @@ def t007(bug: bool) -> Watch:
 
 
 def t007_no_grad_teacher(bug: bool) -> Watch:
-    # distillation with a teacher that was never requires_grad_(False)-ed: it runs only under no_grad, so it gets no
-    # gradient and is in no optimizer, yet (the bug) in train mode its BatchNorm statistics move
-    teacher = mlp(3)
-    if not bug:
-        teacher.eval()
-    student = nn.Sequential(nn.Linear(4, 3))
-    opt = torch.optim.SGD(student.parameters(), lr=0.05)
-    x, _ = data(16)
-    with watch(student, opt) as w:
-        for _ in range(STEPS):
-            opt.zero_grad()
-            with torch.no_grad():
-                soft = teacher(x).softmax(1)
-            F.cross_entropy(student(x), soft).backward()
-            opt.step()
-    return w
+    return t007(bug, frozen=False)
 
 
 def t007_teacher_trained(bug: bool) -> Watch:
