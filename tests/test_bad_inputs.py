@@ -325,10 +325,11 @@ def test_full_disk_during_training_and_write_mapped(tmp_path, monkeypatch, train
 # --- lost data ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dies_at", [METRICS, BEST, CHECKPOINT])
-def test_a_kill_at_any_step_of_the_epoch_writes_loses_nothing(tmp_path, monkeypatch, dies_at):
+@pytest.mark.parametrize("dies_at, at_epoch", [(METRICS, 2), (BEST, 2), (CHECKPOINT, 2), (CHECKPOINT, 1)])
+def test_a_kill_at_any_step_of_the_epoch_writes_loses_nothing(tmp_path, monkeypatch, dies_at, at_epoch):
     """The kill is simulated by raising inside the write path; resume must end with every metrics line once,
-    best.pth present and last.pth at the final epoch."""
+    best.pth present and last.pth at the final epoch. At epoch 1 the kill comes before the first last.pth: the
+    folder holds metrics but nothing to load, and --resume must still finish the run (from epoch 0)."""
     import ssdlite_model.train as train_mod
 
     out = tmp_path / "run"
@@ -336,13 +337,13 @@ def test_a_kill_at_any_step_of_the_epoch_writes_loses_nothing(tmp_path, monkeypa
     state = {"armed": True}
 
     def save(self, *names, metrics=None):
-        if state["armed"] and dies_at in names and self.epoch == 2:
+        if state["armed"] and dies_at in names and self.epoch == at_epoch:
             state["armed"] = False
             raise KeyboardInterrupt(f"killed while writing {dies_at}")
         return real_save(self, *names, metrics=metrics)
 
     def append(self, record):
-        if state["armed"] and dies_at == METRICS and record["epoch"] == 2:
+        if state["armed"] and dies_at == METRICS and record["epoch"] == at_epoch:
             state["armed"] = False
             raise KeyboardInterrupt("killed while writing metrics")
         return real_append(self, record)
@@ -367,14 +368,14 @@ def test_real_sigkill_of_ssdlite_train_never_damages_the_run(tmp_path):
            "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for k, delay in enumerate((4.0, 5.5, 7.0)):
-        proc = subprocess.Popen(cmd + (["--resume"] if (out / CHECKPOINT).exists() else []), env=env,
+        proc = subprocess.Popen(cmd + (["--resume"] if any((out / n).exists() for n in (CHECKPOINT, BEST, METRICS)) else []), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if (out / CHECKPOINT).exists():
             torch.load(out / CHECKPOINT, weights_only=True)  # always loadable
-    final = subprocess.run(cmd + (["--resume"] if (out / CHECKPOINT).exists() else []), env=env, capture_output=True,
+    final = subprocess.run(cmd + (["--resume"] if any((out / n).exists() for n in (CHECKPOINT, BEST, METRICS)) else []), env=env, capture_output=True,
                            text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
     epochs = [json.loads(line)["epoch"] for line in (out / METRICS).read_text().splitlines()]

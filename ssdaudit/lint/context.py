@@ -24,7 +24,11 @@ NOT_MODULES = {"Parameter", "ParameterList", "ParameterDict", "Buffer", "Uniniti
 PARAMETER_CALLS = {"Parameter", "UninitializedParameter"}
 TENSOR_FACTORIES = {"zeros", "ones", "rand", "randn", "randint", "tensor", "as_tensor", "arange", "empty", "full",
                     "eye", "linspace", "logspace", "from_numpy", "zeros_like", "ones_like", "randn_like", "rand_like",
-                    "empty_like", "full_like", "stack", "cat"}
+                    "empty_like", "full_like", "stack", "cat", "randperm", "tril_indices", "triu_indices", "hann_window",
+                    "hamming_window", "blackman_window", "bartlett_window", "kaiser_window"}
+# torch functions that do not return a tensor although their argument is one.
+NOT_TENSOR_RESULTS = {"is_tensor", "is_floating_point", "is_complex", "numel", "equal", "allclose", "is_nonzero",
+                      "is_storage", "typename", "result_type", "promote_types", "can_cast"}
 CONTAINER_CALLS = {"list", "tuple", "dict", "set", "OrderedDict", "deque", "defaultdict"}
 REGISTERING_CONTAINERS = {"ModuleList", "ModuleDict", "Sequential", "ParameterList", "ParameterDict"}
 REGISTERING_CALLS = {"add_module", "register_module", "register_parameter", "register_buffer"}
@@ -386,6 +390,11 @@ class FileContext:
         (``torch.zeros(n, n).t()``, ``torch.arange(n).float() / n``, ``torch.eye(n)[None]``)."""
         if self.is_tensor_factory(node):
             return True
+        if isinstance(node, cst.Call) and any(self.is_tensor_expr(a.value) for a in node.args if not a.keyword):
+            # a torch function of a tensor: torch.tril(torch.ones(n, n)), torch.exp(torch.arange(n) * -k)
+            head, _, last = (dotted(node.func) or "").rpartition(".")
+            if head in self.torch_aliases and last not in NOT_TENSOR_RESULTS:
+                return True
         if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) and node.func.attr.value in TENSOR_METHODS:
             return self.is_tensor_expr(node.func.value)
         if isinstance(node, cst.Subscript):

@@ -249,7 +249,7 @@ class _Scanner:
         operated = operated_parameter(ctx, value)
         if operated is not None:
             op, moved = operated
-            returns = "the move returns a plain tensor (on a GPU)" if moved else "it returns a plain non-leaf tensor"
+            returns = "the move returns a plain tensor wherever it changes the device or dtype" if moved else "it returns a plain non-leaf tensor"
             self._hit("R009", value, attr, RULES["R009"].message.format(attr=attr, op=op, returns=returns))
             return
         if isinstance(value, cst.Call) and not ctx.is_module_ctor(value):

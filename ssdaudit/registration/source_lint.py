@@ -214,8 +214,14 @@ def source_findings(model: Any, runtime: Sequence[Finding], probe_ran: bool) -> 
         same_path_note = bool(at_path)
         if targets:
             for rf in targets:
-                also = "" if rf.rule == sf.rule else f" ({sf.rule}: {sf.message})"
-                rf.message += f"; also found in source at {location.path}:{location.line}{also}"
+                if rf.rule != sf.rule and sf.rule in _CAUSES:
+                    # the source names the cause (a Parameter moved after wrapping), the runtime only its effect (a
+                    # plain tensor attribute): the cause is the finding, so its fix (not register_buffer) is shown
+                    rf.message = f"{sf.message} (at runtime: {rf.message}); found in source at {location.path}:{location.line}"
+                    rf.rule = sf.rule
+                else:
+                    also = "" if rf.rule == sf.rule else f" ({sf.rule}: {sf.message})"
+                    rf.message += f"; also found in source at {location.path}:{location.line}{also}"
                 if _RANK[sf.severity] < _RANK[rf.severity]:  # the stricter evidence decides
                     rf.severity = sf.severity
                 if rf.location is None:
@@ -227,6 +233,11 @@ def source_findings(model: Any, runtime: Sequence[Finding], probe_ran: bool) -> 
         added.append(replace(sf, path=paths[0], message=f"{sf.message} [found in the source of `{entry.cls.__name__}`]{more}",
                              location=location, autofix=None))
     return added
+
+
+# Static rules that name the cause of what the runtime reports under another code at the same path: R009 (a
+# Parameter moved or operated on after wrapping) is why the runtime sees a plain tensor attribute (R004).
+_CAUSES = frozenset({"R009"})
 
 
 def _rule_codes() -> list[str]:

@@ -124,8 +124,10 @@ class Trainer:
         if existing and not self.s.resume:
             raise TrainError(f"{self.run_dir} already holds a run ({', '.join(existing)}): pass --resume to continue it, "
                              "or choose another --out")
-        if self.s.resume and not ckpt.exists():
+        if self.s.resume and not ckpt.exists() and not existing:
             raise TrainError(f"nothing to resume: {ckpt} does not exist")
+        # --resume where a kill came before the first last.pth (metrics or best.pth written, last.pth not yet):
+        # nothing to load, so the run starts from epoch 0 and its metrics lines are replayed (see fit)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in stale_temp_files(self.run_dir, (CHECKPOINT, BEST, METRICS, "training.png")):
@@ -278,8 +280,9 @@ class Trainer:
         """Train to ``epochs`` (or the time budget); returns the epoch records also written to metrics.jsonl."""
         self.prepare_run_dir()
         if self.s.resume:
-            self.load(self.run_dir / CHECKPOINT)
-            self._trim_metrics()
+            if (self.run_dir / CHECKPOINT).exists():
+                self.load(self.run_dir / CHECKPOINT)
+            self._trim_metrics()  # from epoch 0 when killed before the first last.pth: every line is replayed
         _barrier(self.dist)
         monitor = None
         if self.s.gradflow:

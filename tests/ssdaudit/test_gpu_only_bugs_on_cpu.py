@@ -132,13 +132,16 @@ def test_only_the_models_own_classes_are_linted(tmp_path):
 
 
 def test_a_wrap_the_cpu_also_breaks_is_one_finding_with_both_evidences(tmp_path):
-    """``.double()`` after the wrap returns a plain tensor on the CPU too: the runtime's R004 and the linter's R009
-    at one attribute path are one finding, with the stricter severity (R009's error)."""
+    """``.double()`` (or ``.t()``) after the wrap returns a plain tensor on the CPU too: the runtime's R004 and the
+    linter's R009 at one attribute path are one finding. It is R009, the cause, with R009's fix (operate before
+    wrapping), never R004's register_buffer, which would make a trainable weight a constant."""
     target, lines = _file(tmp_path, MODEL.format(wrap="nn.Parameter(torch.empty(3).uniform_()).double()")
                           .replace("return x * self.w", "return x * self.w.float()"))
     report = audit_target(target, roundtrip=False)
     at_w = [f for f in report.findings if f.path in ("gate.w", "gate2.w")]
     assert sorted(f.path for f in at_w) == ["gate.w", "gate2.w"], report.findings  # one per instance, not two
     for f in at_w:
-        assert f.rule == "R004" and f.severity is Severity.ERROR
-        assert f"also found in source at {Path(f.location.path)}:{_line_of(lines, 'self.w = nn.Parameter')} (R009:" in f.message
+        assert f.rule == "R009" and f.severity is Severity.ERROR
+        assert "register_buffer" not in f.fix and "before wrapping" in f.fix
+        assert f"found in source at {Path(f.location.path)}:{_line_of(lines, 'self.w = nn.Parameter')}" in f.message
+        assert "at runtime:" in f.message  # the runtime evidence is kept

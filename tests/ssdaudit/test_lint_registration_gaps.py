@@ -29,6 +29,9 @@ SOURCE = textwrap.dedent('''
             self.rot = torch.zeros(n, n).t()  # expect: R004
             self.col = torch.ones(n).unsqueeze(0).view(n, 1)  # expect: R004
             self.ids = torch.arange(n).tolist()
+            self.causal = torch.tril(torch.ones(n, n))  # expect: R004
+            self.decay = torch.exp(torch.arange(n) * -0.5)  # expect: R004
+            self.same = torch.equal(torch.ones(n), torch.ones(n))
 
         def _build(self, n: int) -> None:
             self.table = torch.zeros(n)  # expect: R004
@@ -50,7 +53,7 @@ SOURCE = textwrap.dedent('''
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             self._cache(x)
             y = self.proj(x) + self.table * self.scale + self.pos + self.mean + self.cached + x @ self.rot
-            return y + self.col.sum() + self.scratch.sum() + len(self.ids)
+            return y + self.col.sum() + self.scratch.sum() + len(self.ids) + self.causal.sum() + self.decay.sum() + self.same
 
 
     class Wrapped(nn.Module):
