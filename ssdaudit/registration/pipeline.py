@@ -137,6 +137,13 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
             placement = ProbePlacement("cpu", f"meta failed: {why}")
     elif failure is not None:
         placement = ProbePlacement("meta", f"--probe-device meta; it failed there: {meta_reason(failure)}")
+    if placement.device == "meta" and failure is not None:
+        # the input is not the problem there: the meta device is; say so where N004's generic fix would mislead
+        hint = ("raise --probe-memory to let the probe run on a CPU copy" if probe_device == "auto"
+                else "--probe-device auto or cpu runs it on a CPU copy with random weights")
+        for f in report.findings:
+            if f.rule == "N004":
+                f.message += f" (on the meta device: {hint})"
     if example is None:
         placement = ProbePlacement("none", "no example input")
     report.probe = placement
