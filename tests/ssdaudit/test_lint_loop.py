@@ -108,12 +108,19 @@ CASES = {
             F.cross_entropy(model(x), y).backward()
             opt.step()
         """, []),
-    "L001-periodic-clear": ("""
+    "L001-periodic-clear-but-step-every-iteration": ("""
         for i, (x, y) in enumerate(loader):
             if i % accum == 0:
                 opt.zero_grad()
             (F.cross_entropy(model(x), y) / accum).backward()
             opt.step()
+        """, [("L001", "warning", 6)]),
+    "L001-gradient-accumulation": ("""
+        for i, (x, y) in enumerate(loader):
+            (F.cross_entropy(model(x), y) / accum).backward()
+            if (i + 1) % accum == 0:
+                opt.step()
+                opt.zero_grad()
         """, []),
     "L001-clear-after-branches": ("""
         for x, y in loader:

@@ -1,7 +1,7 @@
 """L001: a loop calls backward() and optimizer.step() but nothing in it clears the gradients; or (a warning) it
 steps on every path through the loop body while its only clears sit in branches some paths skip (``if epoch > 0:
-opt.zero_grad()``, a clear in one arm of ``if use_amp: ... else: ...``). A clear under a periodic test
-(``if i % k == 0``) is gradient accumulation, on purpose: left alone."""
+opt.zero_grad()``, a clear in one arm of ``if use_amp: ... else: ...``). Gradient accumulation (a step under
+``if i % k == 0`` as well as the clear) is left alone: a step on some paths only is not judged."""
 
 from __future__ import annotations
 
@@ -40,10 +40,6 @@ def _clears_on_every_path(body: cst.CSTNode) -> bool:
     return any(isinstance(n, cst.Assign) and clears_gradients(n) for n in own_nodes(body))
 
 
-def _periodic(test: cst.CSTNode) -> bool:
-    return any(isinstance(n, cst.BinaryOperation) and isinstance(n.operator, cst.Modulo) for n in walk(test))
-
-
 def check(ctx: FileContext) -> Iterator[Hit]:
     for scope in scopes(ctx):
         for loop, calls in training_loops(scope):
@@ -61,9 +57,9 @@ def check(ctx: FileContext) -> Iterator[Hit]:
             clears = _clears(loop.body)
             if not clears or not on_every_path(loop.body, is_optimizer_step) or _clears_on_every_path(loop.body):
                 continue  # clears only in a closure, a step on some paths only (accumulation), or a clear on every path
+            # a step on every iteration with a clear on some (even `if i % k == 0`, which looks like accumulation):
+            # accumulation steps only every k iterations too, so here the gradients pile up and are applied each time
             tests = [t for c in clears for t in guarding_tests(loop.body, c)]
-            if any(_periodic(t) for t in tests):
-                continue  # if i % k == 0: opt.zero_grad(): accumulation over k steps, on purpose
             shown = ctx.code(tests[0]).strip() if tests else "a branch"
             yield Hit(steps[0], opt, f"{dotted(steps[0].func)}() runs on every iteration, but the gradients are cleared "
                       f"only on some paths (under `{shown}`): on the others they add up over the iterations",

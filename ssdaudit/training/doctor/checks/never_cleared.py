@@ -29,8 +29,8 @@ class NeverCleared(Check):
         # Cleared another way (model.zero_grad(set_to_none=False), a loop over p.grad.zero_()): zeros are fine.
         if bool(param.grad.count_nonzero() > 0):
             self.stale = (param, param.grad, f"{ctx.label}: the backward of step {ctx.current} adds to gradients left "
-                          f"from step {ctx.step} ({ctx.name_of(param)} still holds them): zero_grad() is never called "
-                          "between steps")
+                          f"from step {ctx.step} ({ctx.name_of(param)} still holds them): no zero_grad() between step "
+                          f"{ctx.step} and step {ctx.current}")
 
     def on_step_pre(self, ctx: Context) -> None:
         if self.stale is None:
