@@ -47,10 +47,11 @@ class LintResult:
     fixed: int = 0  # fixes applied (``--fix``) or that would be (``--diff``)
     diff: str = ""  # the unified diff of the fixes (``--diff``; also filled by ``--fix``)
     changed: list[str] = field(default_factory=list)  # files the fixes changed
+    applied: list[str] = field(default_factory=list)  # "file:line: CODE title" of each fix applied (or shown)
 
     def to_dict(self) -> dict[str, Any]:
         return {"files": self.files, "suppressed": self.suppressed, "errors": self.errors, "fixed": self.fixed,
-                "changed": self.changed, "findings": [f.to_dict() for f in self.findings]}
+                "changed": self.changed, "applied": self.applied, "findings": [f.to_dict() for f in self.findings]}
 
     def exit_code(self, strict: bool = False) -> int:
         """1 on any finding above a note: a lint rule reports what source alone shows, so warnings fail too."""
@@ -65,6 +66,7 @@ class _FileResult:
     fixed: int = 0
     source: str = ""  # the original text, only when the fixes changed it (the diff needs both)
     new_source: str | None = None  # after the fixes, when they changed anything
+    applied: list[str] = field(default_factory=list)  # "file:line: CODE title" of each fix applied
 
 
 @dataclass(frozen=True)
@@ -160,9 +162,10 @@ def _syntax_error(path: Path, source: str, exc: Exception) -> Finding | str:
     return f"{path}: the linter's parser cannot read it: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
 
 
-def apply_edits(source: str, fixes: Sequence[Fix]) -> tuple[str, int]:
+def apply_edits(source: str, fixes: Sequence[Fix], done: list[Fix] | None = None) -> tuple[str, int]:
     """``source`` with the fixes' edits applied: (new text, fixes applied). A fix whose edits overlap one already
-    taken is left for the next round; identical fixes (two findings on one container) count once."""
+    taken is left for the next round; identical fixes (two findings on one container) count once. ``done``, when
+    given, receives the fixes applied."""
     starts = [0]
     for line in source.splitlines(keepends=True):
         starts.append(starts[-1] + len(line))
@@ -182,6 +185,8 @@ def apply_edits(source: str, fixes: Sequence[Fix]) -> tuple[str, int]:
         seen.add(fix.edits)
         taken += spans
         applied += 1
+        if done is not None:
+            done.append(fix)
     for start, end, text in sorted(taken, key=lambda s: (s[0], s[1]), reverse=True):
         source = source[:start] + text + source[end:]
     return source, applied
@@ -215,6 +220,7 @@ def _lint_file(path: Path, job: _Job, classes: AbstractSet[str] | None = None) -
         return _FileResult([], error=f"{path}: cannot read: {exc}")
     original = source
     fixed = 0
+    titles: list[str] = []
     codes = _applicable(source, known, job.ignore)
     if not codes:  # nothing to look for: only whether it parses (Python's parser, ten times faster)
         try:
@@ -237,14 +243,17 @@ def _lint_file(path: Path, job: _Job, classes: AbstractSet[str] | None = None) -
         findings, suppressed = _findings(ctx, codes)
         if not job.fix:
             break
-        fixes = [f.autofix for f in findings if f.autofix is not None and (f.autofix.safe or job.unsafe)]
-        new, applied = apply_edits(source, fixes)
+        fixable = [f for f in findings if f.autofix is not None and (f.autofix.safe or job.unsafe)]
+        done: list[Fix] = []
+        new, applied = apply_edits(source, [f.autofix for f in fixable if f.autofix is not None], done)
         if not applied or new == source:
             break
         source, fixed = new, fixed + applied
+        titles += [f"{f.location or path}: {f.rule} {f.autofix.title}" for f in sorted(fixable, key=_sort_key)
+                   if f.autofix is not None and any(f.autofix is d for d in done)]
     if source == original:  # nothing changed: no text goes back to the parent process
         return _FileResult(findings, suppressed, None, fixed)
-    return _FileResult(findings, suppressed, None, fixed, original, source)
+    return _FileResult(findings, suppressed, None, fixed, original, source, titles)
 
 
 def _excluded(path: Path, skipped: list[Path]) -> bool:
@@ -287,6 +296,7 @@ def lint_paths(paths: Sequence[str | Path], ignore: AbstractSet[str] = frozenset
     diffs: list[str] = []
     changed: list[str] = []
     suppressed = fixed = 0
+    applied: list[str] = []
     for path, r in zip(todo, results):
         findings += [x for x in r.findings if x.rule not in ignore]
         suppressed += r.suppressed
@@ -295,13 +305,14 @@ def lint_paths(paths: Sequence[str | Path], ignore: AbstractSet[str] = frozenset
             errors.append(r.error)
         if r.new_source is not None:
             changed.append(str(path))
+            applied += r.applied
             diffs.append("".join(difflib.unified_diff(r.source.splitlines(keepends=True),
                                                       r.new_source.splitlines(keepends=True),
                                                       f"a/{path.as_posix().lstrip('/')}", f"b/{path.as_posix().lstrip('/')}")))
             if write:
                 atomic_write_text(path, r.new_source)
     findings.sort(key=_sort_key)
-    return LintResult(findings, len(files), suppressed, errors, fixed, "".join(diffs), changed)
+    return LintResult(findings, len(files), suppressed, errors, fixed, "".join(diffs), changed, applied)
 
 
 def _sort_key(f: Finding) -> tuple[str, int, int, str]:

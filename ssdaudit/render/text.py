@@ -51,6 +51,8 @@ def render_lint_text(result: LintResult, console: Console) -> None:
         console.print(f"{escape(str(f.location or ''))}: [{_STYLE[f.severity]}]{f.rule}[/]{escape(mark)} {escape(f.message)}")
     for e in result.errors:
         console.print(f"[yellow]{escape(e)}[/]")
+    for line in result.applied:  # what each fix did: the container chosen, persistent or not
+        console.print(f"fixed {escape(line)}")
     n = len(result.findings)
     summary = f"{n} finding{'s' if n != 1 else ''} in {result.files} file{'s' if result.files != 1 else ''}"
     if result.suppressed:

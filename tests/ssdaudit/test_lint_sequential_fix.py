@@ -93,3 +93,21 @@ def test_sequential_fix_runs_the_same_and_keys_its_state_dict_like_modulelist(tm
     fixed.load_state_dict(other.state_dict())
     x = torch.rand(2, 4)
     torch.testing.assert_close(fixed(x), other(x))
+
+
+def test_lint_fix_says_what_each_fix_did(tmp_path: Path) -> None:
+    """`lint --fix` names each applied fix (which container, that the keys stay), not only a count."""
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli import app
+
+    path = tmp_path / "net.py"
+    path.write_text(SOURCE)
+    result = CliRunner().invoke(app, ["lint", str(path), "--fix"])
+    fixed = [line for line in result.stdout.splitlines() if line.startswith("fixed ")]
+    assert len(fixed) == 7, result.stdout
+    chain = next(line for line in fixed if "self.chain" in line)
+    assert "R001" in chain and "nn.Sequential" in chain and "state_dict() keys stay" in chain
+    assert all("nn.ModuleList" in line for line in fixed if "self.indexed" in line)
+    lines = [int(line.split(":")[1]) for line in fixed]
+    assert lines == sorted(lines)  # in the file's order
