@@ -244,6 +244,7 @@ def test_usage_errors_of_the_console_script_are_one_line(args):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--help`)" in lines[0], proc.stderr
+    assert "Value error" not in lines[0]  # click's converter prefix says nothing to a user
     if "json" in args:
         assert json.loads(proc.stdout)["error"]["kind"] == "usage"
     else:

@@ -158,7 +158,9 @@ def run_app(app: Callable[..., object]) -> None:
         argv = sys.argv[1:]
         json_output = any(a == "--format=json" for a in argv) or any(
             a == "--format" and argv[k + 1:k + 2] == ["json"] for k, a in enumerate(argv))
-        _report(f"{exc.format_message()}{where}", "usage", json_output)
+        # click's message quotes the converter's ("Value error, 'gpu' is not one of ..."): drop that prefix
+        message = exc.format_message().replace("Value error, ", "")
+        _report(f"{message}{where}", "usage", json_output)
         sys.exit(EXIT_USAGE)
     except cx.ClickException as exc:
         exc.show()
