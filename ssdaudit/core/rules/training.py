@@ -133,7 +133,8 @@ register(
         why="with every target ignored the loss is NaN or 0 and nothing learns (an inverted padding mask); batches "
             "of one class (sorted data, no shuffle) make the model predict the current class and forget the others. "
             "All targets ignored is an error; one class per batch is a heuristic and is reported as a warning.",
-        fix="check the label mask (ignore only the padding); shuffle the training data (DataLoader(shuffle=True))",
+        fix="every target ignored: check the label mask (ignore only the padding); one class per batch: shuffle the "
+            "training data (DataLoader(shuffle=True))",
         bad_example="y[y != pad] = -100          # mask inverted: every real token ignored\n"
                     "loader = DataLoader(sorted_by_label)",
         good_example="y[y == pad] = -100\nloader = DataLoader(ds, shuffle=True)",

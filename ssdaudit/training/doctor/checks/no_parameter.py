@@ -39,7 +39,7 @@ class BackwardReachesNoParameter(Check):
     def on_step_pre(self, ctx: Context) -> None:
         if "B" in ctx.events or ctx.closure_step or not ctx.trained_ids or ("T005", "optimizer") in ctx.found:
             return
-        head = (f"{ctx.label}: no backward reached any of the optimizer's {len(ctx.trained_ids)} trainable parameters "
+        head = (f"{ctx.label}: no backward reached any of the optimizer's {len(ctx.trained_ids)} trainable parameter tensors "
                 f"before step {ctx.current}")
         if ctx.loss_without_graph:
             ctx.report(self.code, f"{head}; {ctx.loss_without_graph} loss call(s) got inputs without an autograd graph "
