@@ -59,6 +59,11 @@ def lint(
             fail(f"unknown rule code {unknown[0]!r} in --ignore (see `ssdaudit rules`)")
         if fix and diff:
             fail("--fix and --diff: choose one (--diff writes nothing)")
+        if unsafe_fixes and not (fix or diff):
+            fail("--unsafe-fixes adds to --fix or --diff: pass one of them too (e.g. --diff --unsafe-fixes to look first)")
+        absent = [str(p) for p in exclude if not p.exists()]
+        if absent:
+            fail(f"--exclude {absent[0]}: no such file or folder (a typo would exclude nothing)")
         result = lint_paths(list(paths), codes, list(exclude), fix=fix or diff, unsafe_fixes=unsafe_fixes,
                             write=not diff)
         if diff:

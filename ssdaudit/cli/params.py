@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ssdaudit.cli.app import Device, app, parse_shape, timeout_option
+from ssdaudit.cli.app import Device, app, fail, parse_shape, timeout_option
 from ssdaudit.cli.output import Format, cli_errors, emit, exit_with
 
 
@@ -72,6 +72,9 @@ def params(
         from ssdaudit.registration.probe_device import parse_memory
 
         shape = parse_shape(input_shape) if input_shape else None
+        if probe_memory.strip().lower() != "auto" and device is not Device.meta:
+            fail("--probe-memory bounds the CPU copy of a model built with --device meta; this one is built on the "
+                 "CPU already: drop it, or add --device meta")
         if trust_pickle:
             typer.echo("warning: --trust-pickle: checkpoints that hold Python objects are unpickled with "
                        "weights_only=False, which runs any code they contain", err=True)

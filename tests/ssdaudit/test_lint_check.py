@@ -431,3 +431,13 @@ def test_lint_refuses_a_binary_file_and_a_folder_without_python(tmp_path):
         assert "E999" not in result.output
     (empty / "data" / "ok.py").write_text("x = 1\n")
     assert runner.invoke(app, ["lint", str(empty)]).exit_code == 0
+
+
+def test_lint_options_that_would_do_nothing_are_refused(tmp_path):
+    """--unsafe-fixes alone and an --exclude that names nothing would pass silently, doing nothing."""
+    (tmp_path / "m.py").write_text("x = 1\n")
+    alone = runner.invoke(app, ["lint", str(tmp_path), "--unsafe-fixes"])
+    assert alone.exit_code == 2 and "--unsafe-fixes" in alone.stderr, alone.output
+    typo = runner.invoke(app, ["lint", str(tmp_path), "--exclude", str(tmp_path / "legacyy")])
+    assert typo.exit_code == 2 and "--exclude" in typo.stderr, typo.output
+    assert runner.invoke(app, ["lint", str(tmp_path), "--exclude", str(tmp_path / "m.py")]).exit_code == 0

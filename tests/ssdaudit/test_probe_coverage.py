@@ -150,6 +150,8 @@ def test_cli_reports_the_probe_device_in_text_and_json(tmp_path):
     assert refused.exit_code == 2 and "--probe-device meta needs --device meta" in refused.output
     bad = runner.invoke(app, ["params", target, "--device", "meta", "--probe-memory", "lots"])
     assert bad.exit_code == 2 and "bad --probe-memory" in bad.output
+    idle = runner.invoke(app, ["params", target, "--probe-memory", "1KB"])  # a CPU build has no copy to bound
+    assert idle.exit_code == 2 and "--probe-memory" in idle.output and "--device meta" in idle.output
 
 
 def test_memory_sizes_and_reasons():
