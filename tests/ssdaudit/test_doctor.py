@@ -1006,3 +1006,11 @@ def test_ctrl_c_still_prints_the_diagnosis_then_exits_130(tmp_path: Path, bug: b
     assert "4 optimizer steps watched" in r.stdout, r.stdout
     assert ("T001 gradients-never-cleared" in r.stdout) is bug
     assert r.stderr.strip().splitlines()[-1] == "error: interrupted"
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_t007_names_a_standalone_teacher_by_the_users_variable(frozen: bool) -> None:
+    """A teacher outside the watched model is named by the user's variable (`teacher.1`), not only "BatchNorm1d"."""
+    found = [f for f in t007(True, frozen=frozen).findings() if f.rule == "T007"]
+    assert found and found[0].path.startswith("teacher."), [f.path for f in found]
+    assert f"e.g. {found[0].path}:" in found[0].message
