@@ -116,18 +116,13 @@ def transformers_models(only: tuple[str, ...] | None = None):
 
 
 def transformers_input(model: torch.nn.Module, device: str) -> Any:
-    name = getattr(model, "main_input_name", "input_ids")
-    cfg = getattr(model, "config", None)
-    if name == "input_ids":
-        vocab = int(getattr(cfg, "vocab_size", 100) or 100)
-        return torch.randint(0, min(vocab, 100), (2, 8), device=device)
-    if name == "pixel_values":
-        size = getattr(cfg, "image_size", 224)
-        size = size if isinstance(size, int) else 224
-        return torch.rand(2, getattr(cfg, "num_channels", 3) or 3, size, size, device=device)
-    if name == "input_values":
-        return torch.rand(2, 16000, device=device)
-    return None
+    """The input ``ssdaudit params hf:NAME`` probes with (``library_models.hf_example_input``), on ``device``."""
+    from torch.utils._pytree import tree_map
+
+    from ssdaudit.core.library_models import hf_example_input
+
+    example = hf_example_input(getattr(model, "config", None), type(model))
+    return tree_map(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, example)
 
 
 def roundtrip_on_cpu(build: Callable[[], torch.nn.Module], example: Callable[[str], Any], zoo: str) -> list[str] | None:
@@ -166,10 +161,24 @@ def _cpu_fallback(row: Row, build: Callable[[], torch.nn.Module], example: Calla
     if failure is None:
         return findings
     row.meta_failure = meta_reason(failure)
-    _need, _limit, over = over_budget(meta_model, budget)
-    if over:
-        row.meta_failure += " (over the CPU budget)"
-        return findings
+    need, limit, over = over_budget(meta_model, budget)
+    if over:  # as `ssdaudit params` does: a CPU copy with placeholder weights (shared memory), allocations bounded
+        from ssdaudit.registration.placeholder import address_space_limit, placeholder_copy, placeholder_input
+
+        try:
+            with warnings.catch_warnings(), address_space_limit(limit):
+                warnings.simplefilter("ignore")
+                model = placeholder_copy(meta_model)
+                x = placeholder_input(transformers_input(meta_model, "meta") if zoo == "transformers" else example("meta"))
+                ph_findings = find_unregistered(model, x)
+        except Exception as exc:  # the copy itself failed (a model that refuses deepcopy): the meta run stands
+            row.meta_failure += f" (placeholder copy failed: {exc.__class__.__name__})"
+            return findings
+        row.probe_device = "cpu~"
+        if not _probe_ran(ph_findings):
+            row.meta_failure += f"; on placeholder weights: {meta_reason(probe_failure(ph_findings) or '?')}"
+        del model
+        return ph_findings
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -280,14 +289,17 @@ def main() -> None:
     flagged = [r for r in built if r.flagged]
     probes = sum(r.probe_ran for r in built)
     fallback = sum(r.probe_device == "cpu*" and r.probe_ran for r in built)
+    placeholder = sum(r.probe_device == "cpu~" and r.probe_ran for r in built)
     print(f"\n{args.zoo}: {len(built)} models audited ({len(rows) - len(built)} could not be built here), "
           f"{len(flagged)} with error/warning findings, forward probes ran on {probes} of {len(built)} "
-          f"({fallback} on a CPU copy after meta failed), {sum(r.seconds for r in built):.1f} s in all")
+          f"({fallback} on a CPU copy after meta failed, {placeholder} on one with placeholder weights), "
+          f"{sum(r.seconds for r in built):.1f} s in all")
     text_models = [r for r in built if r.input_name == "input_ids"]
     if text_models:
         print(f"models whose input is input_ids: forward probes ran on {sum(r.probe_ran for r in text_models)} of "
               f"{len(text_models)} ({sum(r.probe_ran and r.probe_device == 'meta' for r in text_models)} on meta, "
-              f"{sum(r.probe_ran and r.probe_device == 'cpu*' for r in text_models)} on a CPU copy)")
+              f"{sum(r.probe_ran and r.probe_device == 'cpu*' for r in text_models)} on a CPU copy, "
+              f"{sum(r.probe_ran and r.probe_device == 'cpu~' for r in text_models)} with placeholder weights)")
     for r in built:
         if not r.probe_ran and r.meta_failure:
             print(f"  probe did not run: {r.name}: meta failed: {r.meta_failure}")

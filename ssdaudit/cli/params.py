@@ -28,11 +28,14 @@ def params(
     probe_device: ProbeDevice = typer.Option(ProbeDevice.auto, "--probe-device", help="Where the forward probe of a "
                                              "model built with --device meta runs. auto: on meta, and where that fails "
                                              "for a meta-only reason (.item(), data-dependent shapes), on a CPU copy "
-                                             "with random weights if it fits --probe-memory; meta: there only; cpu: "
-                                             "always on a CPU copy (refused if over --probe-memory). The report "
-                                             "names the device used and why."),
-    probe_memory: str = typer.Option("auto", "--probe-memory", help="Largest CPU copy (parameters and buffers) that "
-                                     "--probe-device may build, e.g. 4GiB or 512MB; auto: half the memory available."),
+                                             "with random weights if it fits --probe-memory, else on a CPU copy with "
+                                             "placeholder weights (shared memory: a 7B model in about 1 GiB); meta: "
+                                             "there only; cpu: always on a CPU copy with random weights (refused if "
+                                             "over --probe-memory). The report names the device used and why."),
+    probe_memory: str = typer.Option("auto", "--probe-memory", help="Largest CPU copy with random weights "
+                                     "(parameters and buffers) that --probe-device may build, and the most a probe on "
+                                     "placeholder weights may allocate, e.g. 4GiB or 512MB; auto: half the memory "
+                                     "available."),
     depth: int = typer.Option(1, "--depth", min=1, help="Module depth of the parameter table."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif (GitHub code scanning) or github (workflow annotations)."),

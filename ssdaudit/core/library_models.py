@@ -117,8 +117,43 @@ def _huggingface(name: str, want_input: bool) -> tuple[Callable[[], Any], Any]:
     def build() -> Any:
         return AutoModel.from_config(config)  # type: ignore[no-untyped-call]
 
-    example = None
-    vocab = getattr(config, "vocab_size", None)
-    if want_input and isinstance(vocab, int) and vocab > 0:
-        example = torch.randint(0, vocab, (2, HF_SEQUENCE_LENGTH))
-    return build, example
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        model_class = MODEL_MAPPING[type(config)]
+    except (KeyError, ValueError):  # AutoModel cannot build it either: building says so
+        model_class = None
+    return build, hf_example_input(config, model_class) if want_input else None
+
+
+def hf_example_input(config: Any, model_class: Any) -> Any:
+    """The probe input of a Hugging Face model, by its class's ``main_input_name``: token ids (LongTensor[2, 16])
+    below the vocabulary size; for an encoder-decoder whose forward takes ``decoder_input_ids``, the same ids for
+    both sides as keyword arguments (a dict); images (FloatTensor[2, C, H, W]) at the configuration's
+    ``image_size`` (224 where it gives none); audio (FloatTensor[2, 16000]: one second at 16 kHz). None where the
+    main input is something else (the audit then skips the probe and says so)."""
+    import inspect
+
+    import torch
+
+    name = getattr(model_class, "main_input_name", "input_ids")
+    if name == "input_ids":
+        vocab = getattr(config, "vocab_size", None)
+        if not isinstance(vocab, int) or vocab <= 0:
+            return None
+        ids = torch.randint(0, vocab, (2, HF_SEQUENCE_LENGTH))
+        try:
+            takes_decoder = "decoder_input_ids" in inspect.signature(model_class.forward).parameters
+        except (TypeError, ValueError, AttributeError):
+            takes_decoder = False
+        if getattr(config, "is_encoder_decoder", False) and takes_decoder:
+            return {"input_ids": ids, "decoder_input_ids": ids.clone()}
+        return ids
+    if name == "pixel_values":
+        size = getattr(config, "image_size", 224)
+        size = size if isinstance(size, int) else (size[-1] if isinstance(size, (list, tuple)) and size else 224)
+        channels = getattr(config, "num_channels", 3)
+        return torch.rand(2, channels if isinstance(channels, int) and channels > 0 else 3, size, size)
+    if name == "input_values":
+        return torch.rand(2, 16000)
+    return None

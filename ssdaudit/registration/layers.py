@@ -49,7 +49,10 @@ def layer_table(model: nn.Module, example_input: Any, depth: int, findings: list
     registry, marked with their rule: a row per hidden container and, within ``depth``, one per member."""
     import torchinfo
 
-    data = list(example_input) if isinstance(example_input, tuple) else [example_input]
+    from ssdaudit.core.forward_call import forward_arguments
+
+    args, kwargs = forward_arguments(model, example_input)
+    data: Any = kwargs if kwargs else list(args)  # torchinfo calls model(**dict) or model(*list)
     was_training = model.training
     try:
         stats = torchinfo.summary(model, input_data=data, depth=depth, verbose=0, mode="eval")

@@ -22,6 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import UserError, first_line
 from ssdaudit.registration.walk import MOVE_FUNCTIONS as _MOVES
 from ssdaudit.registration.walk import unregistered_module_names, unregistered_tensor_names
@@ -34,6 +35,20 @@ def first_sample(example_input: Any) -> Any:
     if len(sizes) != 1 or None in sizes or sizes == {1} or not tensors:
         return example_input
     return tree_map(lambda t: t[:1] if isinstance(t, torch.Tensor) else t, example_input)
+
+
+def cast_keeping_layout(t: torch.Tensor, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
+    """``t.to(dtype, device)`` for a floating tensor (others only move to ``device``), except that a tensor whose
+    elements share memory (a stride-0 view) stays such a view of its converted memory instead of being expanded
+    to its full size: ``Module.to`` semantics at the memory cost of the storage."""
+    if not t.is_floating_point():
+        return t.to(device) if device is not None else t
+    if all(stride or size <= 1 for stride, size in zip(t.stride(), t.shape)) or t.numel() == 0:
+        return t.to(dtype=dtype, device=device) if device is not None else t.to(dtype)
+    extent = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+    base = t.as_strided((extent,), (1,))
+    moved = base.to(dtype=dtype, device=device) if device is not None else base.to(dtype)
+    return moved.as_strided(t.shape, t.stride(), 0)
 
 
 @dataclass
@@ -75,7 +90,9 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
     except Exception as exc:  # locks, generators, handles: objects that refuse to be copied
         return MoveProbeResult([], f"the model cannot be deep-copied ({exc.__class__.__name__})")
     target = torch.device(device) if device is not None else None
-    moved.to(dtype=dtype, device=target) if target is not None else moved.to(dtype)
+    # what ``.to(dtype, device)`` does (through the model's own ``_apply``), keeping a stride-0 placeholder weight
+    # (``placeholder.placeholder_copy``) a view rather than expanding it to its full size
+    moved._apply(lambda t: cast_keeping_layout(t, dtype, target))
     moved.eval()
 
     names: dict[int, str] = {}
@@ -156,7 +173,7 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
     rng = torch.random.get_rng_state()
     try:
         with torch.no_grad(), _Convert():
-            moved(*inputs) if isinstance(inputs, tuple) else moved(inputs)
+            call_forward(moved, inputs)
     except UserError:
         raise
     except Exception as exc:

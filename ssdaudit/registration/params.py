@@ -190,15 +190,21 @@ def group_state_dict(state: Mapping[str, torch.Tensor], depth: int = 1) -> list[
     return [Group(k, sum(t.numel() for _, t in members)) for k, members in groups.items()]
 
 
-def _fixed_state(model: nn.Module, findings: list[Finding]) -> dict[str, torch.Tensor]:
-    """The state_dict the model would have with every finding fixed (members registered under their names)."""
+def _fixed_state(model: nn.Module, findings: list[Finding], on_meta: bool = False) -> dict[str, torch.Tensor]:
+    """The state_dict the model would have with every finding fixed (members registered under their names).
+    ``on_meta``: the members are taken as meta tensors of their full size (they come from a placeholder copy,
+    whose tensors share memory)."""
     state = model.state_dict()
+
+    def sized(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to("meta") if on_meta else t.detach()
+
     for f in findings:
         for name, obj in f.members.items():
             if isinstance(obj, nn.Module):
-                state.update({f"{name}.{k}": v for k, v in obj.state_dict().items()})
+                state.update({f"{name}.{k}": sized(v) for k, v in obj.state_dict().items()})
             elif isinstance(obj, torch.Tensor):
-                state[name] = obj.detach()
+                state[name] = sized(obj)
     return state
 
 
@@ -264,6 +270,7 @@ def audit_params(
     target: str = "<model>",
     reference_name: str = "<reference>",
     rebuild: Callable[[], nn.Module] | None = None,
+    sizes_from: nn.Module | None = None,
 ) -> ParamsReport:
     """Count what the model registers and what it hides, and compare with ``reference``.
 
@@ -272,6 +279,8 @@ def audit_params(
     input, the save-reload round trip (R007) runs. ``reference``: a model, or a state_dict (its parameters counted
     without BN running statistics). All counts in the report are element counts (parameters); ``checkpoint_bytes``
     and ``checkpoint_bytes_if_fixed`` are bytes, computed by torch's own writer without writing a file.
+    ``sizes_from``: the model whose state_dict gives those bytes when ``model`` is a placeholder copy of it
+    (``placeholder.placeholder_copy``: its weights share memory, so its own state_dict would undercount).
 
     Side effects: the forward probe runs the model in train and eval mode (the mode is restored, and
     ``nn.Module.__init__`` is observed while it runs; see ``find_unregistered``); the round trip builds the model
@@ -284,8 +293,9 @@ def audit_params(
     findings += _findings_notes(model)
     registered, trainable = count_params(model)
     unregistered = sum(f.params for f in findings if f.rule in rules_tagged("hides-parameters"))
-    ckpt_bytes, exact = predict_checkpoint_bytes(model.state_dict())
-    fixed_bytes, exact_fixed = predict_checkpoint_bytes(_fixed_state(model, findings))
+    sized = sizes_from if sizes_from is not None else model
+    ckpt_bytes, exact = predict_checkpoint_bytes(sized.state_dict())
+    fixed_bytes, exact_fixed = predict_checkpoint_bytes(_fixed_state(sized, findings, on_meta=sizes_from is not None))
     groups = group_params(model, depth)
     report = ParamsReport(
         target=target,

@@ -127,8 +127,22 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
         why = meta_reason(failure)
         need, budget, over = over_budget(loaded.model, probe_memory)
         if over:
-            placement = ProbePlacement("meta", f"meta failed: {why}; a CPU copy would need {human_bytes(need)}, over "
-                                       f"the {human_bytes(budget)} budget (--probe-memory)")
+            # too large for a CPU copy with random weights: a CPU copy whose weights share a few small blocks
+            # (the probe asks which tensors forward reads, not what it computes); its allocations stay in budget
+            from ssdaudit.registration.placeholder import address_space_limit, placeholder_copy, placeholder_input
+
+            model, example = placeholder_copy(loaded.model), placeholder_input(example)
+            with running_user_code(f"probing {shown}'s forward on a CPU copy with placeholder weights", deadline), \
+                    address_space_limit(budget):
+                report = audit_params(model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
+                                      sizes_from=loaded.model)
+            placement = ProbePlacement("cpu", f"meta failed: {why}; placeholder weights: a CPU copy with random "
+                                       f"weights would need {human_bytes(need)}, over the {human_bytes(budget)} "
+                                       "budget (--probe-memory)")
+            failure = probe_failure(report.findings)
+            if failure is not None:  # it failed on the CPU too: the meta device is not the (only) problem
+                placement = ProbePlacement("cpu", f"meta failed: {why}; on a CPU copy with placeholder weights it "
+                                           f"failed too: {meta_reason(failure)}")
         else:
             cpu = on_cpu()
             model, example = cpu.model, example_of(cpu, "cpu")

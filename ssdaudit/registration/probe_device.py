@@ -1,10 +1,12 @@
-"""Where the forward probe runs: on the meta device (no parameter memory), or on a CPU copy with random weights.
+"""Where the forward probe runs: on the meta device (no parameter memory), or on a CPU copy with random weights
+(or, over the memory budget, with placeholder weights: ``placeholder``).
 
 A model built on the meta device often cannot run forward there for reasons that have nothing to do with the model:
 ``.item()`` on a meta tensor, an operator without a meta kernel, a shape that depends on values. The checks that
 need a forward pass (R004, R005, R008) then never run. ``--probe-device auto`` rebuilds such a model on the CPU
 (random weights, nothing downloaded) when its parameters and buffers fit a memory budget, and probes it there;
-``ProbePlacement`` records which device the probe used and why, for the report.
+a larger model is probed on a CPU copy of the meta model whose weights share a few small blocks
+(``placeholder.placeholder_copy``). ``ProbePlacement`` records which device the probe used and why, for the report.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ _META_REASONS = (
      "a data-dependent shape"),
     (re.compile(r"copy out of meta|cannot copy out", re.I), "a copy out of a meta tensor"),
     (re.compile(r"Tensor\.tolist|tolist\(\)", re.I), ".tolist() on a meta tensor"),
+    (re.compile(r"Expected \w+ to be (BFloat16|Half|Float16)|supported Float16", re.I),
+     "a kernel that needs another dtype"),
     (re.compile(r"meta.*(kernel|implementation|not implemented)|NotImplementedError", re.I),
      "an operator without a meta kernel"),
 )

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import UserError, first_line
 from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import RULES, Finding
@@ -63,7 +64,7 @@ def _seeded(seed: int) -> None:
 
 
 def _forward(model: nn.Module, example_input: Any) -> Any:
-    return model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+    return call_forward(model, example_input)
 
 
 def _clone_input(example_input: Any) -> Any:

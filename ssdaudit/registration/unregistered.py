@@ -22,6 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import ProbeError, UserError, first_line
 from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.registration.observe import ConstructionRecorder, StateGuard
@@ -166,7 +167,7 @@ def probe_forward(
     guard = StateGuard(model, extra_modules)
     try:
         with guard, ConstructionRecorder(on_module, on_parameter), torch.set_grad_enabled(grad), _Reads():
-            output = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+            output = call_forward(model, example_input)
             # Tensors handed back as they are (priors for the loss) miss .to() as much as those computed with.
             for leaf in tree_flatten(output)[0]:
                 if isinstance(leaf, torch.Tensor):

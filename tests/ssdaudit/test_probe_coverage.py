@@ -119,11 +119,21 @@ def test_data_dependent_shape_falls_back(tmp_path):
     assert _alarms(report) == []
 
 
-def test_over_budget_stays_on_meta_and_forced_cpu_is_refused(tmp_path):
+def test_over_budget_probes_on_placeholder_weights_and_forced_cpu_is_refused(tmp_path):
     target = _file(tmp_path, ITEM_MODEL.format(scale=BUGGY))
     report = audit_target(target, device="meta", probe_device="auto", probe_memory=16, roundtrip=False)
-    assert report.probe is not None and report.probe.device == "meta"
-    assert "over the 16 bytes budget" in report.probe.reason
+    assert report.probe is not None and report.probe.device == "cpu"
+    assert report.probe.reason == ("meta failed: .item() on a meta tensor; placeholder weights: a CPU copy with "
+                                   "random weights would need 80 bytes, over the 16 bytes budget (--probe-memory)")
+    assert [f.path for f in report.findings if f.rule == "R004"] == ["scale"]
+    assert not [f for f in report.findings if f.rule == "N004"]
+    # sizes come from the meta model, not from the copy whose weights share memory
+    assert report.registered_params == 20 and report.bytes_exact is False
+    assert report.checkpoint_bytes_if_fixed > report.checkpoint_bytes
+    clean = audit_target(_file(tmp_path, ITEM_MODEL.format(scale=CLEAN), "clean.py"), device="meta",
+                         probe_device="auto", probe_memory=16, roundtrip=False)
+    assert clean.probe is not None and clean.probe.device == "cpu" and "placeholder" in clean.probe.reason
+    assert _alarms(clean) == []
     with pytest.raises(UsageError, match="--probe-device cpu: .* over the budget of 16 bytes"):
         audit_target(target, device="meta", probe_device="cpu", probe_memory=16, roundtrip=False)
     forced = audit_target(target, device="meta", probe_device="cpu", roundtrip=False)
@@ -199,3 +209,112 @@ def test_a_module_swapped_in_forward_around_registered_parameters_hides_nothing(
     assert clean == []
     buggy = [f for f in find_unregistered(_SwapsAttention(reuse=False), x) if f.rule == "R005"]
     assert [(f.path, f.params, f.severity) for f in buggy] == [("attn", 20, Severity.ERROR)]
+
+
+# a mixture-of-experts layer as today's language models write it: experts stacked in one 3-D parameter and run by a
+# batched matrix product (grouped kernels reject stride-0 matrices), routing by .item()-driven control flow, and a
+# 200,000 x 512 embedding: 100M+ parameters that a placeholder copy probes without allocating them
+MOE_MODEL = """
+import torch
+from torch import nn
+
+
+class Experts(nn.Module):
+    def __init__(self, n=8, d=512):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(n, d, d))
+        {table}
+
+    def forward(self, x):
+        k = int(x.abs().sum().item() > 0)  # data-dependent: fails on meta
+        h = torch.bmm(x.unsqueeze(0).expand(self.w.shape[0], -1, -1), self.w)
+        return h[k] * self.table
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(200_000, 512)
+        self.experts = Experts()
+        self.head = nn.Linear(512, 512)
+
+    def forward(self, ids):
+        return self.head(self.experts(self.embed(ids)))
+
+
+def example_input():
+    return torch.randint(0, 200_000, (4,))
+"""
+
+
+def test_a_model_over_budget_is_probed_in_little_memory(tmp_path):
+    import resource
+
+    from ssdaudit.registration.placeholder import placeholder_copy
+
+    buggy = _file(tmp_path, MOE_MODEL.format(table="self.table = torch.ones(512)"), "moe.py")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = audit_target(buggy + ":Net", device="meta", probe_device="auto", probe_memory=2**20, roundtrip=False)
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # bytes (Linux: KiB)
+    assert report.registered_params > 100_000_000  # 400 MB of float32 weights
+    assert report.probe is not None and report.probe.device == "cpu" and "placeholder weights" in report.probe.reason
+    assert grown < 200 * 2**20  # the copy's weights share a few rows and blocks
+    assert [f.path for f in report.findings if f.rule == "R004"] == ["experts.table"]
+    clean = _file(tmp_path, MOE_MODEL.format(table='self.register_buffer("table", torch.ones(512))'), "moe2.py")
+    report = audit_target(clean + ":Net", device="meta", probe_device="auto", probe_memory=2**20, roundtrip=False)
+    assert report.probe is not None and "placeholder weights" in report.probe.reason
+    assert _alarms(report) == [] and not [f for f in report.findings if f.rule == "N004"]
+    # the copy: same names, shapes and flags; tied parameters stay one object; the meta model is untouched
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Embedding(1000, 64), nn.Linear(64, 1000, bias=False))
+    meta[1].weight = meta[0].weight
+    meta[0].weight.requires_grad_(False)
+    meta.register_buffer("steps", torch.zeros(3, dtype=torch.long))
+    copy = placeholder_copy(meta)
+    assert copy[1].weight is copy[0].weight and not copy[0].weight.requires_grad
+    assert copy[0].weight.device.type == "cpu" and copy[0].weight.shape == (1000, 64)
+    assert copy[0].weight.untyped_storage().nbytes() < 1000 * 64 * 4
+    assert copy.steps.device.type == "cpu" and copy.steps.tolist() == [0, 0, 0]
+    assert meta[0].weight.is_meta
+
+
+def test_the_dtype_move_keeps_placeholder_weights_small():
+    from ssdaudit.registration.move_probe import cast_keeping_layout
+
+    row = torch.randn(64)
+    wide = row.expand(10_000, 64)
+    moved = cast_keeping_layout(wide, torch.float64)
+    assert moved.dtype == torch.float64 and moved.stride() == (0, 1)
+    assert moved.untyped_storage().nbytes() == 64 * 8
+    assert torch.equal(moved, wide.double())
+    dense = torch.randn(3, 4).t()
+    assert torch.equal(cast_keeping_layout(dense, torch.float64), dense.double())
+    ints = torch.arange(3)
+    assert cast_keeping_layout(ints, torch.float64) is ints
+
+
+def test_a_dict_of_forward_keywords_is_passed_as_keywords():
+    from ssdaudit.core.forward_call import call_forward, forward_arguments
+
+    class EncoderDecoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, input_ids, attention_mask=None, decoder_input_ids=None):
+            return self.fc(input_ids) + self.fc(decoder_input_ids)
+
+    class TakesABatch(nn.Module):
+        def forward(self, batch):
+            return batch["x"] * 2
+
+    x = torch.rand(2, 4)
+    kwargs = {"input_ids": x, "decoder_input_ids": x}
+    assert forward_arguments(EncoderDecoder(), kwargs) == ((), kwargs)
+    assert call_forward(EncoderDecoder(), kwargs).shape == (2, 4)
+    batch = {"x": x}  # a dict whose keys are not forward's parameters: the single argument
+    assert forward_arguments(TakesABatch(), batch) == ((batch,), {})
+    assert torch.equal(call_forward(TakesABatch(), batch), x * 2)
+    assert forward_arguments(TakesABatch(), (x, x)) == ((x, x), {})
+    findings = find_unregistered(EncoderDecoder(), kwargs)
+    assert not [f for f in findings if f.rule in ("N003", "N004")]  # the probe ran with both inputs

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import LoadError, UsageError, UserError, first_line
 from ssdaudit.training.gradflow.log import GradFlowRun, find_log_dir
 from ssdaudit.training.gradflow.monitor import GradFlowMonitor
@@ -35,7 +36,7 @@ def probe_training(
         for step in range(steps):
             inputs, targets = make_batch(step)
             try:
-                output = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+                output = call_forward(model, inputs)
                 loss = compute_loss(output, targets)
             except UserError:
                 raise
