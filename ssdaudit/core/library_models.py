@@ -17,6 +17,7 @@ from ssdaudit.core.errors import LoadError, UserError, first_line
 
 _EXTRA = {"torchvision": "ssdaudit[torch]", "timm": "timm", "hf": "ssdaudit[transformers]"}
 HF_SEQUENCE_LENGTH = 16  # tokens in the probe input of a Hugging Face model
+_SAFE_VOCABULARY = 100  # token ids below this are valid in any real vocabulary (special tokens, bytes)
 
 
 def build_library_model(library: str, name: str, device: str = "cpu",
@@ -49,7 +50,10 @@ def build_library_model(library: str, name: str, device: str = "cpu",
 
     model = rebuild()
     if example is not None and device == "meta":
-        example = example.to("meta")
+        import torch
+        from torch.utils._pytree import tree_map
+
+        example = tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, example)
     return model, example, rebuild
 
 
@@ -128,7 +132,7 @@ def _huggingface(name: str, want_input: bool) -> tuple[Callable[[], Any], Any]:
 
 def hf_example_input(config: Any, model_class: Any) -> Any:
     """The probe input of a Hugging Face model, by its class's ``main_input_name``: token ids (LongTensor[2, 16])
-    below the vocabulary size; for an encoder-decoder whose forward takes ``decoder_input_ids``, the same ids for
+    below the vocabulary size (the text configuration's, or below 100 where none is given); for an encoder-decoder whose forward takes ``decoder_input_ids``, the same ids for
     both sides as keyword arguments (a dict); images (FloatTensor[2, C, H, W]) at the configuration's
     ``image_size`` (224 where it gives none); audio (FloatTensor[2, 16000]: one second at 16 kHz). None where the
     main input is something else (the audit then skips the probe and says so)."""
@@ -139,8 +143,10 @@ def hf_example_input(config: Any, model_class: Any) -> Any:
     name = getattr(model_class, "main_input_name", "input_ids")
     if name == "input_ids":
         vocab = getattr(config, "vocab_size", None)
+        if not isinstance(vocab, int) and callable(getattr(config, "get_text_config", None)):
+            vocab = getattr(config.get_text_config(), "vocab_size", None)  # a multimodal model's language part
         if not isinstance(vocab, int) or vocab <= 0:
-            return None
+            vocab = _SAFE_VOCABULARY
         ids = torch.randint(0, vocab, (2, HF_SEQUENCE_LENGTH))
         try:
             takes_decoder = "decoder_input_ids" in inspect.signature(model_class.forward).parameters

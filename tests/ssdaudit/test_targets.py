@@ -101,6 +101,17 @@ def test_hugging_face_model_type_on_meta():
     assert json.loads(result.stdout)["registered_params"] == expected
 
 
+@pytest.mark.parametrize("name", ["t5", "vit"])
+def test_hugging_face_models_get_their_own_kind_of_input(name):
+    """An encoder-decoder (T5 needs decoder_input_ids) and an image model (ViT takes pixel_values) run the probe."""
+    pytest.importorskip("transformers")
+    result = runner.invoke(app, ["params", f"hf:{name}", "--device", "meta", "--no-roundtrip", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["probe"]["device"] == "meta"
+    assert not [f for f in doc["findings"] if f["rule"] in ("N003", "N004")]  # the forward ran in both modes
+
+
 def test_gradflow_and_check_read_targets_the_same_way(tmp_path):
     """`C:`-style and `file.py:NAME` targets point SARIF at the file, not at a mangled prefix."""
     model = tmp_path / "m.py"
