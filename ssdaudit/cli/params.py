@@ -32,8 +32,8 @@ def params(
                                              "placeholder weights (shared memory: a 7B model in about 1 GiB); meta: "
                                              "there only; cpu: always on a CPU copy with random weights (refused if "
                                              "over --probe-memory). The report names the device used and why."),
-    probe_memory: str = typer.Option("auto", "--probe-memory", help="Largest CPU copy with random weights "
-                                     "(parameters and buffers) that --probe-device may build, and the most a probe on "
+    probe_memory: str = typer.Option("auto", "--probe-memory", help="Most memory a probe on a CPU copy with "
+                                     "random weights may use (4x its parameters and buffers at its peak), and the most a probe on "
                                      "placeholder weights may allocate, e.g. 4GiB or 512MB; auto: half the memory "
                                      "available."),
     depth: int = typer.Option(1, "--depth", min=1, help="Module depth of the parameter table."),

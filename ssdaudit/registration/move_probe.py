@@ -92,7 +92,7 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
     target = torch.device(device) if device is not None else None
     # what ``.to(dtype, device)`` does (through the model's own ``_apply``), keeping a stride-0 placeholder weight
     # (``placeholder.placeholder_copy``) a view rather than expanding it to its full size
-    moved._apply(lambda t: cast_keeping_layout(t, dtype, target))
+    moved._apply(lambda t: cast_keeping_layout(t, dtype, target))  # type: ignore[no-untyped-call]
     moved.eval()
 
     names: dict[int, str] = {}

@@ -22,6 +22,7 @@ PROBE_DEVICES = ("auto", "meta", "cpu")
 BUILT_THERE = "built there"  # the probe ran where the model was built
 BUDGET_FRACTION = 0.5  # of the memory available now: the default budget for a CPU copy of a meta-built model
 _FALLBACK_AVAILABLE = 8 * 2**30  # bytes assumed available where the system does not say
+PROBE_PEAK_FACTOR = 4  # a CPU probe's peak memory, in multiples of the model's bytes: see over_budget
 
 # (pattern in the meta probe's error, what the report calls it): failures that say nothing about the model
 _META_REASONS = (
@@ -122,7 +123,9 @@ def check_probe_device(probe_device: str, device: str) -> None:
 
 
 def over_budget(model: Any, budget: int | None) -> tuple[int, int, bool]:
-    """(bytes the model needs on the CPU, the budget in bytes, whether it is over); ``budget`` None: the default."""
-    need = model_bytes(model)
+    """(bytes a probe of the model on a CPU copy with random weights needs at its peak, the budget in bytes, whether
+    it is over); ``budget`` None: the default. The peak is ``PROBE_PEAK_FACTOR`` times the model's parameters and
+    buffers: the copy itself, the dtype-move probe's deep copy of it, and that copy converted to float64."""
+    need = model_bytes(model) * PROBE_PEAK_FACTOR
     limit = default_budget() if budget is None else budget
     return need, limit, need > limit

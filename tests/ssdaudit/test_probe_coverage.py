@@ -124,7 +124,7 @@ def test_over_budget_probes_on_placeholder_weights_and_forced_cpu_is_refused(tmp
     report = audit_target(target, device="meta", probe_device="auto", probe_memory=16, roundtrip=False)
     assert report.probe is not None and report.probe.device == "cpu"
     assert report.probe.reason == ("meta failed: .item() on a meta tensor; placeholder weights: a CPU copy with "
-                                   "random weights would need 80 bytes, over the 16 bytes budget (--probe-memory)")
+                                   "random weights would need 320 bytes, over the 16 bytes budget (--probe-memory)")
     assert [f.path for f in report.findings if f.rule == "R004"] == ["scale"]
     assert not [f for f in report.findings if f.rule == "N004"]
     # sizes come from the meta model, not from the copy whose weights share memory
