@@ -26,6 +26,7 @@ class CheckRow:
     findings: list[Finding] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)  # expectations that do not hold
     expect: str = "pass"
+    broken_at: list[Location | None] = field(default_factory=list)  # where each broken expectation is configured
 
     target_file: str | None = None  # the configured model's file, where K001/K002 point
 
@@ -45,7 +46,8 @@ class CheckRow:
             reason = next((d for d in self.details if d.startswith("expected to fail")), 'expect = "fail"')
             return [RULES["K002"].finding(self.name, f"passed, but is configured to fail ({reason})", location=where)]
         if self.status == "failed":
-            return [RULES["K002"].finding(self.name, b, location=where) for b in self.broken]
+            at = self.broken_at + [None] * (len(self.broken) - len(self.broken_at))
+            return [RULES["K002"].finding(self.name, b, location=loc or where) for b, loc in zip(self.broken, at)]
         return []
 
 
@@ -119,17 +121,26 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
         ref_name = m.reference
         findings = [f for f in report.findings if f.severity is not Severity.INFO]
         broken: list[str] = []
+        broken_at: list[Location | None] = []
+
+        def breaks(message: str, key: str) -> None:
+            """An expectation that does not hold, located at its key in the configuration file (K002 points there)."""
+            broken.append(message)
+            line = m.lines.get(key)
+            broken_at.append(_relative_to(root, Location(m.source, line)) if m.source and line else None)
+
         if m.params is not None:
             allowed = m.tolerance * m.params
             if abs(report.registered_params - m.params) > allowed:
-                broken.append(f"registered parameters {report.registered_params:,}, expected {m.params:,}"
-                              + (f" (tolerance {m.tolerance:g})" if m.tolerance else ""))
+                breaks(f"registered parameters {report.registered_params:,}, expected {m.params:,}"
+                       + (f" (tolerance {m.tolerance:g})" if m.tolerance else ""), "params")
         if report.reference is not None:
             allowed = m.tolerance * report.reference.params
             if abs(report.reference.difference) > allowed:
-                broken.append(f"{report.reference.difference:+,} parameters against {ref_name}")
+                breaks(f"{report.reference.difference:+,} parameters against {ref_name}", "reference")
         if m.max_checkpoint_mb is not None and report.checkpoint_bytes > m.max_checkpoint_mb * 1e6:
-            broken.append(f"checkpoint {report.checkpoint_bytes / 1e6:.1f} MB > max_checkpoint_mb {m.max_checkpoint_mb}")
+            breaks(f"checkpoint {report.checkpoint_bytes / 1e6:.1f} MB > max_checkpoint_mb {m.max_checkpoint_mb}",
+                   "max_checkpoint_mb")
         row.details.append(f"{report.registered_params:,} registered parameters, checkpoint {report.checkpoint_bytes / 1e6:.1f} MB")
         if m.gradflow_steps:
             from ssdaudit.training.gradflow.pipeline import gradflow_target
@@ -143,7 +154,7 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
             row.details.append(f"gradflow: {len(gradflow.run.steps)} steps, {len(gf)} findings")
         for f in findings:
             f.location = _relative_to(root, f.location) if f.location else Location(row.target_file or m.target)
-        row.findings, row.broken = findings, broken
+        row.findings, row.broken, row.broken_at = findings, broken, broken_at
         row.details += broken
         if m.expect == "fail" and m.reason:
             row.details.append(f"expected to fail: {m.reason}")

@@ -31,6 +31,8 @@ class ModelCheck:
     input_shape: list[int] | None = None
     expect: str = "pass"  # "fail": a known-bad model (a demonstration) that must keep failing
     reason: str = ""
+    source: str | None = None  # the configuration file this entry was read from
+    lines: dict[str, int] = field(default_factory=dict)  # 1-based line of each of its keys there
 
 
 @dataclass
@@ -127,7 +129,10 @@ def load_config(path: str | Path) -> CheckConfig:
     if not isinstance(models, list):
         raise fail("models", "'models' must be an array of tables: [[tool.ssdaudit.models]]")
     for i, m in enumerate(models):
-        cfg.models.append(_model(m, i, fail))
+        check = _model(m, i, fail)
+        check.source = str(path)
+        check.lines = {key: _line_of(text, key, i, after="[[tool.ssdaudit.models]]") for key in m}
+        cfg.models.append(check)
     return cfg
 
 
