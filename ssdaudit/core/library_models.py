@@ -132,8 +132,9 @@ def _huggingface(name: str, want_input: bool) -> tuple[Callable[[], Any], Any]:
 
 def hf_example_input(config: Any, model_class: Any) -> Any:
     """The probe input of a Hugging Face model, by its class's ``main_input_name``: token ids (LongTensor[2, 16])
-    below the vocabulary size (the text configuration's, or below 100 where none is given); for an encoder-decoder whose forward takes ``decoder_input_ids``, the same ids for
-    both sides as keyword arguments (a dict); images (FloatTensor[2, C, H, W]) at the configuration's
+    below the vocabulary size (the text configuration's, or below 100 where none is given), as keyword arguments
+    (a dict) with ``use_cache=False`` where forward takes it, and for an encoder-decoder whose forward takes
+    ``decoder_input_ids`` the same ids on both sides; images (FloatTensor[2, C, H, W]) at the configuration's
     ``image_size`` (224 where it gives none); audio (FloatTensor[2, 16000]: one second at 16 kHz). None where the
     main input is something else (the audit then skips the probe and says so)."""
     import inspect
@@ -149,12 +150,15 @@ def hf_example_input(config: Any, model_class: Any) -> Any:
             vocab = _SAFE_VOCABULARY
         ids = torch.randint(0, vocab, (2, HF_SEQUENCE_LENGTH))
         try:
-            takes_decoder = "decoder_input_ids" in inspect.signature(model_class.forward).parameters
+            takes = set(inspect.signature(model_class.forward).parameters)
         except (TypeError, ValueError, AttributeError):
-            takes_decoder = False
-        if getattr(config, "is_encoder_decoder", False) and takes_decoder:
-            return {"input_ids": ids, "decoder_input_ids": ids.clone()}
-        return ids
+            takes = set()
+        example: dict[str, Any] = {"input_ids": ids}
+        if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in takes:
+            example["decoder_input_ids"] = ids.clone()
+        if "use_cache" in takes:
+            example["use_cache"] = False  # a probe has no next step to cache for (and some caches refuse a probe)
+        return example if len(example) > 1 else ids
     if name == "pixel_values":
         size = getattr(config, "image_size", 224)
         size = size if isinstance(size, int) else (size[-1] if isinstance(size, (list, tuple)) and size else 224)
