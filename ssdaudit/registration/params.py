@@ -271,6 +271,7 @@ def audit_params(
     reference_name: str = "<reference>",
     rebuild: Callable[[], nn.Module] | None = None,
     sizes_from: nn.Module | None = None,
+    probe_device: str = "auto",
 ) -> ParamsReport:
     """Count what the model registers and what it hides, and compare with ``reference``.
 
@@ -281,13 +282,14 @@ def audit_params(
     and ``checkpoint_bytes_if_fixed`` are bytes, computed by torch's own writer without writing a file.
     ``sizes_from``: the model whose state_dict gives those bytes when ``model`` is a placeholder copy of it
     (``placeholder.placeholder_copy``: its weights share memory, so its own state_dict would undercount).
+    ``probe_device``: as ``find_unregistered``'s (a meta model's probe may rerun on placeholder weights: "auto").
 
     Side effects: the forward probe runs the model in train and eval mode (the mode is restored, and
     ``nn.Module.__init__`` is observed while it runs; see ``find_unregistered``); the round trip builds the model
     twice more and runs it with the global RNG saved and restored. Raises nothing for a forward that fails (an N004
     note says so); raises ``ProbeError`` only when the round trip cannot build the model.
     """
-    findings = find_unregistered(model, example_input)
+    findings = find_unregistered(model, example_input, probe_device=probe_device)
     if example_input is not None and rebuild is not None and not any(t.is_meta for t in model.parameters()):
         findings += roundtrip_findings(rebuild, example_input, findings)
     findings += _findings_notes(model)

@@ -121,7 +121,8 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
     example = example_of(cpu, "cpu" if cpu is not loaded else device)
     with running_user_code(f"probing {shown}'s forward", deadline):
         report = audit_params(model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
-                              rebuild=loaded.rebuild if roundtrip and not on_meta else None)
+                              rebuild=loaded.rebuild if roundtrip and not on_meta else None,
+                              probe_device="meta")  # the fallback is decided below, by --probe-memory
     failure = probe_failure(report.findings) if on_meta and cpu is loaded and example is not None else None
     if failure is not None and probe_device == "auto":
         why = meta_reason(failure)

@@ -323,8 +323,14 @@ def _describe(objs: list[Any]) -> str:
     return ", ".join(f"{n} {k}" for k, n in kinds.most_common(3)) + (", ..." if len(kinds) > 3 else "")
 
 
-def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Finding]:
+def find_unregistered(model: nn.Module, example_input: Any = None, *, probe_device: str = "auto") -> list[Finding]:
     """Every module, parameter and tensor the model uses but does not register (rules R001-R006, R008).
+
+    ``probe_device``: for a model on the meta device whose forward probe fails there (``.item()``, a data-dependent
+    shape, a kernel that wants another dtype), "auto" probes it again on a CPU copy with placeholder weights
+    (``placeholder.placeholder_copy``: shared memory, allocations bounded by half the memory available) and returns
+    those findings when that probe runs; "meta" never does (``ssdaudit params`` decides between a CPU build with
+    random weights and placeholder weights itself, by ``--probe-memory``).
 
     ``example_input``: a tuple is unpacked into ``forward``'s positional arguments, anything else is
     passed as the single argument; ``None`` skips the forward probe (an N003 note says so). The probe runs in
@@ -333,6 +339,8 @@ def find_unregistered(model: nn.Module, example_input: Any = None) -> list[Findi
     raises for a forward that fails: the walk's findings are returned with an N004 note (or, when an unregistered
     member sits on another device or dtype than the model, that member's finding names the failure).
     """
+    if probe_device == "auto" and example_input is not None and any(t.is_meta for t in model.parameters()):
+        return _probe_meta_model(model, example_input)
     walker = AttributeWalker(model)
     walker.run()
     registered = walker.registered_tensors
@@ -663,6 +671,26 @@ def _probe_notes(outcome: ProbeOutcome, explained: bool) -> list[Finding]:
 _ONE_MODE = re.compile(r"the probe ran in \w+ mode only: \w+ mode failed with (?P<error>.*)$", re.S)
 _NO_MODE = re.compile(r"forward fails on the example input in train and eval mode[^:]*: (?P<error>.*); the checks that need",
                       re.S)
+
+
+def _probe_meta_model(model: nn.Module, example_input: Any) -> list[Finding]:
+    """``find_unregistered`` of a meta model: on meta, and where the probe fails there, on a placeholder copy."""
+    from ssdaudit.core.errors import UserError
+    from ssdaudit.registration.placeholder import address_space_limit, placeholder_copy, placeholder_input
+    from ssdaudit.registration.probe_device import default_budget
+
+    findings = find_unregistered(model, example_input, probe_device="meta")
+    if probe_failure(findings) is None:
+        return findings
+    try:
+        with address_space_limit(default_budget()):
+            copied = placeholder_copy(model)
+            again = find_unregistered(copied, placeholder_input(example_input), probe_device="meta")
+    except UserError:
+        raise
+    except Exception:  # a model that refuses a deep copy, or a copy over the budget: the meta run stands
+        return findings
+    return again if probe_ran(again) else findings
 
 
 def probe_failure(findings: Sequence[Finding]) -> str | None:

@@ -94,6 +94,35 @@ def test_g003_missing_from_optimizer_and_stale_optimizer():
     assert [(f.path, f.subject) for f in found] == [("", "optimizer")] and found[0].params == 42
 
 
+def test_g003_an_optimizer_over_the_model_and_another_trained_module_is_not_stale():
+    """One optimizer over an encoder and its decoder (itertools.chain), watched with the encoder as the model: the
+    decoder's tensors get gradients, so they are trained alongside, not left from a rebuilt model. Also with two
+    backward passes before the step (two heads), where the first pass reaches only one head."""
+    import itertools
+
+    encoder, decoder, head = nn.Linear(6, 4), nn.Linear(4, 6), nn.Linear(4, 1)
+    opt = torch.optim.SGD(itertools.chain(encoder.parameters(), decoder.parameters(), head.parameters()), lr=0.1)
+    with GradFlowMonitor(encoder, opt) as mon:
+        for _ in range(3):
+            x = torch.randn(16, 6)
+            z = encoder(x)
+            opt.zero_grad()
+            (decoder(z) - x).square().mean().backward(retain_graph=True)
+            head(z).square().mean().backward()
+            opt.step()
+    assert [f for f in mon.findings() if f.rule == "G003"] == []
+    stale = nn.Linear(4, 6)  # a real stale tensor next to them still is one
+    opt = torch.optim.SGD([*encoder.parameters(), *decoder.parameters(), *stale.parameters()], lr=0.1)
+    with GradFlowMonitor(encoder, opt) as mon:
+        for _ in range(2):
+            x = torch.randn(16, 6)
+            opt.zero_grad()
+            (decoder(encoder(x)) - x).square().mean().backward()
+            opt.step()
+    found = [f for f in mon.findings() if f.rule == "G003"]
+    assert [(f.subject, f.params) for f in found] == [("optimizer", 30)]
+
+
 def test_g004_never_updated():
     model = Chain()
     opt = torch.optim.SGD([

@@ -94,6 +94,7 @@ class GradFlowMonitor:
         self.tensors: list[TrackedTensor] = []
         self._objs: list[torch.Tensor] = []  # the tracked tensors, in self.tensors' order
         self._stale: list[dict[str, Any]] = []
+        self._stale_tensors: list[torch.Tensor] = []
         self._roots: list[Any] = []  # grad_fn of the outputs seen in the current backward
         self._inputs: list[torch.Tensor] = []  # the forward's inputs, held until discovery (their ids stay unique)
         self._queued = False
@@ -184,6 +185,11 @@ class GradFlowMonitor:
             if self.on_findings is not None:
                 self.on_findings(self.coverage_findings())
             self._write_index()
+        elif self._stale and self.step < 8:
+            # a second backward before the first step (two losses, accumulation) may reach what the first did not
+            keep = [k for k, p in enumerate(self._stale_tensors) if not _has_gradient(p)]
+            self._stale = [self._stale[k] for k in keep]
+            self._stale_tensors = [self._stale_tensors[k] for k in keep]
         self.step += 1
         if (self.step - 1) % self.every == 0:
             self._record_grads()
@@ -228,10 +234,13 @@ class GradFlowMonitor:
             name = found
             self._track(name, t, False, i in opt_ids, True)
         tracked = {id(t) for t in self._objs}
-        self._stale = [
-            {"group": gi, "index": pi, "shape": list(p.shape), "numel": p.numel()}
-            for i, (gi, pi, p) in opt_ids.items() if i not in tracked and i not in registered
-        ]
+        # stale: in the optimizer, not in the model, and no gradient either. One optimizer over the model and another
+        # module (an encoder and its decoder, a model and its loss's parameters) holds tensors the backward reached:
+        # trained alongside, not stale
+        candidates = [(gi, pi, p) for i, (gi, pi, p) in opt_ids.items()
+                      if i not in tracked and i not in registered and not _has_gradient(p)]
+        self._stale_tensors = [p for _, _, p in candidates]  # rechecked after later backward passes of the step
+        self._stale = [{"group": gi, "index": pi, "shape": list(p.shape), "numel": p.numel()} for gi, pi, p in candidates]
         self._opt_index = [k for k, t in enumerate(self.tensors) if t.in_optimizer]
         self._opt_groups = torch.tensor([opt_ids[id(self._objs[k])][0] for k in self._opt_index], dtype=torch.long)
         if self._sharded:
