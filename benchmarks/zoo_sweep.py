@@ -170,7 +170,7 @@ def _cpu_fallback(row: Row, build: Callable[[], torch.nn.Module], example: Calla
                 warnings.simplefilter("ignore")
                 model = placeholder_copy(meta_model)
                 x = placeholder_input(transformers_input(meta_model, "meta") if zoo == "transformers" else example("meta"))
-                ph_findings = find_unregistered(model, x)
+                ph_findings = find_unregistered(model, x, probe_device="meta")
         except Exception as exc:  # the copy itself failed (a model that refuses deepcopy): the meta run stands
             row.meta_failure += f" (placeholder copy failed: {exc.__class__.__name__})"
             return findings
@@ -230,7 +230,7 @@ def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_param
         row.input_name = str(getattr(model, "main_input_name", "")) if zoo == "transformers" else ""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            findings = find_unregistered(model, x)
+            findings = find_unregistered(model, x, probe_device="meta")  # the fallback is _cpu_fallback's
         row.params = sum(p.numel() for p in model.parameters())
         row.probe_device = row.device if x is not None else "-"
         if x is not None and row.device == "meta" and probe_device == "auto":

@@ -1060,3 +1060,20 @@ def test_t011_per_pixel_targets_with_empty_masks_are_not_sorted_data() -> None:
     labels = torch.zeros(32 * 20, dtype=torch.long)
     labels[3] = 1
     assert _class_run(labels, 32, 20, seg=True) == []
+
+
+def test_a_negative_learning_rate_is_a_collapse_not_cleared_gradients() -> None:
+    """LambdaLR(1 - e / 10) stepped per batch goes below 0 at step 11: T004 says so; nothing cleared the gradients
+    between backward and step, so no T002 (found by a blind trial: T002 blamed a .grad = None nobody wrote)."""
+    model = mlp(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1 - e / 10)
+    x, y = data(32, classes=3)
+    with watch(model, opt, scheduler=sched) as w:
+        for _ in range(14):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            sched.step()
+    rules = {f.rule: f.message for f in w.findings() if f.severity is not Severity.INFO}
+    assert "T002" not in rules and "T004" in rules, rules

@@ -53,7 +53,8 @@ register(
             "the scheduler's own design at the rate it is stepped (StepLR stepped per epoch, OneCycleLR over the whole "
             "run) is not reported; a horizon (T_max, total_steps, total_iters) stepped past while training goes on, or "
             "a step schedule stepped once per optimizer step that loses 10x, is.",
-        fix="step the scheduler at the granularity its horizon is counted in (per epoch, or a horizon in batches)",
+        fix="step the scheduler at the granularity its horizon is counted in (per epoch, or a horizon in batches); "
+            "a learning rate set to 0 (or below) by hand or by a default: give the optimizer a positive lr",
         bad_example="sched = CosineAnnealingLR(opt, T_max=epochs)\nfor x, y in loader:\n    ...\n    opt.step()\n"
                     "    sched.step()          # per batch: lr reaches 0 after `epochs` batches",
         good_example="sched = CosineAnnealingLR(opt, T_max=epochs * len(loader))   # per-batch horizon",

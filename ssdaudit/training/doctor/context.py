@@ -94,8 +94,7 @@ class Context:
     def refresh(self) -> None:
         """Re-read the optimizer's parameters (param groups can be added while training)."""
         self._opt_ids = {id(p) for p in self.params()}
-        self._trained = {id(p) for g in self.optimizer.param_groups if float(g.get("lr", 1.0)) >= 0
-                         for p in g["params"] if p.requires_grad}
+        self._trained = {id(p) for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad}
 
     @property
     def trained_ids(self) -> set[int]:

@@ -109,7 +109,8 @@ class LearningRateCollapse(Check):
             if why is None:
                 continue
             high, low, at = self.collapsed[gi]
-            fell = f"to {low:.3g} ({high / low:.0f}x)" if low > 0 else "to 0"
+            fell = (f"to {low:.3g} ({high / low:.0f}x)" if low > 0 else "to 0" if low == 0 else
+                    f"below 0, to {low:.3g} (a negative rate climbs the loss)")
             hint = why or (": a scheduler stepped per batch with a horizon in epochs?" if low > 0 else
                            ": a scheduler horizon shorter than the run?")
             ctx.report(self.code, f"{ctx.label}, param group {gi}: lr fell from {high:.3g} {fell} by step {at}{sched}{hint}",
