@@ -54,9 +54,10 @@ def watch(
             report = run_watched(list(ctx.args), steps, every, codes, None if fmt is Format.text else sys.stderr)
         except (ScriptError, ScriptInterrupted) as exc:
             # what the steps before the failure showed is often its cause: print it, then the error (exit 2);
-            # under --format json the error document carries it. A Ctrl-C gets the report even when it is clean: the
-            # user stopped a run and asks what the steps so far showed
-            shown = exc.report is not None and (bool(exc.report.findings) or isinstance(exc, ScriptInterrupted))
+            # under --format json the error document carries it
+            # a clean report too when steps ran: "no silent errors found" in them is worth knowing before a crash
+            shown = exc.report is not None and (bool(exc.report.findings) or isinstance(exc, ScriptInterrupted)
+                                                or exc.report.steps > 0)
             if shown and exc.report is not None and fmt not in (Format.json, Format.sarif):
                 emit(exc.report, fmt, _script_file(exc.report.target))
             raise

@@ -123,7 +123,7 @@ class Runner:
         w.ctx.label = describe(opt, name, len(self.watches))
 
         def stop(_opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
-            if w.steps >= self.steps:
+            if w.steps >= self.steps or self.rounds() >= self.steps:
                 raise _StopScript()
 
         opt.register_step_post_hook(stop)
@@ -147,6 +147,16 @@ class Runner:
                 w.detach()
             taps.uninstall()
 
+    def rounds(self) -> int:
+        """Training steps so far across every optimizer: the steps of all of them, divided by how many step together
+        (a GAN's two optimizers make one step per round; an optimizer built per fold continues the count)."""
+        counts = [w.steps for w in self.watches]
+        if not counts:
+            return 0
+        top = max(counts)
+        together = sum(1 for c in counts if c >= top - 1)
+        return -(-sum(counts) // together)  # a round that has begun counts
+
     def report(self, target: str) -> DoctorReport:
         findings = [f for w in self.watches for f in w.findings()]
         first: dict[str, int] = {}
@@ -154,7 +164,7 @@ class Runner:
             for code, step in w.first_step.items():
                 first[code] = min(step, first.get(code, step))
         errors = [e for w in self.watches for e in w.ctx.internal_errors]
-        return DoctorReport(target, max((w.steps for w in self.watches), default=0), findings, first, errors)
+        return DoctorReport(target, self.rounds(), findings, first, errors)
 
 
 def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
