@@ -470,6 +470,24 @@ def t015(bug: bool) -> Watch:
     return w
 
 
+def t015_resized(bug: bool) -> Watch:
+    # fine-tuning: a new head for 5 classes replaces the 1-output head after the optimizer was built
+    model = mlp()
+    if bug:
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        model[3] = nn.Linear(8, 5)
+    else:
+        model[3] = nn.Linear(8, 5)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = data(16, classes=5)
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    return w
+
+
 def t016_before_watch(bug: bool) -> Watch:
     # the usual order: load the pretrained weights, then build the optimizer and the watch
     pretrained = mlp().state_dict()
@@ -625,6 +643,7 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T014": ("T014", t014, 1),
     "G006-amp-skipped": ("G006", amp_skipped_steps, 0),  # clean only: GradScaler's skipped steps are by design
     "T015": ("T015", t015, 1),
+    "T015-resized": ("T015", t015_resized, 1),
     "T016": ("T016", t016, 1),
     "T016-before-watch": ("T016", t016_before_watch, 1),
 }  # T017 (DDP replicas) needs 2 processes: tests/ssdaudit/test_distributed.py
@@ -1109,3 +1128,12 @@ def test_steps_count_across_optimizers_built_one_after_another(tmp_path: Path) -
         "    og.zero_grad()\n    (-d(g(torch.randn(4, 2)))).mean().backward()\n    og.step()\n    print('round', i + 1)\n")
     r = CliRunner().invoke(app, ["watch", "--steps", "10", "--", "python", str(gan)])
     assert "round 9\n" in r.output and "round 10\n" not in r.output and "(10 optimizer steps watched)" in r.output
+
+
+
+def test_a_cause_is_one_finding_not_its_consequences() -> None:
+    """Gradients cleared before step (T002), a new head of another size (T015): the parameters never updated (G004)
+    and the optimizer's coverage (G003) follow from them and are not reported again (found by a blind trial)."""
+    assert [f.rule for f in t002(True).findings() if f.severity is not Severity.INFO] == ["T002"]
+    assert [f.rule for f in t015_resized(True).findings() if f.severity is not Severity.INFO] == ["T015"]
+    assert [f for f in t015_resized(False).findings() if f.severity is not Severity.INFO] == []

@@ -274,12 +274,21 @@ class Watch:
         """The T findings so far, then the gradient-flow findings (G001-G006), without the ignored codes."""
         found = list(self.ctx.found.values())
         if self.monitor is not None:
-            found += self.monitor.findings()
+            causes = {f.rule for f in found}
+            # consequences a T finding already names (one finding, the cause): parameters never updated (G004), and
+            # the optimizer's coverage (G003) once parameters were replaced after it was built (T015)
+            found += [f for f in self.monitor.findings()
+                      if not (f.rule == "G004" and causes & _NO_UPDATE_CAUSES or f.rule == "G003" and "T015" in causes)]
         return [f for f in found if f.rule not in self.ignore]
 
     def report(self, target: str = "") -> DoctorReport:
         """What has been seen so far as a ``DoctorReport`` (rendered by ``ssdaudit.render``)."""
         return DoctorReport(target, self.steps, self.findings(), self.first_step, list(self.ctx.internal_errors))
+
+
+# T findings whose consequence is that step() changes no parameter: gradients cleared before it (T002), a learning
+# rate of 0 (T004), a backward that reached none of them (T005), updates that round away (T014)
+_NO_UPDATE_CAUSES = {"T002", "T004", "T005", "T014"}
 
 
 def describe(optimizer: torch.optim.Optimizer, model_name: str, number: int = 0) -> str:
