@@ -132,18 +132,28 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
             # (the probe asks which tensors forward reads, not what it computes); its allocations stay in budget
             from ssdaudit.registration.placeholder import address_space_limit, placeholder_copy, placeholder_input
 
+            from ssdaudit.core.errors import TimeLimitExceeded
+
+            meta_report, meta_model, meta_example = report, model, example
             model, example = placeholder_copy(loaded.model), placeholder_input(example)
-            with running_user_code(f"probing {shown}'s forward on a CPU copy with placeholder weights", deadline), \
-                    address_space_limit(budget):
-                report = audit_params(model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
-                                      sizes_from=loaded.model)
-            placement = ProbePlacement("cpu", f"meta failed: {why}; placeholder weights: a CPU copy with random "
-                                       f"weights would need {human_bytes(need)}, over the {human_bytes(budget)} "
-                                       "budget (--probe-memory)")
-            failure = probe_failure(report.findings)
-            if failure is not None:  # it failed on the CPU too: the meta device is not the (only) problem
-                placement = ProbePlacement("cpu", f"meta failed: {why}; on a CPU copy with placeholder weights it "
-                                           f"failed too: {meta_reason(failure)}")
+            try:
+                with running_user_code(f"probing {shown}'s forward on a CPU copy with placeholder weights",
+                                       deadline), address_space_limit(budget):
+                    report = audit_params(model, ref_obj, example, depth, target=shown,
+                                          reference_name=ref_name or "", sizes_from=loaded.model)
+            except TimeLimitExceeded:  # a CPU forward of a very large model: the meta run's report stands
+                report, model, example = meta_report, meta_model, meta_example
+                placement = ProbePlacement("meta", f"meta failed: {why}; the probe on a CPU copy with placeholder "
+                                           "weights ran past --timeout (raise it: it takes as long as a CPU forward)")
+                deadline = Deadline(None)  # what follows (the layer table) is not the probe's to bound
+            else:
+                placement = ProbePlacement("cpu", f"meta failed: {why}; placeholder weights: a CPU copy with random "
+                                           f"weights would need {human_bytes(need)}, over the {human_bytes(budget)} "
+                                           "budget (--probe-memory)")
+                failure = probe_failure(report.findings)
+                if failure is not None:  # it failed on the CPU too: the meta device is not the (only) problem
+                    placement = ProbePlacement("cpu", f"meta failed: {why}; on a CPU copy with placeholder weights "
+                                               f"it failed too: {meta_reason(failure)}")
         else:
             cpu = on_cpu()
             model, example = cpu.model, example_of(cpu, "cpu")
@@ -154,7 +164,7 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
         placement = ProbePlacement("meta", f"--probe-device meta; it failed there: {meta_reason(failure)}")
     if placement.device == "meta" and failure is not None:
         # the input is not the problem there: the meta device is; say so where N004's generic fix would mislead
-        hint = ("raise --probe-memory to let the probe run on a CPU copy" if probe_device == "auto"
+        hint = ("raise --timeout to let the probe finish on a CPU copy with placeholder weights" if probe_device == "auto"
                 else "--probe-device auto or cpu runs it on a CPU copy with random weights")
         for f in report.findings:
             if f.rule == "N004":

@@ -318,3 +318,18 @@ def test_a_dict_of_forward_keywords_is_passed_as_keywords():
     assert forward_arguments(TakesABatch(), (x, x)) == ((x, x), {})
     findings = find_unregistered(EncoderDecoder(), kwargs)
     assert not [f for f in findings if f.rule in ("N003", "N004")]  # the probe ran with both inputs
+
+
+def test_a_placeholder_probe_past_the_time_limit_leaves_the_meta_report(tmp_path):
+    """A CPU forward can be slow for a very large model: past --timeout the audit still reports (the meta run's
+    findings, and why the probe did not finish), rather than failing as a whole."""
+    slow = ITEM_MODEL.format(scale=CLEAN).replace(
+        "    def forward(self, x):\n", "    def forward(self, x):\n        if not x.is_meta:\n"
+        "            import time\n            time.sleep(30)\n")
+    report = audit_target(_file(tmp_path, slow), device="meta", probe_device="auto", probe_memory=16,
+                          roundtrip=False, timeout=3)
+    assert report.probe is not None and report.probe.device == "meta"
+    assert "ran past --timeout" in report.probe.reason
+    assert report.registered_params == 20
+    n004 = [f for f in report.findings if f.rule == "N004"]
+    assert n004 and "raise --timeout" in n004[0].message
