@@ -103,6 +103,24 @@ def timm_models(only: tuple[str, ...] | None = None):
         yield name, build, example
 
 
+def text_model_types() -> tuple[str, ...]:
+    """The model types whose ``AutoModel`` class takes token ids (``main_input_name == "input_ids"``) as its main
+    input, in name order: the architectures issue 23's coverage goal counts (read from the classes, nothing built)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    keys = []
+    for key in sorted(CONFIG_MAPPING.keys()):
+        try:
+            cls = MODEL_MAPPING[CONFIG_MAPPING[key]]
+            takes_ids = getattr(cls, "main_input_name", "input_ids") == "input_ids"
+        except Exception:  # no AutoModel class for this configuration (or it needs a package missing here)
+            continue
+        if takes_ids:
+            keys.append(key)
+    return tuple(keys)
+
+
 def transformers_models(only: tuple[str, ...] | None = None):
     from transformers import AutoModel
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
@@ -264,6 +282,8 @@ def main() -> None:
     parser.add_argument("--probe-memory", default="4GiB", help="Largest CPU build for the fallback (default 4GiB).")
     parser.add_argument("--sample", type=int, default=None,
                         help="N models evenly spaced over the zoo's list (deterministic): a smaller sweep.")
+    parser.add_argument("--text-only", action="store_true",
+                        help="transformers: only model types whose AutoModel takes input_ids (issue 23's 92).")
     parser.add_argument("--quick", action="store_true",
                         help="Two small models of the zoo (torchvision's where the zoo is not installed): a smoke run.")
     args = parser.parse_args()
@@ -279,6 +299,9 @@ def main() -> None:
         print(f"--quick: {', '.join(only)} only")
     from ssdaudit.registration.probe_device import parse_memory
 
+    if args.text_only and args.zoo == "transformers" and not only:
+        only = text_model_types()
+        print(f"--text-only: {len(only)} model types take input_ids")
     rows = sweep(args.zoo, args.limit, args.roundtrip, args.max_params, only, args.probe_device,
                  parse_memory(args.probe_memory), args.sample)
     built = [r for r in rows if r.error is None]
@@ -312,7 +335,7 @@ def main() -> None:
         record(f"params: {args.zoo} zoo, R007/R008 false positives", f"{len(flagged)} of {ran} models",
                "round trip on CPU weights", None, "0 findings", not flagged)
         return
-    sampled = f", a sample of {args.sample}" if args.sample else ""
+    sampled = (f", a sample of {args.sample}" if args.sample else "") + (" text models" if args.text_only else "")
     record(f"params: {args.zoo} zoo false positives{sampled}", f"{len(flagged)} of {len(built)} models",
            f"forward probes ran on {probes} of {len(built)}", None, "0 findings", not flagged)
 

@@ -37,13 +37,30 @@ def first_sample(example_input: Any) -> Any:
     return tree_map(lambda t: t[:1] if isinstance(t, torch.Tensor) else t, example_input)
 
 
+def _overlapping(t: torch.Tensor) -> bool:
+    """Elements of ``t`` share memory (a stride-0 view: an expanded tensor, a placeholder weight)."""
+    return any(stride == 0 and size > 1 for stride, size in zip(t.stride(), t.shape))
+
+
+def _views_kept(tensors: list[torch.Tensor]) -> dict[int, Any]:
+    """A ``copy.deepcopy`` memo that maps each overlapping tensor to a view of the same memory: deepcopy would clone
+    it at its full size (a placeholder embedding of 500,000 x 1,024 to 2 GB). The copy is only moved (``_apply``
+    makes new tensors), never written, so sharing that memory changes nothing."""
+    memo: dict[int, Any] = {}
+    for t in tensors:
+        if _overlapping(t):
+            view = t.detach()
+            memo[id(t)] = nn.Parameter(view, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else view
+    return memo
+
+
 def cast_keeping_layout(t: torch.Tensor, dtype: torch.dtype, device: torch.device | None = None) -> torch.Tensor:
     """``t.to(dtype, device)`` for a floating tensor (others only move to ``device``), except that a tensor whose
     elements share memory (a stride-0 view) stays such a view of its converted memory instead of being expanded
     to its full size: ``Module.to`` semantics at the memory cost of the storage."""
     if not t.is_floating_point():
         return t.to(device) if device is not None else t
-    if all(stride or size <= 1 for stride, size in zip(t.stride(), t.shape)) or t.numel() == 0:
+    if not _overlapping(t) or t.numel() == 0:
         return t.to(dtype=dtype, device=device) if device is not None else t.to(dtype)
     extent = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
     base = t.as_strided((extent,), (1,))
@@ -86,13 +103,18 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
     if any(t.is_meta for t in tensors):
         return MoveProbeResult([], "the model is on the meta device")
     try:
-        moved = copy.deepcopy(model)
+        moved = copy.deepcopy(model, _views_kept(tensors))
     except Exception as exc:  # locks, generators, handles: objects that refuse to be copied
         return MoveProbeResult([], f"the model cannot be deep-copied ({exc.__class__.__name__})")
     target = torch.device(device) if device is not None else None
     # what ``.to(dtype, device)`` does (through the model's own ``_apply``), keeping a stride-0 placeholder weight
     # (``placeholder.placeholder_copy``) a view rather than expanding it to its full size
-    moved._apply(lambda t: cast_keeping_layout(t, dtype, target))  # type: ignore[no-untyped-call]
+    try:
+        moved._apply(lambda t: cast_keeping_layout(t, dtype, target))  # type: ignore[no-untyped-call]
+    except UserError:
+        raise
+    except Exception as exc:  # out of memory (a budget's limit), a custom _apply that raises
+        return MoveProbeResult([], f"moving the copy failed: {exc.__class__.__name__}: {first_line(exc, 200)}")
     moved.eval()
 
     names: dict[int, str] = {}

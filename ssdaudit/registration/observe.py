@@ -87,6 +87,7 @@ class StateGuard:
         owners = list({id(m): m for e in roots for m in e.modules()}.values())
         self._buffer_dicts = [(m, dict(m._buffers)) for m in owners]  # forward may replace or add buffers
         self._param_dicts = [(m, dict(m._parameters)) for m in owners]  # ... or assign a Parameter to an attribute
+        self._module_dicts = [(m, dict(m._modules)) for m in owners]  # ... or add or swap submodules
         self._states = [b for m in roots for b in m.buffers()]
         self._saved = [b.detach().clone() for b in self._states]
         self._rng = torch.random.get_rng_state()
@@ -111,10 +112,16 @@ class StateGuard:
         torch.random.set_rng_state(self._rng)
         if self._cuda_rng is not None:
             torch.cuda.set_rng_state_all(self._cuda_rng)
-        for name, module in list(self.model.named_modules()):
-            if name and id(module) not in self._before_ids:
-                parent_name, _, attr = name.rpartition(".")
-                parent = self._before.get(parent_name)
-                if parent is not None and attr in parent._modules:
-                    self.added.append((name, module))
-                    del parent._modules[attr]
+        # submodules registered during the pass are listed and taken out again; one that replaced a submodule (an
+        # attention implementation swapped on the first call) gives its place back to the one it replaced
+        names = {id(m): n for n, m in self._before.items()}
+        for m, modules in self._module_dicts:
+            if m._modules.keys() == modules.keys() and all(m._modules[k] is v for k, v in modules.items()):
+                continue
+            prefix = names.get(id(m))
+            for attr, module in m._modules.items():
+                if module is not None and modules.get(attr) is not module and id(module) not in self._before_ids \
+                        and prefix is not None:
+                    self.added.append((f"{prefix}.{attr}" if prefix else attr, module))
+            m._modules.clear()
+            m._modules.update(modules)

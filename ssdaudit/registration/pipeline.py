@@ -119,6 +119,14 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
         placement = ProbePlacement("cpu", "--probe-device cpu: random weights")
     model = cpu.model
     example = example_of(cpu, "cpu" if cpu is not loaded else device)
+    pristine = None  # the meta model before its probe (a forward that fails half-way can leave it half-changed)
+    if on_meta and cpu is loaded and probe_device == "auto":
+        import copy
+
+        try:
+            pristine = copy.deepcopy(loaded.model)
+        except Exception:  # refuses a deep copy: the placeholder copy (if needed) is made from the probed model
+            pristine = None
     with running_user_code(f"probing {shown}'s forward", deadline):
         report = audit_params(model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
                               rebuild=loaded.rebuild if roundtrip and not on_meta else None,
@@ -135,7 +143,7 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
             from ssdaudit.core.errors import TimeLimitExceeded
 
             meta_report, meta_model, meta_example = report, model, example
-            model, example = placeholder_copy(loaded.model), placeholder_input(example)
+            model, example = placeholder_copy(pristine or loaded.model), placeholder_input(example)
             try:
                 with running_user_code(f"probing {shown}'s forward on a CPU copy with placeholder weights",
                                        deadline), address_space_limit(budget):

@@ -10,6 +10,7 @@ hidden where no attribute reaches), and records which tensors the forward reads 
 from __future__ import annotations
 
 import collections
+import copy
 import inspect
 import re
 from dataclasses import dataclass, field
@@ -679,12 +680,16 @@ def _probe_meta_model(model: nn.Module, example_input: Any) -> list[Finding]:
     from ssdaudit.registration.placeholder import address_space_limit, placeholder_copy, placeholder_input
     from ssdaudit.registration.probe_device import default_budget
 
+    try:  # before the probe: a forward that fails half-way on meta can leave modules half-swapped
+        pristine = copy.deepcopy(model)
+    except Exception:  # a model that refuses a deep copy: no second probe
+        return find_unregistered(model, example_input, probe_device="meta")
     findings = find_unregistered(model, example_input, probe_device="meta")
     if probe_failure(findings) is None:
         return findings
     try:
         with address_space_limit(default_budget()):
-            copied = placeholder_copy(model)
+            copied = placeholder_copy(pristine)
             again = find_unregistered(copied, placeholder_input(example_input), probe_device="meta")
     except UserError:
         raise

@@ -205,8 +205,13 @@ class _SwapsAttention(nn.Module):
 
 def test_a_module_swapped_in_forward_around_registered_parameters_hides_nothing():
     x = torch.rand(2, 4)
-    clean = [f for f in find_unregistered(_SwapsAttention(reuse=True), x) if f.severity is not Severity.INFO]
+    model = _SwapsAttention(reuse=True)
+    original = model.attn
+    findings = find_unregistered(model, x)
+    clean = [f for f in findings if f.severity is not Severity.INFO]
     assert clean == []
+    # the swap is undone after each pass (the model is left as it was built) and both modes ran
+    assert model.attn is original and not [f for f in findings if f.rule == "N004"]
     buggy = [f for f in find_unregistered(_SwapsAttention(reuse=False), x) if f.rule == "R005"]
     assert [(f.path, f.params, f.severity) for f in buggy] == [("attn", 20, Severity.ERROR)]
 
@@ -254,7 +259,10 @@ def test_a_model_over_budget_is_probed_in_little_memory(tmp_path):
 
     buggy = _file(tmp_path, MOE_MODEL.format(table="self.table = torch.ones(512)"), "moe.py")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    report = audit_target(buggy + ":Net", device="meta", probe_device="auto", probe_memory=2**20, roundtrip=False)
+    # a budget the placeholder copy is far below but a full-size copy (4x 400 MB at its peak) is over: the probe must
+    # not expand the placeholder weights anywhere (the dtype-move probe once cloned them to 2x their size)
+    report = audit_target(buggy + ":Net", device="meta", probe_device="auto", probe_memory=int(1.5 * 2**30),
+                          roundtrip=False)
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # bytes (Linux: KiB)
     assert report.registered_params > 100_000_000  # 400 MB of float32 weights
     assert report.probe is not None and report.probe.device == "cpu" and "placeholder weights" in report.probe.reason
