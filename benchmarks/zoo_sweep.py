@@ -186,7 +186,7 @@ def _cpu_fallback(row: Row, build: Callable[[], torch.nn.Module], example: Calla
         try:
             with warnings.catch_warnings(), address_space_limit(limit):
                 warnings.simplefilter("ignore")
-                model = placeholder_copy(meta_model)
+                model = placeholder_copy(meta_model, limit)
                 x = placeholder_input(transformers_input(meta_model, "meta") if zoo == "transformers" else example("meta"))
                 ph_findings = find_unregistered(model, x, probe_device="meta")
         except Exception as exc:  # the copy itself failed (a model that refuses deepcopy): the meta run stands
@@ -246,13 +246,21 @@ def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_param
         model.eval()
         x = transformers_input(model, row.device) if zoo == "transformers" else example(row.device)
         row.input_name = str(getattr(model, "main_input_name", "")) if zoo == "transformers" else ""
+        pristine = model  # as `ssdaudit params`: the placeholder copy is made from the model before its meta probe
+        if row.device == "meta" and probe_device == "auto":
+            import copy
+
+            try:
+                pristine = copy.deepcopy(model)
+            except Exception:
+                pass
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             findings = find_unregistered(model, x, probe_device="meta")  # the fallback is _cpu_fallback's
         row.params = sum(p.numel() for p in model.parameters())
         row.probe_device = row.device if x is not None else "-"
         if x is not None and row.device == "meta" and probe_device == "auto":
-            findings = _cpu_fallback(row, build, example, zoo, findings, budget, model)
+            findings = _cpu_fallback(row, build, example, zoo, findings, budget, pristine)
         row.probe_ran = x is not None and _probe_ran(findings)
         # N004 (the probe could not run, e.g. .item() on the meta device) says what the audit could not check; it
         # is counted in the probe column, not as an alarm about the model

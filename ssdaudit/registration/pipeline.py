@@ -143,7 +143,7 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
             from ssdaudit.core.errors import TimeLimitExceeded
 
             meta_report, meta_model, meta_example = report, model, example
-            model, example = placeholder_copy(pristine or loaded.model), placeholder_input(example)
+            model, example = placeholder_copy(pristine or loaded.model, budget), placeholder_input(example)
             try:
                 with running_user_code(f"probing {shown}'s forward on a CPU copy with placeholder weights",
                                        deadline), address_space_limit(budget):

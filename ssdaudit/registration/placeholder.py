@@ -27,8 +27,10 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 # A parameter of 3 or more dimensions gets a real block for its last two dimensions, shared by every parameter of
-# that shape: grouped matrix products (mixture-of-experts layers) reject a stride-0 matrix. Above this many elements
-# the block would cost too much, and the parameter is a view of one random row instead.
+# that shape: grouped matrix products (mixture-of-experts layers) reject a stride-0 matrix. The blocks may take this
+# share of the memory budget (BLOCK_LIMIT elements each without one); a parameter whose block does not fit is a
+# view of one random row instead.
+BLOCK_SHARE = 0.25
 BLOCK_LIMIT = 2**26
 _SCALE = 0.02  # the spread of placeholder weights: the usual initialiser's, so activations stay finite
 
@@ -36,9 +38,19 @@ _SCALE = 0.02  # the spread of placeholder weights: the usual initialiser's, so 
 class _Pools:
     """Random rows and blocks per dtype and shape, shared by every placeholder of that kind."""
 
-    def __init__(self) -> None:
+    def __init__(self, block_bytes: int | None = None) -> None:
         self.rows: dict[torch.dtype, torch.Tensor] = {}
         self.blocks: dict[tuple[tuple[int, ...], torch.dtype], torch.Tensor] = {}
+        self.block_bytes_left = block_bytes  # None: each block up to BLOCK_LIMIT elements
+
+    def fits(self, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
+        """Whether a block of ``shape`` exists or can still be made within the budget."""
+        if (shape, dtype) in self.blocks:
+            return True
+        n = shape[0] * shape[1]
+        if self.block_bytes_left is None:
+            return n <= BLOCK_LIMIT
+        return n * torch.empty((), dtype=dtype).element_size() <= self.block_bytes_left
 
     def row(self, n: int, dtype: torch.dtype) -> torch.Tensor:
         pool = self.rows.get(dtype)
@@ -51,6 +63,8 @@ class _Pools:
         key = (shape, dtype)
         if key not in self.blocks:
             self.blocks[key] = _values(shape, dtype)
+            if self.block_bytes_left is not None:
+                self.block_bytes_left -= self.blocks[key].numel() * self.blocks[key].element_size()
         return self.blocks[key]
 
 
@@ -70,7 +84,7 @@ def placeholder_tensor(t: torch.Tensor, pools: _Pools) -> torch.Tensor:
     shape = tuple(t.shape)
     if t.dim() == 0:
         return _values((), t.dtype)
-    if t.dim() >= 3 and shape[-1] * shape[-2] <= BLOCK_LIMIT:
+    if t.dim() >= 3 and pools.fits(shape[-2:], t.dtype):
         return pools.block(shape[-2:], t.dtype).expand(shape)
     return pools.row(shape[-1], t.dtype).expand(shape)
 
@@ -104,16 +118,17 @@ def _convert_value(value: Any, memo: dict[int, Any], depth: int = 0) -> Any:
     return value
 
 
-def placeholder_copy(model: nn.Module) -> nn.Module:
+def placeholder_copy(model: nn.Module, budget: int | None = None) -> nn.Module:
     """A CPU copy of the meta-built ``model`` with placeholder weights, for the forward probe.
 
     Parameters become ``nn.Parameter`` views of shared random memory (``placeholder_tensor``): the copy's memory is
     that of its distinct row lengths and block shapes, not of its parameter count. Buffers and plain tensor
     attributes of modules (also inside lists, tuples and dicts) are materialised at full size. The same meta tensor
     maps to the same CPU tensor everywhere, so tied parameters stay one object. ``model`` itself is not changed.
-    Returns the copy in ``model``'s train/eval mode."""
+    ``budget``: bytes the probe may allocate; a quarter of it may go to the shared blocks of 3-D parameters (None:
+    each block up to ``BLOCK_LIMIT`` elements). Returns the copy in ``model``'s train/eval mode."""
     copied = copy.deepcopy(model)
-    pools = _Pools()
+    pools = _Pools(int(budget * BLOCK_SHARE) if budget is not None else None)
     memo: dict[int, Any] = {}
     for module in copied.modules():
         for name, p in list(module._parameters.items()):

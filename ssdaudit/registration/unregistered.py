@@ -688,8 +688,9 @@ def _probe_meta_model(model: nn.Module, example_input: Any) -> list[Finding]:
     if probe_failure(findings) is None:
         return findings
     try:
-        with address_space_limit(default_budget()):
-            copied = placeholder_copy(pristine)
+        budget = default_budget()
+        with address_space_limit(budget):
+            copied = placeholder_copy(pristine, budget)
             again = find_unregistered(copied, placeholder_input(example_input), probe_device="meta")
     except UserError:
         raise
