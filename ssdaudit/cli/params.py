@@ -75,6 +75,7 @@ def params(
         from ssdaudit.registration.probe_device import parse_memory
 
         shape = parse_shape(input_shape) if input_shape else None
+        budget = parse_memory(probe_memory)  # a bad value is named first, whatever else is off
         if probe_memory.strip().lower() != "auto" and device is not Device.meta:
             fail("--probe-memory bounds the CPU copy of a model built with --device meta; this one is built on the "
                  "CPU already: drop it, or add --device meta")
@@ -83,7 +84,7 @@ def params(
                        "weights_only=False, which runs any code they contain", err=True)
         with trusting_pickles(trust_pickle):
             report = audit_target(target, reference, checkpoint, shape, device.value, depth, timeout, roundtrip,
-                                  layers=layers, probe_device=probe_device.value, probe_memory=parse_memory(probe_memory),
+                                  layers=layers, probe_device=probe_device.value, probe_memory=budget,
                                   lint_source=lint_source)
         from ssdaudit.core.targets import TargetSpec
 

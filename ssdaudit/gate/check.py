@@ -118,6 +118,14 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
         # source is the gate's lint step's (linted here too, a static finding would be counted twice)
         report = audit_target(m.target, m.reference, input_shape=tuple(m.input_shape) if m.input_shape else None,
                               timeout=deadline.left() or 0, roundtrip=False, root=root, lint_source=False)
+        from ssdaudit.core.errors import ProbeError
+        from ssdaudit.registration.unregistered import probe_failure, probe_ran
+
+        if report.probe is not None and report.probe.device != "none" and not probe_ran(report.findings):
+            # forward failed in train and eval mode: the checks that need it did not run, so the model is not
+            # known to be clean (K001), not a pass with a note
+            raise ProbeError(f"the forward probe failed in train and eval mode: {probe_failure(report.findings)}; "
+                             "fix forward, or give input_shape (in [[tool.ssdaudit.models]]) that it accepts")
         ref_name = m.reference
         findings = [f for f in report.findings if f.severity is not Severity.INFO]
         broken: list[str] = []

@@ -26,6 +26,8 @@ PROBE_PEAK_FACTOR = 4  # a CPU probe's peak memory, in multiples of the model's 
 
 # (pattern in the meta probe's error, what the report calls it): failures that say nothing about the model
 _META_REASONS = (
+    (re.compile(r"can't allocate memory|cannot allocate memory|MemoryError|out of memory", re.I),
+     "out of memory within the --probe-memory budget (raise it)"),
     (re.compile(r"\.item\(\)|cannot be called on meta tensors", re.I), ".item() on a meta tensor"),
     (re.compile(r"data.dependent|nonzero|unbacked|masked_select|meta tensor without output_size", re.I),
      "a data-dependent shape"),

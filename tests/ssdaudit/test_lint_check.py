@@ -384,7 +384,10 @@ def test_check_expectations_max_checkpoint_tolerance_and_input_shape(tmp_path):
         "def example_input():\n    return torch.rand(2, 4)\n", ""))
     config.write_text(text.replace("params = 31", "params = 30\ninput_shape = [3, 5]"))
     result = check(config, "--format", "json")  # a 5-feature input cannot pass Linear(4, 4): the probe fails
-    assert "N004" in {f["rule"] for r in json.loads(result.stdout)["rows"] for f in r["findings"]}
+    # in both modes: the model is not audited (K001, exit 2), not passed with a note (found by a new-user trial)
+    assert result.exit_code == 2, result.output
+    row = next(r for r in json.loads(result.stdout)["rows"] if r["name"].endswith("net.py"))
+    assert row["status"] == "error" and "forward probe failed in train and eval mode" in " ".join(row["details"])
     config.write_text(text.replace("params = 31", "params = 30\ninput_shape = [3, 4]"))
     assert check(config).exit_code == 0
 
