@@ -69,6 +69,14 @@ def wrap_container(ctx: FileContext, node: cst.CSTNode, kind: str, used: set[str
     safe = safe and used <= _METHODS[name]
     if _is_empty(node):
         return [ctx.replace(node, f"{prefix}{name}()")], safe, name
+    if isinstance(node, cst.Tuple):
+        # (a, b) -> nn.ModuleList([a, b]): a registering list takes one iterable, not the tuple's items (the range
+        # of a parenthesised tuple lies inside its parentheses, which stay around the call)
+        items = [e.value for e in node.elements]
+        if any(isinstance(e, cst.StarredElement) or _is_list_like(v) or _is_dict_like(ctx, v)
+               for e, v in zip(node.elements, items)):
+            return None
+        return [ctx.replace(node, f"{prefix}{name}([{', '.join(ctx.code(v) for v in items)}])")], safe, name
     edits = ctx.wrap(node, f"{prefix}{name}(")
     # lists of lists: each inner plain list of modules becomes a registering container too
     if isinstance(node, (cst.List, cst.Tuple, cst.ListComp, cst.Dict, cst.DictComp)):
@@ -133,7 +141,11 @@ def _sequential(ctx: FileContext, scan: ClassScan, hit: ContainerHit, values: li
         return None
     title = (f"wrap self.{hit.attr} in nn.Sequential (only ever run in order); state_dict() keys stay "
              f"{hit.attr}.0.weight ..., as with nn.ModuleList, so checkpoints load either way")
-    if isinstance(node, (cst.List, cst.Tuple)) and not node.lpar:
+    if isinstance(node, cst.Tuple):  # (a, b) or a, b -> nn.Sequential(a, b)
+        if any(isinstance(e, cst.StarredElement) for e in node.elements):
+            return None
+        edits = [ctx.replace(node, f"{prefix}Sequential({', '.join(ctx.code(e.value) for e in node.elements)})")]
+    elif isinstance(node, cst.List) and not node.lpar:
         r = ctx.range(node)  # [a, b] -> nn.Sequential(a, b): the brackets become the call's parentheses
         edits = [Edit(r.start.line, r.start.column + 1, r.start.line, r.start.column + 2, f"{prefix}Sequential("),
                  Edit(r.end.line, r.end.column, r.end.line, r.end.column + 1, ")")]

@@ -249,3 +249,20 @@ def test_a_fix_names_torch_nn_the_way_the_file_imports_it(tmp_path, imports):
     namespace: dict = {}
     exec(compile(fixed, str(path), "exec"), namespace)  # imports and defines without a NameError
     assert [f.rule for f in find_unregistered(namespace["Net"]()) if f.severity.value == "error"] == []
+
+
+def test_r004_fix_keeps_random_tensors_and_skips_scalars(tmp_path):
+    """``torch.randn(8)`` is not a constant: its buffer must be saved (persistent, an unsafe fix: state_dict() gains
+    a key), or a reloaded model computes with other values. ``torch.tensor(1e-5)`` is 0-dim: forward uses it safely
+    (params: N005), so lint does not flag it (both found by a new-user trial)."""
+    path = tmp_path / "m.py"
+    path.write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.noise = torch.randn(8)\n        self.zeros = torch.zeros(8)\n"
+        "        self.eps = torch.tensor(1e-5)\n\n    def forward(self, x):\n"
+        "        return (x + self.noise + self.zeros) / (x.std() + self.eps)\n")
+    findings = {f.message.split()[0]: f for f in lint_paths([path]).findings}
+    assert set(findings) == {"self.noise", "self.zeros"}
+    noise, zeros = findings["self.noise"].autofix, findings["self.zeros"].autofix
+    assert noise is not None and not noise.safe and "persistent=True" in noise.edits[0].text
+    assert zeros is not None and zeros.safe and "persistent=False" in zeros.edits[0].text

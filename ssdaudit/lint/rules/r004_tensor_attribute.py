@@ -22,15 +22,43 @@ def check(ctx: FileContext) -> Iterator[Hit]:
     for scan in class_scans(ctx):
         reads = scan.forward_reads() - scan.forward_stores()  # a cache forward() rebuilds is its own business
         for attr, (value, stmt, method) in scan.tensors.items():
-            if attr in reads:
+            if attr in reads and not _scalar(ctx, value):
                 where = "" if method == "__init__" else f" (made in self.{method}(), which __init__ calls)"
                 yield Hit(value, f"{scan.cls.name.value}.{attr}",
                           f"self.{attr} is a plain tensor read in forward(){where}: not moved by .to(), not saved",
                           data=(scan, attr, stmt, method))
 
 
+# torch factories whose values differ from one build to the next: not constants, so a buffer of them must be saved
+# (persistent), or a reloaded model computes with other values
+_RANDOM = {"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "normal", "bernoulli",
+           "multinomial", "poisson", "empty", "empty_like", "empty_strided"}
+
+
+def _scalar(ctx: FileContext, node: cst.CSTNode) -> bool:
+    """``torch.tensor(1e-5)`` (a number, keywords allowed): a 0-dim tensor mixes with tensors on any device and does
+    not decide their dtype, so forward uses it safely (``ssdaudit params`` calls it N005, a note)."""
+    if not isinstance(node, cst.Call) or (dotted(node.func) or "").rpartition(".")[2] not in ("tensor", "scalar_tensor"):
+        return False
+    if (dotted(node.func) or "").split(".")[0] not in ctx.torch_aliases:
+        return False
+    positional = [a for a in node.args if a.keyword is None]
+    if len(positional) != 1:
+        return False
+    value = positional[0].value
+    if isinstance(value, cst.UnaryOperation):
+        value = value.expression
+    return isinstance(value, (cst.Integer, cst.Float)) or (isinstance(value, cst.Name) and value.value in ("True", "False"))
+
+
 def _constant(ctx: FileContext, node: cst.CSTNode) -> bool:
-    """Built from literals and torch's own names only (``torch.arange(10, dtype=torch.float32)``)."""
+    """Built from literals and torch's own deterministic names only (``torch.arange(10, dtype=torch.float32)``;
+    not ``torch.randn(8)``, nor ``torch.empty(8)``, whose values are not reproduced by a rebuild)."""
+    for n in walk(node):
+        if isinstance(n, cst.Call) and (dotted(n.func) or "").rpartition(".")[2] in _RANDOM | {
+                "normal_", "uniform_", "random_", "bernoulli_", "exponential_", "geometric_", "cauchy_",
+                "log_normal_"}:
+            return False
     allowed: set[int] = set()
     for n in walk(node):
         if isinstance(n, cst.Attribute) and (dotted(n) or "").split(".")[0] in ctx.torch_aliases:
