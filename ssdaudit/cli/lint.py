@@ -89,3 +89,6 @@ def _check_lint_path(path: Path) -> None:
         fail(f"cannot read {path}: {exc.strerror or exc}")
     if b"\0" in head:
         fail(f"{path} is not Python source (it is binary: a checkpoint or other data?); lint .py files or folders")
+    if path.suffix not in (".py", ".pyi") and not (head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]):
+        fail(f"{path} is not a Python file (.py, or a script whose first line is a python #!); lint .py files or "
+             "folders")

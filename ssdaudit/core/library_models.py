@@ -135,13 +135,29 @@ def hf_example_input(config: Any, model_class: Any) -> Any:
     below the vocabulary size (the text configuration's, or below 100 where none is given), as keyword arguments
     (a dict) with ``use_cache=False`` where forward takes it, and for an encoder-decoder whose forward takes
     ``decoder_input_ids`` the same ids on both sides; images (FloatTensor[2, C, H, W]) at the configuration's
-    ``image_size`` (224 where it gives none); audio (FloatTensor[2, 16000]: one second at 16 kHz). None where the
+    ``image_size`` (224 where it gives none); audio (FloatTensor[2, 16000]: one second at 16 kHz); log-mel features
+    (FloatTensor[2, num_mel_bins, 2 * max_source_positions], with decoder ids for an encoder-decoder). None where the
     main input is something else (the audit then skips the probe and says so)."""
     import inspect
 
     import torch
 
     name = getattr(model_class, "main_input_name", "input_ids")
+    try:
+        takes = set(inspect.signature(model_class.forward).parameters)
+    except (TypeError, ValueError, AttributeError):
+        takes = set()
+    if name == "input_features" and isinstance(getattr(config, "num_mel_bins", None), int):
+        # speech models on log-mel frames (Whisper: 80 bins x 3000 frames, twice its max_source_positions)
+        positions = getattr(config, "max_source_positions", None)
+        frames = 2 * positions if isinstance(positions, int) and positions > 0 else 3000
+        features: dict[str, Any] = {"input_features": torch.rand(2, config.num_mel_bins, frames)}
+        vocab = getattr(config, "vocab_size", None)
+        if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in takes and isinstance(vocab, int):
+            features["decoder_input_ids"] = torch.randint(0, vocab, (2, 4))
+        if "use_cache" in takes:
+            features["use_cache"] = False
+        return features if len(features) > 1 else features["input_features"]
     if name == "input_ids":
         vocab = getattr(config, "vocab_size", None)
         if not isinstance(vocab, int) and callable(getattr(config, "get_text_config", None)):
@@ -149,10 +165,6 @@ def hf_example_input(config: Any, model_class: Any) -> Any:
         if not isinstance(vocab, int) or vocab <= 0:
             vocab = _SAFE_VOCABULARY
         ids = torch.randint(0, vocab, (2, HF_SEQUENCE_LENGTH))
-        try:
-            takes = set(inspect.signature(model_class.forward).parameters)
-        except (TypeError, ValueError, AttributeError):
-            takes = set()
         example: dict[str, Any] = {"input_ids": ids}
         if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in takes:
             example["decoder_input_ids"] = ids.clone()

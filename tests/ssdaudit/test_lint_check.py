@@ -431,7 +431,11 @@ def test_lint_refuses_a_binary_file_and_a_folder_without_python(tmp_path):
     empty = tmp_path / "empty"
     (empty / "data").mkdir(parents=True)
     (empty / "data" / "notes.txt").write_text("no python here")
-    for path, needle in ((ckpt, "not Python source"), (empty, "no Python files")):
+    notes = empty / "data" / "notes.txt"  # a text file given by mistake is not "0 findings in 1 file"
+    script = tmp_path / "train"  # an extension-less script with a python #! is linted
+    script.write_text("#!/usr/bin/env python3\nx = 1\n")
+    assert runner.invoke(app, ["lint", str(script)]).exit_code == 0
+    for path, needle in ((ckpt, "not Python source"), (empty, "no Python files"), (notes, "not a Python file")):
         result = runner.invoke(app, ["lint", str(path)])
         assert result.exit_code == 2 and needle in result.stderr, result.output
         assert "E999" not in result.output
