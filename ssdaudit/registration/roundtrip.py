@@ -30,8 +30,7 @@ from torch.utils._pytree import tree_flatten
 
 from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import UserError, first_line
-from ssdaudit.core.findings import rules_tagged
-from ssdaudit.core.findings import RULES, Finding
+from ssdaudit.core.findings import RULES, Finding, Severity, rules_tagged
 from ssdaudit.registration.move_probe import first_sample
 from ssdaudit.registration.walk import unregistered_module_names
 
@@ -333,6 +332,12 @@ def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known
         cause = f"; cause: {f.rule} `{f.path}` ({f.params:,} parameters outside state_dict())"
     elif rt.outside:
         cause = f"; state outside tensors (not in state_dict()): {', '.join(rt.outside)}"
+    else:  # a plain tensor attribute forward reads inside the differing module: a rebuild makes it anew
+        inside = [f for f in known if f.rule in ("R004", "R008") and f.severity is not Severity.INFO
+                  and (where == "<model>" or f.path == where or f.path.startswith(where + "."))]
+        if inside:
+            cause = (f"; likely cause: {inside[0].rule} `{inside[0].path}`, a plain tensor outside state_dict(): a "
+                     "reload keeps the new build's values")
     return [RULES["R007"].finding(path,
         f"after a save and reload the outputs differ; first module whose output differs: `{where}`{cause}",
     )]

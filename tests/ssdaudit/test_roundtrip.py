@@ -159,3 +159,17 @@ def test_pytest_fixture_assert_reloads(ssdaudit):
     ssdaudit.assert_reloads(lambda: RandomScale(as_buffer=True), X)
     with pytest.raises(pytest.fail.Exception, match="R007"):
         ssdaudit.assert_reloads(RandomScale, X)
+
+
+def test_r007_names_a_plain_random_tensor_as_its_likely_cause(tmp_path):
+    """A plain tensor of random values read in forward: the reload keeps the new build's values. R007 says which
+    tensor (R004), as it names a container for R001 (found by a new-user trial: it named only `<model>`)."""
+    from ssdaudit.registration.pipeline import audit_target
+
+    path = tmp_path / "m.py"
+    path.write_text("import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+                    "        super().__init__()\n        self.fc = nn.Linear(8, 8)\n        self.bias2 = torch.randn(8)\n\n"
+                    "    def forward(self, x):\n        return self.fc(x) + self.bias2.to(x.device)\n\n\n"
+                    "def example_input():\n    return torch.rand(2, 8)\n")
+    r007 = [f for f in audit_target(str(path)).findings if f.rule == "R007"]
+    assert len(r007) == 1 and "likely cause: R004 `bias2`" in r007[0].message
