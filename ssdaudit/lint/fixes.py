@@ -156,12 +156,14 @@ def _sequential(ctx: FileContext, scan: ClassScan, hit: ContainerHit, values: li
 
 def container_fix(ctx: FileContext, scan: ClassScan, hit: ContainerHit) -> Fix | None:
     """R001/R002: wrap the attribute's plain container where it is assigned (also for one filled by ``append``)."""
-    if isinstance(hit.node, cst.Assign):  # self.body = layers, after `del self.body`: the modules, unpacked
+    if isinstance(hit.node, cst.Assign):  # self.body = layers (a local plain container, or after `del self.body`)
         prefix = ctx.nn_prefix()
         if prefix is None:
             return None
-        return Fix(f"wrap self.{hit.attr} in nn.ModuleList", True,
-                   tuple(ctx.wrap(hit.node.value, f"{prefix}ModuleList(")))
+        dict_like = scan.local_containers.get(hit.attr) == "dict"
+        name = {("module", False): "ModuleList", ("module", True): "ModuleDict", ("parameter", False): "ParameterList",
+                ("parameter", True): "ParameterDict"}[(hit.kind if hit.kind == "parameter" else "module", dict_like)]
+        return Fix(f"wrap self.{hit.attr} in nn.{name}", True, tuple(ctx.wrap(hit.node.value, f"{prefix}{name}(")))
     values: list[cst.BaseExpression]
     if any(v is hit.node for v in scan.plain_values.get(hit.attr, ())):
         values = [v for v in scan.plain_values[hit.attr] if v is hit.node]

@@ -43,6 +43,8 @@ class ClassScan:
     hits: dict[str, list[ContainerHit]] = field(default_factory=lambda: defaultdict(list))
     registered_later: dict[str, list[int | None]] = field(default_factory=dict)
     nodes: dict[str, list[cst.CSTNode]] = field(default_factory=dict)  # each method's nodes, in source order
+    # attr -> "list" | "dict": self.attr = name, where name is a local plain container filled with modules/parameters
+    local_containers: dict[str, str] = field(default_factory=dict)
 
     def unregistered(self, code: str) -> list[ContainerHit]:
         """The hits of ``code`` whose container the class does not register after all."""
@@ -181,6 +183,7 @@ def _unpacked_attr(node: cst.CSTNode) -> str | None:
 class _Scanner:
     def __init__(self, ctx: FileContext, cls: cst.ClassDef) -> None:
         self.ctx, self.cls = ctx, cls
+        self.locals: dict[str, tuple[str, str]] = {}  # the current method's local plain containers (see run)
         body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else ()
         methods = {s.name.value: s for s in body if isinstance(s, cst.FunctionDef)}
         self.scan = ClassScan(cls, methods)
@@ -196,6 +199,7 @@ class _Scanner:
         for fname, fn in scan.methods.items():
             bound: dict[str, str] = {}
             nodes = self.nodes[fname]
+            self.locals = self._local_containers(nodes)
             for node in nodes:
                 if isinstance(node, cst.Assign):
                     kind = ("module" if self.ctx.is_module_ctor(node.value)
@@ -246,6 +250,15 @@ class _Scanner:
                 self._hit("R002", value, attr, f"self.{attr} holds nn.Parameter objects in a plain "
                           f"{container_name(value)}: the optimizer and state_dict() will not see them", kind)
             return
+        if isinstance(value, cst.Name) and value.value in self.locals:
+            container, kind = self.locals[value.value]
+            scan.plain[attr] = kind
+            scan.local_containers[attr] = container
+            what = "nn.Module objects" if kind == "module" else "nn.Parameter objects"
+            self._hit("R001" if kind == "module" else "R002", stmt, attr,
+                      f"self.{attr} = {value.value}, a plain {container} that holds {what}: parameters(), state_dict() "
+                      "and .to() will not see them", kind)
+            return
         operated = operated_parameter(ctx, value)
         if operated is not None:
             op, moved = operated
@@ -260,6 +273,53 @@ class _Scanner:
                 return
         if fname in self.init_methods and ctx.is_tensor_expr(value):
             scan.tensors[attr] = (value, stmt, fname)
+
+    def _local_containers(self, nodes: list[cst.CSTNode]) -> dict[str, tuple[str, str]]:
+        """Local names bound to a plain list or dict literal in one method, with the kind ("module" / "parameter")
+        of what they hold: from the literal, ``name.append/extend/insert(...)`` or ``name[key] = ...``. A name also
+        handed to a registering container (``nn.ModuleList(layers)``, ``nn.Sequential(*layers)``) or rebound to
+        something else is left out."""
+        ctx = self.ctx
+        containers: dict[str, str] = {}
+        kinds: dict[str, str] = {}
+        bound: dict[str, str] = {}
+        registered: set[str] = set()
+        for node in nodes:
+            if isinstance(node, cst.Assign):
+                for t in node.targets:
+                    target = t.target
+                    if isinstance(target, cst.Name):
+                        name = target.value
+                        if ctx.is_module_ctor(node.value) or ctx.is_parameter_ctor(node.value):
+                            bound[name] = "module" if ctx.is_module_ctor(node.value) else "parameter"
+                        if isinstance(node.value, (cst.List, cst.Dict, cst.ListComp, cst.DictComp)):
+                            containers[name] = container_name(node.value)
+                            kind = kind_of(ctx, elements(ctx, node.value) or [], bound)
+                            if kind:
+                                kinds[name] = kind
+                        else:
+                            containers.pop(name, None)
+                            kinds.pop(name, None)
+                    elif isinstance(target, cst.Subscript) and isinstance(target.value, cst.Name) \
+                            and target.value.value in containers:
+                        kind = kind_of(ctx, [node.value], bound)
+                        if kind:
+                            kinds[target.value.value] = kind
+            elif isinstance(node, cst.Call):
+                func = node.func
+                if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) \
+                        and func.value.value in containers and func.attr.value in ("append", "extend", "insert"):
+                    args = node.args[1:] if func.attr.value == "insert" else node.args
+                    items: list[cst.BaseExpression] = []
+                    for a in args:
+                        inner = elements(ctx, a.value) if func.attr.value == "extend" else None
+                        items += inner if inner is not None else [a.value]
+                    kind = kind_of(ctx, items, bound)
+                    if kind:
+                        kinds[func.value.value] = kind
+                elif ctx.is_module_ctor(node) or ctx.is_parameter_ctor(node) or registers(node):
+                    registered.update(a.value.value for a in node.args if isinstance(a.value, cst.Name))
+        return {n: (containers[n], k) for n, k in kinds.items() if n in containers and n not in registered}
 
     def _append(self, call: cst.Call, bound: dict[str, str]) -> None:
         func = call.func

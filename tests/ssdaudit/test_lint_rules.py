@@ -266,3 +266,18 @@ def test_r004_fix_keeps_random_tensors_and_skips_scalars(tmp_path):
     noise, zeros = findings["self.noise"].autofix, findings["self.zeros"].autofix
     assert noise is not None and not noise.safe and "persistent=True" in noise.edits[0].text
     assert zeros is not None and zeros.safe and "persistent=False" in zeros.edits[0].text
+
+
+def test_a_local_container_handed_to_a_registering_one_is_not_flagged(tmp_path):
+    """The clean twins of r001_locals.py: the local list goes into nn.ModuleList / nn.Sequential(*...), or the name
+    is rebound to a registering container before self.attr = name."""
+    path = tmp_path / "m.py"
+    path.write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        layers = []\n        for _ in range(2):\n"
+        "            layers.append(nn.Linear(4, 4))\n        self.layers = nn.ModuleList(layers)\n"
+        "        seq = [nn.Linear(4, 4)]\n        self.seq = nn.Sequential(*seq)\n        self.alias = seq\n"
+        "        heads = {}\n        heads['cls'] = nn.Linear(4, 3)\n        heads = nn.ModuleDict(heads)\n"
+        "        self.heads = heads\n\n    def forward(self, x):\n"
+        "        for layer in self.layers:\n            x = layer(x)\n        return self.heads['cls'](self.seq(x))\n")
+    assert lint_paths([path]).findings == []
