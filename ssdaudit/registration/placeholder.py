@@ -169,18 +169,6 @@ def placeholder_input(example: Any) -> Any:
     return tree_map(convert, example)
 
 
-def _address_space_used() -> int | None:
-    """Bytes of address space this process maps now (``VmSize``), or None where the system does not say."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 @contextlib.contextmanager
 def address_space_limit(extra_bytes: int) -> Iterator[None]:
     """Within the block, allocations beyond ``extra_bytes`` more address space fail with an error (``RLIMIT_AS``)
@@ -191,7 +179,9 @@ def address_space_limit(extra_bytes: int) -> Iterator[None]:
     except ImportError:  # Windows
         yield
         return
-    used = _address_space_used()
+    from ssdaudit.registration.probe_device import proc_bytes
+
+    used = proc_bytes("/proc/self/status", "VmSize")  # the address space this process maps now
     if used is None:
         yield
         return

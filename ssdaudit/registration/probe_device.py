@@ -63,15 +63,24 @@ def model_bytes(model: Any) -> int:
     return sum(seen.values())
 
 
-def available_memory() -> int:
-    """Bytes of memory available now (``MemAvailable`` on Linux; else free pages; else 8 GiB assumed)."""
+def proc_bytes(path: str, key: str) -> int | None:
+    """Bytes from a ``/proc`` table line ``key: N kB`` (``/proc/meminfo`` MemAvailable, ``/proc/self/status``
+    VmSize), or None where the file or the line is missing (not Linux)."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        with open(path, encoding="ascii") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (``MemAvailable`` on Linux; else free pages; else 8 GiB assumed)."""
+    found = proc_bytes("/proc/meminfo", "MemAvailable")
+    if found is not None:
+        return found
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):
