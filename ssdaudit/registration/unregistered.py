@@ -333,8 +333,8 @@ def find_unregistered(model: nn.Module, example_input: Any = None, *, probe_devi
     those findings when that probe runs; "meta" never does (``ssdaudit params`` decides between a CPU build with
     random weights and placeholder weights itself, by ``--probe-memory``).
 
-    ``example_input``: a tuple is unpacked into ``forward``'s positional arguments, anything else is
-    passed as the single argument; ``None`` skips the forward probe (an N003 note says so). The probe runs in
+    ``example_input``: handed to ``forward`` by ``core.forward_call`` (a tuple unpacked into positional arguments,
+    a dict whose keys all name forward's parameters as keywords, anything else the single argument); ``None`` skips the forward probe (an N003 note says so). The probe runs in
     train and eval mode, and the device-move check (R008) asks which tensors it read ``.to()`` would leave behind.
     ``move_probe.find_device_strays`` is the same question answered by moving a copy to float64. Nothing here
     raises for a forward that fails: the walk's findings are returned with an N004 note (or, when an unregistered
@@ -676,7 +676,6 @@ _NO_MODE = re.compile(r"forward fails on the example input in train and eval mod
 
 def _probe_meta_model(model: nn.Module, example_input: Any) -> list[Finding]:
     """``find_unregistered`` of a meta model: on meta, and where the probe fails there, on a placeholder copy."""
-    from ssdaudit.core.errors import UserError
     from ssdaudit.registration.placeholder import address_space_limit, placeholder_copy, placeholder_input
     from ssdaudit.registration.probe_device import default_budget
 
