@@ -1,9 +1,11 @@
 """ssdaudit: find the parameters a PyTorch model uses but never registers, and the other silent errors of training.
 
-The public API. ``import ssdaudit`` imports neither torch nor any analysis: each name is loaded on first use.
+The public API. ``import ssdaudit`` imports neither torch nor any analysis, and patches nothing: each name is
+loaded on first use.
 
 Registration (does the model register what it uses): ``find_unregistered``, ``audit_params``, ``audit_target``,
-``check_roundtrip``. Training: ``watch`` (the training doctor, its ``DoctorReport``), ``GradFlowMonitor``. Checkpoints: ``open_checkpoint``, ``load_object``,
+``check_roundtrip``. Training: ``watch`` (the training doctor, its ``DoctorReport``), ``record_loads`` (record
+``load_state_dict(strict=False)`` calls made before the watch, for T016), ``GradFlowMonitor``. Checkpoints: ``open_checkpoint``, ``load_object``,
 ``diff_checkpoints``, ``compare_keys``. Source: ``lint_paths``. The CI gate: ``run_check``. Findings and rules:
 ``Finding``, ``Location``, ``Rule``, ``RULES``, ``Severity``. Errors: ``UserError`` and its kinds ``UsageError``,
 ``LoadError``, ``TimeLimitExceeded``, ``ProbeError``, ``ConfigError``. Atomic writes: ``atomic_write``,
@@ -13,8 +15,7 @@ Registration (does the model register what it uses): ``find_unregistered``, ``au
 from __future__ import annotations
 
 import importlib
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"  # the one version source: pyproject.toml reads it (tool.setuptools.dynamic)
 
@@ -28,6 +29,7 @@ _EXPORTS = {
     "check_roundtrip": "ssdaudit.registration.roundtrip",
     "GradFlowMonitor": "ssdaudit.training.gradflow.monitor",
     "watch": "ssdaudit.training.doctor.watch",
+    "record_loads": "ssdaudit.training.loads",
     "DoctorReport": "ssdaudit.training.doctor.report",
     "open_checkpoint": "ssdaudit.checkpoints.formats",
     "load_object": "ssdaudit.checkpoints.formats",
@@ -52,7 +54,7 @@ _EXPORTS = {
 
 __all__ = [
     "find_unregistered", "audit_params", "ParamsReport", "compare_keys", "audit_target", "check_roundtrip",
-    "GradFlowMonitor", "watch", "DoctorReport", "open_checkpoint", "load_object", "diff_checkpoints", "lint_paths", "run_check", "Finding",
+    "GradFlowMonitor", "watch", "record_loads", "DoctorReport", "open_checkpoint", "load_object", "diff_checkpoints", "lint_paths", "run_check", "Finding",
     "Location", "Rule", "RULES", "Severity", "Report", "UserError", "UsageError", "LoadError", "TimeLimitExceeded",
     "ProbeError", "ConfigError", "atomic_write", "atomic_write_text", "__version__",
 ]
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
     from ssdaudit.training.doctor.report import DoctorReport
     from ssdaudit.training.doctor.watch import watch
     from ssdaudit.training.gradflow.monitor import GradFlowMonitor
+    from ssdaudit.training.loads import record_loads
 
 
 def __getattr__(name: str) -> object:
@@ -87,50 +90,3 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-# The training doctor's T016 judges `load_state_dict(strict=False)` calls made before `watch(...)` too (load the
-# pretrained weights, build the optimizer, then watch): they are recorded from the moment torch and ssdaudit are both
-# imported (a deque of 32 weak references, filled only by strict=False loads; ssdaudit.training.loads). With
-# torch imported first this happens now; otherwise right after `import torch` finishes, through a one-shot import
-# hook, so that `import ssdaudit` itself still imports no torch.
-_LOAD_TAP = "ssdaudit.training.loads"
-
-
-class _AfterTorch:
-    """A ``sys.meta_path`` finder that answers nothing itself: when ``torch`` is about to be imported it wraps that
-    import's loader so that, once ``torch/__init__`` has run, the load tap is installed; then it removes itself."""
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname != "torch":
-            return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        import importlib.util
-
-        spec = importlib.util.find_spec("torch")
-        loader = getattr(spec, "loader", None)
-        if spec is None or loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_then_tap(module: Any) -> None:
-            exec_module(module)
-            try:
-                importlib.import_module(_LOAD_TAP)
-            except Exception:  # never break the user's `import torch`
-                pass
-
-        loader.exec_module = exec_then_tap
-        return spec
-
-
-def _tap_loads() -> None:
-    if "torch" in sys.modules:
-        if getattr(sys.modules["torch"], "nn", None) is not None:  # torch fully imported (not in its own __init__)
-            importlib.import_module(_LOAD_TAP)
-    elif not any(isinstance(f, _AfterTorch) for f in sys.meta_path):
-        sys.meta_path.insert(0, _AfterTorch())
-
-
-_tap_loads()

@@ -489,18 +489,22 @@ def t015_resized(bug: bool) -> Watch:
 
 
 def t016_before_watch(bug: bool) -> Watch:
-    # the usual order: load the pretrained weights, then build the optimizer and the watch
+    # the usual order: load the pretrained weights, then build the optimizer and the watch (the load recorded by
+    # an explicit `ssdaudit.record_loads()`: nothing is patched before the user asks)
+    from ssdaudit import record_loads
+
     pretrained = mlp().state_dict()
     state = {("module." + k if bug else k): v for k, v in pretrained.items() if not k.startswith("3.")}
     model = mlp()
-    model.load_state_dict(state, strict=False)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    x, y = data()
-    with watch(model, opt) as w:
-        for _ in range(STEPS):
-            opt.zero_grad()
-            F.mse_loss(model(x).squeeze(1), y).backward()
-            opt.step()
+    with record_loads():
+        model.load_state_dict(state, strict=False)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        x, y = data()
+        with watch(model, opt) as w:
+            for _ in range(STEPS):
+                opt.zero_grad()
+                F.mse_loss(model(x).squeeze(1), y).backward()
+                opt.step()
     return w
 
 
@@ -873,9 +877,9 @@ def test_a_script_that_crashes_still_gets_its_diagnosis(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bug", [True, False])
 def test_t016_sees_loads_made_before_the_doctor_is_imported(bug: bool) -> None:
-    """The usual script: `import ssdaudit` (lazy: no doctor, no torch yet) at the top, load the pretrained weights
-    with strict=False, then build the optimizer and `ssdaudit.watch`. The load happened before the doctor module was
-    imported; it is still judged (recorded from `import torch` on)."""
+    """The usual script: `import ssdaudit` (lazy: no doctor, no torch yet) at the top, `ssdaudit.record_loads()`,
+    load the pretrained weights with strict=False, then build the optimizer and `ssdaudit.watch`. The load happened
+    before the doctor module was imported; it is still judged. `import ssdaudit` alone patches nothing."""
     import subprocess
     import sys
 
@@ -885,6 +889,9 @@ import ssdaudit
 import torch
 from torch import nn
 import torch.nn.functional as F
+original = nn.Module.load_state_dict
+ssdaudit.record_loads()
+assert nn.Module.load_state_dict is not original
 assert "ssdaudit.training.doctor" not in __import__("sys").modules  # only the load record
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))

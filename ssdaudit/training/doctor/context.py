@@ -9,47 +9,28 @@ discriminator's parameters, which the discriminator's optimizer clears before it
 
 from __future__ import annotations
 
-import os
-import sys
-import sysconfig
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ssdaudit.core.findings import RULES, Finding, Location, Severity
+from ssdaudit.core.findings import RULES, Finding, Severity
+from ssdaudit.core.frames import user_location
+from ssdaudit.core.guard import raise_internal
 
-# Frames in these folders are library code (ours, torch's, the standard library's, installed packages'): the user's
-# line is the innermost frame outside all of them.
-_LIBRARY_DIRS = tuple(str(Path(d).resolve()) + os.sep for d in {
-    str(Path(__file__).resolve().parents[2]), str(Path(torch.__file__).resolve().parent),
-    *(sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib"))} if d)
+__all__ = ["Context", "raise_internal", "unwrap_compiled", "user_location", "user_path"]
 
-
-def user_location() -> Location | None:
-    """The file:line of the user's code that led here (the ``optimizer.step()``, ``loss.backward()`` or loss call
-    that triggered a hook): the innermost Python frame outside ssdaudit, torch, the standard library and installed
-    packages. None when there is none (a hook run by a CUDA autograd thread, a library's own training loop)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if not name.startswith("<") and not os.path.realpath(name).startswith(_LIBRARY_DIRS):
-            path = Path(name)
-            try:
-                shown = str(path.resolve().relative_to(Path.cwd()))
-            except ValueError:
-                shown = name
-            return Location(shown, frame.f_lineno)
-        frame = frame.f_back  # type: ignore[assignment]
-    return None
+def unwrap_compiled(module: Any) -> Any:
+    """The module ``torch.compile(module)`` wraps (its ``OptimizedModule``'s ``_orig_mod``), else ``module``."""
+    while type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module):
+        module = module._orig_mod
+    return module
 
 
-def raise_internal() -> bool:
-    """Whether a failing check propagates its exception (``SSDAUDIT_RAISE_INTERNAL=1``, set by the tests) instead
-    of being recorded: a bug of ours must never break the user's training."""
-    return os.environ.get("SSDAUDIT_RAISE_INTERNAL", "") not in ("", "0")
+def user_path(name: str) -> str:
+    """A dotted module path as the user wrote it: without the ``_orig_mod`` step of a compiled submodule."""
+    return ".".join(part for part in name.split(".") if part != "_orig_mod") if "_orig_mod" in name else name
 
 
 @dataclass
@@ -112,11 +93,11 @@ class Context:
         if self.model is None:
             return
         for name, m in self.model.named_modules():
-            self._names.setdefault(id(m), name or type(m).__name__)
+            self._names.setdefault(id(m), user_path(name) or type(m).__name__)
             for child in m.children():
                 self._parents.setdefault(id(child), m)
         for name, p in self.model.named_parameters():
-            self._names.setdefault(id(p), name)
+            self._names.setdefault(id(p), user_path(name))
 
     def name_of(self, obj: object) -> str:
         """The attribute path of a module or parameter in the model, else its type's name."""

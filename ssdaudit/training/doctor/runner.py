@@ -1,15 +1,18 @@
 """``ssdaudit watch -- python train.py ARGS``: the user's script run in-process, every optimizer it builds watched.
 
-``Optimizer.__init__`` is wrapped for the run: each optimizer gets a ``Watch`` as soon as it is built, on the model
-found from its parameters (the outermost module, among the live ones, that holds the most of them). After ``steps``
+``Optimizer.__init__`` is wrapped for the run (a layer of ``ssdaudit.core.patches``, run outside ``torch.compile``:
+a script may build its optimizer inside a compiled function): each optimizer gets a ``Watch`` as soon as it is
+built, on the model found from its parameters (the outermost module that holds the most of them: among the user's
+variables first, else among all live modules). After ``steps``
 optimizer steps a private ``BaseException`` raised from a step post-hook ends the script (``except Exception`` in
 the script does not catch it; its ``finally`` blocks run). Loads with ``strict=False`` made before the optimizer
-existed are replayed into it (``ssdaudit.training.loads``). The script's output passes through.
+existed are replayed into it (``ssdaudit.training.loads``: the record starts before the script does). The script's output passes through.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import runpy
@@ -21,9 +24,13 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
+from ssdaudit.core import patches
 from ssdaudit.core.errors import ScriptError, ScriptInterrupted, UsageError, first_line
 from ssdaudit.core.findings import rule_codes
+from ssdaudit.core.frames import user_frames, user_traceback_entry
+from ssdaudit.core.guard import guarded
 from ssdaudit.training.doctor import taps
+from ssdaudit.training.doctor.context import unwrap_compiled
 from ssdaudit.training.doctor.report import DoctorReport
 from ssdaudit.training.doctor.watch import Watch, describe
 
@@ -63,37 +70,58 @@ def parse_command(argv: list[str]) -> ScriptCommand:
     return ScriptCommand(words[0], False, tuple(words[1:]))
 
 
-def find_model(params: Iterable[torch.Tensor]) -> nn.Module | None:
-    """The outermost live module holding the most of ``params`` (by identity), or None. Scans the garbage
-    collector's objects once (done once per optimizer)."""
-    ids = {id(p) for p in params}
-    # type(), not isinstance(): isinstance reads __class__, which some lazy proxies answer with a warning
-    modules = [o for o in gc.get_objects() if issubclass(type(o), nn.Module)]
-    children = {id(c) for m in modules for c in m.children()}
+patches.register("torch.optim.optimizer.Optimizer", "__init__")
+
+
+def _best(modules: Iterable[nn.Module], ids: set[int]) -> tuple[int, nn.Module] | None:
+    """(count, module): the outermost of ``modules`` holding the most of the parameters ``ids``."""
+    unique = list({id(m): m for m in modules}.values())
+    children = {id(c) for m in unique for c in m.children()}
     best: tuple[int, nn.Module] | None = None
-    for m in modules:
+    for m in unique:
         if id(m) in children:
             continue
         held = sum(id(p) in ids for p in m.parameters())
         if held and (best is None or held > best[0]):
             best = (held, m)
-    return best[1] if best is not None else None
+    return best
+
+
+def find_model(params: Iterable[torch.Tensor]) -> nn.Module | None:
+    """The outermost module holding the most of ``params`` (by identity), or None; a compiled model
+    (``torch.compile``) is named by the module it wraps. Looks in the user's variables first (the frames outside
+    library code: ``opt = Adam(model.parameters())`` has ``model`` at hand), and scans the garbage collector's
+    objects only when no variable holds all of them (once per optimizer)."""
+    ids = {id(p) for p in params}
+    # type(), not isinstance(): isinstance reads __class__, which some lazy proxies answer with a warning
+    near = [v for frame in _first(user_frames(sys._getframe(1)), 8) for scope in (frame.f_locals, frame.f_globals)
+            for v in list(scope.values()) if issubclass(type(v), nn.Module)]
+    best = _best(near, ids)
+    if best is None or best[0] < len(ids):
+        best = _best((o for o in gc.get_objects() if issubclass(type(o), nn.Module)), ids)
+    return unwrap_compiled(best[1]) if best is not None else None
+
+
+def _first(frames: Iterable[Any], n: int) -> list[Any]:
+    out = []
+    for frame in frames:
+        out.append(frame)
+        if len(out) == n:
+            break
+    return out
 
 
 def _user_name(obj: object) -> str:
-    """The name the user's code (the innermost frame outside torch and ssdaudit) binds ``obj`` to, else ""."""
+    """The name the user's code (the innermost frame outside library code) binds ``obj`` (or a compiled wrapper of
+    it) to, else ""."""
     if obj is None:
         return ""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
-    frame = sys._getframe(1)
-    while frame is not None and (frame.f_code.co_filename.startswith((here, torch_dir))):
-        frame = frame.f_back  # type: ignore[assignment]
+    frame = next(user_frames(sys._getframe(1)), None)
     if frame is None:
         return ""
     for scope in (frame.f_locals, frame.f_globals):
         for key, value in scope.items():
-            if value is obj and not key.startswith("_"):
+            if (value is obj or unwrap_compiled(value) is obj) and not key.startswith("_"):
                 return key
     return ""
 
@@ -108,6 +136,7 @@ class Runner:
         self.every = every
         self.ignore = list(ignore)
         self.watches: list[Watch] = []
+        self.notes: list[str] = []  # internal errors outside any watch
         _, unknown = rule_codes(self.ignore)
         if unknown:
             raise UsageError(f"unknown rule codes in ignore: {', '.join(unknown)}")
@@ -130,19 +159,22 @@ class Runner:
 
     @contextlib.contextmanager
     def patched(self) -> Iterator[None]:
-        original = torch.optim.Optimizer.__init__
         runner = self
 
-        def __init__(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
-            original(self, *args, **kwargs)
-            runner._on_optimizer(self)
+        def make(call_next: Any) -> Any:
+            @functools.wraps(call_next)
+            def __init__(opt: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+                call_next(opt, *args, **kwargs)
+                with guarded("ssdaudit watch: attaching to a new optimizer", runner.notes):
+                    runner._on_optimizer(opt)
 
-        taps.install()
-        torch.optim.Optimizer.__init__ = __init__  # type: ignore[method-assign]
+            return __init__
+
+        taps.install()  # the taps, and the record of loads, from before the script's first line
         try:
-            yield
+            with patches.patched(torch.optim.Optimizer, "__init__", make, key=f"ssdaudit.runner.{id(self):x}"):
+                yield
         finally:
-            torch.optim.Optimizer.__init__ = original  # type: ignore[method-assign]
             for w in self.watches:
                 w.detach()
             taps.uninstall()
@@ -163,7 +195,7 @@ class Runner:
         for w in self.watches:
             for code, step in w.first_step.items():
                 first[code] = min(step, first.get(code, step))
-        errors = [e for w in self.watches for e in w.ctx.internal_errors]
+        errors = [*self.notes, *(e for w in self.watches for e in w.ctx.internal_errors)]
         return DoctorReport(target, self.rounds(), findings, first, errors)
 
 
@@ -219,9 +251,5 @@ def _so_far(runner: Runner, cmd: object) -> DoctorReport | None:
 
 def _where(exc: BaseException) -> str:
     """`` (at file.py:LINE)``: the innermost frame of the user's code that raised, not ssdaudit's or torch's."""
-    import traceback
-
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith(here) and "site-packages" not in f.filename and not f.filename.startswith("<")]
-    return f" (at {os.path.relpath(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
+    found = user_traceback_entry(exc.__traceback__)
+    return f" (at {os.path.relpath(found[0])}:{found[1]})" if found is not None else ""

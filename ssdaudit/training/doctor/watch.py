@@ -3,35 +3,45 @@ names its silent errors (rules T001-T017), with the gradient-flow checks of ``Gr
 
 What it hooks while attached:
 
-* the optimizer: step pre/post hooks, and ``zero_grad`` of that instance (and of the model) wrapped;
+* the optimizer: step pre/post hooks, and ``zero_grad`` of that instance (and of the model) wrapped (a layer of the
+  patch owner, ``ssdaudit.core.patches``: watches nest and detach in any order);
 * every parameter the optimizer holds: a gradient hook, whose first call in a backward marks the backward (its
   ``.grad`` is still the previous value then) and queues a callback for the backward's end;
 * every module's forward (a global forward pre/post hook): the module stack, modes, the first layer's input;
 * ``torch.nn.functional`` losses and dropout, ``clip_grad_norm_``, ``GradScaler`` (``taps``), and
-  ``Module.load_state_dict(strict=False)`` calls, also those made before the watch (recorded since torch and
-  ssdaudit were both imported: ``ssdaudit.training.loads``) into modules of the model;
+  ``Module.load_state_dict(strict=False)`` calls, also those recorded before the watch (by an earlier watch,
+  ``ssdaudit watch``, or ``ssdaudit.record_loads()``: ``ssdaudit.training.loads``) into modules of the model;
 * the learning rate of every param group, read at each step.
 
 Host syncs happen only on the steps ``every`` selects (the first step included), in the checks that need values.
+
+Every hook runs outside ``torch.compile`` (``torch.compiler.disable``) and inside a guard: an exception of ours is
+noted and disables the check that raised it for the rest of the run (``ctx.internal_errors``), never reaching the
+user's code (``SSDAUDIT_RAISE_INTERNAL=1`` re-raises it: the tests). Global module hooks act only for the thread
+the watch belongs to (another thread's loop with its own watch is that watch's). A compiled model
+(``torch.compile(model)``) is watched through the module it wraps: paths never name ``_orig_mod``.
 """
 
 from __future__ import annotations
 
-import traceback
-from collections.abc import Iterable
-from typing import Any
+import functools
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.hooks import RemovableHandle
 
+from ssdaudit.core import patches
 from ssdaudit.core.findings import Finding, rule_codes
+from ssdaudit.core.guard import describe as describe_error
 from ssdaudit.training import loads
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
-from ssdaudit.training.doctor.context import Context, raise_internal
+from ssdaudit.training.doctor.context import Context, raise_internal, unwrap_compiled
 from ssdaudit.training.doctor.report import DoctorReport
 from ssdaudit.training.gradflow.monitor import GradFlowMonitor, _wrapped
 
@@ -55,7 +65,7 @@ class Watch:
         if unknown:
             raise ValueError(f"unknown rule codes in ignore: {', '.join(unknown)}")
         self.ignore = known
-        self.model = _wrapped(model) if model is not None else None
+        self.model = unwrap_compiled(_wrapped(unwrap_compiled(model))) if model is not None else None
         self.optimizer = optimizer
         self.ctx = Context(self.model, optimizer, every, scaler, scheduler,
                            replicated=isinstance(model, nn.parallel.DistributedDataParallel))
@@ -69,8 +79,12 @@ class Watch:
         self.monitor = GradFlowMonitor(self.model, optimizer, every=every) if gradflow and self.model is not None else None
         self._handles: list[RemovableHandle] = []
         self._param_hooks: dict[int, RemovableHandle] = {}
-        self._patched: list[tuple[Any, bool]] = []  # objects whose zero_grad we wrapped, and whether they had their own
+        self._patches: list[patches.Handle] = []  # our zero_grad layers on the optimizer and the model
+        self._global_hooks: list[Callable[..., Any]] = []
+        self._thread = threading.get_ident()
         self._in_backward = False
+        self._backward_task = -1  # the autograd graph task of the backward in progress
+        self._step_open = False  # step()'s pre-hook ran, its post-hook not yet (a step that raised leaves it True)
         self._attached = False
         self._scaler_step_pending = False  # scaler.step(optimizer) ran and optimizer.step() has not (yet)
 
@@ -80,17 +94,22 @@ class Watch:
         if self._attached:
             return self
         self._attached = True
+        self._thread = threading.get_ident()
         opt = self.optimizer
-        self._handles.append(opt.register_step_pre_hook(self._on_step_pre))
-        self._handles.append(opt.register_step_post_hook(self._on_step_post))
-        self._handles.append(register_optimizer_step_post_hook(self._on_any_step_post))
-        self._handles.append(nn.modules.module.register_module_forward_pre_hook(self._on_module_pre))
-        self._handles.append(nn.modules.module.register_module_forward_hook(self._on_module_post))
+        self._handles.append(opt.register_step_pre_hook(self._hook(self._on_step_pre)))
+        self._handles.append(opt.register_step_post_hook(self._hook(self._on_step_post)))
+        self._handles.append(register_optimizer_step_post_hook(self._hook(self._on_any_step_post)))
+        for register, method in ((nn.modules.module.register_module_forward_pre_hook, self._on_module_pre),
+                                 (nn.modules.module.register_module_forward_hook, self._on_module_post)):
+            hook = self._hook(method)
+            taps.our_global_hooks.add(id(hook))
+            self._global_hooks.append(hook)
+            self._handles.append(register(hook))
         for obj in (opt, self.model):
             if obj is not None:
                 self._wrap_zero_grad(obj)
         self._hook_params()
-        taps.listen(self)
+        taps.listen(self, self._thread)  # also starts the record of loads (held while attached)
         for module, result in loads.recent_loads():  # pretrained weights loaded before the watch was made
             if module is self.model or self.ctx.in_model(module):
                 self.tap_load(module, False, result)
@@ -106,13 +125,12 @@ class Watch:
             h.remove()
         self._handles.clear()
         self._param_hooks.clear()
-        for obj, had_own in self._patched:
-            if had_own:
-                obj.zero_grad = obj.__dict__["_ssdaudit_zero_grad"]
-                del obj.__dict__["_ssdaudit_zero_grad"]
-            else:
-                del obj.zero_grad
-        self._patched.clear()
+        for hook in self._global_hooks:
+            taps.our_global_hooks.discard(id(hook))
+        self._global_hooks.clear()
+        for patch in self._patches:
+            patch.release()
+        self._patches.clear()
         taps.unlisten(self)
         if self.monitor is not None:
             self.monitor.detach()
@@ -123,18 +141,45 @@ class Watch:
     def __exit__(self, *exc: object) -> None:
         self.detach()
 
+    def _hook(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``method`` as a hook: run outside ``torch.compile``, and an exception of ours becomes a note (or is
+        re-raised under the test suite), never the user's."""
+        name = getattr(method, "__name__", "hook")
+
+        @functools.wraps(method)
+        def hook(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                if raise_internal():
+                    raise
+                self._note(f"Watch.{name}", exc)
+                return None
+
+        return _compile_disabled(hook)
+
+    def _note(self, what: str, exc: BaseException) -> None:
+        if len(self.ctx.internal_errors) < _MAX_NOTES:
+            self.ctx.internal_errors.append(describe_error(what, exc))
+
     def _wrap_zero_grad(self, obj: Any) -> None:
-        had_own = "zero_grad" in obj.__dict__
-        original = obj.zero_grad
-        if had_own:
-            obj.__dict__["_ssdaudit_zero_grad"] = original
+        events = self.ctx.events
 
-        def zero_grad(*args: Any, **kwargs: Any) -> Any:
-            self.ctx.events.append("Z")
-            return original(*args, **kwargs)
+        def make(call_next: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(call_next)
+            def zero_grad(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    self._settle_step()
+                    events.append("Z")
+                except Exception as exc:
+                    if raise_internal():
+                        raise
+                    self._note("Watch.zero_grad", exc)
+                return call_next(*args, **kwargs)
 
-        obj.zero_grad = zero_grad
-        self._patched.append((obj, had_own))
+            return zero_grad
+
+        self._patches.append(patches.patch(obj, "zero_grad", make, key=f"ssdaudit.watch.{id(self):x}"))
 
     def _hook_params(self) -> None:
         for p in self.ctx.params():
@@ -144,12 +189,17 @@ class Watch:
 
     def _grad_hook(self, p: torch.Tensor) -> Any:
         def hook(grad: torch.Tensor) -> None:
-            if not self._in_backward:
+            # a new backward: another graph task than the one last seen (a backward that raised never ran its
+            # end-of-backward callback; the next one still starts afresh)
+            task = torch._C._current_graph_task_id()
+            if task != self._backward_task or not self._in_backward:
+                self._settle_step()
                 self._in_backward = True
-                torch.autograd.Variable._execution_engine.queue_callback(self._backward_end)
+                self._backward_task = task
+                torch.autograd.Variable._execution_engine.queue_callback(self._hook(self._backward_end))
                 self._dispatch("on_backward_start", p)
 
-        return hook
+        return self._hook(hook)
 
     # --- events ----------------------------------------------------------------------------------------
 
@@ -157,17 +207,36 @@ class Watch:
         for c in self._by_event[event]:
             try:
                 getattr(c, event)(self.ctx, *args)
-            except Exception as exc:  # a bug of ours must not stop the user's training
+            except Exception as exc:  # a bug of ours must not stop the user's training: that check stops instead
                 if raise_internal():
                     raise
-                self.ctx.internal_errors.append(f"{type(c).__name__}.{event}: {exc!r}\n{traceback.format_exc()}")
+                self._disable(c, event, exc)
+
+    def _disable(self, check: Check, event: str, exc: Exception) -> None:
+        """Take ``check`` out of every event for the rest of the run, with a note naming the internal error."""
+        for event_checks in self._by_event.values():
+            if check in event_checks:
+                event_checks.remove(check)
+        code = f" ({check.code})" if check.code else ""
+        self._note(f"{type(check).__name__}{code} disabled for the rest of the run after an internal error in "
+                   f"{event}", exc)
 
     def _backward_end(self) -> None:
         self._in_backward = False
         self.ctx.events.append("B")
         self._dispatch("on_backward_end")
 
+    def _settle_step(self) -> None:
+        """A ``step()`` whose pre-hook ran but that raised (its post-hook never came): the events of that step are
+        over; the step did not happen (``ctx.step`` unchanged), the next one starts afresh."""
+        if self._step_open:
+            self._step_open = False
+            self.ctx.events.clear()
+            self.ctx.loss_without_graph = 0
+
     def _on_step_pre(self, _opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._settle_step()
+        self._step_open = True
         self._scaler_step_pending = False
         self._unscale_gradflow_row()
         self._hook_params()
@@ -177,26 +246,34 @@ class Watch:
         self._dispatch("on_step_pre")
 
     def _on_step_post(self, _opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        self._step_open = False
         self._dispatch("on_step_post")
         self.ctx.step += 1
         self.ctx.events.clear()
         self.ctx.loss_without_graph = 0
 
     def _on_any_step_post(self, opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
-        if opt is not self.optimizer:
+        if opt is not self.optimizer and taps.owns_thread(self, threading.get_ident()):
             self.ctx.events.append("O")  # another optimizer stepped: the backwards before it were its own
 
     def _on_module_pre(self, module: nn.Module, args: Any) -> None:
+        if unwrap_compiled(module) is not module or not taps.owns_thread(self, threading.get_ident()):
+            return  # torch.compile's wrapper: the module it wraps has its own call; another thread's loop
         root = not self.ctx.stack
         self._dispatch("on_module_pre", module, args if isinstance(args, tuple) else (args,), root)
         self.ctx.stack.append(module)
 
     def _on_module_post(self, module: nn.Module, _args: Any, _output: Any) -> None:
+        if not taps.owns_thread(self, threading.get_ident()):
+            return
         stack = self.ctx.stack
         if stack and stack[-1] is module:
             stack.pop()
         elif module in stack:  # a forward raised inside: drop what it left
             del stack[stack.index(module):]
+
+    def tap_failed(self, method: str, exc: Exception) -> None:
+        self._note(f"Watch.{method}", exc)
 
     # --- taps (taps.Listener) --------------------------------------------------------------------------
 
@@ -284,6 +361,17 @@ class Watch:
     def report(self, target: str = "") -> DoctorReport:
         """What has been seen so far as a ``DoctorReport`` (rendered by ``ssdaudit.render``)."""
         return DoctorReport(target, self.steps, self.findings(), self.first_step, list(self.ctx.internal_errors))
+
+
+_MAX_NOTES = 20  # internal-error notes kept per watch
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _compile_disabled(fn: _F) -> _F:
+    """``fn`` excluded from ``torch.compile``: a compiled model or step calls it eagerly, at a graph break."""
+    disabled: _F = torch.compiler.disable(fn, recursive=True)
+    return disabled
 
 
 # T findings whose consequence is that step() changes no parameter: gradients cleared before it (T002), a learning
