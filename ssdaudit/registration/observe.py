@@ -13,6 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssdaudit.core import patches
+
+patches.register("torch.nn.modules.module.Module", "__init__")
+patches.register("torch.nn.parameter.Parameter", "__new__")
+
 # One patch of nn.Module.__init__ at a time, process-wide: a probe in another thread waits for this one.
 _PATCH_LOCK = threading.RLock()
 
@@ -22,7 +27,7 @@ class ConstructionRecorder:
     every ``nn.Parameter`` to ``on_parameter(parameter)`` when that is given.
 
     ``nn.Module.__init__`` (and ``nn.Parameter.__new__``) are patched process-wide for the duration (torch offers
-    no construction hook), under a lock, so two probes never patch at once. Objects that other threads construct
+    no construction hook; through ``ssdaudit.core.patches``), under a lock, so two probes never patch at once. Objects that other threads construct
     meanwhile are built normally and not recorded: the recorder compares the constructing thread with its own.
     """
 
@@ -30,41 +35,43 @@ class ConstructionRecorder:
                  on_parameter: Callable[[nn.Parameter], None] | None = None) -> None:
         self.on_module = on_module
         self.on_parameter = on_parameter
-        self._original: Callable[..., None] | None = None
-        self._original_new: Any = None
+        self._handles: list[patches.Handle] = []
         self._thread = threading.get_ident()
 
     def __enter__(self) -> "ConstructionRecorder":
         _PATCH_LOCK.acquire()
-        original = nn.Module.__init__
-        self._original = original
         thread, on_module, on_parameter = self._thread, self.on_module, self.on_parameter
 
-        def recording_init(module: nn.Module, *args: Any, **kwargs: Any) -> None:
-            original(module, *args, **kwargs)
-            if threading.get_ident() == thread:
-                on_module(module)
+        def make_init(call_next: Callable[..., None]) -> Callable[..., None]:
+            def recording_init(module: nn.Module, *args: Any, **kwargs: Any) -> None:
+                call_next(module, *args, **kwargs)
+                if threading.get_ident() == thread:
+                    on_module(module)
 
-        nn.Module.__init__ = recording_init  # type: ignore[method-assign, assignment]  # restored in __exit__
-        if on_parameter is not None:
-            self._original_new = nn.Parameter.__dict__["__new__"]  # as stored (a staticmethod), to put back as is
-            original_new = nn.Parameter.__new__
+            return recording_init
 
+        def make_new(call_next: Callable[..., Any]) -> Callable[..., Any]:
             def recording_new(cls: type, data: Any = None, requires_grad: bool = True) -> Any:
-                parameter: Any = original_new(cls, data, requires_grad)
-                if threading.get_ident() == thread and isinstance(parameter, nn.Parameter):
+                parameter: Any = call_next(cls, data, requires_grad)
+                if threading.get_ident() == thread and isinstance(parameter, nn.Parameter) and on_parameter:
                     on_parameter(parameter)
                 return parameter
 
-            nn.Parameter.__new__ = staticmethod(recording_new)  # type: ignore[method-assign]
+            return recording_new
+
+        try:
+            self._handles.append(patches.patch(nn.Module, "__init__", make_init, compile_safe=False))
+            if on_parameter is not None:
+                self._handles.append(patches.patch(nn.Parameter, "__new__", make_new, compile_safe=False))
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            if self._original is not None:
-                nn.Module.__init__ = self._original  # type: ignore[method-assign]
-            if self._original_new is not None:
-                nn.Parameter.__new__ = self._original_new  # type: ignore[method-assign]
+            while self._handles:
+                self._handles.pop().release()
         finally:
             _PATCH_LOCK.release()
 

@@ -16,19 +16,18 @@ from __future__ import annotations
 import ast
 import inspect
 import sys
-import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ssdaudit.core.findings import Finding, Location, Severity
+from ssdaudit.core.frames import is_library
 
 # Rules the runtime checks on the live model: a static finding of these only adds evidence to a runtime finding,
 # since the walk (always) or the probe (when it ran) saw the real objects and found nothing wrong otherwise.
 WALK_RULES = frozenset({"R001", "R002", "R003"})
 PROBE_RULES = frozenset({"R004", "R005", "R010", "R011"})
-_NOT_USER = ("site-packages", "dist-packages")
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 _CONSEQUENCES = frozenset({"R007"})  # findings about what a bug does (outputs differ after a reload), not where it is
 
@@ -46,30 +45,14 @@ class UserClass:
     paths: list[str] = field(default_factory=list)
 
 
-def _library_roots() -> tuple[str, ...]:
-    import torch
-
-    roots = {str(Path(torch.__file__).resolve().parent), str(Path(__file__).resolve().parents[1])}  # torch, ssdaudit
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        try:
-            roots.add(str(Path(sysconfig.get_paths()[key]).resolve()))
-        except (KeyError, OSError):
-            continue
-    return tuple(roots)
-
-
-def _user_file(cls: type, roots: tuple[str, ...]) -> Path | None:
-    """The source file of ``cls`` when it is user code, else None (torch, ssdaudit, the standard library, anything
-    installed in site-packages, classes without a source file)."""
+def _user_file(cls: type) -> Path | None:
+    """The source file of ``cls`` when it is user code, else None (library code, ``ssdaudit.core.frames``: torch,
+    ssdaudit, the standard library, anything installed in site-packages; classes without a source file)."""
     module = sys.modules.get(cls.__module__)
     name = getattr(module, "__file__", None)
     if not name or not name.endswith(".py"):
         return None
-    path = Path(name).resolve()
-    text = str(path)
-    if any(part in _NOT_USER for part in path.parts) or text.startswith(roots):
-        return None
-    return path
+    return None if is_library(name) else Path(name).resolve()
 
 
 def user_classes(model: Any) -> list[UserClass]:
@@ -77,7 +60,6 @@ def user_classes(model: Any) -> list[UserClass]:
     Each file is read and parsed (``ast``) once."""
     from torch import nn
 
-    roots = _library_roots()
     trees: dict[Path, dict[str, list[ast.ClassDef]]] = {}
     found: dict[type, UserClass | None] = {}
     for name, module in model.named_modules():
@@ -85,7 +67,7 @@ def user_classes(model: Any) -> list[UserClass]:
             if cls is nn.Module or cls is object:
                 break
             if cls not in found:
-                found[cls] = _describe(cls, roots, trees)
+                found[cls] = _describe(cls, trees)
             entry = found[cls]
             if entry is not None and name not in entry.paths:
                 entry.paths.append(name)
@@ -118,8 +100,8 @@ def _class_nodes(path: Path) -> dict[str, list[ast.ClassDef]]:
     return out
 
 
-def _describe(cls: type, roots: tuple[str, ...], trees: dict[Path, dict[str, list[ast.ClassDef]]]) -> UserClass | None:
-    path = _user_file(cls, roots)
+def _describe(cls: type, trees: dict[Path, dict[str, list[ast.ClassDef]]]) -> UserClass | None:
+    path = _user_file(cls)
     if path is None:
         return None
     if path not in trees:

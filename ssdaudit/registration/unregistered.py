@@ -13,6 +13,7 @@ import collections
 import copy
 import inspect
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from torch.utils._pytree import tree_flatten
 from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import ProbeError, UserError, first_line
 from ssdaudit.core.findings import RULES, Finding, Severity
+from ssdaudit.core.frames import user_frame
 from ssdaudit.registration.observe import ConstructionRecorder, StateGuard
 
 if TYPE_CHECKING:
@@ -228,18 +230,10 @@ def probe_modes(model: nn.Module, example_input: Any, extra_modules: Sequence[nn
     return ProbeOutcome(merged, failures)
 
 
-_SKIP_DIRS = (str(Path(torch.__file__).parent), str(Path(__file__).parent))
-
-
 def _caller_location() -> str | None:
-    """file:line of the first frame outside torch and ssdaudit (where a module was constructed)."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_SKIP_DIRS) and not filename.startswith("<frozen"):
-            return f"{_relative(filename)}:{frame.f_lineno}"
-        frame = frame.f_back
-    return None
+    """file:line of the user's frame (``ssdaudit.core.frames``: where a module was constructed)."""
+    frame = user_frame(sys._getframe(1))
+    return f"{_relative(frame.f_code.co_filename)}:{frame.f_lineno}" if frame is not None else None
 
 
 def _relative(filename: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import os
 import runpy
 import sys
@@ -94,21 +95,12 @@ def find_model(params: Iterable[torch.Tensor]) -> nn.Module | None:
     objects only when no variable holds all of them (once per optimizer)."""
     ids = {id(p) for p in params}
     # type(), not isinstance(): isinstance reads __class__, which some lazy proxies answer with a warning
-    near = [v for frame in _first(user_frames(sys._getframe(1)), 8) for scope in (frame.f_locals, frame.f_globals)
+    near = [v for frame in itertools.islice(user_frames(sys._getframe(1)), 8) for scope in (frame.f_locals, frame.f_globals)
             for v in list(scope.values()) if issubclass(type(v), nn.Module)]
     best = _best(near, ids)
     if best is None or best[0] < len(ids):
         best = _best((o for o in gc.get_objects() if issubclass(type(o), nn.Module)), ids)
     return unwrap_compiled(best[1]) if best is not None else None
-
-
-def _first(frames: Iterable[Any], n: int) -> list[Any]:
-    out = []
-    for frame in frames:
-        out.append(frame)
-        if len(out) == n:
-            break
-    return out
 
 
 def _user_name(obj: object) -> str:
@@ -155,7 +147,7 @@ class Runner:
             if w.steps >= self.steps or self.rounds() >= self.steps:
                 raise _StopScript()
 
-        opt.register_step_post_hook(stop)
+        opt.register_step_post_hook(torch.compiler.disable(stop, recursive=True))
 
     @contextlib.contextmanager
     def patched(self) -> Iterator[None]:

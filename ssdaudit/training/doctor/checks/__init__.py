@@ -1,34 +1,43 @@
-"""The doctor's checks, one idea per module. Each is a ``Check``: it overrides the events it needs and reports
-through ``Context.report``. ``all_checks()`` builds one of each for a ``Watch``."""
+"""The doctor's checks, one idea per module, discovered: every module of this package (but ``base``) that defines
+``Check`` subclasses with a ``code``. Adding a check is its module (named after its code, e.g.
+``t016_weights_not_loaded.py``) plus its test; its code must be a rule of the registry (``ssdaudit.core.rules``),
+else importing this package raises ``ValueError``. ``CHECKS`` lists the classes ordered by code; ``all_checks()``
+builds one of each for a ``Watch``."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+
+from ssdaudit.core.findings import RULES
 from ssdaudit.training.doctor.checks.base import Check
+
+_NOT_CHECKS = frozenset({"base"})
+
+
+def _discover() -> list[type[Check]]:
+    found: list[type[Check]] = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name in _NOT_CHECKS or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
+                   if issubclass(c, Check) and c is not Check and c.__module__ == module.__name__ and c.code]
+        for cls in classes:
+            if cls.code not in RULES:
+                raise ValueError(f"doctor check {module.__name__}.{cls.__name__}: code {cls.code!r} is no rule of "
+                                 "the registry (add its Rule entry in ssdaudit/core/rules/)")
+        found += classes
+    return sorted(found, key=lambda c: (c.code, c.__name__))
+
+
+CHECKS: list[type[Check]] = _discover()
 
 
 def all_checks() -> list[Check]:
-    from ssdaudit.training.doctor.checks.amp_clip import ClipBeforeUnscale
-    from ssdaudit.training.doctor.checks.cleared_before_step import ClearedBeforeStep
-    from ssdaudit.training.doctor.checks.eval_dropout import RandomInEval
-    from ssdaudit.training.doctor.checks.eval_mode import EvalModeTraining
-    from ssdaudit.training.doctor.checks.frozen_bn import FrozenBatchNormMoves
-    from ssdaudit.training.doctor.checks.inputs import UnnormalisedInputs
-    from ssdaudit.training.doctor.checks.loading import WeightsNotLoaded
-    from ssdaudit.training.doctor.checks.loss_broadcast import LossBroadcast
-    from ssdaudit.training.doctor.checks.loss_logits import ProbabilitiesToLogitLoss
-    from ssdaudit.training.doctor.checks.lr import LearningRateCollapse
-    from ssdaudit.training.doctor.checks.never_cleared import NeverCleared
-    from ssdaudit.training.doctor.checks.no_parameter import BackwardReachesNoParameter
-    from ssdaudit.training.doctor.checks.precision import LowPrecisionUpdates
-    from ssdaudit.training.doctor.checks.replaced import ParametersReplaced
-    from ssdaudit.training.doctor.checks.replicas import ReplicasDiffer
-    from ssdaudit.training.doctor.checks.targets import DegenerateTargets
-    from ssdaudit.training.doctor.checks.zero_in_window import ZeroGradInWindow
-
-    return [NeverCleared(), ClearedBeforeStep(), ZeroGradInWindow(), LearningRateCollapse(),
-            BackwardReachesNoParameter(), EvalModeTraining(), FrozenBatchNormMoves(), RandomInEval(),
-            ProbabilitiesToLogitLoss(), LossBroadcast(), DegenerateTargets(), UnnormalisedInputs(),
-            ClipBeforeUnscale(), LowPrecisionUpdates(), ParametersReplaced(), WeightsNotLoaded(), ReplicasDiffer()]
+    """One instance of every discovered check, ordered by code."""
+    return [cls() for cls in CHECKS]
 
 
-__all__ = ["Check", "all_checks"]
+__all__ = ["CHECKS", "Check", "all_checks"]

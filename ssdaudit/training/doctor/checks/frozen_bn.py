@@ -103,21 +103,16 @@ def _user_path(module: nn.Module, frames: int = 8) -> str:
     """``teacher.1``: the module's path from a variable of the user's code (the frames outside ssdaudit and torch,
     innermost first) that holds it or a model containing it; "" when none does. Runs once, when T007 reports a
     module outside the watched model (a standalone teacher), which ``Context.name_of`` can only call by its type."""
-    import os
+    import itertools
     import sys
 
-    skip = (os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
-            os.path.dirname(os.path.abspath(torch.__file__)))
-    frame = sys._getframe(1)
-    seen = 0
-    while frame is not None and seen < frames:
-        if not frame.f_code.co_filename.startswith(skip):
-            seen += 1
-            for scope in (frame.f_locals, frame.f_globals):
-                for key, value in list(scope.items()):
-                    if isinstance(value, nn.Module) and not key.startswith("_"):
-                        for sub_name, sub in value.named_modules():
-                            if sub is module:
-                                return f"{key}.{sub_name}" if sub_name else key
-        frame = frame.f_back  # type: ignore[assignment]
+    from ssdaudit.core.frames import user_frames
+
+    for frame in itertools.islice(user_frames(sys._getframe(1)), frames):
+        for scope in (frame.f_locals, frame.f_globals):
+            for key, value in list(scope.items()):
+                if isinstance(value, nn.Module) and not key.startswith("_"):
+                    for sub_name, sub in value.named_modules():
+                        if sub is module:
+                            return f"{key}.{sub_name}" if sub_name else key
     return ""
