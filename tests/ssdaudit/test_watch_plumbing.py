@@ -1,0 +1,214 @@
+"""The doctor's plumbing in the user's process: watches nest and detach in any order, a second loop in another
+thread has its own watch, an exception raised inside backward or ``step()`` reaches the user unchanged and leaves
+the watch consistent, and an internal error disables only the check that raised it (with a note)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssdaudit.core import patches
+from ssdaudit.core.findings import Severity
+from ssdaudit.training.doctor import Watch, watch
+from ssdaudit.training.doctor.checks import all_checks
+from ssdaudit.training.doctor.checks.base import Check
+from ssdaudit.training.doctor.context import Context
+
+
+def setup(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    return model, torch.optim.SGD(model.parameters(), lr=0.05), torch.randn(16, 4, generator=g), torch.randn(16, 1, generator=g)
+
+
+def failing(w: Watch) -> list[str]:
+    return sorted({f.rule for f in w.findings() if f.severity in (Severity.ERROR, Severity.WARNING)})
+
+
+def train(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int,
+          clear: bool = True) -> None:
+    for _ in range(steps):
+        if clear:
+            opt.zero_grad()
+        F.mse_loss(model(x), y).backward()
+        opt.step()
+
+
+# --- nesting ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("first_out", ["outer", "inner"])
+def test_nested_watches_detached_in_either_order_keep_each_others_zero_grad(first_out: str) -> None:
+    model, opt, x, y = setup()
+    outer = watch(model, opt).attach()
+    inner = watch(model, opt).attach()
+    train(model, opt, x, y, 3)
+    gone, stays = (outer, inner) if first_out == "outer" else (inner, outer)
+    gone.detach()
+    train(model, opt, x, y, 3)  # zero_grad every step: the watch still attached must see each one
+    stays.detach()
+    assert failing(outer) == [] and failing(inner) == [], (failing(outer), failing(inner))
+    assert stays.steps == 6 and gone.steps == 3
+    assert "zero_grad" not in vars(opt) and "zero_grad" not in vars(model)
+
+
+@pytest.mark.parametrize("first_out", ["outer", "inner"])
+def test_detaching_from_an_object_with_its_own_zero_grad(first_out: str) -> None:
+    model, opt, x, y = setup()
+    cleared: list[int] = []
+
+    def own_zero_grad(set_to_none: bool = True) -> None:  # the user's own, an instance attribute
+        cleared.append(1)
+        for p in model.parameters():
+            p.grad = None
+
+    opt.zero_grad = own_zero_grad  # type: ignore[method-assign]
+    a, b = watch(model, opt).attach(), watch(model, opt).attach()
+    train(model, opt, x, y, 3)
+    (a if first_out == "outer" else b).detach()
+    (b if first_out == "outer" else a).detach()
+    assert opt.zero_grad is own_zero_grad and len(cleared) == 3
+    assert failing(a) == [] and failing(b) == []
+    # the bug twin: nothing clears; both watches name it
+    model2, opt2, x2, y2 = setup()
+    with watch(model2, opt2) as c, watch(model2, opt2) as d:
+        train(model2, opt2, x2, y2, 3, clear=False)
+    assert "T001" in failing(c) and "T001" in failing(d)
+
+
+def test_every_patch_ends_with_the_last_watch() -> None:
+    before = patches.active()
+    model, opt, x, y = setup()
+    with watch(model, opt):
+        with watch(model, opt):
+            assert len(patches.active()) > len(before)
+        assert len(patches.active()) > len(before)
+    assert patches.active() == before
+
+
+# --- threads ------------------------------------------------------------------------------------------------
+
+def test_a_second_loop_in_another_thread_has_its_own_watch() -> None:
+    results: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def loop(name: str, clear: bool, seed: int) -> None:
+        try:
+            model, opt, x, y = setup(seed)
+            with watch(model, opt) as w:
+                start.wait(timeout=60)
+                train(model, opt, x, y, 30, clear=clear)
+            results[name] = failing(w)
+        except BaseException as exc:  # pragma: no cover - what the test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=("bug", False, 1)), threading.Thread(target=loop, args=("clean", True, 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert results == {"bug": ["T001"], "clean": []}, results
+
+
+# --- exceptions from the user's code ------------------------------------------------------------------------
+
+class Boom(RuntimeError):
+    pass
+
+
+def run_with_failures(where: str, doctor: bool, clear: bool) -> tuple[list[str], list[BaseException]]:
+    """A loop whose 2nd backward (a hook on the input raises, after the parameters' gradients began) or whose 2nd
+    ``step()`` (inside SGD's update, after the step's pre-hooks ran: a momentum buffer of the wrong shape) raises;
+    the user catches it and goes on. The findings, and the exceptions the user caught."""
+    model, _, x, y = setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    first = next(model.parameters())
+    w = watch(model, opt).attach() if doctor else None
+    caught: list[BaseException] = []
+    for i in range(6):
+        if clear:
+            opt.zero_grad()
+        inp = x.clone().requires_grad_(where == "backward" and i == 1)
+        if inp.requires_grad:
+            def boom(grad: torch.Tensor) -> None:
+                raise Boom("backward failed")
+
+            inp.register_hook(boom)
+        if where == "step" and i == 1:
+            opt.state[first]["momentum_buffer"] = torch.zeros(3)
+        try:
+            F.mse_loss(model(inp), y).backward()
+            opt.step()
+        except (Boom, RuntimeError) as exc:
+            caught.append(exc)
+            opt.state[first].pop("momentum_buffer", None)
+    if w is not None:
+        w.detach()
+    return (failing(w) if w is not None else []), caught
+
+
+@pytest.mark.parametrize("where", ["backward", "step"])
+def test_an_exception_inside_backward_or_step_reaches_the_user_and_the_watch_stays_consistent(where: str) -> None:
+    _, plain = run_with_failures(where, doctor=False, clear=True)
+    clean, watched = run_with_failures(where, doctor=True, clear=True)
+    assert [(type(e), str(e)) for e in watched] == [(type(e), str(e)) for e in plain] and len(plain) == 1
+    assert clean == [], clean  # no false alarm from the half-done step
+    bug, _ = run_with_failures(where, doctor=True, clear=False)
+    assert "T001" in bug, bug  # the watch still follows the backwards after the failure
+
+
+def test_the_exception_object_from_backward_is_the_users_own() -> None:
+    model, opt, x, y = setup()
+    inp = x.clone().requires_grad_()
+    mine = Boom("mine")
+
+    def boom(grad: torch.Tensor) -> None:
+        raise mine
+
+    inp.register_hook(boom)
+    with watch(model, opt) as w:
+        with pytest.raises(Boom) as info:
+            F.mse_loss(model(inp), y).backward()
+        assert info.value is mine
+        train(model, opt, x, y, 3)
+    assert w.steps == 3 and failing(w) == []
+
+
+# --- our own errors -----------------------------------------------------------------------------------------
+
+class Broken(Check):
+    code = "T001"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_step_pre(self, ctx: Context) -> None:
+        self.calls += 1
+        raise ZeroDivisionError("a bug of ours")
+
+
+def test_an_internal_error_disables_that_check_with_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSDAUDIT_RAISE_INTERNAL", raising=False)
+    model, opt, x, y = setup()
+    broken = Broken()
+    with Watch(model, opt, checks=[broken, *all_checks()]) as w:
+        train(model, opt, x, y, 4, clear=False)
+    assert broken.calls == 1  # disabled after its first failure
+    assert len(w.ctx.internal_errors) == 1
+    note = w.ctx.internal_errors[0].splitlines()[0]
+    assert "Broken (T001) disabled" in note and "ZeroDivisionError('a bug of ours')" in note
+    assert "T001" in failing(w)  # the other checks go on (NeverCleared names the bug)
+    assert w.report().to_dict()["internal_errors"] == [note]
+
+
+def test_under_the_test_suite_an_internal_error_raises() -> None:
+    model, opt, x, y = setup()
+    with Watch(model, opt, checks=[Broken()]):
+        with pytest.raises(ZeroDivisionError):
+            train(model, opt, x, y, 1)
