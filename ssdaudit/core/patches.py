@@ -93,7 +93,7 @@ class _Slot:
         functools.update_wrapper(dispatch, self.original)
         dispatch.__ssdaudit_patch__ = True  # type: ignore[attr-defined]
         if compile_safe:
-            dispatch = _compile_disabled(dispatch)
+            dispatch = compile_disabled(dispatch)
         return dispatch
 
     def call_below(self, layer: _Layer) -> Callable[..., Any]:
@@ -143,8 +143,9 @@ def _own_dict(owner: Any) -> Any:
     return owner.__dict__ if hasattr(owner, "__dict__") else {}
 
 
-def _compile_disabled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``torch.compiler.disable(fn)`` where torch is imported (patches of torch callables), else ``fn``."""
+def compile_disabled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compiler.disable(fn)`` where torch is imported (patches of torch callables, hooks), else ``fn``: a
+    compiled model or step calls it eagerly, at a graph break, instead of tracing into it."""
     torch = sys.modules.get("torch")
     compiler = getattr(torch, "compiler", None)
     disable = getattr(compiler, "disable", None)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -156,7 +156,7 @@ class Watch:
                 self._note(f"Watch.{name}", exc)
                 return None
 
-        return _compile_disabled(hook)
+        return patches.compile_disabled(hook)
 
     def _note(self, what: str, exc: BaseException) -> None:
         if len(self.ctx.internal_errors) < _MAX_NOTES:
@@ -364,15 +364,6 @@ class Watch:
 
 
 _MAX_NOTES = 20  # internal-error notes kept per watch
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _compile_disabled(fn: _F) -> _F:
-    """``fn`` excluded from ``torch.compile``: a compiled model or step calls it eagerly, at a graph break."""
-    disabled: _F = torch.compiler.disable(fn, recursive=True)
-    return disabled
-
 
 # T findings whose consequence is that step() changes no parameter: gradients cleared before it (T002), a learning
 # rate of 0 (T004), a backward that reached none of them (T005), updates that round away (T014)

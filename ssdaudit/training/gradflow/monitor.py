@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from ssdaudit.core.io import atomic_write, atomic_write_text
+from ssdaudit.core.patches import compile_disabled
 from ssdaudit.core.findings import Finding
 from ssdaudit.training.gradflow.analysis import analyse_gradflow, coverage_findings
 from ssdaudit.training.gradflow.log import (
@@ -118,11 +119,12 @@ class GradFlowMonitor:
     def attach(self) -> "GradFlowMonitor":
         if self._handles:
             return self
-        self._handles.append(self.model.register_forward_pre_hook(self._on_forward_pre))
-        self._handles.append(self.model.register_forward_hook(self._on_forward))
+        # every hook runs outside torch.compile (a compiled model or step calls it eagerly, at a graph break)
+        self._handles.append(self.model.register_forward_pre_hook(compile_disabled(self._on_forward_pre)))
+        self._handles.append(self.model.register_forward_hook(compile_disabled(self._on_forward)))
         if self.optimizer is not None:
-            self._handles.append(self.optimizer.register_step_pre_hook(self._on_step_pre))
-            self._handles.append(self.optimizer.register_step_post_hook(self._on_step_post))
+            self._handles.append(self.optimizer.register_step_pre_hook(compile_disabled(self._on_step_pre)))
+            self._handles.append(self.optimizer.register_step_post_hook(compile_disabled(self._on_step_post)))
         return self
 
     def detach(self) -> None:
@@ -150,7 +152,7 @@ class GradFlowMonitor:
             return
         for t in tree_flatten(output)[0]:
             if isinstance(t, torch.Tensor) and t.grad_fn is not None:
-                t.register_hook(self._make_output_hook(t.grad_fn))  # type: ignore[no-untyped-call]
+                t.register_hook(compile_disabled(self._make_output_hook(t.grad_fn)))  # type: ignore[no-untyped-call]
 
     def observe(self, output: Any) -> None:
         """Follow gradients from ``output`` too (a loss, or outputs computed without calling the model itself): for
@@ -162,7 +164,7 @@ class GradFlowMonitor:
             self._roots.append(grad_fn)
             if not self._queued:
                 self._queued = True
-                torch.autograd.Variable._execution_engine.queue_callback(self._after_backward)
+                torch.autograd.Variable._execution_engine.queue_callback(compile_disabled(self._after_backward))
             return grad
 
         return hook
