@@ -147,7 +147,7 @@ class Runner:
             if w.steps >= self.steps or self.rounds() >= self.steps:
                 raise _StopScript()
 
-        opt.register_step_post_hook(torch.compiler.disable(stop, recursive=True))
+        opt.register_step_post_hook(patches.compile_disabled(stop))
 
     @contextlib.contextmanager
     def patched(self) -> Iterator[None]:

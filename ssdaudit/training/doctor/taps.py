@@ -247,7 +247,7 @@ def install() -> None:
         plan += [(LRScheduler, "step", _scheduler_step, True), (warnings, "_showwarnmsg", _show_warning, False)]
         try:
             for owner, name, make, compile_safe in plan:
-                _handles.append(patches.patch(owner, name, make, key=f"ssdaudit.taps.{name}",
+                _handles.append(patches.patch(owner, name, make, key=f"ssdaudit.taps.{getattr(owner, '__name__', '')}.{name}",
                                               compile_safe=compile_safe))
             _handles.append(loads.record_loads())
             if _observe_load not in loads.observers:
