@@ -18,15 +18,9 @@ from torch import nn
 from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.core.frames import user_location
 from ssdaudit.core.guard import raise_internal
+from ssdaudit.training.gradflow.monitor import unwrap_compiled
 
 __all__ = ["Context", "raise_internal", "unwrap_compiled", "user_location", "user_path"]
-
-def unwrap_compiled(module: Any) -> Any:
-    """The module ``torch.compile(module)`` wraps (its ``OptimizedModule``'s ``_orig_mod``), else ``module``."""
-    while type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module):
-        module = module._orig_mod
-    return module
-
 
 def user_path(name: str) -> str:
     """A dotted module path as the user wrote it: without the ``_orig_mod`` step of a compiled submodule."""

@@ -65,10 +65,10 @@ class Watch:
         if unknown:
             raise ValueError(f"unknown rule codes in ignore: {', '.join(unknown)}")
         self.ignore = known
-        self.model = unwrap_compiled(_wrapped(unwrap_compiled(model))) if model is not None else None
+        self.model = _wrapped(model) if model is not None else None
         self.optimizer = optimizer
         self.ctx = Context(self.model, optimizer, every, scaler, scheduler,
-                           replicated=isinstance(model, nn.parallel.DistributedDataParallel))
+                           replicated=isinstance(unwrap_compiled(model), nn.parallel.DistributedDataParallel))
         self.ctx.label = describe(optimizer, type(model).__name__ if model is not None else "")
         self.checks = checks if checks is not None else all_checks()
         for c in self.checks:

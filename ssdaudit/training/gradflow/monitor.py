@@ -41,10 +41,22 @@ from ssdaudit.training.gradflow.log import (
 from ssdaudit.training.gradflow.sharded import ShardReducer, is_dtensor, unsharded_to_sharded
 
 
+def unwrap_compiled(module: Any) -> Any:
+    """The module ``torch.compile(module)`` wraps (its ``OptimizedModule``'s ``_orig_mod``), else ``module``."""
+    while type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module):
+        module = module._orig_mod
+    return module
+
+
 def _wrapped(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel (hooks and names belong there)."""
+    """The module inside DistributedDataParallel / DataParallel and ``torch.compile`` (hooks and names belong there:
+    no ``module.`` or ``_orig_mod.`` in paths)."""
+    model = unwrap_compiled(model)
     inner = getattr(model, "module", None)
-    return inner if isinstance(inner, nn.Module) and isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+    if isinstance(inner, nn.Module) and isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = inner
+    unwrapped: nn.Module = unwrap_compiled(model)
+    return unwrapped
 
 
 def _is_writer() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Sequence
 
 from ssdaudit.core.findings import RULES
 from ssdaudit.training.doctor.checks.base import Check
@@ -16,12 +17,14 @@ from ssdaudit.training.doctor.checks.base import Check
 _NOT_CHECKS = frozenset({"base"})
 
 
-def _discover() -> list[type[Check]]:
+def discover(path: Sequence[str] = tuple(__path__), package: str = __name__) -> list[type[Check]]:
+    """The ``Check`` classes with a code defined in the modules of ``package`` (found in ``path``), ordered by code.
+    Raises ``ValueError`` for a check whose code is no rule of the registry."""
     found: list[type[Check]] = []
-    for info in pkgutil.iter_modules(__path__):
+    for info in pkgutil.iter_modules(list(path)):
         if info.name in _NOT_CHECKS or info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
+        module = importlib.import_module(f"{package}.{info.name}")
         classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
                    if issubclass(c, Check) and c is not Check and c.__module__ == module.__name__ and c.code]
         for cls in classes:
@@ -32,7 +35,7 @@ def _discover() -> list[type[Check]]:
     return sorted(found, key=lambda c: (c.code, c.__name__))
 
 
-CHECKS: list[type[Check]] = _discover()
+CHECKS: list[type[Check]] = discover()
 
 
 def all_checks() -> list[Check]:
@@ -40,4 +43,4 @@ def all_checks() -> list[Check]:
     return [cls() for cls in CHECKS]
 
 
-__all__ = ["CHECKS", "Check", "all_checks"]
+__all__ = ["CHECKS", "Check", "all_checks", "discover"]
