@@ -134,3 +134,24 @@ for step in range(30):
     optimizer.step()
 print("done")
 '''
+
+
+def test_a_compiled_submodule_is_named_by_the_users_path() -> None:
+    """A model holding `torch.compile(body)`: findings (T006 here, and the gradient-flow rows) name `body.1`, never
+    `body._orig_mod.1`."""
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(4, 8, bias=False), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5))
+    model = nn.Sequential()
+    model.add_module("body", torch.compile(body, backend="eager"))
+    model.add_module("head", nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x, y = batch("T006", True)
+    with watch(model, opt) as w:
+        for _ in range(STEPS):
+            model.eval()  # the bug: trained in eval mode
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    paths = {f.path for f in w.findings()}
+    assert any(f.rule == "T006" and f.path.startswith("body.") for f in w.findings()), [(f.rule, f.path) for f in w.findings()]
+    assert not any("_orig_mod" in p for p in paths), paths

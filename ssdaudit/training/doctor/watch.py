@@ -191,7 +191,7 @@ class Watch:
         def hook(grad: torch.Tensor) -> None:
             # a new backward: another graph task than the one last seen (a backward that raised never ran its
             # end-of-backward callback; the next one still starts afresh)
-            task = torch._C._current_graph_task_id()
+            task = _graph_task()
             if task != self._backward_task or not self._in_backward:
                 self._settle_step()
                 self._in_backward = True
@@ -364,6 +364,12 @@ class Watch:
 
 
 _MAX_NOTES = 20  # internal-error notes kept per watch
+
+def _graph_task() -> int:
+    """The id of the autograd graph task running this hook (-1 where torch cannot tell)."""
+    current = getattr(torch._C, "_current_graph_task_id", None)
+    return int(current()) if current is not None else -1
+
 
 # T findings whose consequence is that step() changes no parameter: gradients cleared before it (T002), a learning
 # rate of 0 (T004), a backward that reached none of them (T005), updates that round away (T014)

@@ -230,8 +230,8 @@ class GradFlowMonitor:
                 for pi, p in enumerate(group["params"]):
                     opt_ids.setdefault(id(p), (gi, pi, p))
         registered: dict[int, tuple[str, torch.Tensor]] = {}
-        for name, p in self.model.named_parameters():
-            registered.setdefault(id(p), (name, p))
+        for name, p in self.model.named_parameters():  # a compiled submodule's path without its `_orig_mod.` step
+            registered.setdefault(id(p), (".".join(x for x in name.split(".") if x != "_orig_mod"), p))
         names = unregistered_tensor_names(self.model)
         for name, p in registered.values():
             if p.requires_grad:
