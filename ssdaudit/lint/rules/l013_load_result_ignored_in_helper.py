@@ -3,7 +3,9 @@ function that builds or loads a model (``build_model()``, ``load_model()``, ``ge
 missing and unexpected keys are lost for every caller.
 
 Left alone: training functions and scripts (L008's), a load in a loop (shards, several checkpoints merged), a
-function that names ``missing_keys`` / ``unexpected_keys`` (it checks the keys itself), and a kept result."""
+function that names ``missing_keys`` / ``unexpected_keys`` (it checks the keys itself), one that builds the state
+from the same model's ``state_dict()`` (its keys are the model's own: a deliberate partial load, as FSDP2's
+meta-device loading does), and a kept result."""
 
 from __future__ import annotations
 
@@ -39,8 +41,11 @@ def check(ctx: FileContext) -> Iterator[Hit]:
             continue
         for stmt in scope.nodes:
             if isinstance(stmt, cst.Expr) and isinstance(stmt.value, cst.Call) and _ignored_non_strict(stmt.value):
-                if scope.enclosing_loops(stmt):
-                    continue
                 call = stmt.value
+                model = receiver(call)
+                if scope.enclosing_loops(stmt) or any(
+                        isinstance(n, cst.Call) and n is not call and model and receiver(n) == model
+                        and method_name(n) == "state_dict" for n in scope.nodes):
+                    continue
                 yield Hit(call, receiver(call) or "model", RULES[CODE].message.format(
                     call=f"{receiver(call)}.load_state_dict", function=function.name.value))
