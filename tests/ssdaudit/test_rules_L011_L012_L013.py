@@ -83,6 +83,15 @@ def test_l011_clean_twins(tmp_path: Path, source: str) -> None:
     assert lint(tmp_path, source) == []
 
 
+def test_l011_another_schedule_under_the_same_name_is_left_alone(tmp_path: Path) -> None:
+    # torchvision's detection recipe: an epoch-sized MultiStepLR in main(), a warm-up of the same name per batch
+    source = schedule(kind="MultiStepLR", option="'--lr-steps', nargs='+'", help="decrease lr every step-size epochs",
+                      size_arg="milestones=args.lr_steps").replace(
+        "    model.train()\n", "    model.train()\n    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, 0.001, total_iters=100)\n")
+    assert "LinearLR" in source
+    assert lint(tmp_path, source) == []
+
+
 MODEL = '''
 import torch
 import torch.nn as nn

@@ -107,7 +107,7 @@ def _level_nodes(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
 
 def check(ctx: FileContext) -> Iterator[Hit]:
     arguments: dict[str, str] | None = None
-    schedules: dict[str, tuple[str, str]] = {}  # last name of the target -> (kind, the epoch setting)
+    schedules: dict[str, tuple[str, str, cst.Call]] = {}  # last name of the target -> (kind, setting, the call)
     for scope in scopes(ctx):
         local = {t.target.value: n.value for n in scope.nodes if isinstance(n, cst.Assign)
                  for t in n.targets if isinstance(t.target, cst.Name)}
@@ -125,7 +125,7 @@ def check(ctx: FileContext) -> Iterator[Hit]:
             for t in n.targets:
                 name = dotted(t.target)
                 if name:
-                    schedules[name.rpartition(".")[2]] = (callee(n.value), setting)
+                    schedules[name.rpartition(".")[2]] = (callee(n.value), setting, n.value)
     if not schedules:
         return
     reported = {id(hit.node) for hit in l003.check(ctx)}
@@ -138,5 +138,9 @@ def check(ctx: FileContext) -> Iterator[Hit]:
             loops = scope.enclosing_loops(call) if schedule is not None else []
             if schedule is None or not loops or id(call) in reported or not _batch_loop(loops[-1], ctx):
                 continue
-            kind, setting = schedule
+            kind, setting, built = schedule
+            here = [n.value for n in scope.nodes if isinstance(n, cst.Assign)
+                    and any(dotted(t.target) == name for t in n.targets)]
+            if here and not any(v is built for v in here):
+                continue  # this scope binds the name to another schedule (a warm-up stepped per batch)
             yield Hit(call, name, RULES[CODE].message.format(name=name, kind=kind, setting=setting))
