@@ -195,3 +195,20 @@ def test_l013_shard_loader_is_left_alone(tmp_path: Path) -> None:
         return model
     '''
     assert lint(tmp_path, source) == []
+
+
+def test_l012_through_a_factory_and_a_softmax_sequential(tmp_path: Path) -> None:
+    factory = MODEL.format(init="", forward="return F.softmax(self.fc2(x), dim=1)", loss=CE).replace(
+        'model = Net().to("cpu")', 'def get_model():\n    return Net()\n\n\nmodel = get_model()')
+    assert lint(tmp_path, factory) == [("L012", "error", CE)]
+    stack = MODEL.format(init="", forward="return self.fc2(x)", loss=CE).replace(
+        'model = Net().to("cpu")', "model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))")
+    assert lint(tmp_path, stack, "stack.py") == [("L012", "error", CE)]
+    logits = stack.replace("nn.Softmax(dim=1))", "nn.ReLU())")
+    assert lint(tmp_path, logits, "logits.py") == []
+
+
+def test_l011_config_key_and_range_over_batches(tmp_path: Path) -> None:
+    source = schedule(size='config = {"lr_decay_epochs": args.lr_step}', size_arg='config["lr_decay_epochs"]',
+                      option="'--lr-step'", help="decay period")
+    assert lint(tmp_path, source) == [("L011", "error", "scheduler.step()")]

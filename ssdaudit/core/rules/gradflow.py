@@ -22,16 +22,12 @@ register(
         severity=Severity.ERROR,
         summary='a trainable registered parameter that no gradient reaches',
         why="a .detach(), an unused branch or a no_grad block cuts it off: it never trains, and DDP fails on the next "
-            "iteration with 'parameters that were not used in producing loss'. What decides the severity is the "
-            "evidence of the probe's forward, not whether a loss was given: a parameter whose module ran in forward "
-            "(or in compute_loss) but got no gradient is an error with any loss, since no function of the outputs "
-            "can reach it, and the message names where the graph was cut when it was seen (a .detach(), .data, a "
-            "NumPy round trip, torch.tensor(t), a module run under no_grad or returning outputs without a grad_fn); "
-            "a module forward never calls is a warning (unused here, and DDP without find_unused_parameters fails on "
-            "it) that says how to pass the real loss (compute_loss(output)) if the loss calls it, and nothing once "
-            "compute_loss reaches it; a forward that returns a scalar returns the loss itself, no guess. A ran "
-            "parameter in no optimizer (a copy updated without gradients) is a warning. In a user's own loop "
-            "(GradFlowMonitor, watch), with the real loss, an unreached parameter is an error.",
+            "iteration with 'parameters that were not used in producing loss'. Severity comes from the probe's "
+            "forward, not from whether a loss was given: a parameter whose module ran but got no gradient is an "
+            "error with any loss (the cut is named when seen: .detach(), .data, a NumPy round trip, torch.tensor(t), "
+            "no_grad); a module forward never calls is a warning that says how to pass the real loss (compute_loss), "
+            "and nothing once compute_loss reaches it; a forward that returns a scalar returns the loss itself. In "
+            "a user's own loop an unreached parameter is an error.",
         fix='remove the detach/unused branch, set requires_grad=False on purpose, or find_unused_parameters=True in DDP',
         bad_example='feats = self.backbone(x).detach()     # nothing below this line trains',
         good_example='feats = self.backbone(x)',

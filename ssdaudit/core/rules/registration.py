@@ -86,11 +86,9 @@ register(
         severity=Severity.ERROR,
         summary='a model rebuilt and loaded from its own state_dict() computes something else',
         why='the checkpoint does not hold all the state forward uses: a reloaded model predicts differently (random parts, lost scales) although load_state_dict() may report nothing. '
-            "What decides the severity: a difference the round trip saw (outputs or state after a reload, a strict "
-            "load that fails, Python state such as an initialized flag lost on resume) is an error; layers of a "
-            "re-imported library (same module and qualified class name) are compared as the same layers. A round "
-            "trip that could not run (a build, the save, the load or a forward raised) or could not compare a "
-            "module is never a pass: it is an N004 note naming what was not compared and why.",
+            "Severity: a difference the round trip saw is an error (layers of a re-imported library, same module and "
+            "class name, are the same layers); a round trip that could not run or compare a module is an N004 note "
+            "naming what and why, never a pass.",
         fix='register every piece of state (nn.ModuleList, register_buffer with persistent=True for learned values, no keys dropped by state_dict overrides, buffers created in __init__)',
         bad_example='self.scale = random.random()          # used in forward, not in state_dict()',
         good_example='self.register_buffer("scale", torch.tensor(random.random()))',

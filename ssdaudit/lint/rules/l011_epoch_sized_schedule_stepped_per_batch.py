@@ -84,13 +84,15 @@ def _epoch_setting(ctx: FileContext, expr: cst.BaseExpression, arguments: dict[s
                 return dotted(node) or name
         elif isinstance(node, cst.Name) and "epoch" in node.value.lower() and node.value not in ("epoch", "epochs"):
             return node.value
+        elif isinstance(node, cst.SimpleString) and "epoch" in (_string(node) or "").lower():
+            return ctx.code(node)  # config["lr_decay_epochs"]
     return None
 
 
 def _batch_loop(loop: cst.For | cst.While, ctx: FileContext) -> bool:
     """A loop over batches: it iterates a loader (or batches, data), or backward() runs at its own level."""
     header = ctx.code(loop.iter).lower() if isinstance(loop, cst.For) else ""
-    if any(w in header for w in _BATCH_ITER) and "range(" not in header:
+    if "epoch" not in header and any(w in header for w in _BATCH_ITER):
         return True
     return any(isinstance(n, cst.Call) and is_backward(n) for n in _level_nodes(loop.body))
 

@@ -19,9 +19,17 @@ from ssdaudit.lint.context import FileContext, Hit, dotted, statements, walk
 from ssdaudit.lint.loops import callee, own_nodes, reaching_values, scopes
 
 CODE = "L012"
-TRIGGERS = ("softmax",)
+TRIGGERS = ("softmax", "Softmax")
 _WRAPPERS = {"to", "cuda", "cpu", "float", "double", "half", "train", "eval", "DataParallel",
              "DistributedDataParallel", "DDP", "compile"}
+
+
+def _softmax_sequential(node: cst.CSTNode | None) -> bool:
+    """``nn.Sequential(..., nn.Softmax(dim=1))``: a stack whose last layer is a softmax."""
+    if not (isinstance(node, cst.Call) and callee(node) == "Sequential"):
+        return False
+    layers = [a.value for a in node.args if a.keyword is None]
+    return bool(layers) and isinstance(layers[-1], cst.Call) and callee(layers[-1]) == "Softmax"
 
 
 def _is_softmax(node: cst.CSTNode | None, softmax_attrs: set[str]) -> bool:
@@ -40,7 +48,8 @@ def _softmax_classes(ctx: FileContext) -> set[str]:
     for cls in ctx.module_class_defs():
         body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else []
         softmax_attrs = {name for n in walk(cls) if isinstance(n, cst.Assign) and isinstance(n.value, cst.Call)
-                         and callee(n.value) == "Softmax" for t in n.targets if (name := dotted(t.target))}
+                         and (callee(n.value) == "Softmax" or _softmax_sequential(n.value))
+                         for t in n.targets if (name := dotted(t.target))}
         forward = next((f for f in body if isinstance(f, cst.FunctionDef) and f.name.value == "forward"), None)
         if forward is None:
             continue
@@ -69,12 +78,15 @@ def _softmax_classes(ctx: FileContext) -> set[str]:
     return out
 
 
-def _constructed(node: cst.BaseExpression, classes: set[str]) -> str | None:
-    """The class of ``Net(...)``, ``Net(...).to(device)``, ``DDP(Net(...))``, else None."""
+def _constructed(node: cst.BaseExpression, classes: dict[str, str]) -> str | None:
+    """The class of ``Net(...)``, ``Net(...).to(device)``, ``DDP(Net(...))``, ``build()`` (a function of the file
+    that returns one), ``nn.Sequential(..., nn.Softmax())``, else None. ``classes``: callable name -> class."""
+    if _softmax_sequential(node):
+        return "nn.Sequential"
     while isinstance(node, cst.Call):
         name = node.func.attr.value if isinstance(node.func, cst.Attribute) else callee(node)
         if name in classes:
-            return name
+            return classes[name]
         if isinstance(node.func, cst.Attribute) and name in _WRAPPERS:
             node = node.func.value
         elif name in _WRAPPERS and node.args:
@@ -92,9 +104,15 @@ def _is_ce(call: cst.Call, losses: set[str]) -> bool:
 def check(ctx: FileContext) -> Iterator[Hit]:
     if not any(w in ctx.source for w in ("cross_entropy", "CrossEntropyLoss")):
         return
-    classes = _softmax_classes(ctx)
-    if not classes:
+    classes = {name: name for name in _softmax_classes(ctx)}
+    if not classes and "Softmax" not in ctx.source:
         return
+    for n in statements(ctx.module):  # factories: def build_model(): return Net(...)
+        if isinstance(n, cst.FunctionDef):
+            returned = [r.value for r in own_nodes(n.body) if isinstance(r, cst.Return) and r.value is not None]
+            made = {_constructed(v, classes) for v in returned}
+            if len(made) == 1 and None not in made:
+                classes[n.name.value] = made.pop() or ""
     instances: dict[str, str] = {}
     for n in statements(ctx.module):
         if isinstance(n, cst.Assign):
