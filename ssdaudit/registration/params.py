@@ -144,7 +144,7 @@ def predict_checkpoint_bytes(state: Mapping[str, torch.Tensor]) -> tuple[int, bo
     # Keep the OrderedDict and its `_metadata` (module versions): torch.save pickles them too.
     state = state if isinstance(state, dict) else dict(state)
     sink = _SizeCounter()
-    if not any(t.is_meta for t in state.values()):
+    if not any(isinstance(t, torch.Tensor) and t.is_meta for t in state.values()):  # extra state may be any object
         with skip_data():
             torch.save(state, sink)  # type: ignore[arg-type]  # any seekable binary sink works
         return sink.end, True
@@ -156,6 +156,9 @@ def predict_checkpoint_bytes(state: Mapping[str, torch.Tensor]) -> tuple[int, bo
         if hasattr(state, "_metadata"):
             fakes._metadata = state._metadata  # type: ignore[attr-defined]  # torch.save pickles it with the dict
         for key, t in state.items():
+            if not isinstance(t, torch.Tensor):  # get_extra_state()'s object: pickled as it is
+                fakes[key] = t
+                continue
             storage_key = (t.untyped_storage()._cdata, t.dtype)
             if storage_key not in by_storage:
                 n = t.untyped_storage().nbytes() // max(t.element_size(), 1)
@@ -287,7 +290,8 @@ def audit_params(
     Side effects: the forward probe runs the model in train and eval mode (the mode is restored, and
     ``nn.Module.__init__`` is observed while it runs; see ``find_unregistered``); the round trip builds the model
     twice more and runs it with the global RNG saved and restored. Raises nothing for a forward that fails (an N004
-    note says so); raises ``ProbeError`` only when the round trip cannot build the model.
+    note says so), nor for a round trip that cannot run or cannot compare a module (an N004 note says what was not
+    compared and why): the round trip itself raises only ``UserError`` (the time limit).
     """
     findings = find_unregistered(model, example_input, probe_device=probe_device)
     if example_input is not None and rebuild is not None and not any(t.is_meta for t in model.parameters()):

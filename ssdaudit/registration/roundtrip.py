@@ -11,6 +11,13 @@ The resume case: before the save, A's trainable parameters take a small seeded s
 after the reload A and B each run one more train-mode forward on the same batch with the same RNG. Outputs and
 ``state_dict()`` afterwards must agree; when they do not, the Python attributes that differed before that step (an
 ``initialized`` flag guarding a data-dependent initialisation, a step counter switching a schedule) are named.
+Modules of A and B are matched by path and class by name (module and qualified name): a build function that
+re-imports its library makes B's layers instances of other class objects with the same names, and they are the same
+layers.
+
+The round trip never passes by default: when it cannot run (a build, the save, the load or a forward raises) or
+cannot compare a module, ``RoundTrip.error`` / ``RoundTrip.not_compared`` say what and why, and
+``roundtrip_findings`` reports it as an N004 note instead of a clean result.
 """
 
 from __future__ import annotations
@@ -39,7 +46,10 @@ _CONTAINER_RULES = rules_tagged("container")
 
 @dataclass
 class RoundTrip:
-    """What the round trip saw: whether outputs match, the first differing module, strict-load problems."""
+    """What the round trip saw: whether outputs match, the first differing module, strict-load problems.
+
+    ``equal`` is True only when the comparison ran and found no difference; when it could not run, ``equal`` is False
+    and ``error`` says why."""
 
     equal: bool
     first_differing: str | None = None  # qualified name of the first module whose output differs
@@ -54,6 +64,9 @@ class RoundTrip:
     resume_attrs: list[str] = field(default_factory=list)  # "path: A's value vs B's", Python state before that step
     resume_keys: list[str] = field(default_factory=list)  # state_dict() keys whose values differ after that step
     resume_output_diff: float = 0.0
+    # what could not be compared and why ("`0.flow`: A's is Foo, B's is Bar", "the resume check: forward in train
+    # mode raised ..."): never counted as equal
+    not_compared: list[str] = field(default_factory=list)
 
 
 def _seeded(seed: int) -> None:
@@ -120,7 +133,11 @@ class _Recorder:
 
 
 def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: float = 0.0) -> RoundTrip:
-    """Build A and B with different seeds, reload A's state_dict into B, compare eval-mode outputs."""
+    """Build A and B with different seeds, reload A's state_dict into B, compare eval-mode outputs (then the resume
+    case, see ``_resume``). ``atol``: the largest absolute output difference that still counts as equal.
+
+    Raises only ``UserError`` (the time limit, a refusal of ours); anything else that stops the round trip (a build,
+    the save, the load or a forward raising) is returned as ``RoundTrip(equal=False, error=...)``, never as equal."""
     state = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
     try:
         _seeded(1234)
@@ -188,7 +205,7 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
     except UserError:
         raise
     except Exception as exc:
-        return RoundTrip(equal=True, error=f"{exc.__class__.__name__}: {first_line(exc, 200)}")
+        return RoundTrip(equal=False, error=f"{exc.__class__.__name__}: {first_line(exc, 200)}")
     finally:
         torch.random.set_rng_state(state[0])
         np.random.set_state(state[1])
@@ -210,8 +227,9 @@ def _resume(a: nn.Module, b: nn.Module, example_input: Any, atol: float, result:
     """The resume case: A (trained one forward, then saved) and B (A's state loaded) each run one more train-mode
     forward on the same batch with the same RNG; outputs and state_dict() afterwards must agree. Python state
     that gates behaviour (an ``initialized`` flag, a step counter) does not travel in the checkpoint: it is named
-    with both values as they were before that step. A forward that fails in train mode leaves the check silent."""
-    before = _python_state_diff(a, b)
+    with both values as they were before that step. A forward that fails in train mode is recorded in
+    ``result.not_compared`` (what the check could not see), never taken as agreement."""
+    before = _python_state_diff(a, b, result.not_compared)
     if not before:  # all of A's state travelled: the same forward on the same state cannot differ, skip the passes
         return
     a.train()
@@ -224,7 +242,10 @@ def _resume(a: nn.Module, b: nn.Module, example_input: Any, atol: float, result:
                 outs.append(_outputs(_forward(model, _clone_input(example_input))))
     except UserError:
         raise
-    except Exception:
+    except Exception as exc:
+        result.not_compared.append(
+            f"the resume check (one more train-mode forward after the reload) could not run: {exc.__class__.__name__}: "
+            f"{first_line(exc, 160)}; Python state that differs: {', '.join(before[:3])}")
         return
     diff = _differ(outs[0], outs[1], atol)
     sb = b.state_dict()
@@ -241,10 +262,18 @@ def _resume(a: nn.Module, b: nn.Module, example_input: Any, atol: float, result:
 _ATOMS = (bool, int, float, str, type(None))
 
 
-def _python_state_diff(a: nn.Module, b: nn.Module) -> list[str]:
+def same_class(a: type, b: type) -> bool:
+    """The same class, or the same class imported again (same module and qualified name, another class object: a
+    build function that re-imports its library, ``importlib.reload``)."""
+    return a is b or (a.__module__ == b.__module__ and a.__qualname__ == b.__qualname__)
+
+
+def _python_state_diff(a: nn.Module, b: nn.Module, not_compared: list[str] | None = None) -> list[str]:
     """Plain Python values (bools, numbers, strings, None, tuples of them) and non-persistent buffers of every
     module that differ between A and B, as "path.attr: A's vs B's", private names included (``_initialized``),
-    nn.Module's own bookkeeping not. Empty: all state that could gate behaviour travelled."""
+    nn.Module's own bookkeeping not. Modules are matched by path and by class name (``same_class``). Empty: all
+    state that could gate behaviour travelled, or could not be compared: a module B lacks or whose class differs
+    is added to ``not_compared`` with the reason."""
     from ssdaudit.registration.walk import module_internals
 
     internals = module_internals()
@@ -252,7 +281,12 @@ def _python_state_diff(a: nn.Module, b: nn.Module) -> list[str]:
     found = []
     for path, ma in a.named_modules():
         mb = modules_b.get(path)
-        if mb is None or type(ma) is not type(mb):
+        if mb is None or not same_class(type(ma), type(mb)):
+            if not_compared is not None:
+                why = "the rebuilt model has no module there" if mb is None else (
+                    f"A's is {type(ma).__module__}.{type(ma).__qualname__}, the rebuilt model's "
+                    f"{type(mb).__module__}.{type(mb).__qualname__}")
+                not_compared.append(f"Python state of `{path or '<model>'}` ({why})")
             continue
         vb = vars(mb)
         for name, value in vars(ma).items():
@@ -303,9 +337,22 @@ def _state_outside_tensors(a: nn.Module, b: nn.Module, path: str) -> list[str]:
 def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known: list[Finding],
                        atol: float = 0.0) -> list[Finding]:
     """R007 when the reloaded model's outputs differ (or the strict load fails); the cause is taken from the
-    container findings in ``known`` when one covers the differing module."""
+    container findings in ``known`` when one covers the differing module. A round trip that could not run, or
+    could not compare some module, is an N004 note naming what was not compared and why (with any R007 it found
+    besides): it never passes as a clean result. Raises only ``UserError`` (see ``run_roundtrip``)."""
     rt = run_roundtrip(build, example_input, atol)
-    if rt.error is not None or (rt.equal and not rt.resume_differs):
+    if rt.error is not None:
+        return [RULES["N004"].finding("<roundtrip>", "the save-reload round trip (R007) could not run, so state lost "
+                                      f"in a checkpoint was not compared: {rt.error}")]
+    notes = [RULES["N004"].finding("<roundtrip>", "the save-reload round trip (R007) did not compare "
+                                   + "; ".join(rt.not_compared[:3]) + (" ..." if len(rt.not_compared) > 3 else ""))
+             ] if rt.not_compared else []
+    return _roundtrip_r007(rt, known) + notes
+
+
+def _roundtrip_r007(rt: RoundTrip, known: list[Finding]) -> list[Finding]:
+    """The R007 finding of a round trip that ran (none when it found no difference)."""
+    if rt.equal and not rt.resume_differs:
         return []
     if rt.unexpected_keys or rt.missing_keys:
         parts = []
@@ -369,8 +416,11 @@ def check_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: fl
     The container findings of the attribute walk explain a difference when they cover it.
 
     ``example_input``: as ``find_unregistered``; ``atol``: the largest absolute output difference that still counts
-    as equal. Side effects: calls ``build()`` three times and runs forwards in eval mode, with the global RNG state
-    saved and restored around each build. Raises ``ProbeError`` when ``build()`` or a forward fails."""
+    as equal. Side effects: calls ``build()`` three times and runs forwards in train and eval mode, with the global
+    RNG state saved and restored around the round trip. A ``build()`` or forward that fails is no exception here: the
+    result holds an N004 note saying what was not compared and why (so ``assert_reloads`` fails on it too). Raises
+    what the first ``build()`` raises (before any round trip), else only ``UserError`` (the time limit, a refusal of
+    ours)."""
     from ssdaudit.registration.unregistered import find_unregistered
 
     known = find_unregistered(build(), None)

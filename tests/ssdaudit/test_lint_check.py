@@ -355,17 +355,20 @@ def test_check_runs_the_gradflow_probe(tmp_path):
     assert result.exit_code == 0, result.output
     (model_row,) = [r for r in json.loads(result.stdout)["rows"] if r["name"] == "src/net.py"]
     assert any(d.startswith("gradflow: 2 steps") for d in model_row["details"])
-    # an unused branch is a gradflow error the params audit cannot see
+    # an unused branch is a gradflow warning the params audit cannot see: the gate passes (warnings fail with --strict)
     (tmp_path / "src" / "net.py").write_text(NET.format(body="nn.ModuleList([nn.Linear(4, 4)])").replace(
         "self.head = nn.Linear(4, 2)", "self.head = nn.Linear(4, 2)\n        self.spare = nn.Linear(4, 4)"))
     config.write_text(config.read_text().replace("params = 30", "params = 50"))
-    # without the file's own loss the probe's loss is a guess: an unreached parameter is a note, the gate passes
     result = check(config, "--format", "json")
     assert result.exit_code == 0, result.output
-    notes = [f for r in json.loads(result.stdout)["rows"] for f in r["findings"] if f["rule"] == "G002"]
-    assert notes == [] or all(f["severity"] == "info" for f in notes)
-    # with the real criterion (compute_loss) it is an error
+    warned = [f for r in json.loads(result.stdout)["rows"] for f in r["findings"] if f["rule"] == "G002"]
+    assert [(f["path"], f["severity"]) for f in warned] == [("spare", "warning")]
+    # a branch that runs and is detached is an error with or without the file's own loss
     net = tmp_path / "src" / "net.py"
+    net.write_text(net.read_text().replace("return self.head(x)", "return self.head(x) + self.spare(x).detach().sum()"))
+    result = check(config, "--format", "json")
+    assert result.exit_code == 1, result.output
+    assert [f["rule"] for f in json.loads(result.stdout)["new"]] == ["G002"]
     net.write_text(net.read_text() + "\n\ndef compute_loss(output):\n    return output.pow(2).mean()\n")
     result = check(config, "--format", "json")
     assert result.exit_code == 1, result.output

@@ -21,7 +21,13 @@ register(
         name='no-gradient',
         severity=Severity.ERROR,
         summary='a trainable registered parameter that no gradient reaches',
-        why="a .detach(), an unused branch or a no_grad block cuts it off: it never trains, and DDP fails on the next iteration with 'parameters that were not used in producing loss'.",
+        why="a .detach(), an unused branch or a no_grad block cuts it off: it never trains, and DDP fails on the next "
+            "iteration with 'parameters that were not used in producing loss'. Severity comes from the probe's "
+            "forward, not from whether a loss was given: a parameter whose module ran but got no gradient is an "
+            "error with any loss (the cut is named when seen: .detach(), .data, a NumPy round trip, torch.tensor(t), "
+            "no_grad); a module forward never calls is a warning that says how to pass the real loss (compute_loss), "
+            "and nothing once compute_loss reaches it; a forward that returns a scalar returns the loss itself. In "
+            "a user's own loop an unreached parameter is an error.",
         fix='remove the detach/unused branch, set requires_grad=False on purpose, or find_unused_parameters=True in DDP',
         bad_example='feats = self.backbone(x).detach()     # nothing below this line trains',
         good_example='feats = self.backbone(x)',

@@ -143,4 +143,48 @@ register(
         found_by=("lint",),
         message="backward(retain_graph=True) and no other backward() in this loop: the graph is kept for nothing",
     ),
+    Rule(
+        code="L011",
+        name="epoch-sized-schedule-stepped-per-batch",
+        severity=Severity.ERROR,
+        summary="a StepLR/MultiStepLR whose step size is given in epochs (an argument documented as epochs, or named *epoch*) stepped inside the batch loop",
+        why="the step size or milestones come from a setting counted in epochs (--lr-step with help 'epochs', "
+            "--decay-epochs): stepping the schedule every batch decays the learning rate after that many batches, so "
+            "it collapses in the first epoch. L003 finds the same class when the schedule is built beside its loop; "
+            "this rule follows the setting through the file, to a loop in another function.",
+        fix="call scheduler.step() once per epoch, after the batch loop, or size it in batches: step_size=args.lr_step * len(loader)",
+        bad_example="parser.add_argument('--lr-step', type=int, default=30, help='epochs between decays')\n...\nscheduler = StepLR(optimizer, step_size=args.lr_step)\n...\ndef train(model, loader, optimizer, scheduler):\n    for x, y in loader:\n        optimizer.zero_grad()\n        F.cross_entropy(model(x), y).backward()\n        optimizer.step()\n        scheduler.step()",
+        good_example="parser.add_argument('--lr-step', type=int, default=30, help='epochs between decays')\n...\nscheduler = StepLR(optimizer, step_size=args.lr_step * len(loader))   # counted in batches\n...\ndef train(model, loader, optimizer, scheduler):\n    for x, y in loader:\n        optimizer.zero_grad()\n        F.cross_entropy(model(x), y).backward()\n        optimizer.step()\n        scheduler.step()",
+        found_by=("lint",),
+        message="{name}.step() inside the batch loop, but the {kind} was sized in epochs ({setting}): it decays every {setting} batches",
+    ),
+    Rule(
+        code="L012",
+        name="softmax-model-to-logit-loss",
+        severity=Severity.ERROR,
+        summary="the output of a model whose forward() ends in softmax is given to CrossEntropyLoss / F.cross_entropy",
+        why="cross_entropy applies log_softmax itself: a model that returns probabilities (the Keras habit of a "
+            "softmax last layer) makes the loss treat probabilities as logits, its gradients shrink and training "
+            "stalls. L004 finds the softmax written beside the loss; this rule follows it into the model's class. "
+            "The doctor finds the same class at runtime (T009).",
+        fix="return the logits from forward() and apply softmax only for predictions (or use F.nll_loss(torch.log(p), y))",
+        bad_example="class Net(nn.Module):\n    def forward(self, x):\n        return F.softmax(self.fc(x), dim=1)\n...\nmodel = Net()\nloss = nn.CrossEntropyLoss()(model(x), y)",
+        good_example="class Net(nn.Module):\n    def forward(self, x):\n        return self.fc(x)             # logits\n...\nmodel = Net()\nloss = nn.CrossEntropyLoss()(model(x), y)\nprobs = model(x).softmax(dim=1)     # only for predictions",
+        found_by=("lint",),
+        message="{name}'s output goes to cross_entropy, but {cls}.forward() returns a softmax: the loss takes it for logits",
+    ),
+    Rule(
+        code="L013",
+        name="load-result-ignored-in-helper",
+        severity=Severity.WARNING,
+        summary="load_state_dict(..., strict=False) as a bare statement in a helper that builds or loads a model (build_model(), load_model())",
+        why="strict=False loads whatever matches and says nothing: a prefix mismatch (module., backbone.) loads "
+            "zero tensors and every caller of the helper trains or evaluates random weights. L008 finds the same "
+            "class in training code; a helper that builds the model is where it hides most.",
+        fix="keep and check the result: missing, unexpected = model.load_state_dict(state, strict=False); assert not missing",
+        bad_example='def build_model(path):\n    model = Net()\n    model.load_state_dict(torch.load(path), strict=False)\n    return model',
+        good_example='def build_model(path):\n    model = Net()\n    result = model.load_state_dict(torch.load(path), strict=False)\n    assert not result.missing_keys, result.missing_keys\n    return model',
+        found_by=("lint",),
+        message="the result of {call}(..., strict=False) is thrown away in {function}(): keys it skipped go unnoticed by every caller",
+    ),
 )

@@ -85,7 +85,10 @@ register(
         name='reload-mismatch',
         severity=Severity.ERROR,
         summary='a model rebuilt and loaded from its own state_dict() computes something else',
-        why='the checkpoint does not hold all the state forward uses: a reloaded model predicts differently (random parts, lost scales) although load_state_dict() may report nothing.',
+        why='the checkpoint does not hold all the state forward uses: a reloaded model predicts differently (random parts, lost scales) although load_state_dict() may report nothing. '
+            "Severity: a difference the round trip saw is an error (layers of a re-imported library, same module and "
+            "class name, are the same layers); a round trip that could not run or compare a module is an N004 note "
+            "naming what and why, never a pass.",
         fix='register every piece of state (nn.ModuleList, register_buffer with persistent=True for learned values, no keys dropped by state_dict overrides, buffers created in __init__)',
         bad_example='self.scale = random.random()          # used in forward, not in state_dict()',
         good_example='self.register_buffer("scale", torch.tensor(random.random()))',

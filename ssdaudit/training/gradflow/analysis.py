@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -11,6 +11,9 @@ import torch
 from ssdaudit.core.report import failing_findings
 from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.training.gradflow.log import GRAD_L1, GRAD_MAX, GRAD_NORM, LR, UPDATE, WEIGHT, GradFlowRun, TrackedTensor
+
+if TYPE_CHECKING:
+    from ssdaudit.training.gradflow.trace import ForwardTrace
 
 # --- analysis ---------------------------------------------------------------------------------------
 
@@ -29,12 +32,14 @@ def _examples(tensors: list[TrackedTensor], n: int = 3) -> str:
 
 
 def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]], has_optimizer: bool,
-                      loss_guessed: bool = False) -> list[Finding]:
+                      loss_guessed: bool = False, forward: "ForwardTrace | None" = None) -> list[Finding]:
     """G001 orphan gradients, G002 parameters no gradient reaches, G003 optimizer coverage (both directions).
 
-    ``loss_guessed``: the loss was the default guess (the sum of the outputs' means), not the user's criterion; a
-    parameter only the real criterion reaches (a decoder run inside the loss) would look unreached, so G002 is then
-    a note that says how to give the loss."""
+    ``forward``: the probe's evidence of which modules ran and where the graph was cut; G002 is then judged by it
+    (``_g002_by_evidence``): a parameter whose module ran but got no gradient is an error whatever the loss, one
+    whose module never ran a warning. Without it (a user's own loop, a log read back) an unreached parameter is an
+    error, or a note when ``loss_guessed`` (the loss was the default guess, the sum of the outputs' means: a
+    parameter only the real criterion reaches would look unreached)."""
     def finding(code: str, path: str, ts: list[TrackedTensor], what: str, listing: str,
                 severity: Severity | None = None) -> Finding:
         params = sum(t.numel for t in ts)
@@ -49,11 +54,14 @@ def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]],
                 "an optimizer built from model.parameters() never applies them", _examples(ts))
         for top, ts in _group([t for t in tensors if not t.registered]).items()
     ]
-    out += [
-        finding("G002", layer, ts, "trainable parameters ({params:,} values) receive no gradient from the loss" + guess,
-                ", ".join(t.name for t in ts), Severity.INFO if loss_guessed else None)
-        for layer, ts in _by_layer([t for t in tensors if t.registered and not t.reached]).items()
-    ]
+    if forward is not None:
+        out += _g002_by_evidence(tensors, forward, loss_guessed, has_optimizer)
+    else:
+        out += [
+            finding("G002", layer, ts, "trainable parameters ({params:,} values) receive no gradient from the loss" + guess,
+                    ", ".join(t.name for t in ts), Severity.INFO if loss_guessed else None)
+            for layer, ts in _by_layer([t for t in tensors if t.registered and not t.reached]).items()
+        ]
     if has_optimizer:
         out += [
             finding("G003", top, ts, "parameters ({params:,} values) get gradients but are in no optimizer param_group",
@@ -69,6 +77,82 @@ def coverage_findings(tensors: list[TrackedTensor], stale: list[dict[str, Any]],
                 params=params, subject="optimizer",
             ))
     return out
+
+
+def _g002_by_evidence(tensors: list[TrackedTensor], forward: "ForwardTrace", loss_guessed: bool,
+                      has_optimizer: bool) -> list[Finding]:
+    """G002 from what the probe saw. A trainable parameter whose module ran in forward (or in the loss) but got no
+    gradient: an error with any loss, since no function of the outputs can reach it; the cut is named when it was
+    seen (a tensor made from another's data, a module run under no_grad or returning outputs without a grad_fn).
+    One whose module never ran: a warning (unused in this forward; DDP without find_unused_parameters fails on it),
+    whose message says how to pass the real loss when the loss may call it. A ran parameter in no optimizer (a
+    copy kept without gradients, an EMA teacher with requires_grad left on) is a warning too. Parameters are grouped
+    under the outermost module all of whose trainable parameters share the verdict (``backbone``, not each conv)."""
+    unreached = [t for t in tensors if t.registered and not t.reached]
+    if not unreached:
+        return []
+
+    upstream = set().union(*(c.upstream for c in forward.cuts)) if forward.cuts else set()
+
+    def verdict(t: TrackedTensor) -> str:
+        # its module ran, or it fed a tensor that was cut (F.linear(x, self.fc.weight).detach(): fc never called)
+        if _module_of(t) not in forward.ran and t.name not in upstream:
+            return "unused"
+        return "cut" if t.in_optimizer or not has_optimizer else "cut-no-optimizer"
+
+    verdicts = {t.name: verdict(t) for t in unreached}
+    trainable = [t for t in tensors if t.registered]
+    groups: dict[tuple[str, str], list[TrackedTensor]] = {}
+    for t in unreached:
+        groups.setdefault((_outermost(t, trainable, verdicts), verdicts[t.name]), []).append(t)
+    out = []
+    for (path, kind), ts in groups.items():
+        params = sum(t.numel for t in ts)
+        listing = ", ".join(t.name for t in ts[:6]) + (f", ... ({len(ts) - 6} more)" if len(ts) > 6 else "")
+        label = f"`{path}`"
+        if kind == "unused":
+            if loss_guessed:
+                how = ("if the training loss calls it (a decoder run inside the criterion), define compute_loss(output) "
+                       "in the model file to pass the real loss, and rerun")
+            elif forward.returned_scalar:
+                how = ("forward returns the loss; if the training loss adds a term that calls it, define "
+                       "compute_loss(output) in the model file to pass that loss, and rerun")
+            else:
+                how = "compute_loss does not call it either"
+            message = (f"{len(ts)} trainable parameters ({params:,} values) receive no gradient: forward never calls "
+                       f"{label} (unused here; DDP without find_unused_parameters=True fails on it); {how}: {listing}")
+            out.append(RULES["G002"].finding(path, message, params=params, members={t.name: t.shape for t in ts},
+                                             severity=Severity.WARNING))
+            continue
+        cut = forward.cut_for({t.name for t in ts}, _module_of(ts[0]))
+        where = f"the graph is cut at {cut}" if cut else "where the graph is cut was not seen"
+        message = (f"{len(ts)} trainable parameters ({params:,} values) ran in forward but receive no gradient, so no "
+                   f"loss can reach them; {where}: {listing}")
+        severity = None
+        if kind == "cut-no-optimizer":
+            message += (" (in no optimizer either: if it is a copy updated without gradients, an EMA or teacher, "
+                        "set requires_grad_(False) on it)")
+            severity = Severity.WARNING
+        out.append(RULES["G002"].finding(path, message, params=params, members={t.name: t.shape for t in ts},
+                                         severity=severity))
+    return out
+
+
+def _module_of(t: TrackedTensor) -> str:
+    """The path of the module that owns ``t`` ("" for the model's own parameters)."""
+    return t.name.rsplit(".", 1)[0] if "." in t.name else ""
+
+
+def _outermost(t: TrackedTensor, trainable: list[TrackedTensor], verdicts: dict[str, str]) -> str:
+    """The outermost submodule containing ``t`` all of whose trainable parameters have ``t``'s verdict (``t``'s
+    layer when none does; the model itself is never the answer: its parameters are listed by their layer)."""
+    parts = _module_of(t).split(".") if _module_of(t) else []
+    for k in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:k])
+        under = [u for u in trainable if u.name.startswith(prefix + ".")]
+        if under and all(verdicts.get(u.name) == verdicts[t.name] for u in under):
+            return prefix
+    return t.layer
 
 
 def _by_layer(tensors: list[TrackedTensor]) -> dict[str, list[TrackedTensor]]:
@@ -185,7 +269,7 @@ def analyse_gradflow(
     (the largest first-half median of any layer): a gradient gated by a tiny scale (LayerScale 1e-6) grows 1000x as
     training opens the gate, from far below the other layers up to their range, and that is no explosion. Per-tensor scale factors cancel out.
     """
-    findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer, run.loss_guessed)
+    findings = coverage_findings(run.tensors, run.stale_optimizer, run.has_optimizer, run.loss_guessed, run.forward)
     layers = layer_stats(run)
     s = run.stats
     if run.has_optimizer and len(s) >= min_steps:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ssdaudit.core.errors import LoadError
 from ssdaudit.core.findings import Finding
+
+if TYPE_CHECKING:
+    from ssdaudit.training.gradflow.trace import ForwardTrace
 
 STAT_FIELDS = ("grad_norm", "grad_max", "grad_l1", "update_norm", "weight_norm", "lr")
 GRAD_NORM, GRAD_MAX, GRAD_L1, UPDATE, WEIGHT, LR = range(6)
@@ -53,9 +56,12 @@ class GradFlowRun:
     every: int = 1
     warnings: list[str] = field(default_factory=list)
     has_optimizer: bool = True
-    # the loss was ssdaudit's guess (the sum of the outputs' means, no compute_loss given): a parameter only the
-    # real criterion reaches looks unreached, so G002 is a note
+    # the loss was ssdaudit's guess (the sum of the outputs' means: no compute_loss given, and forward did not
+    # return a scalar loss itself): a module forward never calls may be one only the real criterion calls
     loss_guessed: bool = False
+    # the probe's first forward + loss (``ssdaudit gradflow``): which modules ran and where the graph was cut. None
+    # for a user's own loop and a log read back: G002 then judges without it
+    forward: "ForwardTrace | None" = None
 
     def layers(self) -> list[str]:
         seen: dict[str, None] = {}

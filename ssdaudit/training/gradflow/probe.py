@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +14,7 @@ from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import LoadError, UsageError, UserError, first_line
 from ssdaudit.training.gradflow.log import GradFlowRun, find_log_dir
 from ssdaudit.training.gradflow.monitor import GradFlowMonitor
+from ssdaudit.training.gradflow.trace import ForwardTrace, ForwardTracer
 
 # --- a short probe run, for the CLI and `ssdaudit check` -------------------------------------------------
 
@@ -28,16 +30,23 @@ def probe_training(
 ) -> GradFlowRun:
     """Run ``steps`` training steps under a GradFlowMonitor. ``make_batch(step) -> (inputs, targets)``,
     ``compute_loss(output, targets) -> scalar``; ``optimizer`` None (a model with no registered parameter) still
-    follows the gradients. Raises ``ProbeError`` naming the step when the model, the loss or backward fails."""
+    follows the gradients. The first step's forward and loss run under a ``ForwardTracer``: the run's ``forward``
+    holds which modules ran and where the graph was cut (G002's evidence). Raises ``ProbeError`` naming the step when
+    the model, the loss or backward fails."""
     from ssdaudit.core.errors import ProbeError
 
     model.train()
+    trace: ForwardTrace | None = None
     with GradFlowMonitor(model, optimizer, log_dir=log_dir) as monitor:
         for step in range(steps):
             inputs, targets = make_batch(step)
+            tracer = ForwardTracer(model) if step == 0 else None
             try:
-                output = call_forward(model, inputs)
-                loss = compute_loss(output, targets)
+                with tracer if tracer is not None else contextlib.nullcontext():
+                    output = call_forward(model, inputs)
+                    if tracer is not None:
+                        tracer.model_output(output)
+                    loss = compute_loss(output, targets)
             except UserError:
                 raise
             except Exception as exc:
@@ -55,11 +64,15 @@ def probe_training(
                     hint = (" (the model carries autograd state from the previous step, e.g. an RNN hidden state: "
                             "detach it between steps, or give a compute_loss that does)")
                 raise ProbeError(f"step {step + 1}: backward failed: {first_line(exc)}{hint}") from exc
+            if tracer is not None:
+                trace = tracer.evidence()
             if optimizer is not None:
                 optimizer.step()
             if progress is not None:
                 progress(step + 1)
-    return monitor.run()
+    run = monitor.run()
+    run.forward = trace
+    return run
 
 
 
@@ -75,8 +88,8 @@ def probe_target(loaded: Any, steps: int, input_shape: tuple[int, ...] | None = 
                  log_dir: str | Path | None = None, progress: Callable[[int], None] | None = None) -> GradFlowRun:
     """Probe a ``loading.LoadedTarget``: a model the adapter knows (this project's SSDLite: synthetic shapes and the
     MultiBox loss) trains with its own hooks; other models on ``example_input()`` (or random ``input_shape``) with the file's ``compute_loss(output)`` or
-    ``default_loss`` (then ``run.loss_guessed``: G002 becomes a note); optimizer from the file's ``build_optimizer(model)``
-    or SGD. Raises LoadError on failure."""
+    ``default_loss`` (then ``run.loss_guessed``, unless forward returned a scalar: that is the loss itself); optimizer
+    from the file's ``build_optimizer(model)`` or SGD. Raises LoadError on failure."""
     from ssdaudit.core.errors import ProbeError
 
     from ssdaudit.registration.ssdlite_adapter import training_hooks
@@ -117,7 +130,7 @@ def probe_target(loaded: Any, steps: int, input_shape: tuple[int, ...] | None = 
             old.unlink()
     try:
         run = probe_training(model, steps, make_batch, compute_loss, optimizer, log_dir, progress)
-        run.loss_guessed = guessed
+        run.loss_guessed = guessed and not (run.forward is not None and run.forward.returned_scalar)
         return run
     except ProbeError as exc:
         raise LoadError(f"the gradflow probe failed at {exc} (check example_input(), --input-shape or compute_loss)") from exc
