@@ -306,13 +306,28 @@ def audit_params(
     if trip.ran and rebuild is not None:
         findings += roundtrip_findings(rebuild, example_input, findings)
     findings += _findings_notes(model)
+    report = _counted(model, findings, target, depth, sizes_from)
+    report.probe, report.probe_status, report.roundtrip = evidence.placement, evidence.status, trip
+    if reference is not None:
+        if isinstance(reference, nn.Module):
+            ref_groups, ref_total = group_params(reference, depth), count_params(reference)[0]
+        else:
+            ref_groups, ref_total = group_state_dict(reference, depth), state_dict_params(reference)
+        report.reference = compare_with_reference(reference_name, ref_groups, ref_total, report.groups,
+                                                  report.registered_params, findings)
+    return report
+
+
+def _counted(model: nn.Module, findings: list[Finding], target: str, depth: int,
+             sizes_from: nn.Module | None) -> ParamsReport:
+    """The report's counts: registered, trainable and hidden parameters (elements), the parameter groups, and the
+    checkpoint's bytes as it is and with every finding fixed (``sizes_from``'s state_dict when given)."""
     registered, trainable = count_params(model)
     unregistered = sum(f.params for f in findings if f.rule in rules_tagged("hides-parameters"))
     sized = sizes_from if sizes_from is not None else model
     ckpt_bytes, exact = predict_checkpoint_bytes(sized.state_dict())
     fixed_bytes, exact_fixed = predict_checkpoint_bytes(_fixed_state(sized, findings, on_meta=sizes_from is not None))
-    groups = group_params(model, depth)
-    report = ParamsReport(
+    return ParamsReport(
         target=target,
         registered_params=registered,
         trainable_params=trainable,
@@ -321,19 +336,9 @@ def audit_params(
         checkpoint_bytes=ckpt_bytes,
         checkpoint_bytes_if_fixed=fixed_bytes,
         bytes_exact=exact and exact_fixed,
-        groups=groups,
+        groups=group_params(model, depth),
         findings=findings,
-        probe=evidence.placement,
-        probe_status=evidence.status,
-        roundtrip=trip,
     )
-    if reference is not None:
-        if isinstance(reference, nn.Module):
-            ref_groups, ref_total = group_params(reference, depth), count_params(reference)[0]
-        else:
-            ref_groups, ref_total = group_state_dict(reference, depth), state_dict_params(reference)
-        report.reference = compare_with_reference(reference_name, ref_groups, ref_total, groups, registered, findings)
-    return report
 
 
 def _roundtrip_status(model: nn.Module, example_input: Any, rebuild: Callable[[], nn.Module] | None) -> RoundTripStatus:
