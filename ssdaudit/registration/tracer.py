@@ -9,6 +9,8 @@ such as ``.to(x.device)`` counts) or returns. The model is left exactly as it wa
 from __future__ import annotations
 
 import inspect
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
@@ -70,6 +72,94 @@ class ProbeResult:
         self.param_reads |= other.param_reads
 
 
+class ModuleStack:
+    """Global module hooks for one pass: the module whose forward runs now (``top``; ``root`` outside any), with a
+    callback on each entry. The forward probe and the dtype-move probe (``move_probe``) both trace with it."""
+
+    def __init__(self, root: Any, on_enter: Callable[[nn.Module], None] | None = None) -> None:
+        self.stack: list[Any] = [root]
+        self.on_enter = on_enter
+        self._handles: list[Any] = []
+
+    @property
+    def top(self) -> Any:
+        return self.stack[-1]
+
+    def _push(self, module: nn.Module, _args: Any) -> None:
+        if self.on_enter is not None:
+            self.on_enter(module)
+        self.stack.append(module)
+
+    def _pop(self, _module: nn.Module, _args: Any, _output: Any) -> None:
+        if len(self.stack) > 1:
+            self.stack.pop()
+
+    def __enter__(self) -> "ModuleStack":
+        self._handles = [nn.modules.module.register_module_forward_pre_hook(self._push),
+                         nn.modules.module.register_module_forward_hook(self._pop)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class TensorsMade:
+    """The tensors a pass made (by weak reference, so a reused id is never mistaken for one): state that existed
+    before the pass is what is *not* in here. ``refs`` may be shared between passes."""
+
+    def __init__(self, refs: dict[int, Any] | None = None) -> None:
+        self.refs: dict[int, Any] = refs if refs is not None else {}
+
+    def add(self, t: torch.Tensor) -> None:
+        try:
+            self.refs[id(t)] = weakref.ref(t)
+        except TypeError:  # a tensor subclass without weak references: cannot be cached state anyway
+            pass
+
+    def __contains__(self, t: torch.Tensor) -> bool:
+        ref = self.refs.get(id(t))
+        return ref is not None and ref() is t
+
+
+class _ReadRecorder(TorchFunctionMode):
+    """Records, for one pass, the tensors each torch function reads (the first function applied to each, the
+    kind of a move), the floating tensors that existed before the pass, and fresh leaves that ask for gradients."""
+
+    def __init__(self, result: ProbeResult, made: TensorsMade, inputs: set[int], modules: ModuleStack) -> None:
+        super().__init__()
+        self.result, self.made, self.inputs, self.modules = result, made, inputs, modules
+
+    def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
+        result = self.result
+        name = getattr(func, "__name__", "")
+        metadata = name == "__get__"  # .shape, .device, .dtype: a look at the tensor, not a use of its values
+        flat = tree_flatten((args, kwargs or {}))[0]
+        for k, leaf in enumerate(flat):
+            if isinstance(leaf, torch.Tensor) and not metadata:
+                if id(leaf) in result.made_params and name != "requires_grad_":
+                    result.param_reads.add(id(leaf))
+                result.used_tensors.add(id(leaf))
+                if id(leaf) not in result.first_use:
+                    result.first_use[id(leaf)] = name
+                    if k == 0 and name in MOVE_FUNCTIONS:
+                        result.move_kind[id(leaf)] = _move_kind(name, flat[1:])
+                if (id(leaf) not in result.preexisting and leaf.is_floating_point() and leaf.dim() > 0
+                        and id(leaf) not in self.inputs and leaf not in self.made):
+                    result.preexisting[id(leaf)] = (leaf, self.modules.top)
+        out = func(*args, **(kwargs or {}))
+        if (isinstance(out, torch.Tensor) and out.requires_grad and out.grad_fn is None and not metadata
+                and id(out) not in result.made_params
+                and (name == "requires_grad_" or (kwargs or {}).get("requires_grad") is True)):
+            # a fresh leaf that asks for gradients (torch.randn(..., requires_grad=True)): a parameter in all but name
+            result.made_params[id(out)] = (out, caller_location(), self.modules.top)
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.made.add(t)
+        return out
+
+
 def probe_forward(
     model: nn.Module, example_input: Any, extra_modules: Sequence[nn.Module] = (), grad: bool = False,
     produced: dict[int, Any] | None = None,
@@ -86,22 +176,16 @@ def probe_forward(
     ``produced`` (id -> weakref of every tensor made by a pass) is shared between passes, so a cache that one pass
     made is not taken for pre-existing state in the next.
     """
-    import weakref
-
     result = ProbeResult(grad_observed=grad)
-    made: dict[int, Any] = produced if produced is not None else {}
+    made = TensorsMade(produced)
     inputs = {id(t) for t in tree_flatten(example_input)[0] if isinstance(t, torch.Tensor)}
-    stack: list[nn.Module] = [model]
 
-    def on_call(module: nn.Module, _args: Any) -> None:
+    def on_call(module: nn.Module) -> None:
         result.called.setdefault(id(module), module)
-        stack.append(module)
         if torch.is_grad_enabled():
             result.with_grad.add(id(module))
 
-    def on_return(_module: nn.Module, _args: Any, _output: Any) -> None:
-        if len(stack) > 1:
-            stack.pop()
+    modules = ModuleStack(model, on_call)
 
     def on_module(module: nn.Module) -> None:
         result.created.append(module)
@@ -110,49 +194,13 @@ def probe_forward(
             result.created_at.setdefault(id(module), where)
 
     def on_parameter(parameter: nn.Parameter) -> None:
-        result.made_params[id(parameter)] = (parameter, caller_location(), stack[-1])
-        made[id(parameter)] = weakref.ref(parameter)  # made by this pass: not state that existed before it
+        result.made_params[id(parameter)] = (parameter, caller_location(), modules.top)
+        made.add(parameter)  # made by this pass: not state that existed before it
 
-    def made_here(t: torch.Tensor) -> bool:
-        ref = made.get(id(t))
-        return ref is not None and ref() is t
-
-    class _Reads(TorchFunctionMode):
-        def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
-            name = getattr(func, "__name__", "")
-            metadata = name == "__get__"  # .shape, .device, .dtype: a look at the tensor, not a use of its values
-            flat = tree_flatten((args, kwargs or {}))[0]
-            for k, leaf in enumerate(flat):
-                if isinstance(leaf, torch.Tensor) and not metadata:
-                    if id(leaf) in result.made_params and name != "requires_grad_":
-                        result.param_reads.add(id(leaf))
-                    result.used_tensors.add(id(leaf))
-                    if id(leaf) not in result.first_use:
-                        result.first_use[id(leaf)] = name
-                        if k == 0 and name in MOVE_FUNCTIONS:
-                            result.move_kind[id(leaf)] = _move_kind(name, flat[1:])
-                    if (id(leaf) not in result.preexisting and leaf.is_floating_point() and leaf.dim() > 0
-                            and id(leaf) not in inputs and not made_here(leaf)):
-                        result.preexisting[id(leaf)] = (leaf, stack[-1])
-            out = func(*args, **(kwargs or {}))
-            if (isinstance(out, torch.Tensor) and out.requires_grad and out.grad_fn is None and not metadata
-                    and id(out) not in result.made_params
-                    and (name == "requires_grad_" or (kwargs or {}).get("requires_grad") is True)):
-                # a fresh leaf that asks for gradients (torch.randn(..., requires_grad=True)): a parameter in all but name
-                result.made_params[id(out)] = (out, caller_location(), stack[-1])
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor):
-                    try:
-                        made[id(t)] = weakref.ref(t)
-                    except TypeError:  # a tensor subclass without weak references: cannot be cached state anyway
-                        pass
-            return out
-
-    handle = nn.modules.module.register_module_forward_pre_hook(on_call)
-    handle_return = nn.modules.module.register_module_forward_hook(on_return)
     guard = StateGuard(model, extra_modules)
     try:
-        with guard, ConstructionRecorder(on_module, on_parameter), torch.set_grad_enabled(grad), _Reads():
+        with modules, guard, ConstructionRecorder(on_module, on_parameter), torch.set_grad_enabled(grad), \
+                _ReadRecorder(result, made, inputs, modules):
             output = call_forward(model, example_input)
             # Tensors handed back as they are (priors for the loss) miss .to() as much as those computed with.
             for leaf in tree_flatten(output)[0]:
@@ -165,14 +213,10 @@ def probe_forward(
     except Exception as exc:
         raise ProbeError(f"{exc.__class__.__name__}: {first_line(exc)}") from exc
     finally:
-        handle.remove()
-        handle_return.remove()
         result.added.extend(guard.added)
         for i in guard.added_parameters:  # registered by forward (lazy initialisation): the R010 question, not this one
             result.made_params.pop(i, None)
     return result
-
-
 
 
 def _move_kind(name: str, rest: list[Any]) -> str:
