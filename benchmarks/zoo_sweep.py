@@ -164,55 +164,31 @@ def roundtrip_on_cpu(build: Callable[[], torch.nn.Module], example: Callable[[st
     return flagged
 
 
-def _probe_ran(findings: list[Any]) -> bool:
-    return not any(f.rule == "N004" and "train and eval" in f.message for f in findings)
+def _probe(row: Row, name: str, model: torch.nn.Module, x: Any, build: Callable[[], torch.nn.Module],
+           example: Callable[[str], Any], zoo: str, probe_device: str, budget: int | None) -> list[Any]:
+    """The probe plan (``plan.probe_plan``) as ``ssdaudit params --device meta`` runs it: a probe that fails on meta
+    reruns on a CPU build with random weights when the model fits the budget, else on a CPU copy with placeholder
+    weights; the findings of the run that counts, and where it ran in ``row``."""
+    from ssdaudit.registration.plan import ProbeOptions, probe_plan
 
+    def build_cpu() -> tuple[torch.nn.Module, Any]:
+        torch.manual_seed(0)
+        with torch.device("cpu"):
+            cpu = build()
+        cpu.eval()
+        return cpu, transformers_input(cpu, "cpu") if zoo == "transformers" else example("cpu")
 
-def _cpu_fallback(row: Row, build: Callable[[], torch.nn.Module], example: Callable[[str], Any], zoo: str,
-                  findings: list[Any], budget: int | None, meta_model: torch.nn.Module) -> list[Any]:
-    """``--probe-device auto`` as ``ssdaudit params`` does it: a probe that failed on meta reruns on a CPU build with
-    random weights when the model fits the budget; the findings of the run that counts."""
-    from ssdaudit.registration.probe_device import meta_reason, over_budget
-    from ssdaudit.registration.unregistered import probe_failure
-
-    failure = probe_failure(findings)
-    if failure is None:
-        return findings
-    row.meta_failure = meta_reason(failure)
-    need, limit, over = over_budget(meta_model, budget)
-    if over:  # as `ssdaudit params` does: a CPU copy with placeholder weights (shared memory), allocations bounded
-        from ssdaudit.registration.placeholder import address_space_limit, placeholder_copy, placeholder_input
-
-        try:
-            with warnings.catch_warnings(), address_space_limit(limit):
-                warnings.simplefilter("ignore")
-                model = placeholder_copy(meta_model, limit)
-                x = placeholder_input(transformers_input(meta_model, "meta") if zoo == "transformers" else example("meta"))
-                ph_findings = find_unregistered(model, x, probe_device="meta")
-        except Exception as exc:  # the copy itself failed (a model that refuses deepcopy): the meta run stands
-            row.meta_failure += f" (placeholder copy failed: {exc.__class__.__name__})"
-            return findings
-        row.probe_device = "cpu~"
-        if not _probe_ran(ph_findings):
-            row.meta_failure += f"; on placeholder weights: {meta_reason(probe_failure(ph_findings) or '?')}"
-        del model
-        return ph_findings
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.manual_seed(0)
-            with torch.device("cpu"):
-                model = build()
-            model.eval()
-            x = transformers_input(model, "cpu") if zoo == "transformers" else example("cpu")
-            cpu_findings = find_unregistered(model, x)
-    except Exception as exc:  # cannot be built on the CPU here: the meta run stands
-        row.meta_failure += f" (CPU build failed: {exc.__class__.__name__})"
-        return findings
-    row.probe_device = "cpu*"
-    if not _probe_ran(cpu_findings):
-        row.meta_failure += f"; on the CPU: {meta_reason(probe_failure(cpu_findings) or '?')}"
-    return cpu_findings
+    plan = probe_device if row.device == "meta" else "auto"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = probe_plan(model, x, ProbeOptions(plan, budget, build_cpu, name=name, built_on=row.device))
+    status = outcome.status
+    row.probe_ran = status.ran
+    row.probe_device = ("-" if not status.attempted else "cpu~" if status.device == "placeholder"
+                        else "cpu*" if status.device == "cpu" and row.device == "meta" else status.device)
+    if row.device == "meta" and outcome.placement.reason.startswith("meta failed"):
+        row.meta_failure = outcome.placement.reason.removeprefix("meta failed: ")
+    return list(outcome.findings)
 
 
 def _sample(entries: list[Any], n: int) -> list[Any]:
@@ -246,22 +222,8 @@ def sweep(zoo: str, limit: int | None = None, roundtrip: bool = False, max_param
         model.eval()
         x = transformers_input(model, row.device) if zoo == "transformers" else example(row.device)
         row.input_name = str(getattr(model, "main_input_name", "")) if zoo == "transformers" else ""
-        pristine = model  # as `ssdaudit params`: the placeholder copy is made from the model before its meta probe
-        if row.device == "meta" and probe_device == "auto":
-            import copy
-
-            try:
-                pristine = copy.deepcopy(model)
-            except Exception:
-                pass
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            findings = find_unregistered(model, x, probe_device="meta")  # the fallback is _cpu_fallback's
+        findings = _probe(row, name, model, x, build, example, zoo, probe_device, budget)
         row.params = sum(p.numel() for p in model.parameters())
-        row.probe_device = row.device if x is not None else "-"
-        if x is not None and row.device == "meta" and probe_device == "auto":
-            findings = _cpu_fallback(row, build, example, zoo, findings, budget, pristine)
-        row.probe_ran = x is not None and _probe_ran(findings)
         # N004 (the probe could not run, e.g. .item() on the meta device) says what the audit could not check; it
         # is counted in the probe column, not as an alarm about the model
         row.flagged = [f"{f.rule} {f.path}: {f.message[:160]}" for f in findings

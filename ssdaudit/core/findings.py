@@ -39,6 +39,11 @@ class Rule:
     message: str = ""
     # Families a rule belongs to, which other code asks about instead of listing codes: "container" (a member in a
     # plain container: R001-R003), "hides-parameters" (its parameters are missing from parameters(): R001-R003, R005).
+    # How ``params`` merges a static finding into runtime evidence (``registration.source_lint``): "walk-checked"
+    # and "probe-checked" (the runtime checks it on the live model, always / when the probe ran: a static finding
+    # nothing at runtime backs is dropped), "names-cause" (a static finding that names the cause of a runtime
+    # finding of another code takes its place), "consequence" (reports what a bug does, never where: no static
+    # evidence merges into it).
     tags: tuple[str, ...] = ()
     # What ``ssdaudit lint --fix`` does for it and when that is safe ("" where the rule has no automatic fix; the
     # fix itself is in the rule's module, ssdaudit/lint/rules/<code>_<name>.py).
@@ -145,9 +150,10 @@ class Fix:
         return {"title": self.title, "safe": self.safe, "edits": [e.to_dict() for e in self.edits]}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Finding:
-    """One problem (or note) found in a model: where, what, how many parameters, and the fix.
+    """One problem (or note) found in a model: where, what, how many parameters, and the fix. Frozen: a merge or
+    a rewrite makes a new finding (``dataclasses.replace``).
 
     ``path`` is the attribute path in the model (``backbone``, ``<forward>`` for a pass-wide fact), or the
     checkpoint key or class symbol the rule is about; a finding about something else names it in ``subject``
@@ -177,7 +183,7 @@ class Finding:
 
     def __post_init__(self) -> None:
         if isinstance(self.location, str):  # detectors that know "file:line" as text
-            self.location = Location.parse(self.location) if self.location else None
+            object.__setattr__(self, "location", Location.parse(self.location) if self.location else None)
 
     @property
     def name(self) -> str:

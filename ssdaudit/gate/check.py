@@ -7,7 +7,7 @@ and those a baseline already knows. Library code: nothing printed here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -119,12 +119,12 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
         report = audit_target(m.target, m.reference, input_shape=tuple(m.input_shape) if m.input_shape else None,
                               timeout=deadline.left() or 0, roundtrip=False, root=root, lint_source=False)
         from ssdaudit.core.errors import ProbeError
-        from ssdaudit.registration.unregistered import probe_failure, probe_ran
 
-        if report.probe is not None and report.probe.device != "none" and not probe_ran(report.findings):
+        status = report.probe_status
+        if status is not None and status.attempted and not status.ran:
             # forward failed in train and eval mode: the checks that need it did not run, so the model is not
             # known to be clean (K001), not a pass with a note
-            raise ProbeError(f"the forward probe failed in train and eval mode: {probe_failure(report.findings)}; "
+            raise ProbeError(f"the forward probe failed in train and eval mode: {status.failure}; "
                              "fix forward, or give input_shape (in [[tool.ssdaudit.models]]) that it accepts")
         ref_name = m.reference
         findings = [f for f in report.findings if f.severity is not Severity.INFO]
@@ -160,8 +160,8 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
             gf = [f for f in gradflow.findings if f.severity is not Severity.INFO]
             findings += gf
             row.details.append(f"gradflow: {len(gradflow.run.steps)} steps, {len(gf)} findings")
-        for f in findings:
-            f.location = _relative_to(root, f.location) if f.location else Location(row.target_file or m.target)
+        findings = [replace(f, location=_relative_to(root, f.location) if f.location else Location(row.target_file or m.target))
+                    for f in findings]
         row.findings, row.broken, row.broken_at = findings, broken, broken_at
         row.details += broken
         if m.expect == "fail" and m.reason:
@@ -208,13 +208,12 @@ def run_check(cfg: CheckConfig, baseline: set[str] | None = None, progress: Call
         if progress:
             progress("lint")
         result = lint_paths([cfg.root / p for p in cfg.lint], cfg.ignore, [cfg.root / p for p in cfg.exclude])
-        for f in result.findings:  # paths relative to the configuration's folder, as the user wrote them
-            if f.location:
-                f.location = _relative_to(cfg.root, f.location)
+        # paths relative to the configuration's folder, as the user wrote them
+        relative = [replace(f, location=_relative_to(cfg.root, f.location)) if f.location else f for f in result.findings]
         excluded = f", {len(cfg.exclude)} excluded" if cfg.exclude else ""
         row = CheckRow(f"lint {', '.join(cfg.lint)}", "ok", [f"{result.files} files{excluded}, {len(result.findings)} findings"])
         row.details += result.errors
-        row.findings = result.findings
+        row.findings = relative
         rows.append(row)
     for m in cfg.models:
         if progress:

@@ -3,13 +3,11 @@ for (R001, R002). Each returns a ``Fix`` of text edits, or None when no fix is c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import libcst as cst
 
 from ssdaudit.core.findings import Edit, Fix
 from ssdaudit.lint.context import FileContext, Hit, dotted, self_attr
-from ssdaudit.lint.scan import ClassScan, ContainerHit, class_scans, elements, kind_of
+from ssdaudit.lint.scan import ClassScan, ContainerHit, elements, kind_of
 
 # The list/dict methods each registering container has, beside indexing, len() and iteration.
 _METHODS = {
@@ -185,14 +183,6 @@ def container_fix(ctx: FileContext, scan: ClassScan, hit: ContainerHit) -> Fix |
         safe = safe and wrapped[1]
         name = wrapped[2]
     return Fix(f"wrap self.{hit.attr} in nn.{name}", safe, tuple(edits))
-
-
-def container_hits(ctx: FileContext, code: str) -> Iterator[Hit]:
-    """The check of a plain-container rule (R001 modules, R002 parameters): the class scans' unregistered
-    containers of that rule, each with what its fix needs."""
-    for scan in class_scans(ctx):
-        for h in scan.unregistered(code):
-            yield Hit(h.node, h.symbol, h.message, data=(scan, h))
 
 
 def container_hit_fix(ctx: FileContext, hit: Hit) -> Fix | None:

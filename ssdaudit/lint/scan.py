@@ -1,8 +1,8 @@
 """One pass over an nn.Module class that the registration rules share (R001-R004, R009): which attributes hold
 plain containers and what goes into them, tensors made in ``__init__``, what the class registers later.
 
-The rules decide; this module only records, in source order (``order`` numbers the nodes it saw, so "registered
-on a later line" needs no positions).
+The rules decide and phrase their findings (``lint/rules/r001_*.py`` ...); this module only records facts, in
+source order (``order`` numbers the nodes it saw, so "registered on a later line" needs no positions).
 """
 
 from __future__ import annotations
@@ -12,22 +12,34 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from ssdaudit.core.findings import RULES
 from ssdaudit.lint.context import (CONTAINER_CALLS, MOVE_METHODS, PLAIN_OBJECT_CALLS, REGISTERING_CALLS, FileContext,
                                    dotted, is_self, self_attr, walk)
 
 
+# The patterns ``ContainerHit.pattern`` records, and the facts each carries in ``detail``:
+# "literal"   self.x = [M(), ...] (a plain list, tuple, dict or comprehension): container ("list", "dict", ...)
+# "store"     self.x[k] = M() into an attribute that holds a plain container
+# "add"       self.x.append/extend/insert/add/appendleft(M()) on such an attribute: method
+# "local"     self.x = name, a local plain container filled with modules or parameters: name, container
+# "unpacked"  self.x = list(self.y) after ``del self.y`` (a registry unpacked into a plain list): source
+# "object"    self.x = SimpleNamespace(a=M()) / partial(...) / a namedtuple: a module in a plain object: call
+# "operated"  self.w = nn.Parameter(t).to(device) (or .t(), [0], * 2): a Parameter operated on: op, moved
+CONTAINER_PATTERNS = frozenset({"literal", "store", "add", "local", "unpacked"})
+
+
 @dataclass
 class ContainerHit:
-    """A module or parameter put into a plain container (or a plain object): the node to report, the attribute,
-    and the plain container's value node(s) a fix wraps."""
+    """A fact about one attribute: a module or parameter put into a plain container (or a plain object), or a
+    Parameter operated on after wrapping. The node to report, the attribute, what went in (``kind``: "module",
+    "parameter" or ""), the ``pattern`` (see ``CONTAINER_PATTERNS`` and the list above) and its ``detail``."""
 
     node: cst.CSTNode
     symbol: str
-    message: str
     attr: str
     order: int
     kind: str = ""  # "module" | "parameter"
+    pattern: str = ""
+    detail: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,16 +52,17 @@ class ClassScan:
     tensors: dict[str, tuple[cst.BaseExpression, cst.CSTNode, str]] = field(default_factory=dict)
     assigned: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # attr -> how many self.attr = ...
     used_methods: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # attr -> self.attr.<method>
-    hits: dict[str, list[ContainerHit]] = field(default_factory=lambda: defaultdict(list))
+    hits: list[ContainerHit] = field(default_factory=list)
     registered_later: dict[str, list[int | None]] = field(default_factory=dict)
     nodes: dict[str, list[cst.CSTNode]] = field(default_factory=dict)  # each method's nodes, in source order
     # attr -> "list" | "dict": self.attr = name, where name is a local plain container filled with modules/parameters
     local_containers: dict[str, str] = field(default_factory=dict)
 
-    def unregistered(self, code: str) -> list[ContainerHit]:
-        """The hits of ``code`` whose container the class does not register after all."""
-        return [h for h in self.hits.get(code, ())
-                if not any(o is None or o > h.order for o in self.registered_later.get(h.attr, ()))]
+    def unregistered(self, patterns: frozenset[str], kind: str | None = None) -> list[ContainerHit]:
+        """The hits of these ``patterns`` (and ``kind``, unless None) whose container the class does not register
+        after all, in source order."""
+        return [h for h in self.hits if h.pattern in patterns and (kind is None or h.kind == kind)
+                and not any(o is None or o > h.order for o in self.registered_later.get(h.attr, ()))]
 
     def reachable(self, start: str) -> list[str]:
         """``start`` and the methods of the class it calls as ``self.name(...)``, transitively, in discovery order."""
@@ -221,8 +234,9 @@ class _Scanner:
         scan.registered_later = self._registered_later()
         return scan
 
-    def _hit(self, code: str, node: cst.CSTNode, attr: str, message: str, kind: str = "") -> None:
-        self.scan.hits[code].append(ContainerHit(node, f"{self.cls.name.value}.{attr}", message, attr, self.index.get(id(node), 0), kind))
+    def _hit(self, pattern: str, node: cst.CSTNode, attr: str, kind: str = "", **detail: object) -> None:
+        self.scan.hits.append(ContainerHit(node, f"{self.cls.name.value}.{attr}", attr, self.index.get(id(node), 0), kind,
+                                           pattern, detail))
 
     def _assignment(self, fname: str, target: cst.CSTNode, value: cst.BaseExpression, stmt: cst.CSTNode,
                     bound: dict[str, str]) -> None:
@@ -231,8 +245,7 @@ class _Scanner:
             attr = self_attr(target.value)
             kind = kind_of(ctx, [value], bound)
             if attr is not None and attr in scan.plain and kind:
-                self._hit("R001" if kind == "module" else "R002", target, attr,
-                          f"{kind} stored into the plain container self.{attr}: invisible to parameters()/state_dict()", kind)
+                self._hit("store", target, attr, kind)
             return
         attr = self_attr(target)
         if attr is None:
@@ -243,33 +256,24 @@ class _Scanner:
             kind = kind_of(ctx, items, bound)
             scan.plain[attr] = kind or ""
             scan.plain_values[attr].append(value)
-            if kind == "module":
-                self._hit("R001", value, attr, f"self.{attr} holds nn.Module objects in a plain {container_name(value)}: "
-                          "parameters(), state_dict() and .to() will not see them", kind)
-            elif kind == "parameter":
-                self._hit("R002", value, attr, f"self.{attr} holds nn.Parameter objects in a plain "
-                          f"{container_name(value)}: the optimizer and state_dict() will not see them", kind)
+            if kind:
+                self._hit("literal", value, attr, kind, container=container_name(value))
             return
         if isinstance(value, cst.Name) and value.value in self.locals:
             container, kind = self.locals[value.value]
             scan.plain[attr] = kind
             scan.local_containers[attr] = container
-            what = "nn.Module objects" if kind == "module" else "nn.Parameter objects"
-            self._hit("R001" if kind == "module" else "R002", stmt, attr,
-                      f"self.{attr} = {value.value}, a plain {container} that holds {what}: parameters(), state_dict() "
-                      "and .to() will not see them", kind)
+            self._hit("local", stmt, attr, kind, name=value.value, container=container)
             return
         operated = operated_parameter(ctx, value)
         if operated is not None:
             op, moved = operated
-            returns = "the move returns a plain tensor wherever it changes the device or dtype" if moved else "it returns a plain non-leaf tensor"
-            self._hit("R009", value, attr, RULES["R009"].message.format(attr=attr, op=op, returns=returns))
+            self._hit("operated", value, attr, op=op, moved=moved)
             return
         if isinstance(value, cst.Call) and not ctx.is_module_ctor(value):
             name = (dotted(value.func) or "").rpartition(".")[2]
             if name in PLAIN_OBJECT_CALLS and any(ctx.is_module_ctor(a.value) for a in value.args):
-                self._hit("R003", value, attr,
-                          f"self.{attr} = {name}(...) wraps a module in a plain object: it will not be registered", "module")
+                self._hit("object", value, attr, "module", call=name)
                 return
         if fname in self.init_methods and ctx.is_tensor_expr(value):
             scan.tensors[attr] = (value, stmt, fname)
@@ -336,9 +340,7 @@ class _Scanner:
             items += inner if inner is not None else [a.value]
         kind = kind_of(self.ctx, items, bound)
         if kind:
-            self._hit("R001" if kind == "module" else "R002", call, attr,
-                      f"self.{attr}.{method}(...) adds {'an nn.Module' if kind == 'module' else 'an nn.Parameter'} "
-                      f"to a plain container: use nn.{'ModuleList' if kind == 'module' else 'ParameterList'}", kind)
+            self._hit("add", call, attr, kind, method=method)
 
     def _registered_later(self) -> dict[str, list[int | None]]:
         out: dict[str, list[int | None]] = {}
@@ -384,6 +386,4 @@ class _Scanner:
             for t in node.targets:
                 attr = self_attr(t.target)
                 if attr is not None:
-                    self._hit("R001", node, attr,
-                              f"self.{attr} holds the modules of self.{source} in a plain list after `del self.{source}`: "
-                              "they leave parameters(), state_dict() and .to()", "module")
+                    self._hit("unpacked", node, attr, "module", source=source)

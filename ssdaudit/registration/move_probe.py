@@ -13,7 +13,6 @@ is seen, not just the first one (on a GPU, forward would stop at the first with 
 from __future__ import annotations
 
 import copy
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import UserError, first_line
+from ssdaudit.registration.tracer import ModuleStack, TensorsMade
 from ssdaudit.registration.walk import MOVE_FUNCTIONS as _MOVES
 from ssdaudit.registration.walk import unregistered_module_names, unregistered_tensor_names
 
@@ -125,83 +125,89 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
     module_names = {id(m): n for n, m in moved.named_modules()}
     module_names.update({i: n for i, n in unregistered_module_names(moved).items() if i not in module_names})
 
-    def convert(t: Any) -> Any:
-        if isinstance(t, torch.Tensor) and t.is_floating_point():
-            return t.to(dtype=dtype, device=target) if target is not None else t.to(dtype)
-        return t
-
-    inputs = tree_map(convert, example_input)
-    input_ids = {id(t) for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)}
-    produced: dict[int, weakref.ref[torch.Tensor]] = {}  # tensors made during the pass: weak, so ids are checked against identity
-    found: dict[int, tuple[torch.Tensor, DeviceStray]] = {}  # keeps each stray alive: its id stays unique
-    stack: list[str] = [""]
-
-    # a stray passed through a move that did not reach ``dtype`` (``.to(x.device)``): id(result) -> (result, the
-    # stray's record); it counts as a stray read when the result is read, and not when a later move converts it
-    pending: dict[int, tuple[torch.Tensor, DeviceStray, torch.Tensor]] = {}
-
-    def is_stray(t: torch.Tensor) -> bool:
-        if not t.is_floating_point() or t.dim() == 0:
-            return False
-        if t.dtype == dtype and (target is None or t.device == target):
-            return False
-        ref = produced.get(id(t))
-        return id(t) not in input_ids and not (ref is not None and ref() is t)
-
-    class _Convert(TorchFunctionMode):
-        def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
-            name = getattr(func, "__name__", "")
-            flat, spec = tree_flatten((args, kwargs or {}))
-            changed = False
-            moving: tuple[torch.Tensor, DeviceStray] | None = None  # a stray handed to a move: judged by its result
-            for k, leaf in enumerate(flat):
-                if not isinstance(leaf, torch.Tensor):
-                    continue
-                is_move = k == 0 and name in _MOVES
-                record: DeviceStray | None = None
-                source = leaf
-                if id(leaf) in pending and pending[id(leaf)][0] is leaf:
-                    _, record, source = pending[id(leaf)]
-                elif is_stray(leaf):
-                    record = DeviceStray(names.get(id(leaf)), stack[-1], tuple(leaf.shape), leaf.dtype, name)
-                if record is not None and id(source) not in found:
-                    if is_move:
-                        moving = (source, record)
-                    else:
-                        found[id(source)] = (source, record)
-                if leaf.is_floating_point() and leaf.dtype != dtype and not is_move:
-                    flat[k] = convert(leaf)  # keep forward going past this stray, to see the next ones
-                    changed = True
-            if changed:
-                args, kwargs = tree_unflatten(flat, spec)
-            out = func(*args, **(kwargs or {}))
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor):
-                    produced[id(t)] = weakref.ref(t)
-            if moving is not None and isinstance(out, torch.Tensor):
-                if out.is_floating_point() and out.dtype != dtype or (target is not None and out.device != target):
-                    pending[id(out)] = (out, moving[1], moving[0])  # still astray: its next read decides
-            return out
-
-    def push(module: nn.Module, _args: Any) -> None:
-        stack.append(module_names.get(id(module), type(module).__name__))
-
-    def pop(_module: nn.Module, _args: Any, _output: Any) -> None:
-        if len(stack) > 1:
-            stack.pop()
-
-    pre = nn.modules.module.register_module_forward_pre_hook(push)
-    post = nn.modules.module.register_module_forward_hook(pop)
+    inputs = tree_map(lambda t: _converted(t, dtype, target), example_input)
+    modules = ModuleStack(None)
+    recorder = _StrayRecorder(dtype, target, names, module_names, modules,
+                              {id(t) for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)})
     rng = torch.random.get_rng_state()
     try:
-        with torch.no_grad(), _Convert():
+        with torch.no_grad(), modules, recorder:
             call_forward(moved, inputs)
     except UserError:
         raise
     except Exception as exc:
-        return MoveProbeResult([s for _, s in found.values()], f"forward failed: {exc.__class__.__name__}: {first_line(exc, 200)}")
+        return MoveProbeResult(recorder.strays(), f"forward failed: {exc.__class__.__name__}: {first_line(exc, 200)}")
     finally:
-        pre.remove()
-        post.remove()
         torch.random.set_rng_state(rng)
-    return MoveProbeResult([s for _, s in found.values()])
+    return MoveProbeResult(recorder.strays())
+
+
+def _converted(t: Any, dtype: torch.dtype, target: torch.device | None) -> Any:
+    if isinstance(t, torch.Tensor) and t.is_floating_point():
+        return t.to(dtype=dtype, device=target) if target is not None else t.to(dtype)
+    return t
+
+
+class _StrayRecorder(TorchFunctionMode):
+    """Records every pre-existing floating tensor a torch function reads in another dtype (or device) than the
+    moved model's, converting it on the fly so forward runs on to the next one."""
+
+    def __init__(self, dtype: torch.dtype, target: torch.device | None, names: dict[int, str],
+                 module_names: dict[int, str], modules: ModuleStack, input_ids: set[int]) -> None:
+        super().__init__()
+        self.dtype, self.target, self.names, self.module_names = dtype, target, names, module_names
+        self.modules, self.input_ids = modules, input_ids
+        self.made = TensorsMade()  # tensors made during the pass
+        self.found: dict[int, tuple[torch.Tensor, DeviceStray]] = {}  # keeps each stray alive: its id stays unique
+        # a stray passed through a move that did not reach ``dtype`` (``.to(x.device)``): id(result) -> (result, the
+        # stray's record, the stray); it counts as a stray read when the result is read, and not when a later move
+        # converts it
+        self.pending: dict[int, tuple[torch.Tensor, DeviceStray, torch.Tensor]] = {}
+
+    def strays(self) -> list[DeviceStray]:
+        return [s for _, s in self.found.values()]
+
+    def _reader(self) -> str:
+        top = self.modules.top
+        return "" if top is None else self.module_names.get(id(top), type(top).__name__)
+
+    def _is_stray(self, t: torch.Tensor) -> bool:
+        if not t.is_floating_point() or t.dim() == 0:
+            return False
+        if t.dtype == self.dtype and (self.target is None or t.device == self.target):
+            return False
+        return id(t) not in self.input_ids and t not in self.made
+
+    def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = getattr(func, "__name__", "")
+        flat, spec = tree_flatten((args, kwargs or {}))
+        changed = False
+        moving: tuple[torch.Tensor, DeviceStray] | None = None  # a stray handed to a move: judged by its result
+        for k, leaf in enumerate(flat):
+            if not isinstance(leaf, torch.Tensor):
+                continue
+            is_move = k == 0 and name in _MOVES
+            record: DeviceStray | None = None
+            source = leaf
+            if id(leaf) in self.pending and self.pending[id(leaf)][0] is leaf:
+                _, record, source = self.pending[id(leaf)]
+            elif self._is_stray(leaf):
+                record = DeviceStray(self.names.get(id(leaf)), self._reader(), tuple(leaf.shape), leaf.dtype, name)
+            if record is not None and id(source) not in self.found:
+                if is_move:
+                    moving = (source, record)
+                else:
+                    self.found[id(source)] = (source, record)
+            if leaf.is_floating_point() and leaf.dtype != self.dtype and not is_move:
+                flat[k] = _converted(leaf, self.dtype, self.target)  # keep forward going past this stray
+                changed = True
+        if changed:
+            args, kwargs = tree_unflatten(flat, spec)
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.made.add(t)
+        if moving is not None and isinstance(out, torch.Tensor):
+            if out.is_floating_point() and out.dtype != self.dtype or (self.target is not None and out.device != self.target):
+                self.pending[id(out)] = (out, moving[1], moving[0])  # still astray: its next read decides
+        return out

@@ -16,10 +16,10 @@ from ssdaudit.checkpoints.formats import is_buffer_name
 from ssdaudit.core.report import failing_findings
 from ssdaudit.core.findings import rules_tagged
 from ssdaudit.core.findings import RULES, Finding, Severity
+from ssdaudit.registration.evidence import ProbeStatus, RoundTripStatus
+from ssdaudit.registration.plan import PlanOutcome, ProbeOptions, probe_plan
 from ssdaudit.registration.probe_device import ProbePlacement
 from ssdaudit.registration.roundtrip import roundtrip_findings
-from ssdaudit.registration.unregistered import find_unregistered
-
 
 
 @dataclass
@@ -62,7 +62,10 @@ class ParamsReport:
     reference: ReferenceComparison | None = None
     checkpoint: CheckpointComparison | None = None
     layers: list[Any] | None = None  # layers.LayerRow, with --layers
-    probe: ProbePlacement | None = None  # where the forward probe ran and why (set by pipeline.audit_target)
+    probe: ProbePlacement | None = None  # where the forward probe ran and why, for the report
+    # evidence (not in the JSON): the probe's outcome (where, which modes ran, why one failed), and the round trip's
+    probe_status: ProbeStatus | None = None
+    roundtrip: RoundTripStatus | None = None
 
     @property
     def errors(self) -> list[Finding]:
@@ -275,6 +278,8 @@ def audit_params(
     rebuild: Callable[[], nn.Module] | None = None,
     sizes_from: nn.Module | None = None,
     probe_device: str = "auto",
+    probe_memory: int | None = None,
+    evidence: PlanOutcome | None = None,
 ) -> ParamsReport:
     """Count what the model registers and what it hides, and compare with ``reference``.
 
@@ -285,7 +290,10 @@ def audit_params(
     and ``checkpoint_bytes_if_fixed`` are bytes, computed by torch's own writer without writing a file.
     ``sizes_from``: the model whose state_dict gives those bytes when ``model`` is a placeholder copy of it
     (``placeholder.placeholder_copy``: its weights share memory, so its own state_dict would undercount).
-    ``probe_device``: as ``find_unregistered``'s (a meta model's probe may rerun on placeholder weights: "auto").
+    ``probe_device``, ``probe_memory``: the probe plan's (``plan.probe_plan``, as ``find_unregistered``: a meta
+    model's probe may rerun on placeholder weights, within ``probe_memory`` bytes). ``evidence``: the outcome of a
+    plan already run (``audit_target`` runs it with the target's CPU build): ``model`` and ``example_input`` must be
+    the ones it probed, and ``sizes_from`` is then its own.
 
     Side effects: the forward probe runs the model in train and eval mode (the mode is restored, and
     ``nn.Module.__init__`` is observed while it runs; see ``find_unregistered``); the round trip builds the model
@@ -293,17 +301,37 @@ def audit_params(
     note says so), nor for a round trip that cannot run or cannot compare a module (an N004 note says what was not
     compared and why): the round trip itself raises only ``UserError`` (the time limit).
     """
-    findings = find_unregistered(model, example_input, probe_device=probe_device)
-    if example_input is not None and rebuild is not None and not any(t.is_meta for t in model.parameters()):
+    if evidence is None:
+        evidence = probe_plan(model, example_input, ProbeOptions(probe_device, probe_memory))
+        model, example_input = evidence.model, evidence.example
+    sizes_from = evidence.sizes_from if evidence.sizes_from is not None else sizes_from
+    findings = list(evidence.findings)
+    trip = _roundtrip_status(model, example_input, rebuild)
+    if trip.ran and rebuild is not None:
         findings += roundtrip_findings(rebuild, example_input, findings)
     findings += _findings_notes(model)
+    report = _counted(model, findings, target, depth, sizes_from)
+    report.probe, report.probe_status, report.roundtrip = evidence.placement, evidence.status, trip
+    if reference is not None:
+        if isinstance(reference, nn.Module):
+            ref_groups, ref_total = group_params(reference, depth), count_params(reference)[0]
+        else:
+            ref_groups, ref_total = group_state_dict(reference, depth), state_dict_params(reference)
+        report.reference = compare_with_reference(reference_name, ref_groups, ref_total, report.groups,
+                                                  report.registered_params, findings)
+    return report
+
+
+def _counted(model: nn.Module, findings: list[Finding], target: str, depth: int,
+             sizes_from: nn.Module | None) -> ParamsReport:
+    """The report's counts: registered, trainable and hidden parameters (elements), the parameter groups, and the
+    checkpoint's bytes as it is and with every finding fixed (``sizes_from``'s state_dict when given)."""
     registered, trainable = count_params(model)
     unregistered = sum(f.params for f in findings if f.rule in rules_tagged("hides-parameters"))
     sized = sizes_from if sizes_from is not None else model
     ckpt_bytes, exact = predict_checkpoint_bytes(sized.state_dict())
     fixed_bytes, exact_fixed = predict_checkpoint_bytes(_fixed_state(sized, findings, on_meta=sizes_from is not None))
-    groups = group_params(model, depth)
-    report = ParamsReport(
+    return ParamsReport(
         target=target,
         registered_params=registered,
         trainable_params=trainable,
@@ -312,16 +340,21 @@ def audit_params(
         checkpoint_bytes=ckpt_bytes,
         checkpoint_bytes_if_fixed=fixed_bytes,
         bytes_exact=exact and exact_fixed,
-        groups=groups,
+        groups=group_params(model, depth),
         findings=findings,
     )
-    if reference is not None:
-        if isinstance(reference, nn.Module):
-            ref_groups, ref_total = group_params(reference, depth), count_params(reference)[0]
-        else:
-            ref_groups, ref_total = group_state_dict(reference, depth), state_dict_params(reference)
-        report.reference = compare_with_reference(reference_name, ref_groups, ref_total, groups, registered, findings)
-    return report
+
+
+def _roundtrip_status(model: nn.Module, example_input: Any, rebuild: Callable[[], nn.Module] | None) -> RoundTripStatus:
+    """Whether the save-reload round trip runs; ``ran`` only says it was attempted (``roundtrip.roundtrip_findings``
+    holds whether it compared and what it found)."""
+    if example_input is None:
+        return RoundTripStatus.not_run("no example input")
+    if rebuild is None:
+        return RoundTripStatus.not_run("no factory to rebuild the model")
+    if any(t.is_meta for t in model.parameters()):
+        return RoundTripStatus.not_run("the model is on the meta device")
+    return RoundTripStatus(True)
 
 
 def compare_with_checkpoint(model: nn.Module, state: Mapping[str, torch.Tensor], path: str, file_bytes: int) -> CheckpointComparison:

@@ -1,21 +1,25 @@
 """One pipeline per capability, shared by the CLI, ``ssdaudit check`` and the pytest plugin.
 
-``audit_target(spec, ...)``: load what ``spec`` names (a model file, ``package.module:NAME`` or a checkpoint), the
-reference and checkpoint beside it, run the audit, and return a ``ParamsReport``. Target code runs under
+``audit_target(spec, ...)`` reads top to bottom: load (the target, the reference and checkpoint beside it) ->
+plan (``plan.probe_plan``: where the forward probe runs, the meta-device fallback) -> evidence and rules (the
+plan's inspection) -> counts and the round trip (``params.audit_params``) -> merge (the static evidence of the
+model's source, ``source_lint.merged_findings``) -> report (``ParamsReport``, the layer table, the checkpoint). Target code runs under
 ``errors.running_user_code`` (its prints go to stderr, ``sys.exit`` is a load error, ``timeout`` bounds it).
 Relative specs are read from ``root`` (a configuration's folder) without changing the working directory.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssdaudit.core.errors import DEFAULT_TIMEOUT_S
+from ssdaudit.core.errors import DEFAULT_TIMEOUT_S, Deadline
 from ssdaudit.registration.params import ParamsReport
 
 if TYPE_CHECKING:
-    from ssdaudit.core.targets import LoadedTarget
+    from ssdaudit.core.targets import LoadedTarget, TargetSpec
+    from ssdaudit.registration.plan import PlanOutcome
 
 MAX_INPUT_ELEMENTS = 2**30  # 4 GiB of float32: an input shape beyond this is a typo, not a probe
 
@@ -56,140 +60,115 @@ def audit_target(target: str, reference: str | None = None, checkpoint: Path | N
     ``LoadError`` (a target, reference or checkpoint that cannot be loaded, or whose code calls ``sys.exit``),
     ``TimeLimitExceeded`` (past ``timeout``), ``UsageError`` (an input shape too large to be a probe, a bad
     ``probe_device``, or ``probe_device="cpu"`` for a model over the ``probe_memory`` budget)."""
-    from ssdaudit.core.errors import Deadline, running_user_code
-    from ssdaudit.checkpoints.formats import load_checkpoint_shapes
-    from ssdaudit.core.targets import TargetSpec, importable_from
-    from ssdaudit.registration.loading import load_model_or_checkpoint
-    from ssdaudit.registration.params import ParamsReport, compare_with_checkpoint, compare_with_reference, group_state_dict, state_dict_params
-    from ssdaudit.registration.references import BUILTIN_REFERENCES, load_reference
-
     from ssdaudit.registration.probe_device import check_probe_device
 
     check_probe_device(probe_device, device)
     shape = check_input_shape(tuple(input_shape)) if input_shape else None
     deadline = Deadline(timeout or None)
-    shown = target
+    loaded = _load(target, reference, checkpoint, device, root, deadline)
+    if loaded.target.model is None:  # a checkpoint target: counts from its tensors
+        return _checkpoint_report(target, loaded, depth)
+    outcome = _plan(target, loaded, shape, device, probe_device, probe_memory, root, deadline)
+    if outcome.timed_out:
+        deadline = Deadline(None)  # what follows (the layer table) is not the probe's to bound
+    report = _counts(target, loaded, outcome, depth, roundtrip and device != "meta", deadline)
+    model, example = outcome.model, outcome.example
+    if lint_source:
+        from ssdaudit.registration.source_lint import merged_findings
+
+        report.findings = merged_findings(model, report.findings, outcome.status.ran)
+    if layers and example is not None:
+        from ssdaudit.core.errors import running_user_code
+        from ssdaudit.registration.layers import layer_table
+
+        with running_user_code(f"the layer table of {target}", deadline):
+            report.layers = layer_table(model, example, depth, report.findings)
+    if loaded.checkpoint_state is not None and checkpoint is not None:
+        from ssdaudit.registration.params import compare_with_checkpoint
+
+        report.checkpoint = compare_with_checkpoint(model, loaded.checkpoint_state, str(checkpoint), loaded.checkpoint_bytes)
+    return report
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What ``audit_target`` loaded: the target (resolved spec and built model or checkpoint), the reference (an
+    object and its name), the checkpoint's tensors (shapes) and bytes."""
+
+    spec: "TargetSpec"
+    target: "LoadedTarget"
+    reference: Any
+    reference_name: str
+    checkpoint_state: Any
+    checkpoint_bytes: int
+
+
+def _load(target: str, reference: str | None, checkpoint: Path | None, device: str, root: Path | None,
+          deadline: Deadline) -> _Loaded:
+    """Build the target and the reference (their code runs under the time limit), read the checkpoint's shapes."""
+    from ssdaudit.checkpoints.formats import load_checkpoint_shapes
+    from ssdaudit.core.errors import running_user_code
+    from ssdaudit.core.targets import TargetSpec, importable_from
+    from ssdaudit.registration.loading import load_model_or_checkpoint
+    from ssdaudit.registration.references import BUILTIN_REFERENCES, load_reference
+
     spec = TargetSpec.parse(target).resolved(root)
     if reference and reference not in BUILTIN_REFERENCES:
         reference = TargetSpec.parse(reference).resolved(root).text
-    with importable_from(root), running_user_code(f"building {shown}", deadline):
+    with importable_from(root), running_user_code(f"building {target}", deadline):
         loaded = load_model_or_checkpoint(spec, device=device)
     with importable_from(root), running_user_code(f"building the reference {reference}", deadline):
         ref_obj, ref_name = load_reference(reference, device) if reference else (None, None)
     ckpt_state, ckpt_bytes = load_checkpoint_shapes(checkpoint) if checkpoint is not None else (None, 0)
-    if loaded.model is None:  # a checkpoint target: counts from its tensors
-        state = loaded.state_dict or {}
-        total = state_dict_params(state)
-        size = loaded.checkpoint_bytes  # the real file(s): no prediction needed
-        groups = group_state_dict(state, depth)
-        report = ParamsReport(shown, total, total, 0, total, size, size, True, groups, [])
-        if ref_obj is not None:
-            from ssdaudit.registration.params import count_params, group_params
+    return _Loaded(spec, loaded, ref_obj, ref_name or str(reference or ""), ckpt_state, ckpt_bytes)
 
-            if isinstance(ref_obj, dict):
-                rg, rt = group_state_dict(ref_obj, depth), state_dict_params(ref_obj)
-            else:
-                rg, rt = group_params(ref_obj, depth), count_params(ref_obj)[0]
-            report.reference = compare_with_reference(ref_name or str(reference), rg, rt, groups, total, [])
-        return report
-    from ssdaudit.registration.params import audit_params
-    from ssdaudit.registration.probe_device import BUILT_THERE, ProbePlacement, human_bytes, meta_reason, over_budget
-    from ssdaudit.registration.unregistered import probe_failure
 
-    from ssdaudit.registration.loading import probe_input
+def _checkpoint_report(target: str, loaded: _Loaded, depth: int) -> ParamsReport:
+    """The report of a checkpoint target: counts from its tensors (the real file's bytes: no prediction needed)."""
+    from ssdaudit.registration.params import (compare_with_reference, count_params, group_params, group_state_dict,
+                                              state_dict_params)
 
-    def example_of(built: LoadedTarget, model_device: str) -> Any:
-        return probe_input(shape, built.example_input, model_device)
-
-    def on_cpu() -> LoadedTarget:
-        with importable_from(root), running_user_code(f"building {shown} on the CPU for the probe", deadline):
-            return load_model_or_checkpoint(spec, device="cpu")
-
-    on_meta = device == "meta"
-    cpu = loaded
-    placement = ProbePlacement(device if on_meta else "cpu", BUILT_THERE)
-    if on_meta and probe_device == "cpu":
-        need, budget, over = over_budget(loaded.model, probe_memory)
-        if over:
-            from ssdaudit.core.errors import UsageError
-
-            raise UsageError(f"--probe-device cpu: {shown} needs {human_bytes(need)} on the CPU, over the budget of "
-                             f"{human_bytes(budget)}: raise --probe-memory, or probe on meta (--probe-device meta)")
-        cpu = on_cpu()
-        placement = ProbePlacement("cpu", "--probe-device cpu: random weights")
-    model = cpu.model
-    example = example_of(cpu, "cpu" if cpu is not loaded else device)
-    pristine = None  # the meta model before its probe (a forward that fails half-way can leave it half-changed)
-    if on_meta and cpu is loaded and probe_device == "auto":
-        import copy
-
-        try:
-            pristine = copy.deepcopy(loaded.model)
-        except Exception:  # refuses a deep copy: the placeholder copy (if needed) is made from the probed model
-            pristine = None
-    with running_user_code(f"probing {shown}'s forward", deadline):
-        report = audit_params(model, ref_obj, example, depth, target=shown, reference_name=ref_name or "",
-                              rebuild=loaded.rebuild if roundtrip and not on_meta else None,
-                              probe_device="meta")  # the fallback is decided below, by --probe-memory
-    failure = probe_failure(report.findings) if on_meta and cpu is loaded and example is not None else None
-    if failure is not None and probe_device == "auto":
-        why = meta_reason(failure)
-        need, budget, over = over_budget(loaded.model, probe_memory)
-        if over:
-            # too large for a CPU copy with random weights: a CPU copy whose weights share a few small blocks
-            # (the probe asks which tensors forward reads, not what it computes); its allocations stay in budget
-            from ssdaudit.registration.placeholder import address_space_limit, placeholder_copy, placeholder_input
-
-            from ssdaudit.core.errors import TimeLimitExceeded
-
-            meta_report, meta_model, meta_example = report, model, example
-            model, example = placeholder_copy(pristine or loaded.model, budget), placeholder_input(example)
-            try:
-                with running_user_code(f"probing {shown}'s forward on a CPU copy with placeholder weights",
-                                       deadline), address_space_limit(budget):
-                    report = audit_params(model, ref_obj, example, depth, target=shown,
-                                          reference_name=ref_name or "", sizes_from=loaded.model)
-            except TimeLimitExceeded:  # a CPU forward of a very large model: the meta run's report stands
-                report, model, example = meta_report, meta_model, meta_example
-                placement = ProbePlacement("meta", f"meta failed: {why}; the probe on a CPU copy with placeholder "
-                                           "weights ran past --timeout (raise it: it takes as long as a CPU forward)")
-                deadline = Deadline(None)  # what follows (the layer table) is not the probe's to bound
-            else:
-                placement = ProbePlacement("cpu", f"meta failed: {why}; placeholder weights: a CPU copy with random "
-                                           f"weights would need {human_bytes(need)}, over the {human_bytes(budget)} "
-                                           "budget (--probe-memory)")
-                failure = probe_failure(report.findings)
-                if failure is not None:  # it failed on the CPU too: the meta device is not the (only) problem
-                    placement = ProbePlacement("cpu", f"meta failed: {why}; on a CPU copy with placeholder weights "
-                                               f"it failed too: {meta_reason(failure)}")
+    state = loaded.target.state_dict or {}
+    total = state_dict_params(state)
+    size = loaded.target.checkpoint_bytes
+    groups = group_state_dict(state, depth)
+    report = ParamsReport(target, total, total, 0, total, size, size, True, groups, [])
+    ref_obj = loaded.reference
+    if ref_obj is not None:
+        if isinstance(ref_obj, dict):
+            rg, rt = group_state_dict(ref_obj, depth), state_dict_params(ref_obj)
         else:
-            cpu = on_cpu()
-            model, example = cpu.model, example_of(cpu, "cpu")
-            with running_user_code(f"probing {shown}'s forward on the CPU", deadline):
-                report = audit_params(model, ref_obj, example, depth, target=shown, reference_name=ref_name or "")
-            placement = ProbePlacement("cpu", f"meta failed: {why}")
-    elif failure is not None:
-        placement = ProbePlacement("meta", f"--probe-device meta; it failed there: {meta_reason(failure)}")
-    if placement.device == "meta" and failure is not None:
-        # the input is not the problem there: the meta device is; say so where N004's generic fix would mislead
-        hint = ("raise --timeout to let the probe finish on a CPU copy with placeholder weights" if probe_device == "auto"
-                else "--probe-device auto or cpu runs it on a CPU copy with random weights")
-        for f in report.findings:
-            if f.rule == "N004":
-                f.message += f" (on the meta device: {hint})"
-    if example is None:
-        placement = ProbePlacement("none", "no example input")
-    report.probe = placement
-    if lint_source:
-        from ssdaudit.registration.source_lint import source_findings
-        from ssdaudit.registration.unregistered import probe_ran
-
-        report.findings += source_findings(model, report.findings, probe_ran(report.findings))
-    if layers and example is not None:
-        from ssdaudit.registration.layers import layer_table
-
-        with running_user_code(f"the layer table of {shown}", deadline):
-            report.layers = layer_table(model, example, depth, report.findings)
-    if ckpt_state is not None and checkpoint is not None:
-        report.checkpoint = compare_with_checkpoint(model, ckpt_state, str(checkpoint), ckpt_bytes)
+            rg, rt = group_params(ref_obj, depth), count_params(ref_obj)[0]
+        report.reference = compare_with_reference(loaded.reference_name, rg, rt, groups, total, [])
     return report
+
+
+def _plan(target: str, loaded: _Loaded, shape: tuple[int, ...] | None, device: str, probe_device: str,
+          probe_memory: int | None, root: Path | None, deadline: Deadline) -> "PlanOutcome":
+    """The probe plan (``plan.probe_plan``) with the target's CPU build for the fallback; each run of the target's
+    code under the time limit."""
+    from ssdaudit.core.errors import running_user_code
+    from ssdaudit.core.targets import importable_from
+    from ssdaudit.registration.loading import load_model_or_checkpoint, probe_input
+    from ssdaudit.registration.plan import ProbeOptions, probe_plan
+
+    def build_cpu() -> tuple[Any, Any]:
+        with importable_from(root), running_user_code(f"building {target} on the CPU for the probe", deadline):
+            cpu = load_model_or_checkpoint(loaded.spec, device="cpu")
+        return cpu.model, probe_input(shape, cpu.example_input, "cpu")
+
+    options = ProbeOptions(probe_device if device == "meta" else "auto", probe_memory, build_cpu,
+                           lambda label: running_user_code(label, deadline), target, device)
+    return probe_plan(loaded.target.model, probe_input(shape, loaded.target.example_input, device), options)
+
+
+def _counts(target: str, loaded: _Loaded, outcome: "PlanOutcome", depth: int, roundtrip: bool,
+            deadline: Deadline) -> ParamsReport:
+    """``audit_params`` on the plan's evidence: counts, notes, the reference, the round trip (a CPU-built model)."""
+    from ssdaudit.core.errors import running_user_code
+    from ssdaudit.registration.params import audit_params
+
+    with running_user_code(f"probing {target}'s forward", deadline):
+        return audit_params(outcome.model, loaded.reference, outcome.example, depth, target=target,
+                            reference_name=loaded.reference_name,
+                            rebuild=loaded.target.rebuild if roundtrip else None, evidence=outcome)

@@ -93,29 +93,75 @@ def _materialised(t: torch.Tensor) -> torch.Tensor:
     return _values(tuple(t.shape), t.dtype)
 
 
-def _convert_value(value: Any, memo: dict[int, Any], depth: int = 0) -> Any:
-    """A plain attribute with its meta tensors replaced by materialised CPU tensors (in lists, tuples and dicts, a
-    few levels deep); the same object where nothing changes."""
-    if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
-        if not value.is_meta:
+class _Converter:
+    """Replaces meta tensors with CPU ones across a (deep-copied) model, in place: parameters by placeholders,
+    buffers and plain tensors by materialised values. The same meta tensor maps to the same CPU tensor everywhere
+    (``memo``), and each module is converted once (``done``), also one held outside the registry (in a plain list
+    or object: the probe must reach it as forward does)."""
+
+    def __init__(self, pools: _Pools) -> None:
+        self.pools = pools
+        self.memo: dict[int, Any] = {}
+        self.done: set[int] = set()
+
+    def parameter(self, p: nn.Parameter) -> nn.Parameter:
+        if not p.is_meta:
+            return p
+        if id(p) not in self.memo:
+            self.memo[id(p)] = nn.Parameter(placeholder_tensor(p, self.pools), requires_grad=p.requires_grad)
+        converted: nn.Parameter = self.memo[id(p)]
+        return converted
+
+    def tensor(self, t: torch.Tensor) -> torch.Tensor:
+        if not t.is_meta:
+            return t
+        if id(t) not in self.memo:
+            self.memo[id(t)] = _materialised(t)
+        converted: torch.Tensor = self.memo[id(t)]
+        return converted
+
+    def module(self, root: nn.Module) -> None:
+        for module in root.modules():
+            if id(module) in self.done:
+                continue
+            self.done.add(id(module))
+            for name, p in list(module._parameters.items()):
+                if p is not None:
+                    module._parameters[name] = self.parameter(p)
+            for name, b in list(module._buffers.items()):
+                if b is not None:
+                    module._buffers[name] = self.tensor(b)
+            for name, value in list(vars(module).items()):
+                if name in ("_parameters", "_buffers", "_modules"):
+                    continue
+                converted = self.value(value)
+                if converted is not value:
+                    object.__setattr__(module, name, converted)
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        """A plain attribute with its meta tensors replaced (in lists, tuples and dicts, a few levels deep, and in
+        modules held there); the same object where nothing changes."""
+        if isinstance(value, nn.Parameter):
+            return self.parameter(value)
+        if isinstance(value, torch.Tensor):
+            return self.tensor(value)
+        if isinstance(value, nn.Module):
+            self.module(value)
             return value
-        if id(value) not in memo:
-            memo[id(value)] = _materialised(value)
-        return memo[id(value)]
-    if depth >= 3:
+        if depth >= 3:
+            return value
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                value[i] = self.value(item, depth + 1)
+            return value
+        if isinstance(value, dict):
+            for key, item in list(value.items()):
+                value[key] = self.value(item, depth + 1)
+            return value
+        if isinstance(value, tuple) and not hasattr(value, "_fields"):
+            items = tuple(self.value(item, depth + 1) for item in value)
+            return value if all(a is b for a, b in zip(items, value)) else items
         return value
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            value[i] = _convert_value(item, memo, depth + 1)
-        return value
-    if isinstance(value, dict):
-        for key, item in list(value.items()):
-            value[key] = _convert_value(item, memo, depth + 1)
-        return value
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        items = tuple(_convert_value(item, memo, depth + 1) for item in value)
-        return value if all(a is b for a, b in zip(items, value)) else items
-    return value
 
 
 def placeholder_copy(model: nn.Module, budget: int | None = None) -> nn.Module:
@@ -123,31 +169,13 @@ def placeholder_copy(model: nn.Module, budget: int | None = None) -> nn.Module:
 
     Parameters become ``nn.Parameter`` views of shared random memory (``placeholder_tensor``): the copy's memory is
     that of its distinct row lengths and block shapes, not of its parameter count. Buffers and plain tensor
-    attributes of modules (also inside lists, tuples and dicts) are materialised at full size. The same meta tensor
-    maps to the same CPU tensor everywhere, so tied parameters stay one object. ``model`` itself is not changed.
-    ``budget``: bytes the probe may allocate; a quarter of it may go to the shared blocks of 3-D parameters (None:
-    each block up to ``BLOCK_LIMIT`` elements). Returns the copy in ``model``'s train/eval mode."""
+    attributes of modules (also inside lists, tuples and dicts) are materialised at full size; modules held outside
+    the registry (a plain list of layers) are converted like registered ones. The same meta tensor maps to the same
+    CPU tensor everywhere, so tied parameters stay one object. ``model`` itself is not changed. ``budget``: bytes
+    the probe may allocate; a quarter of it may go to the shared blocks of 3-D parameters (None: each block up to
+    ``BLOCK_LIMIT`` elements). Returns the copy in ``model``'s train/eval mode."""
     copied = copy.deepcopy(model)
-    pools = _Pools(int(budget * BLOCK_SHARE) if budget is not None else None)
-    memo: dict[int, Any] = {}
-    for module in copied.modules():
-        for name, p in list(module._parameters.items()):
-            if p is None or not p.is_meta:
-                continue
-            if id(p) not in memo:
-                memo[id(p)] = nn.Parameter(placeholder_tensor(p, pools), requires_grad=p.requires_grad)
-            module._parameters[name] = memo[id(p)]
-        for name, b in list(module._buffers.items()):
-            if b is not None and b.is_meta:
-                if id(b) not in memo:
-                    memo[id(b)] = _materialised(b)
-                module._buffers[name] = memo[id(b)]
-        for name, value in list(vars(module).items()):
-            if name in ("_parameters", "_buffers", "_modules") or isinstance(value, nn.Module):
-                continue
-            converted = _convert_value(value, memo)
-            if converted is not value:
-                object.__setattr__(module, name, converted)
+    _Converter(_Pools(int(budget * BLOCK_SHARE) if budget is not None else None)).module(copied)
     return copied
 
 

@@ -21,15 +21,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ssdaudit.core.findings import Finding, Location, Severity
+from ssdaudit.core.findings import Finding, Location, Severity, rules_tagged
 from ssdaudit.core.frames import is_library
 
-# Rules the runtime checks on the live model: a static finding of these only adds evidence to a runtime finding,
-# since the walk (always) or the probe (when it ran) saw the real objects and found nothing wrong otherwise.
-WALK_RULES = frozenset({"R001", "R002", "R003"})
-PROBE_RULES = frozenset({"R004", "R005", "R010", "R011"})
 _RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
-_CONSEQUENCES = frozenset({"R007"})  # findings about what a bug does (outputs differ after a reload), not where it is
 
 
 @dataclass
@@ -133,7 +128,7 @@ def _wraps_then_uses(node: ast.AST) -> bool:
 
 
 def _relative(location: Location) -> Location:
-    from ssdaudit.registration.unregistered import _relative as relative_name
+    from ssdaudit.registration.tracer import relative_path as relative_name
 
     return location.with_path(relative_name(location.path))
 
@@ -154,24 +149,28 @@ def _instance_paths(entry: UserClass, attr: str) -> list[str]:
     return [f"{p}.{attr}" if p else attr for p in entry.paths]
 
 
-def source_findings(model: Any, runtime: Sequence[Finding], probe_ran: bool) -> list[Finding]:
-    """The linter's registration findings on the model's own classes, mapped to attribute paths of the model.
+def merged_findings(model: Any, runtime: Sequence[Finding], probe_ran: bool) -> list[Finding]:
+    """The runtime findings merged with the linter's registration findings on the model's own classes: a pure
+    function, returning new findings (the runtime ones are not changed).
 
-    Each static finding (symbol ``Class.attr``) becomes one finding per attribute path, merged into ``runtime``
-    where a runtime finding has that path (or the same rule at the same file:line): the runtime finding's message
-    then ends with "; also found in source at FILE:LINE" (and the static rule's message when the rules differ), and
-    takes the stricter severity of the two (in place; nothing is returned for it). A static finding of
-    a rule the runtime checks on the live model (R001-R003 always, R004/R005/R010/R011 when ``probe_ran``) and
-    that matches no runtime finding is dropped: the live objects showed nothing wrong. Returns the static findings
-    left to add (R009, and the probe's rules when the probe did not run), with the instance paths and locations
-    relative to the working directory. Suppressions (``# ssdaudit: ignore[...]``, ``# noqa: R009``) hold.
+    Each static finding (symbol ``Class.attr``) becomes one finding per attribute path, merged into a runtime
+    finding at that path (or of the same rule at the same file:line): the runtime finding's message then ends with
+    "; also found in source at FILE:LINE" (and the static rule's message when the rules differ), and takes the
+    stricter severity of the two. The policy is the rules' (``Rule.tags``): a static finding of a rule the runtime
+    checks on the live model ("walk-checked" always, "probe-checked" when ``probe_ran``) that matches no runtime
+    finding is dropped (the live objects showed nothing wrong); one that "names-cause" replaces the runtime finding
+    of another code at its path (R009 is why the runtime sees a plain tensor, R004); none merges into a
+    "consequence" (R007). The static findings left (R009, and the probe's rules when the probe did not run) are
+    appended, with the instance paths and locations relative to the working directory. Suppressions
+    (``# ssdaudit: ignore[...]``, ``# noqa: R009``) hold.
     """
+    merged = list(runtime)
     classes = user_classes(model)
     if not classes:
-        return []
+        return merged
     flagged = any(f.rule.startswith("R") and f.severity is not Severity.INFO for f in runtime)
     if probe_ran and not flagged and not any(_wraps_then_uses(c.node) for c in classes):
-        return []  # nothing the linter could add: its libcst parse is not paid for
+        return merged  # nothing the linter could add: its libcst parse is not paid for
     from ssdaudit.lint.engine import lint_files
 
     registration = {code for code in _rule_codes() if code.startswith("R")}
@@ -186,40 +185,47 @@ def source_findings(model: Any, runtime: Sequence[Finding], probe_ran: bool) -> 
         method = not attr or inspect.isfunction(getattr(entry.cls, attr, None))
         paths = _instance_paths(entry, attr)
         location = _relative(sf.location)
-        # the same rule at the attribute path (or at the same file:line: a module built in forward); else another
-        # rule's warning or error at that path (R004 for a moved Parameter, the R009 of a GPU run), never the round
-        # trip's R007, which reports a consequence
-        at_path = [rf for rf in runtime if rf.path in paths and not method]
-        targets = [rf for rf in runtime if rf.rule == sf.rule and (rf in at_path or _same_place(rf.location, sf.location))]
-        if not targets:
-            targets = [rf for rf in at_path if rf.severity is not Severity.INFO and rf.rule not in _CONSEQUENCES]
-        same_path_note = bool(at_path)
+        targets = _targets(merged, sf, paths, method)
         if targets:
-            for rf in targets:
-                if rf.rule != sf.rule and sf.rule in _CAUSES:
-                    # the source names the cause (a Parameter moved after wrapping), the runtime only its effect (a
-                    # plain tensor attribute): the cause is the finding, so its fix (not register_buffer) is shown
-                    rf.message = f"{sf.message} (at runtime: {rf.message}); found in source at {location.path}:{location.line}"
-                    rf.rule = sf.rule
-                else:
-                    also = "" if rf.rule == sf.rule else f" ({sf.rule}: {sf.message})"
-                    rf.message += f"; also found in source at {location.path}:{location.line}{also}"
-                if _RANK[sf.severity] < _RANK[rf.severity]:  # the stricter evidence decides
-                    rf.severity = sf.severity
-                if rf.location is None:
-                    rf.location = location
+            for i in targets:
+                merged[i] = _merge_one(merged[i], sf, location)
             continue
-        if same_path_note or sf.rule in WALK_RULES or (probe_ran and sf.rule in PROBE_RULES):
+        checked = rules_tagged("walk-checked") | (rules_tagged("probe-checked") if probe_ran else frozenset())
+        if any(rf.path in paths for rf in merged) and not method or sf.rule in checked:
             continue
         more = f" (also in {', '.join(f'`{p}`' for p in paths[1:4])}{', ...' if len(paths) > 4 else ''})" if len(paths) > 1 else ""
         added.append(replace(sf, path=paths[0], message=f"{sf.message} [found in the source of `{entry.cls.__name__}`]{more}",
                              location=location, autofix=None))
-    return added
+    return merged + added
 
 
-# Static rules that name the cause of what the runtime reports under another code at the same path: R009 (a
-# Parameter moved or operated on after wrapping) is why the runtime sees a plain tensor attribute (R004).
-_CAUSES = frozenset({"R009"})
+def _targets(runtime: list[Finding], sf: Finding, paths: list[str], method: bool) -> list[int]:
+    """The runtime findings (indices) a static finding merges into: the same rule at the attribute path (or at the
+    same file:line: a module built in forward); else another rule's warning or error at that path (R004 for a moved
+    Parameter, the R009 of a GPU run), never a "consequence" (the round trip's R007)."""
+    at_path = {i for i, rf in enumerate(runtime) if rf.path in paths and not method}
+    same = [i for i, rf in enumerate(runtime)
+            if rf.rule == sf.rule and (i in at_path or _same_place(rf.location, sf.location))]
+    if same:
+        return same
+    consequences = rules_tagged("consequence")
+    return [i for i in sorted(at_path) if runtime[i].severity is not Severity.INFO and runtime[i].rule not in consequences]
+
+
+def _merge_one(rf: Finding, sf: Finding, location: Location) -> Finding:
+    """A new finding: the runtime finding ``rf`` with the static evidence ``sf`` (found at ``location``)."""
+    if rf.rule != sf.rule and sf.rule in rules_tagged("names-cause"):
+        # the source names the cause (a Parameter moved after wrapping), the runtime only its effect (a plain
+        # tensor attribute): the cause is the finding, so its fix (not register_buffer) is shown
+        rule = sf.rule
+        message = f"{sf.message} (at runtime: {rf.message}); found in source at {location.path}:{location.line}"
+    else:
+        rule = rf.rule
+        also = "" if rf.rule == sf.rule else f" ({sf.rule}: {sf.message})"
+        message = f"{rf.message}; also found in source at {location.path}:{location.line}{also}"
+    severity = sf.severity if _RANK[sf.severity] < _RANK[rf.severity] else rf.severity  # the stricter decides
+    return replace(rf, rule=rule, message=message, severity=severity,
+                   location=rf.location if rf.location is not None else location)
 
 
 def _rule_codes() -> list[str]:

@@ -17,8 +17,9 @@ CODE = "R003"
 
 def check(ctx: FileContext) -> Iterator[Hit]:
     for scan in class_scans(ctx):
-        for h in scan.unregistered(CODE):
-            yield Hit(h.node, h.symbol, h.message, data=h.attr)
+        for h in scan.unregistered(frozenset({"object"})):
+            yield Hit(h.node, h.symbol, f"self.{h.attr} = {h.detail['call']}(...) wraps a module in a plain object: it "
+                      "will not be registered", data=h.attr)
 
 
 def fix(ctx: FileContext, hit: Hit) -> Fix | None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import libcst as cst
 
-from ssdaudit.core.findings import Fix
+from ssdaudit.core.findings import RULES, Fix
 from ssdaudit.lint.context import FileContext, Hit
 from ssdaudit.lint.scan import class_scans, operated_parameter
 
@@ -19,8 +19,10 @@ _ATOMS = (cst.Name, cst.Attribute, cst.Call, cst.Subscript, cst.SimpleString, cs
 
 def check(ctx: FileContext) -> Iterator[Hit]:
     for scan in class_scans(ctx):
-        for h in scan.unregistered(CODE):
-            yield Hit(h.node, h.symbol, h.message)
+        for h in scan.unregistered(frozenset({"operated"})):
+            returns = ("the move returns a plain tensor wherever it changes the device or dtype" if h.detail["moved"]
+                       else "it returns a plain non-leaf tensor")
+            yield Hit(h.node, h.symbol, RULES[CODE].message.format(attr=h.attr, op=h.detail["op"], returns=returns))
 
 
 def _wrap_call(ctx: FileContext, node: cst.CSTNode) -> cst.Call | None:
