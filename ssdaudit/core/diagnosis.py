@@ -79,9 +79,10 @@ def fold(findings: Iterable[Finding]) -> list[Finding]:
 
 def tree(findings: list[Finding]) -> list[tuple[Finding, list[Finding]]]:
     """Root findings (``caused_by`` None), earliest first, each with every finding it explains, directly or through
-    another consequence, in the order they were seen. A ``caused_by`` names a code: its finding is the earliest one
-    of that code seen no later (the one ``fold`` chose). Notes (severity info) come after the problems."""
-    order = sorted(range(len(findings)), key=lambda i: (findings[i].severity is Severity.INFO, when(findings[i]), i))
+    another consequence, in the order they were seen (findings without a step keep the order given). A
+    ``caused_by`` names a code: its finding is the earliest one of that code seen no later (the one ``fold``
+    chose)."""
+    order = sorted(range(len(findings)), key=lambda i: (when(findings[i]), i))
 
     def parent(i: int) -> int | None:
         f = findings[i]
