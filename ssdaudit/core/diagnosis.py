@@ -26,8 +26,9 @@ def when(f: Finding) -> float:
 
 
 def merge_places(findings: Iterable[Finding], shown: int = SHOWN) -> list[Finding]:
-    """One finding per rule and place: findings of one rule, severity, step, location and kind (``facts["kind"]``)
-    that differ only in the model path they name (per-layer G005, G002, G004 ...) become one finding whose message
+    """One finding per rule and place: findings of one rule, severity, location (file:line and step; the whole run for
+    findings without a line) and kind (``facts["kind"]``) that differ only in the model path they name (per-layer
+    G005, G002, G004 ...) become one finding, seen at the earliest of their steps, whose message
     names the first ``shown`` layers by size (parameters) and then a count; every original is kept in ``parts``,
     largest first. Findings about a subject (an optimizer, a param group) and single ones are returned as they
     are. The order is that of each group's first finding."""
@@ -35,7 +36,10 @@ def merge_places(findings: Iterable[Finding], shown: int = SHOWN) -> list[Findin
     groups: dict[tuple[object, ...], list[Finding]] = {}
     keys: list[tuple[object, ...]] = []
     for k, f in enumerate(findings):
-        key: tuple[object, ...] = ((f.rule, f.severity, f.step, str(f.location) if f.location else None,
+        # a finding with a source line is one place per step; the gradient-flow findings (no line) are one place
+        # per run: the layers of an explosion that left their range at steps 4 and 5 are one finding, from step 4
+        step = f.step if f.location is not None else None
+        key: tuple[object, ...] = ((f.rule, f.severity, step, str(f.location) if f.location else None,
                                     f.facts.get("kind")) if f.path and not f.subject and not f.parts else ("one", k))
         if key not in groups:
             groups[key] = []
@@ -57,7 +61,9 @@ def _merged(group: list[Finding], shown: int) -> Finding:
     if ratios:
         facts["ratio"] = max(ratios, key=lambda r: abs(math.log(r)) if r > 0 else 0.0)
     message = f"{n} layers ({names}; largest first): {first.path}: {first.message}"
+    steps = [p.step for p in parts if p.step is not None]
     return replace(first, path="", subject=f"{n} layers", message=message, params=sum(p.params for p in parts),
+                   step=min(steps) if steps else None,
                    modules=sum(p.modules for p in parts), parts=parts, facts=facts, members={}, caused_by=None)
 
 
@@ -113,11 +119,12 @@ def ordered(findings: list[Finding]) -> list[Finding]:
 
 
 def where(f: Finding) -> str:
-    """`T006 at main.py:348, step 2`: a finding's code, file:line and step, as a headline names it."""
-    parts = [str(f.location)] if f.location is not None else []
-    if f.step is not None:
-        parts.append(f"step {f.step}")
-    return f"{f.rule} at {', '.join(parts)}" if parts else f"{f.rule} ({f.label})" if f.label else f.rule
+    """`T006 at main.py:348, step 2` (or `G006 (fc.weight), step 5` without a line): a finding's code, where and
+    step, as a headline names it."""
+    step = f", step {f.step}" if f.step is not None else ""
+    if f.location is not None:
+        return f"{f.rule} at {f.location}{step}"
+    return f"{f.rule} ({f.label}){step}" if f.label else f"{f.rule} at step {f.step}" if f.step is not None else f.rule
 
 
 def headline(findings: list[Finding]) -> str:
