@@ -13,6 +13,9 @@ What it hooks while attached:
 * the learning rate of every param group, read at each step.
 
 Host syncs happen only on the steps ``every`` selects (the first step included), in the checks that need values.
+On those steps it also records the run's numbers (``series``: the losses' values kept on the device, the learning
+rates, and which gradient-flow row belongs to the step), read back once when asked for (``series()``, ``plot()``,
+``report()``). ``findings()`` lists causes first, their consequences marked (``ssdaudit.core.diagnosis``).
 """
 
 from __future__ import annotations
