@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ssdaudit.cli.app import app
 from ssdaudit.cli.output import Format, cli_errors, emit, exit_with
+
+if TYPE_CHECKING:
+    from ssdaudit.training.doctor.report import DoctorReport
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -22,6 +27,9 @@ def watch(
     fmt: Format = typer.Option(Format.text, "--format", help="text, json, sarif or github."),
     strict: bool = typer.Option(False, "--strict", help="Warnings fail too (exit 1)."),
     debug: bool = typer.Option(False, "--debug", help="Show the script's traceback when it fails."),
+    plot: Path | None = typer.Option(None, "--plot", metavar="PNG",
+                                     help="Draw the run (loss, learning rates, gradient norms, update ratio per "
+                                          "step, findings marked) to this PNG file."),
 ) -> None:
     """Run a training script (`-- python train.py ARGS`, or `-- python -m package.module ARGS`) in this process with
     every optimizer it builds watched, stop it after --steps optimizer
@@ -36,12 +44,16 @@ def watch(
       ssdaudit watch -- python examples/watch_missing_zero_grad.py
 
       ssdaudit watch --steps 50 --format json -- python -m mypkg.train --epochs 1
+
+      ssdaudit watch --plot run.png -- python train.py
     """
     from ssdaudit.core.findings import rule_codes
 
     with cli_errors(fmt is Format.json, debug):
         from ssdaudit.core.errors import UsageError
 
+        if plot is not None:
+            _check_plot_path(plot)
         codes = [c for c in ignore.split(",") if c.strip()]
         _, unknown = rule_codes(codes)
         if unknown:
@@ -58,12 +70,43 @@ def watch(
             # a clean report too when steps ran: "no silent errors found" in them is worth knowing before a crash
             shown = exc.report is not None and (bool(exc.report.findings) or isinstance(exc, ScriptInterrupted)
                                                 or exc.report.steps > 0)
+            if plot is not None and exc.report is not None and exc.report.steps > 0 and os.environ.get("RANK", "0") == "0":
+                _draw(exc.report, plot)
             if shown and exc.report is not None and fmt not in (Format.json, Format.sarif):
                 emit(exc.report, fmt, _script_file(exc.report.target))
             raise
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank watches (T017 compares them); rank 0 reports
+        rank0 = os.environ.get("RANK", "0") == "0"
+        failed = _draw(report, plot) if plot is not None and rank0 else None
+        if rank0:  # under torchrun every rank watches (T017 compares them); rank 0 reports
             emit(report, fmt, _script_file(report.target))
+        if failed is not None:
+            raise UsageError(failed)
     exit_with(report, strict)
+
+
+def _check_plot_path(path: Path) -> None:
+    """Refuse a --plot path that cannot be written, before the script runs. Raises ``UsageError``."""
+    from ssdaudit.core.errors import UsageError
+
+    target = path.expanduser()
+    if target.is_dir():
+        raise UsageError(f"--plot {path}: is a directory; give a file path such as run.png")
+    if not target.parent.resolve().is_dir():
+        raise UsageError(f"--plot {path}: the folder {path.parent} does not exist; create it first or choose another path")
+    if not os.access(target.parent.resolve(), os.W_OK):
+        raise UsageError(f"--plot {path}: the folder {path.parent} is not writable; choose another path")
+
+
+def _draw(report: DoctorReport, path: Path) -> str | None:
+    """Write the run's picture to ``path`` (atomically) and name it in the report; the one-line error, or None."""
+    from ssdaudit.training.doctor.picture import plot_run
+
+    try:
+        plot_run(report, path.expanduser())
+    except OSError as exc:
+        return f"--plot {path}: cannot write it ({exc.strerror or exc}); choose another path"
+    report.plot = str(path)
+    return None
 
 
 def _script_file(target: str) -> str | None:

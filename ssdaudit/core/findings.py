@@ -48,6 +48,11 @@ class Rule:
     # What ``ssdaudit lint --fix`` does for it and when that is safe ("" where the rule has no automatic fix; the
     # fix itself is in the rule's module, ssdaudit/lint/rules/<code>_<name>.py).
     autofix: str = ""
+    # The rules whose findings a finding of this rule can explain: seen in the same run at its step or later, they
+    # are its consequences (``caused_by``), folded under it in reports (``ssdaudit.core.diagnosis``). Only pairs
+    # with a known mechanism belong here (T006 BatchNorm in eval mode -> G005 exploding, G006 NaN gradients);
+    # the default, none, makes every finding of the rule a root of its own.
+    causes: tuple[str, ...] = ()
 
     @property
     def static(self) -> bool:
@@ -68,6 +73,7 @@ class Rule:
         return {"code": self.code, "name": self.name, "severity": self.severity.value, "summary": self.summary,
                 "why": self.why, "fix": self.fix, "bad_example": self.bad_example, "good_example": self.good_example,
                 "found_by": list(self.found_by), "docs": self.docs,
+                **({"causes": list(self.causes)} if self.causes else {}),
                 **({"autofix": self.autofix} if self.autofix else {})}
 
     def finding(self, path: str, message: str | None = None, *args: Any, severity: "Severity | None" = None,
@@ -175,6 +181,16 @@ class Finding:
     end_col: int | None = None
     # The automatic fix (``ssdaudit lint --fix``); ``fix`` is the rule's advice as text.
     autofix: Fix | None = field(default=None, compare=False)
+    # Runtime findings (``watch``): the 1-based optimizer step at which it was first seen (None: a whole-run
+    # judgement), and the code of the earlier finding that explains it (``ssdaudit.core.diagnosis.fold``).
+    step: int | None = None
+    caused_by: str | None = None
+    # One finding per rule and place: the per-layer findings merged into this one (``diagnosis.merge_places``),
+    # largest first; empty for a finding about one place.
+    parts: tuple["Finding", ...] = field(default=(), compare=False, repr=False)
+    # Numbers behind the message that code reads (never the message itself): G005 {"kind": "exploding", "ratio":
+    # 1200.0, "row": the gradient-flow row step}, G006 {"row": ...}.
+    facts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -207,6 +223,11 @@ class Finding:
             "subject": self.subject,
             **({"end": f"{self.end_line}:{self.end_col}"} if self.end_line is not None else {}),
             **({"autofix": self.autofix.to_dict()} if self.autofix is not None else {}),
+            **({"step": self.step} if self.step is not None else {}),
+            **({"caused_by": self.caused_by} if self.caused_by is not None else {}),
+            **({"parts": [{"path": p.path, "params": p.params, "message": p.message,
+                           **({"step": p.step} if p.step is not None else {})} for p in self.parts]}
+               if self.parts else {}),
         }
 
 

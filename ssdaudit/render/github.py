@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ssdaudit.core.diagnosis import consequences_line, tree
 from ssdaudit.core.findings import Finding, Severity
 from ssdaudit.render.sarif import artifact_uri
 
@@ -14,9 +15,11 @@ def _escape_github(text: str, prop: bool = False) -> str:
 
 
 def render_github(findings: list[Finding], default_file: str | None = None) -> str:
-    """GitHub Actions workflow commands: ``::error file=...,line=...,col=...,title=...::message``."""
+    """GitHub Actions workflow commands: ``::error file=...,line=...,col=...,title=...::message``. One annotation
+    per root finding: a consequence (``caused_by``, ``ssdaudit.core.diagnosis``) is named in its cause's message,
+    not annotated on its own, so that the diff shows the cause."""
     lines = []
-    for f in findings:
+    for f, consequences in tree(findings):
         path = f.location.path if f.location is not None else default_file
         line = f.location.line if f.location is not None else None
         col = f.location.col if f.location is not None else None
@@ -29,5 +32,6 @@ def render_github(findings: list[Finding], default_file: str | None = None) -> s
                 if col:
                     props.append(f"col={col}")
         props.append(f"title={_escape_github(f'{f.rule} {f.name}', True)}")
-        lines.append(f"::{level} {','.join(props)}::{_escape_github(f'{f.label}: {f.message} (fix: {f.fix})')}")
+        folded = f"; {consequences_line(f, consequences)}" if consequences else ""
+        lines.append(f"::{level} {','.join(props)}::{_escape_github(f'{f.label}: {f.message} (fix: {f.fix}){folded}')}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ssdaudit.checkpoints.diff import DiffReport
+from ssdaudit.core.diagnosis import consequences_line, tree
 from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.registration.params import ParamsReport
 from ssdaudit.render.text import _STYLE, render_findings_text, render_text
@@ -171,18 +172,21 @@ def _render_gradflow_report(report: GradflowReport, console: Console, **options:
 
 @render_text.register
 def render_doctor_text(report: DoctorReport, console: Console) -> None:
-    """The terminal view of a DoctorReport: one block per finding (rule, where, what, the step it was first seen and
-    the script's file:line that triggered it where known, the fix), then a one-line verdict."""
+    """The terminal view of a DoctorReport, cause first: a headline naming each root cause (``2 causes found: T006
+    at main.py:348, step 2; ...``), then one block per root (rule, where, what, the step it was first seen and the
+    script's file:line that triggered it where known, the fix) with its consequences folded under it in one line
+    and one short line each; then a one-line verdict (counting every finding, consequences included)."""
     title = f"Training doctor: {report.target} " if report.target else "Training doctor: "
     console.print(f"[bold]{escape(title)}({report.steps} optimizer steps watched)[/]")
-    for f in report.findings:
-        step = report.first_step.get(f.rule)
-        when = ", ".join(([f"step {step}"] if step is not None and f.rule.startswith("T") else [])
-                         + ([str(f.location)] if f.location else []))
-        when = f" ({when})" if when else ""
-        where = f" {f.label}" if f.label else ""
-        console.print(f"[{_STYLE[f.severity]}]{f.rule} {f.name}[/]{escape(where)}{when}: {escape(f.message)}")
-        console.print(f"  fix: {escape(f.fix)}  (docs/rules/{f.rule}.md)")
+    if report.summary:
+        console.print(f"[bold]{escape(report.summary)}[/]")
+    for root, consequences in tree(report.findings):
+        console.print(f"[{_STYLE[root.severity]}]{root.rule} {root.name}[/]{escape(_where(root))}: {escape(root.message)}")
+        console.print(f"  fix: {escape(root.fix)}  (docs/rules/{root.rule}.md)")
+        if consequences:
+            console.print(f"  {escape(consequences_line(root, consequences))}")
+            for c in consequences:
+                console.print(f"    [{_STYLE[c.severity]}]{c.rule}[/]{escape(_where(c))}: {escape(c.message)}", style="dim")
     for e in report.internal_errors:
         console.print(f"[dim]internal: a check failed and was skipped: {escape(e.splitlines()[0])}[/]")
     counts = {s: sum(f.severity is s for f in report.findings) for s in Severity}
@@ -190,3 +194,11 @@ def render_doctor_text(report: DoctorReport, console: Console) -> None:
         console.print("[green]no silent errors found[/]")
     else:
         console.print(f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} notes")
+    if report.plot:
+        console.print(f"plot: {escape(report.plot)}")
+
+
+def _where(f: Finding) -> str:
+    """`` fc (step 2, train.py:30)``: a finding's label, then its step and the script's line where known."""
+    when = ", ".join(([f"step {f.step}"] if f.step is not None else []) + ([str(f.location)] if f.location else []))
+    return (f" {f.label}" if f.label else "") + (f" ({when})" if when else "")

@@ -39,6 +39,10 @@ def page(code: str) -> str:
         "",
         f"Reported by {found_by}.",
         "",
+        *([f"Can cause: {', '.join(r.causes)}. Their findings, seen at its step or later in the same run, are "
+           "reported as its consequences (`caused_by`), folded under it.", ""] if r.causes else []),
+        *([f"Can be a consequence of: {', '.join(by)}. Seen after one of them, it is reported under it "
+           "(`caused_by`).", ""] if (by := [c for c, other in RULES.items() if code in other.causes]) else []),
         "## Why it matters",
         "",
         r.why,

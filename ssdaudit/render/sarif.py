@@ -7,6 +7,7 @@ from pathlib import Path
 
 from typing import Any
 
+from ssdaudit.core.diagnosis import consequences_line, tree
 from ssdaudit.core.findings import RULES, Finding, Fix, Severity, fingerprint
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -15,7 +16,12 @@ _SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.I
 
 
 def render_sarif(findings: list[Finding], tool_version: str, default_file: str | None = None) -> str:
-    """SARIF 2.1.0: one run, rule metadata (name, description, help text and docs link), one result per finding."""
+    """SARIF 2.1.0: one run, rule metadata (name, description, help text and docs link), one result per finding.
+
+    Runtime findings (``watch``) carry their ``step`` and, for a consequence, ``caused_by`` (the code of its cause)
+    in the result's ``properties``; a cause's message ends with its consequences, a consequence's begins with its
+    cause (``ssdaudit.core.diagnosis``: the same grouping as the text and JSON reports)."""
+    folded = {id(root): rest for root, rest in tree(findings) if rest}
     used = sorted({f.rule for f in findings})
     rules = []
     for code in used:
@@ -39,9 +45,17 @@ def render_sarif(findings: list[Finding], tool_version: str, default_file: str |
             "ruleId": f.rule,
             "ruleIndex": index[f.rule],
             "level": _SARIF_LEVEL[f.severity],
-            "message": {"text": f"{f.label}: {f.message}. Fix: {f.fix}"},
+            "message": {"text": f"{f'consequence of {f.caused_by}: ' if f.caused_by else ''}{f.label}: {f.message}. "
+                                f"Fix: {f.fix}"
+                                + (f" ({consequences_line(f, folded[id(f)])})" if id(f) in folded else "")},
             "partialFingerprints": {"ssdaudit/v1": fingerprint(f)},
         }
+        props = {**({"step": f.step} if f.step is not None else {}),
+                 **({"caused_by": f.caused_by} if f.caused_by is not None else {}),
+                 **({"consequences": [c.rule for c in folded[id(f)]]} if id(f) in folded else {}),
+                 **({"places": [p.path for p in f.parts]} if f.parts else {})}
+        if props:
+            result["properties"] = props
         if path:
             region: dict[str, int] = {"startLine": line or 1}
             if col:

@@ -3,6 +3,15 @@
 Each rule is found at runtime from hooks on the user's unchanged loop (``ssdaudit.training.doctor``). The
 heuristic ones (modes, input statistics, one class per batch) say what they saw and can be silenced with
 ``watch(..., ignore=["T0xx"])`` or ``ssdaudit watch --ignore T0xx``.
+
+What each rule can cause (``causes``: those findings, seen at its step or later, are folded under it as its
+consequences), only where the mechanism is direct: T001 -> G005, G006 (gradients summed over the steps grow with the
+step count until the run diverges); T002, T004, T013, T014 -> G004 (the step changes nothing: gradients cleared, lr
+0, gradients clipped to max_norm / scale, updates rounded away); T005 -> G002, G004 (no gradient reaches the
+optimizer's parameters), G003 and T007 (an optimizer built on another copy holds tensors the model does not use, and
+the model that runs looks frozen); T006, T012 -> G005, G006 (BatchNorm on frozen statistics, inputs far from unit
+scale: activations and gradients grow until they overflow); T011 -> G006 (every target ignored: the mean loss is
+0/0); T015 -> G003 (the optimizer holds the replaced tensors, not the new ones).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ register(
         bad_example="for x, y in loader:\n    loss_fn(model(x), y).backward()\n    opt.step()            # .grad keeps growing",
         good_example="for x, y in loader:\n    opt.zero_grad()\n    loss_fn(model(x), y).backward()\n    opt.step()",
         found_by=W,
+        causes=("G005", "G006"),
     ),
     Rule(
         code="T002", name="gradients-cleared-before-step", severity=Severity.ERROR,
@@ -31,6 +41,7 @@ register(
         bad_example="loss.backward()\nopt.zero_grad()           # clears what backward just computed\nopt.step()",
         good_example="opt.zero_grad()\nloss.backward()\nopt.step()",
         found_by=W,
+        causes=("G004",),
     ),
     Rule(
         code="T003", name="zero-grad-in-accumulation", severity=Severity.ERROR,
@@ -59,6 +70,7 @@ register(
                     "    sched.step()          # per batch: lr reaches 0 after `epochs` batches",
         good_example="sched = CosineAnnealingLR(opt, T_max=epochs * len(loader))   # per-batch horizon",
         found_by=W,
+        causes=("G004",),
     ),
     Rule(
         code="T005", name="backward-reaches-no-parameter", severity=Severity.ERROR,
@@ -72,6 +84,7 @@ register(
         bad_example="with torch.no_grad():\n    out = model(x)\nloss = loss_fn(out, y)\nloss.requires_grad = True\nloss.backward()",
         good_example="out = model(x)\nloss = loss_fn(out, y)\nloss.backward()",
         found_by=W,
+        causes=("G002", "G003", "G004", "T007"),
     ),
     Rule(
         code="T006", name="training-in-eval-mode", severity=Severity.WARNING,
@@ -85,6 +98,7 @@ register(
         message="{count} of {total} BatchNorm/Dropout modules in eval mode in the training forward of step {step} "
                 "(e.g. {path}) while their parameters train",
         found_by=W,
+        causes=("G005", "G006"),
     ),
     Rule(
         code="T007", name="frozen-batchnorm-statistics-move", severity=Severity.WARNING,
@@ -140,6 +154,7 @@ register(
                     "loader = DataLoader(sorted_by_label)",
         good_example="y[y == pad] = -100\nloader = DataLoader(ds, shuffle=True)",
         found_by=W,
+        causes=("G006",),
     ),
     Rule(
         code="T012", name="unnormalised-inputs", severity=Severity.WARNING,
@@ -150,6 +165,7 @@ register(
         bad_example="x = torch.from_numpy(img).float()       # 0..255",
         good_example="x = torch.from_numpy(img).float() / 255   # and Normalize(mean, std)",
         found_by=W,
+        causes=("G005", "G006"),
     ),
     Rule(
         code="T013", name="clip-scaled-gradients", severity=Severity.ERROR,
@@ -160,6 +176,7 @@ register(
         bad_example="scaler.scale(loss).backward()\nclip_grad_norm_(model.parameters(), 1.0)\nscaler.step(opt)",
         good_example="scaler.scale(loss).backward()\nscaler.unscale_(opt)\nclip_grad_norm_(model.parameters(), 1.0)\nscaler.step(opt)",
         found_by=W,
+        causes=("G004",),
     ),
     Rule(
         code="T014", name="low-precision-updates-vanish", severity=Severity.ERROR,
@@ -170,6 +187,7 @@ register(
         bad_example="model = Net().to(torch.bfloat16)\nopt = SGD(model.parameters(), lr=1e-4)",
         good_example="model = Net()                         # fp32 weights\nwith torch.autocast('cpu', torch.bfloat16):\n    loss = loss_fn(model(x), y)",
         found_by=W,
+        causes=("G004",),
     ),
     Rule(
         code="T015", name="parameters-replaced-after-optimizer", severity=Severity.ERROR,
@@ -180,6 +198,7 @@ register(
         bad_example="opt = SGD(model.parameters(), lr=0.1)\nmodel.fc = nn.Linear(512, 10)    # opt still holds the old fc",
         good_example="model.fc = nn.Linear(512, 10)\nopt = SGD(model.parameters(), lr=0.1)",
         found_by=W,
+        causes=("G003",),
     ),
     Rule(
         code="T016", name="pretrained-weights-not-loaded", severity=Severity.ERROR,

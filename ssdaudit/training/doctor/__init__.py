@@ -2,8 +2,10 @@
 
 The package: ``watch`` (the hooks and the ``Watch`` object), ``context`` (the state checks share), ``checks/`` (one
 module per idea, each a ``Check``), ``taps`` (process-wide wrappers of functional losses, dropout, clipping,
-GradScaler and load_state_dict), ``report`` (``DoctorReport``), ``runner`` (``ssdaudit watch``: a script run
-in-process with every optimizer it builds watched).
+GradScaler and load_state_dict), ``series`` (the run in numbers per step: loss, learning rates, gradient norms,
+update ratio), ``picture`` (those numbers drawn, ``doctor.plot``), ``report`` (``DoctorReport``: findings cause first,
+see ``ssdaudit.core.diagnosis``), ``runner`` (``ssdaudit watch``: a script run in-process with every optimizer it
+builds watched).
 """
 
 from __future__ import annotations

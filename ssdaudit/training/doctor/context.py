@@ -125,5 +125,5 @@ class Context:
         if key in self.found:
             return
         self.found[key] = RULES[code].finding(path, message, severity=severity, subject=subject, params=params,
-                                              location=user_location())
+                                              location=user_location(), step=self.current)
         self.first_step.setdefault(code, self.current)

@@ -188,7 +188,7 @@ class Runner:
             for code, step in w.first_step.items():
                 first[code] = min(step, first.get(code, step))
         errors = [*self.notes, *(e for w in self.watches for e in w.ctx.internal_errors)]
-        return DoctorReport(target, self.rounds(), findings, first, errors)
+        return DoctorReport(target, self.rounds(), findings, first, errors, series=[w.series() for w in self.watches])
 
 
 def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),

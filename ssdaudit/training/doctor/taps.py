@@ -50,6 +50,7 @@ _COMPILE_HOOK_WARNING = "Using `torch.compile(module)` when there are global hoo
 
 class Listener(Protocol):
     def tap_loss(self, name: str, input: torch.Tensor, target: Any, options: dict[str, Any]) -> None: ...
+    def tap_loss_value(self, name: str, value: Any) -> None: ...
     def tap_dropout(self, p: float, training: bool) -> None: ...
     def tap_clip(self, params: list[torch.Tensor], max_norm: float) -> None: ...
     def tap_scaler(self, scaler: Any, method: str, optimizer: Any) -> None: ...
@@ -128,6 +129,9 @@ def _loss(name: str) -> patches.Make:
                 inp, target = opts.pop("input", None), opts.pop("target", None)
                 if isinstance(inp, torch.Tensor):
                     _notify(listeners, "tap_loss", name, inp, target, opts)
+                    value = call_next(*args, **kwargs)
+                    _notify(listeners, "tap_loss_value", name, value)
+                    return value
             return call_next(*args, **kwargs)
 
         return wrapper

@@ -20,6 +20,10 @@ noted and disables the check that raised it for the rest of the run (``ctx.inter
 user's code (``SSDAUDIT_RAISE_INTERNAL=1`` re-raises it: the tests). Global module hooks act only for the thread
 the watch belongs to (another thread's loop with its own watch is that watch's). A compiled model
 (``torch.compile(model)``) is watched through the module it wraps: paths never name ``_orig_mod``.
+
+On those steps it also records the run's numbers (``series``: the losses' values kept on the device, the learning
+rates, and which gradient-flow row belongs to the step), read back once when asked for (``series()``, ``plot()``,
+``report()``). ``findings()`` lists causes first, their consequences marked (``ssdaudit.core.diagnosis``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +41,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.hooks import RemovableHandle
 
 from ssdaudit.core import patches
+from ssdaudit.core.diagnosis import fold, merge_places, ordered
 from ssdaudit.core.findings import Finding, rule_codes
 from ssdaudit.core.guard import describe as describe_error
 from ssdaudit.training import loads
@@ -43,6 +50,7 @@ from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
 from ssdaudit.training.doctor.context import Context, raise_internal, unwrap_compiled
 from ssdaudit.training.doctor.report import DoctorReport
+from ssdaudit.training.doctor.series import RunSeries, SeriesRecorder
 from ssdaudit.training.gradflow.monitor import GradFlowMonitor, _wrapped
 
 
@@ -74,9 +82,11 @@ class Watch:
         for c in self.checks:
             if hasattr(c, "early_steps"):
                 c.early_steps = early_steps
-        # per event, the checks that override it (the others cost nothing)
-        self._by_event = {e: [c for c in self.checks if getattr(type(c), e) is not getattr(Check, e)] for e in EVENTS}
         self.monitor = GradFlowMonitor(self.model, optimizer, every=every) if gradflow and self.model is not None else None
+        self.recorder = SeriesRecorder(self.monitor)  # the run in numbers, for the picture and the JSON report
+        # per event, the checks that override it (the others cost nothing)
+        self._by_event = {e: [c for c in [*self.checks, self.recorder] if getattr(type(c), e) is not getattr(Check, e)]
+                          for e in EVENTS}
         self._handles: list[RemovableHandle] = []
         self._param_hooks: dict[int, RemovableHandle] = {}
         self._patches: list[patches.Handle] = []  # our zero_grad layers on the optimizer and the model
@@ -282,6 +292,9 @@ class Watch:
             self.ctx.loss_without_graph += 1
         self._dispatch("on_loss", name, input, target, options)
 
+    def tap_loss_value(self, name: str, value: Any) -> None:
+        self._dispatch("on_loss_value", name, value)
+
     def tap_dropout(self, p: float, training: bool) -> None:
         self._dispatch("on_dropout", p, training)
 
@@ -348,19 +361,46 @@ class Watch:
         return dict(self.ctx.first_step)
 
     def findings(self) -> list[Finding]:
-        """The T findings so far, then the gradient-flow findings (G001-G006), without the ignored codes."""
+        """The findings so far (T001-T017, and the gradient-flow findings G001-G006 with the optimizer step they
+        were seen at), without the ignored codes: one per rule and place (per-layer findings of one rule merged,
+        ``Finding.parts``), cause first, each consequence marked with the code of its cause (``caused_by``; see
+        ``ssdaudit.core.diagnosis``)."""
         found = list(self.ctx.found.values())
         if self.monitor is not None:
-            causes = {f.rule for f in found}
-            # consequences a T finding already names (one finding, the cause): parameters never updated (G004), and
-            # the optimizer's coverage (G003) once parameters were replaced after it was built (T015)
-            found += [f for f in self.monitor.findings()
-                      if not (f.rule == "G004" and causes & _NO_UPDATE_CAUSES or f.rule == "G003" and "T015" in causes)]
-        return [f for f in found if f.rule not in self.ignore]
+            found += [self._when_seen(f) for f in self.monitor.findings()]
+        if self.ignore:  # an ignored cause takes the consequences that only restate it along (G003, G004)
+            found = [f for f in fold(found) if f.rule not in self.ignore
+                     and not (f.caused_by in self.ignore and f.rule in _RESTATED)]
+        return ordered(fold(merge_places(found)))
+
+    def _when_seen(self, f: Finding) -> Finding:
+        """A gradient-flow finding with its optimizer step: the step of its gradient-flow row (G005 exploding,
+        G006), the first step for the coverage found at the first backward (G001-G003), None for a whole-run
+        judgement (G004, G005 vanishing)."""
+        row = f.facts.get("row")
+        if isinstance(row, int):
+            return replace(f, step=self.recorder.optimizer_step(row, self.ctx.current))
+        if f.rule in ("G001", "G002", "G003"):
+            return replace(f, step=min(self.recorder.rows.values(), default=1))
+        return f
+
+    def series(self) -> RunSeries:
+        """The run in numbers per recorded optimizer step (loss, learning rates, gradient norms, update ratio)."""
+        return self.recorder.series(self.ctx.label)
 
     def report(self, target: str = "") -> DoctorReport:
         """What has been seen so far as a ``DoctorReport`` (rendered by ``ssdaudit.render``)."""
-        return DoctorReport(target, self.steps, self.findings(), self.first_step, list(self.ctx.internal_errors))
+        return DoctorReport(target, self.steps, self.findings(), self.first_step, list(self.ctx.internal_errors),
+                            series=[self.series()])
+
+    def plot(self, path: str | Path) -> Path:
+        """Draw the run (``doctor.picture.plot_run``: per optimizer step the loss, learning rates, gradient norms
+        and update ratio, each finding's step marked with its code) to the PNG ``path``, written atomically.
+        Returns the path; raises ``OSError`` when it cannot be written, ``ModuleNotFoundError`` without
+        matplotlib."""
+        from ssdaudit.training.doctor.picture import plot_run
+
+        return plot_run(self.report(), path)
 
 
 _MAX_NOTES = 20  # internal-error notes kept per watch
@@ -371,9 +411,10 @@ def _graph_task() -> int:
     return int(current()) if current is not None else -1
 
 
-# T findings whose consequence is that step() changes no parameter: gradients cleared before it (T002), a learning
-# rate of 0 (T004), a backward that reached none of them (T005), updates that round away (T014)
-_NO_UPDATE_CAUSES = {"T002", "T004", "T005", "T014"}
+
+# Consequences that only restate their cause (the parameters it concerns do not change, or are not the optimizer's):
+# ignoring the cause ignores them too. The others (G005, G006: what the run went on to do) are then reported alone.
+_RESTATED = {"G003", "G004"}
 
 
 def describe(optimizer: torch.optim.Optimizer, model_name: str, number: int = 0) -> str:

@@ -299,7 +299,7 @@ def analyse_gradflow(
                     findings.append(RULES["G005"].finding(ls.path,
                         f"vanishing gradient: mean norm {v:.3g} over the last {min(window, len(s))} recorded steps, "
                         f"{v / median:.2g}x the median layer's {median:.3g}",
-                        params=ls.params,
+                        params=ls.params, facts={"kind": "vanishing", "ratio": v / median},
                     ))
         growths = {ls.path: _growth(ls.grad_norm_steps, window, explode_min_steps) for ls in layers if ls.reached}
         # the largest early (first-half median) norm of any layer: the range the network's gradients started in
@@ -308,10 +308,14 @@ def analyse_gradflow(
             growth = growths.get(ls.path)
             if growth is not None and growth[0] > explode * growth[1] and growth[0] > start_range:
                 late, early, k = growth
+                # the first recorded step whose norm left the range (above explode x the early median, or not finite)
+                above = np.nonzero(~(ls.grad_norm_steps <= explode * early))[0]
+                facts = {"kind": "exploding", "ratio": late / early,
+                         **({"row": int(run.steps[above[0]])} if above.size else {})}
                 findings.append(RULES["G005"].finding(ls.path,
                     f"exploding gradient: mean norm {late:.3g} over the last {int(k)} recorded steps, {late / early:.2g}x "
                     f"its own median {early:.3g} over the first half of the run",
-                    params=ls.params,
+                    params=ls.params, facts=facts,
                 ))
         bad = ~np.isfinite(s[:, GRAD_NORM, :])
         if bad.any():
@@ -322,7 +326,7 @@ def analyse_gradflow(
             findings.append(RULES["G006"].finding(first.name,
                 f"gradient became NaN/Inf at step {int(run.steps[row])} in {len(ks)} tensors; nearest the output: {first.name}"
                 + ("" if run.every == 1 else f" (recorded every {run.every} steps)"),
-                params=first.numel,
+                params=first.numel, facts={"row": int(run.steps[row])},
             ))
     return findings, layers
 

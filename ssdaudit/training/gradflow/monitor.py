@@ -305,6 +305,13 @@ class GradFlowMonitor:
             row[[GRAD_NORM, GRAD_MAX, GRAD_L1]] = 0.0
             self._grad_stats(row)
 
+    def pending_step(self) -> int | None:
+        """The backward count (the log's step) of the row the running ``optimizer.step()`` completes, or None when
+        this step's gradients were not recorded. Read from a step post-hook registered before the monitor's."""
+        if self._pending_row is None or not self._rows or self._rows[-1] is not self._pending_row:
+            return None
+        return self._row_steps[-1]
+
     def _grad_stats(self, row: torch.Tensor) -> None:
         """Gradient L2 norm, max |g| and L1 norm of every tracked tensor into ``row`` (fields x tensors)."""
         views = {k: self._view(k, t.grad) for k, t in enumerate(self._objs) if t.grad is not None}
