@@ -107,7 +107,10 @@ def _user_frame() -> tuple[str, str]:
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith(_SKIP_DIRS) and not filename.startswith("<"):
-            return f"{os.path.basename(filename)}:{frame.f_lineno}", linecache.getline(filename, frame.f_lineno).strip()
+            line = linecache.getline(filename, frame.f_lineno).strip()
+            if " #" in line and "'" not in line and '"' not in line:  # a trailing comment, outside any string
+                line = line.split(" #", 1)[0].rstrip()
+            return f"{os.path.basename(filename)}:{frame.f_lineno}", line
         frame = frame.f_back  # type: ignore[assignment]
     return "", ""
 
