@@ -164,7 +164,8 @@ class Runner:
             for code, step in w.first_step.items():
                 first[code] = min(step, first.get(code, step))
         errors = [e for w in self.watches for e in w.ctx.internal_errors]
-        return DoctorReport(target, self.rounds(), findings, first, errors)
+        notes = [n for w in self.watches for n in w.ctx.notes]
+        return DoctorReport(target, self.rounds(), findings, first, errors, notes)
 
 
 def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),

@@ -271,7 +271,9 @@ class Watch:
         return dict(self.ctx.first_step)
 
     def findings(self) -> list[Finding]:
-        """The T findings so far, then the gradient-flow findings (G001-G006), without the ignored codes."""
+        """The T findings so far, then the gradient-flow findings (G001-G006), without the ignored codes. In a
+        distributed run, rank 0's include what the other ranks found and saw (``_merge_ranks``)."""
+        self._merge_ranks()
         found = list(self.ctx.found.values())
         if self.monitor is not None:
             causes = {f.rule for f in found}
@@ -281,9 +283,25 @@ class Watch:
                       if not (f.rule == "G004" and causes & _NO_UPDATE_CAUSES or f.rule == "G003" and "T015" in causes)]
         return [f for f in found if f.rule not in self.ignore]
 
+    def _merge_ranks(self) -> None:
+        """The checks with a ``merge(ctx)`` (cross-rank evidence: ``checks.replicas``) merge what the other ranks
+        posted; an internal error there is recorded like any check's."""
+        for c in self.checks:
+            merge = getattr(c, "merge", None)
+            if merge is None:
+                continue
+            try:
+                merge(self.ctx)
+            except Exception as exc:
+                if raise_internal():
+                    raise
+                self.ctx.internal_errors.append(f"{type(c).__name__}.merge: {exc!r}\n{traceback.format_exc()}")
+
     def report(self, target: str = "") -> DoctorReport:
         """What has been seen so far as a ``DoctorReport`` (rendered by ``ssdaudit.render``)."""
-        return DoctorReport(target, self.steps, self.findings(), self.first_step, list(self.ctx.internal_errors))
+        findings = self.findings()
+        return DoctorReport(target, self.steps, findings, self.first_step, list(self.ctx.internal_errors),
+                            list(self.ctx.notes))
 
 
 # T findings whose consequence is that step() changes no parameter: gradients cleared before it (T002), a learning

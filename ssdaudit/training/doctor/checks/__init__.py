@@ -9,6 +9,9 @@ from ssdaudit.training.doctor.checks.base import Check
 def all_checks() -> list[Check]:
     from ssdaudit.training.doctor.checks.amp_clip import ClipBeforeUnscale
     from ssdaudit.training.doctor.checks.cleared_before_step import ClearedBeforeStep
+    from ssdaudit.training.doctor.checks.ddp_buckets import DdpParametersOutsideBuckets
+    from ssdaudit.training.doctor.checks.ddp_bypass import DdpForwardBypassed
+    from ssdaudit.training.doctor.checks.ddp_no_sync import DdpNoSyncStep
     from ssdaudit.training.doctor.checks.eval_dropout import RandomInEval
     from ssdaudit.training.doctor.checks.eval_mode import EvalModeTraining
     from ssdaudit.training.doctor.checks.frozen_bn import FrozenBatchNormMoves
@@ -21,14 +24,19 @@ def all_checks() -> list[Check]:
     from ssdaudit.training.doctor.checks.no_parameter import BackwardReachesNoParameter
     from ssdaudit.training.doctor.checks.precision import LowPrecisionUpdates
     from ssdaudit.training.doctor.checks.replaced import ParametersReplaced
-    from ssdaudit.training.doctor.checks.replicas import ReplicasDiffer
+    from ssdaudit.training.doctor.checks.sampler_epoch import SamplerEpochNeverSet
+    from ssdaudit.training.doctor.checks.replicas import CrossRankEvidence
     from ssdaudit.training.doctor.checks.targets import DegenerateTargets
     from ssdaudit.training.doctor.checks.zero_in_window import ZeroGradInWindow
 
     return [NeverCleared(), ClearedBeforeStep(), ZeroGradInWindow(), LearningRateCollapse(),
             BackwardReachesNoParameter(), EvalModeTraining(), FrozenBatchNormMoves(), RandomInEval(),
             ProbabilitiesToLogitLoss(), LossBroadcast(), DegenerateTargets(), UnnormalisedInputs(),
-            ClipBeforeUnscale(), LowPrecisionUpdates(), ParametersReplaced(), WeightsNotLoaded(), ReplicasDiffer()]
+            ClipBeforeUnscale(), LowPrecisionUpdates(), ParametersReplaced(), WeightsNotLoaded(),
+            # distributed runs (each costs two type checks per forward in a single process): local evidence first,
+            # then the cross-rank evidence, whose merge skips what a local check already named
+            DdpForwardBypassed(), DdpParametersOutsideBuckets(), DdpNoSyncStep(), SamplerEpochNeverSet(),
+            CrossRankEvidence()]
 
 
 __all__ = ["Check", "all_checks"]
