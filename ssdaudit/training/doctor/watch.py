@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils._pytree import tree_flatten
 from torch.utils.hooks import RemovableHandle
 
 from ssdaudit.core.findings import Finding, rule_codes
@@ -34,6 +35,7 @@ from ssdaudit.training.doctor.checks.base import EVENTS
 from ssdaudit.training.doctor.context import Context, raise_internal
 from ssdaudit.training.doctor.report import DoctorReport
 from ssdaudit.training.gradflow.monitor import GradFlowMonitor, _wrapped
+from ssdaudit.training.gradflow.sharded import is_dtensor
 
 
 class Watch:
@@ -66,6 +68,13 @@ class Watch:
                 c.early_steps = early_steps
         # per event, the checks that override it (the others cost nothing)
         self._by_event = {e: [c for c in self.checks if getattr(type(c), e) is not getattr(Check, e)] for e in EVENTS}
+        # FSDP2 (fully_shard: DTensor parameters): the gradient-flow statistics of sharded tensors need collectives,
+        # which the doctor never issues, and gradient hooks on sharded parameters never fire (``_watch_sharded_output``)
+        self._sharded = any(is_dtensor(p) for p in self.ctx.params())
+        if gradflow and self._sharded:
+            gradflow = False
+            self.ctx.notes.append("gradient-flow checks (G001-G006) skipped: the model is sharded (FSDP2) and their "
+                                  "statistics need collectives; run GradFlowMonitor on every rank for them")
         self.monitor = GradFlowMonitor(self.model, optimizer, every=every) if gradflow and self.model is not None else None
         self._handles: list[RemovableHandle] = []
         self._param_hooks: dict[int, RemovableHandle] = {}
@@ -197,6 +206,21 @@ class Watch:
             stack.pop()
         elif module in stack:  # a forward raised inside: drop what it left
             del stack[stack.index(module):]
+        if self._sharded and not stack and module is self.model:
+            self._watch_sharded_output(_output)
+
+    def _watch_sharded_output(self, output: Any) -> None:
+        """FSDP2 computes with gathered copies of its sharded parameters, so the gradient hooks on the optimizer's
+        (sharded) parameters never fire: a backward is marked when it reaches the root forward's outputs instead."""
+        if not torch.is_grad_enabled():
+            return
+        params = [p for p in self.ctx.params() if id(p) in self.ctx.trained_ids]
+        if not params:
+            return
+        mark = self._grad_hook(params[0])
+        for t in tree_flatten(output)[0]:
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                t.register_hook(mark)  # type: ignore[no-untyped-call]
 
     # --- taps (taps.Listener) --------------------------------------------------------------------------
 
