@@ -261,6 +261,7 @@ def main() -> None:
     names = sys.argv[2:] or CASES
     found = {}
     for name in names:
+        print(f"rank {dist.get_rank()}: {name}", file=sys.stderr, flush=True)  # where a run stopped, in the test's output
         try:
             found[name] = globals()[name]()
         except Exception as exc:  # recorded: the test names the case that broke

@@ -77,11 +77,11 @@ class RankBoard:
         store = _default_store()
         if store is None:
             return None
-        import torch.distributed as dist
+        from torch.distributed import PrefixStore  # type: ignore[attr-defined]
 
         restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         prefix = f"ssdaudit/{restart}/{next(_numbers)}/"
-        return cls(dist.PrefixStore(prefix, store), rank, size)
+        return cls(PrefixStore(prefix, store), rank, size)
 
     @torch.compiler.disable  # type: ignore[untyped-decorator]
     def post(self, key: str, value: Any) -> None:

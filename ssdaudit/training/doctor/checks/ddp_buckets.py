@@ -37,6 +37,7 @@ class DdpParametersOutsideBuckets(Check):
 
     def _judge(self, ctx: Context, ddp: nn.Module) -> None:
         inner = ddp.module
+        assert isinstance(inner, nn.Module)
         registered = {id(p) for p in getattr(ddp, "_module_parameters", ())}
         if not registered:
             return

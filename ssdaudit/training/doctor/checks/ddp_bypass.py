@@ -40,6 +40,7 @@ class DdpForwardBypassed(Check):
             if id(ddp) in forwarded:
                 continue
             inner = ddp.module
+            assert isinstance(inner, nn.Module)
             held = [p for p in inner.parameters() if id(p) in ctx.trained_ids]
             if not held:
                 continue

@@ -28,8 +28,9 @@ from torch import nn
 from ssdaudit.core.findings import RULES, Severity
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
-from ssdaudit.training.doctor.parallel import fingerprint, is_dtensor, is_model_forward, setup_of
+from ssdaudit.training.doctor.parallel import fingerprint, is_model_forward, setup_of
 from ssdaudit.training.doctor.ranks import WAIT_S, RankBoard, world
+from ssdaudit.training.gradflow.sharded import is_dtensor
 
 FIRST_STEPS = 3
 _CAUSES = {"T024", "T025", "T029"}  # local findings that already name why replicas differ
