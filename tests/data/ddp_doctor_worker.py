@@ -127,6 +127,26 @@ def ddp_moved_before_wrapping():
     return train(ddp, ddp, batches)
 
 
+def ddp_recreated_after_wrapping():
+    model = net()
+    ddp = DDP(model)
+    model = net()  # re-created after wrapping: the wrapper holds the old instance
+    out = train(model, model, own_batches())
+    del ddp
+    return out
+
+
+def ddp_wrapped_and_an_eval_copy():
+    import copy
+
+    ddp = DDP(net())
+    reference = copy.deepcopy(ddp.module).eval()  # a frozen copy for evaluation, not trained: fine
+    out = train(ddp, ddp, own_batches())
+    with torch.no_grad():
+        reference(torch.zeros(1, 4))
+    return out
+
+
 # --- hand-written data parallelism (T026, T017) -------------------------------------------------------------------
 
 def _averager(model: nn.Module):

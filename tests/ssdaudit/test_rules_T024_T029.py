@@ -30,6 +30,8 @@ EXPECTED = {
     "ddp_replaced_before_wrapping": [],
     "ddp_moved_after_wrapping": ["T025"],
     "ddp_moved_before_wrapping": [],
+    "ddp_recreated_after_wrapping": ["T025"],
+    "ddp_wrapped_and_an_eval_copy": [],
     "manual_unsynced_init": ["T026"],
     "manual_synced_init": [],
     "ddp_rank_dependent_lr": ["T017"],

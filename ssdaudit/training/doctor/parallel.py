@@ -3,7 +3,8 @@
 Found at the first optimizer step of a distributed run (a process group of two or more ranks), whichever object
 the optimizer was built from (the ``DistributedDataParallel`` wrapper or the bare module first, the common order):
 
-* the ``DistributedDataParallel`` wrappers whose module holds the optimizer's parameters;
+* the ``DistributedDataParallel`` wrappers whose module holds the optimizer's parameters, and, when none does, the
+  wrappers of another module with exactly their shapes (the model re-created or copied after wrapping);
 * whether the parameters are sharded (FSDP2 ``fully_shard``: ``DTensor`` parameters), so that ranks hold different
   values by design;
 * the ``DataLoader``s drawing from a shuffling ``DistributedSampler``, with their length in batches.
@@ -31,11 +32,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ParallelSetup:
     """``ddps``: weak references to the DDP wrappers of the optimizer's parameters. ``sharded``: FSDP2 (DTensor)
-    parameters. ``samplers``: (weak reference to a shuffling ``DistributedSampler``, batches per epoch of its loader)."""
+    parameters. ``samplers``: (weak reference to a shuffling ``DistributedSampler``, batches per epoch of its loader).
+    ``elsewhere``: with no wrapper of the optimizer's parameters, the DDP wrappers of another module whose parameters
+    have exactly their shapes (the trained model was re-created or copied after wrapping)."""
 
     ddps: tuple[weakref.ref[nn.Module], ...] = ()
     sharded: bool = False
     samplers: tuple[tuple[weakref.ref[Any], int], ...] = ()
+    elsewhere: tuple[weakref.ref[nn.Module], ...] = ()
 
     def wrappers(self) -> list[nn.Module]:
         """The DDP wrappers still alive."""
@@ -58,14 +62,21 @@ def discover(params: list[torch.Tensor], model: nn.Module | None) -> ParallelSet
     from torch.utils.data.distributed import DistributedSampler
 
     ids = {id(p) for p in params}
+    shapes = sorted(tuple(p.shape) for p in params)
     ddps: list[nn.Module] = []
+    others: list[nn.Module] = []
     loaders: list[tuple[Any, int]] = []
     for o in gc.get_objects():
         t = type(o)
         if issubclass(t, nn.parallel.DistributedDataParallel):
             inner = getattr(o, "module", None)
-            if isinstance(inner, nn.Module) and any(id(p) in ids for p in inner.parameters()):
+            if not isinstance(inner, nn.Module):
+                continue
+            held = list(inner.parameters())
+            if any(id(p) in ids for p in held):
                 ddps.append(o)
+            elif held and sorted(tuple(p.shape) for p in held) == shapes:
+                others.append(o)
         elif issubclass(t, DataLoader):
             sampler = getattr(o, "sampler", None)
             if not isinstance(sampler, DistributedSampler):
@@ -77,7 +88,8 @@ def discover(params: list[torch.Tensor], model: nn.Module | None) -> ParallelSet
                     pass
     sharded = any(is_dtensor(p) for p in params)
     return ParallelSetup(tuple(weakref.ref(d) for d in ddps), sharded,
-                         tuple((weakref.ref(s), n) for s, n in loaders if n > 0))
+                         tuple((weakref.ref(s), n) for s, n in loaders if n > 0),
+                         () if ddps else tuple(weakref.ref(d) for d in others))
 
 
 def setup_of(ctx: "Context") -> ParallelSetup | None:

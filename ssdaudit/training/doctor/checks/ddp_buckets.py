@@ -3,8 +3,9 @@
 Local evidence, read at the first steps: DDP registers its module's parameters (and hooks on their gradient
 accumulators) when it is built. A parameter set on the module after wrapping (``ddp.module.fc = nn.Linear(...)``)
 is in none of its buckets; a model moved to another dtype or device after wrapping (``model.double()``,
-``model.to(device)``) has new gradient accumulators, so DDP's hooks never fire. Either way those gradients are never
-averaged and the replicas drift apart without an error.
+``model.to(device)``) has new gradient accumulators, so DDP's hooks never fire; a model re-created (or copied) after
+wrapping is trained while DDP wraps the old instance. Either way those gradients are never averaged and the replicas
+drift apart without an error.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ class DdpParametersOutsideBuckets(Check):
             return
         for ddp in setup.wrappers():
             self._judge(ctx, ddp)
+        if ctx.step == 0 and "B" in ctx.events:
+            stale = [d for d in (r() for r in setup.elsewhere) if d is not None]
+            if stale:
+                ctx.report(self.code, f"{ctx.label} trains parameters that no DistributedDataParallel wraps, while a "
+                           f"DistributedDataParallel wraps another `{type(stale[0].module).__name__}` with exactly their "
+                           "shapes: the model was re-created (or copied) after wrapping, so its gradients are never "
+                           "averaged across ranks and the replicas drift apart", subject="replicas",
+                           params=sum(p.numel() for p in ctx.params()))
 
     def _judge(self, ctx: Context, ddp: nn.Module) -> None:
         inner = ddp.module
