@@ -3,7 +3,9 @@
 The package: ``watch`` (the hooks and the ``Watch`` object), ``context`` (the state checks share), ``checks/`` (one
 module per idea, each a ``Check``), ``taps`` (process-wide wrappers of functional losses, dropout, clipping,
 GradScaler and load_state_dict), ``report`` (``DoctorReport``), ``runner`` (``ssdaudit watch``: a script run
-in-process with every optimizer it builds watched).
+in-process with every optimizer it builds watched), ``parallel`` (how a distributed run trains the optimizer's
+parameters: DDP wrappers, FSDP2 shards, DistributedSamplers) and ``ranks`` (the one place that talks across ranks:
+the job's key-value store, never a collective).
 """
 
 from __future__ import annotations
