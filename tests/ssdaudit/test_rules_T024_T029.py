@@ -211,3 +211,18 @@ def test_single_process_run_opens_no_board_and_finds_nothing_distributed():
     cross = [c for c in w.checks if isinstance(c, CrossRankEvidence)]
     assert cross and cross[0].opened and cross[0].board is None and w.ctx.parallel is None
     assert not {f.rule for f in w.findings()} & {"T017", "T024", "T025", "T026", "T027", "T028", "T029"}
+
+
+def test_script_that_trains_in_spawned_workers_gets_the_torchrun_hint(tmp_path):
+    """pytorch/examples' multigpu.py trains in processes of torch.multiprocessing.spawn, which the in-process runner
+    does not enter: the refusal says so and names the torchrun form (exit 2), instead of 'built no optimizer' alone."""
+    from typer.testing import CliRunner
+
+    from ssdaudit.cli import app
+
+    script = tmp_path / "spawner.py"
+    script.write_text("import multiprocessing as mp\n\ndef work():\n    pass\n\nif __name__ == '__main__':\n"
+                      "    p = mp.get_context('fork').Process(target=work)\n    p.start()\n    p.join()\n")
+    out = CliRunner().invoke(app, ["watch", "--", "python", str(script)])
+    assert out.exit_code == 2
+    assert "started 1 other process(es)" in out.output and "torchrun --nproc_per_node N -m ssdaudit watch" in out.output

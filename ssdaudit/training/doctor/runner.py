@@ -183,6 +183,7 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
     else:
         sys.path.insert(0, os.getcwd())
     redirect = contextlib.redirect_stdout(script_stdout) if script_stdout is not None else contextlib.nullcontext()
+    processes = _processes_started()
     try:
         with runner.patched(), redirect:
             if cmd.is_module:
@@ -209,8 +210,24 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
         sys.argv = old_argv
         sys.path[:] = old_path
     if not runner.watches:
+        started = _processes_started() - processes
+        if started > 0:  # torch.multiprocessing.spawn / mp.Process: the training ran in other processes
+            raise ScriptError(f"the script built no torch.optim optimizer in this process; it started {started} other "
+                              "process(es) (torch.multiprocessing.spawn?), which the doctor does not enter: launch the "
+                              "workers with torchrun --nproc_per_node N -m ssdaudit watch -- python SCRIPT, or call "
+                              "ssdaudit.watch(model, optimizer) in the worker")
         raise ScriptError("the script built no torch.optim optimizer: nothing to watch")
     return runner.report(str(cmd))
+
+
+def _processes_started() -> int:
+    """How many ``multiprocessing`` processes this interpreter has created so far (the standard library's counter of
+    process names, read without advancing it); -1 if it cannot be read."""
+    import multiprocessing.process as mp_process
+
+    counter = getattr(mp_process, "_process_counter", None)
+    text = repr(counter)  # "count(4)": the next number to hand out
+    return int(text[6:-1]) if text.startswith("count(") and text[6:-1].isdigit() else -1
 
 
 def _so_far(runner: Runner, cmd: object) -> DoctorReport | None:
