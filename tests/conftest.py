@@ -17,8 +17,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_torchrun(args: list[str], cwd, timeout: int = 240):
-    """``torchrun --nproc_per_node=2`` on localhost with this checkout importable; returns the CompletedProcess."""
+def run_torchrun(args: list[str], cwd, timeout: int = 240, nproc: int = 2):
+    """``torchrun --nproc_per_node=NPROC`` on localhost with this checkout importable; returns the CompletedProcess."""
     import os
     import shutil
     import subprocess
@@ -29,7 +29,7 @@ def run_torchrun(args: list[str], cwd, timeout: int = 240):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     return subprocess.run(
-        [torchrun, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args],
+        [torchrun, f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args],
         capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd,
     )
 

@@ -35,7 +35,8 @@ def watch(
     every optimizer it builds watched, stop it after --steps optimizer
     steps, and name the silent errors of its loop (T001-T017, G001-G006). The script's own output passes through
     (to stderr with --format json, sarif or github, so that stdout holds only the report). Under torchrun
-    (`torchrun --nproc_per_node=2 -m ssdaudit.cli.main watch -- python train.py`) every rank watches and rank 0 reports.
+    (`torchrun --nproc_per_node 2 -m ssdaudit watch -- python train.py`) every rank watches, the ranks exchange their
+    evidence through the job's key-value store (never a collective) and rank 0 reports for all of them.
 
     Exit codes: 0 clean, 1 an error finding (warnings too with --strict), 2 the script failed or built no optimizer.
 
@@ -75,10 +76,12 @@ def watch(
             if shown and exc.report is not None and fmt not in (Format.json, Format.sarif):
                 emit(exc.report, fmt, _script_file(exc.report.target))
             raise
-        rank0 = os.environ.get("RANK", "0") == "0"
-        failed = _draw(report, plot) if plot is not None and rank0 else None
-        if rank0:  # under torchrun every rank watches (T017 compares them); rank 0 reports
-            emit(report, fmt, _script_file(report.target))
+        if os.environ.get("RANK", "0") != "0":
+            # under torchrun every rank watches and posts its evidence; rank 0 merges and reports, and its exit code
+            # is the verdict: another rank ending with 1 first would make torchrun stop rank 0 before it reports
+            raise typer.Exit(0)
+        failed = _draw(report, plot) if plot is not None else None
+        emit(report, fmt, _script_file(report.target))
         if failed is not None:
             raise UsageError(failed)
     exit_with(report, strict)

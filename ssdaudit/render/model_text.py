@@ -189,6 +189,8 @@ def render_doctor_text(report: DoctorReport, console: Console) -> None:
                 console.print(f"    [{_STYLE[c.severity]}]{c.rule}[/]{escape(_where(c))}: {escape(c.message)}", style="dim")
     for e in report.internal_errors:
         console.print(f"[dim]internal: a check failed and was skipped: {escape(e.splitlines()[0])}[/]")
+    for n in getattr(report, "notes", ()):
+        console.print(f"[dim]note: {escape(n)}[/]")
     counts = {s: sum(f.severity is s for f in report.findings) for s in Severity}
     if not report.findings:
         console.print("[green]no silent errors found[/]")

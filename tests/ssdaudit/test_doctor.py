@@ -650,7 +650,7 @@ CASES: dict[str, tuple[str, Callable[[bool], Watch], int]] = {
     "T015-resized": ("T015", t015_resized, 1),
     "T016": ("T016", t016, 1),
     "T016-before-watch": ("T016", t016_before_watch, 1),
-}  # T017 (DDP replicas) needs 2 processes: tests/ssdaudit/test_distributed.py
+}  # T017 and T024-T029 (distributed runs) need several processes: tests/ssdaudit/test_rules_T024_T029.py
 BUGGY = {k: v for k, v in CASES.items() if v[2] > 0}
 
 

@@ -216,13 +216,102 @@ register(
 register(
     Rule(
         code="T017", name="ddp-replicas-differ", severity=Severity.ERROR,
-        summary="DistributedDataParallel replicas hold different parameters after a step",
-        why="DDP keeps replicas equal by averaging gradients in its own backward hooks: a forward that bypasses the "
-            "wrapper (model.module(x)), a no_sync() left on, or a rank-dependent update trains each rank on its own "
-            "data only, and the checkpoint rank 0 saves is one of several diverging models.",
-        fix="call the DDP wrapper itself in the forward (ddp_model(x), not ddp_model.module(x))",
+        summary="data-parallel replicas equal before the first step hold different parameters after one",
+        why="data parallelism keeps replicas equal by averaging gradients (DDP in its own backward hooks, or the "
+            "user's all_reduce): a rank-dependent update, a step whose gradients were not averaged, or a forward "
+            "that bypasses the wrapper trains each rank on its own data only, and the checkpoint rank 0 saves is one "
+            "of several diverging models. Found from parameter checksums the ranks post to the job's key-value store "
+            "(no collective of ours), when no local check names the cause (T024, T025, T029).",
+        fix="call the DDP wrapper itself in the forward (ddp_model(x), not ddp_model.module(x)) and average every "
+            "gradient on every rank before step()",
         bad_example="ddp = DistributedDataParallel(model)\nloss = loss_fn(ddp.module(x), y)   # gradients never averaged",
         good_example="ddp = DistributedDataParallel(model)\nloss = loss_fn(ddp(x), y)",
+        found_by=W,
+    ),
+)
+
+register(
+    Rule(
+        code="T024", name="ddp-forward-bypassed", severity=Severity.ERROR,
+        summary="a backward reaches a DistributedDataParallel module whose wrapper's forward did not run in that step",
+        why="DDP prepares its gradient all-reduce in its own forward: calling the wrapped module directly "
+            "(ddp.module(x), or the bare model kept from before wrapping) runs a backward that averages nothing, so "
+            "each rank trains on its own batches and the replicas drift apart while nothing raises. Seen on each rank "
+            "from its own forwards, whether the optimizer was built from the wrapper or from the bare module.",
+        fix="call the wrapper in the training forward (ddp_model(x)); keep ddp_model.module(x) for evaluation "
+            "under torch.no_grad()",
+        bad_example="model = Net(); opt = SGD(model.parameters(), lr=0.1)\nddp = DistributedDataParallel(model)\n"
+                    "loss_fn(model(x), y).backward()   # the bare model: no all-reduce\nopt.step()",
+        good_example="model = Net(); opt = SGD(model.parameters(), lr=0.1)\nddp = DistributedDataParallel(model)\n"
+                     "loss_fn(ddp(x), y).backward()\nopt.step()",
+        found_by=W,
+    ),
+    Rule(
+        code="T025", name="ddp-parameters-outside-buckets", severity=Severity.ERROR,
+        summary="trained parameters that DistributedDataParallel's reducer never averages",
+        why="DDP registers the module's parameters, and hooks on their gradient accumulators, when it is built: a "
+            "parameter set on the module afterwards (a replaced head) is in none of its buckets, and a model moved "
+            "to another dtype or device afterwards (model.double(), model.to(device)) gets new accumulators, so "
+            "DDP's hooks never fire. Those gradients are never all-reduced and the replicas drift apart silently.",
+        fix="finish building, replacing and moving the model (and loading its weights into it) before wrapping it "
+            "in DistributedDataParallel",
+        bad_example="ddp = DistributedDataParallel(model)\nmodel.fc = nn.Linear(512, 10)    # outside DDP's buckets",
+        good_example="model.fc = nn.Linear(512, 10)\nddp = DistributedDataParallel(model)",
+        found_by=W,
+    ),
+    Rule(
+        code="T026", name="replicas-start-apart", severity=Severity.ERROR,
+        summary="data-parallel replicas hold different parameters before the first step",
+        why="averaged gradients give every rank the same update, so replicas that start from different weights "
+            "(hand-written all_reduce of gradients with no broadcast of the initial weights, or weights loaded on "
+            "rank 0 only after wrapping) stay apart for the whole run: each rank evaluates a different model and "
+            "the checkpoint is one of them. Found from parameter and gradient checksums the ranks post to the job's "
+            "key-value store (no collective of ours).",
+        fix="broadcast the initial parameters from rank 0 (dist.broadcast(p.data, src=0) for each, or wrap in "
+            "DistributedDataParallel, which does it), or seed every rank alike before building the model",
+        bad_example="torch.manual_seed(rank)\nmodel = Net()                         # different weights per rank\n"
+                    "...\nfor p in model.parameters(): dist.all_reduce(p.grad); p.grad /= world",
+        good_example="model = Net()\nfor p in model.parameters(): dist.broadcast(p.data, src=0)\n"
+                     "...\nfor p in model.parameters(): dist.all_reduce(p.grad); p.grad /= world",
+        found_by=W,
+    ),
+    Rule(
+        code="T027", name="same-batches-on-every-rank", severity=Severity.WARNING,
+        summary="every rank of a data-parallel run trains on the same batches",
+        why="data parallelism divides the data between ranks: a DataLoader without a DistributedSampler (and the "
+            "same seed everywhere) gives every rank the same batches, so N ranks do the work of one, an 'epoch' "
+            "covers 1/N of what the step count suggests and the averaged gradient is no better than one rank's. "
+            "Found from fingerprints of each rank's first batches posted to the job's key-value store.",
+        fix="give the DataLoader a DistributedSampler (sampler=DistributedSampler(dataset), shuffle=False on the "
+            "loader) and call sampler.set_epoch(epoch) each epoch",
+        bad_example="loader = DataLoader(dataset, batch_size=32, shuffle=True)   # every rank: the same batches",
+        good_example="sampler = DistributedSampler(dataset)\nloader = DataLoader(dataset, batch_size=32, sampler=sampler)",
+        found_by=W,
+    ),
+    Rule(
+        code="T028", name="sampler-epoch-never-set", severity=Severity.WARNING,
+        summary="a shuffling DistributedSampler whose set_epoch() is never called: every epoch repeats one order",
+        why="DistributedSampler seeds its permutation with seed + epoch and never advances the epoch itself: without "
+            "sampler.set_epoch(epoch) every epoch draws the same order on every rank, which removes the shuffling "
+            "the run relies on. Seen when the first batch one epoch later equals the first batch of the run while "
+            "the sampler's epoch has not changed.",
+        fix="call sampler.set_epoch(epoch) at the start of every epoch, before iterating the loader",
+        bad_example="for epoch in range(epochs):\n    for x, y in loader:      # the sampler's epoch stays 0\n        ...",
+        good_example="for epoch in range(epochs):\n    sampler.set_epoch(epoch)\n    for x, y in loader:\n        ...",
+        found_by=W,
+    ),
+    Rule(
+        code="T029", name="ddp-step-inside-no-sync", severity=Severity.ERROR,
+        summary="optimizer.step() after a step whose forwards through DistributedDataParallel all ran inside no_sync()",
+        why="no_sync() skips the gradient all-reduce to save communication on the micro-batches of an accumulation "
+            "window; DDP decides it at forward time, so the last micro-batch's forward must run outside no_sync(). "
+            "When it does not, the step applies each rank's own gradients and the replicas drift apart.",
+        fix="run the forward and backward of the window's last micro-batch outside `with ddp.no_sync():`",
+        bad_example="for i, (x, y) in enumerate(loader):\n    with ddp.no_sync():\n        loss_fn(ddp(x), y).backward()\n"
+                    "    if (i + 1) % k == 0:\n        opt.step(); opt.zero_grad()",
+        good_example="for i, (x, y) in enumerate(loader):\n    last = (i + 1) % k == 0\n"
+                     "    with contextlib.nullcontext() if last else ddp.no_sync():\n        loss_fn(ddp(x), y).backward()\n"
+                     "    if last:\n        opt.step(); opt.zero_grad()",
         found_by=W,
     ),
 )

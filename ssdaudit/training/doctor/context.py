@@ -47,6 +47,8 @@ class Context:
     first_step: dict[str, int] = field(default_factory=dict)  # rule code -> the step it was first reported at
     loss_without_graph: int = 0  # loss calls since the last step whose input had no autograd graph
     internal_errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # facts about the watch itself (ranks that sent no evidence)
+    parallel: Any = None  # the ParallelSetup of a distributed run (``parallel.setup_of``), found at the first step
     _names: dict[int, str] | None = None
     _parents: dict[int, nn.Module] | None = None
     _trained: set[int] = field(default_factory=set)

@@ -15,14 +15,16 @@ from ssdaudit.training.doctor.series import RunSeries
 class DoctorReport:
     """The findings of a watched run, cause first: each root cause followed by its consequences (``caused_by``, see
     ``ssdaudit.core.diagnosis``). ``steps``: optimizer steps seen; ``first_step``: rule code -> the step (1-based)
-    it was first reported at; ``internal_errors``: checks that failed (bugs of ours, never the user's);
-    ``series``: the run in numbers, one per watched optimizer; ``plot``: the picture written (``--plot``)."""
+    it was first reported at; ``internal_errors``: checks that failed (bugs of ours, never the user's); ``notes``:
+    facts about the watch itself (in a distributed run, ranks that posted no evidence); ``series``: the run in
+    numbers, one per watched optimizer; ``plot``: the picture written (``--plot``)."""
 
     target: str
     steps: int
     findings: list[Finding]
     first_step: dict[str, int] = field(default_factory=dict)
     internal_errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # facts about the watch itself (ranks that sent no evidence)
     series: list[RunSeries] = field(default_factory=list)
     plot: str | None = None
 
@@ -43,6 +45,7 @@ class DoctorReport:
             "internal_errors": [e.splitlines()[0] for e in self.internal_errors],
             "series": [s.to_dict() for s in self.series],
             **({"plot": self.plot} if self.plot is not None else {}),
+            "notes": list(self.notes),
         }
 
     def exit_code(self, strict: bool = False) -> int:

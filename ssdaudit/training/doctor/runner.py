@@ -188,7 +188,9 @@ class Runner:
             for code, step in w.first_step.items():
                 first[code] = min(step, first.get(code, step))
         errors = [*self.notes, *(e for w in self.watches for e in w.ctx.internal_errors)]
-        return DoctorReport(target, self.rounds(), findings, first, errors, series=[w.series() for w in self.watches])
+        notes = [n for w in self.watches for n in w.ctx.notes]
+        return DoctorReport(target, self.rounds(), findings, first, errors, notes,
+                            series=[w.series() for w in self.watches])
 
 
 def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
@@ -206,6 +208,7 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
     else:
         sys.path.insert(0, os.getcwd())
     redirect = contextlib.redirect_stdout(script_stdout) if script_stdout is not None else contextlib.nullcontext()
+    processes = _processes_started()
     try:
         with runner.patched(), redirect:
             if cmd.is_module:
@@ -232,8 +235,24 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
         sys.argv = old_argv
         sys.path[:] = old_path
     if not runner.watches:
+        started = _processes_started() - processes
+        if started > 0:  # torch.multiprocessing.spawn / mp.Process: the training ran in other processes
+            raise ScriptError(f"the script built no torch.optim optimizer in this process; it started {started} other "
+                              "process(es) (torch.multiprocessing.spawn?), which the doctor does not enter: launch the "
+                              "workers with torchrun --nproc_per_node N -m ssdaudit watch -- python SCRIPT, or call "
+                              "ssdaudit.watch(model, optimizer) in the worker")
         raise ScriptError("the script built no torch.optim optimizer: nothing to watch")
     return runner.report(str(cmd))
+
+
+def _processes_started() -> int:
+    """How many ``multiprocessing`` processes this interpreter has created so far (the standard library's counter of
+    process names, read without advancing it); -1 if it cannot be read."""
+    import multiprocessing.process as mp_process
+
+    counter = getattr(mp_process, "_process_counter", None)
+    text = repr(counter)  # "count(4)": the next number to hand out
+    return int(text[6:-1]) if text.startswith("count(") and text[6:-1].isdigit() else -1
 
 
 def _so_far(runner: Runner, cmd: object) -> DoctorReport | None:

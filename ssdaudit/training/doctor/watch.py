@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils._pytree import tree_flatten
 from torch.utils.hooks import RemovableHandle
 
 from ssdaudit.core import patches
@@ -52,6 +53,7 @@ from ssdaudit.training.doctor.context import Context, raise_internal, unwrap_com
 from ssdaudit.training.doctor.report import DoctorReport
 from ssdaudit.training.doctor.series import RunSeries, SeriesRecorder
 from ssdaudit.training.gradflow.monitor import GradFlowMonitor, _wrapped
+from ssdaudit.training.gradflow.sharded import is_dtensor
 
 
 class Watch:
@@ -82,6 +84,13 @@ class Watch:
         for c in self.checks:
             if hasattr(c, "early_steps"):
                 c.early_steps = early_steps
+        # FSDP2 (fully_shard: DTensor parameters): the gradient-flow statistics of sharded tensors need collectives,
+        # which the doctor never issues, and gradient hooks on sharded parameters never fire (``_watch_sharded_output``)
+        self._sharded = any(is_dtensor(p) for p in self.ctx.params())
+        if gradflow and self._sharded:
+            gradflow = False
+            self.ctx.notes.append("gradient-flow checks (G001-G006) skipped: the model is sharded (FSDP2) and their "
+                                  "statistics need collectives; run GradFlowMonitor on every rank for them")
         self.monitor = GradFlowMonitor(self.model, optimizer, every=every) if gradflow and self.model is not None else None
         self.recorder = SeriesRecorder(self.monitor)  # the run in numbers, for the picture and the JSON report
         # per event, the checks that override it (the others cost nothing)
@@ -281,6 +290,21 @@ class Watch:
             stack.pop()
         elif module in stack:  # a forward raised inside: drop what it left
             del stack[stack.index(module):]
+        if self._sharded and not stack and module is self.model:
+            self._watch_sharded_output(_output)
+
+    def _watch_sharded_output(self, output: Any) -> None:
+        """FSDP2 computes with gathered copies of its sharded parameters, so the gradient hooks on the optimizer's
+        (sharded) parameters never fire: a backward is marked when it reaches the root forward's outputs instead."""
+        if not torch.is_grad_enabled():
+            return
+        params = [p for p in self.ctx.params() if id(p) in self.ctx.trained_ids]
+        if not params:
+            return
+        mark = self._grad_hook(params[0])
+        for t in tree_flatten(output)[0]:
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None:
+                t.register_hook(mark)  # type: ignore[no-untyped-call]
 
     def tap_failed(self, method: str, exc: Exception) -> None:
         self._note(f"Watch.{method}", exc)
@@ -364,7 +388,9 @@ class Watch:
         """The findings so far (T001-T017, and the gradient-flow findings G001-G006 with the optimizer step they
         were seen at), without the ignored codes: one per rule and place (per-layer findings of one rule merged,
         ``Finding.parts``), cause first, each consequence marked with the code of its cause (``caused_by``; see
-        ``ssdaudit.core.diagnosis``)."""
+        ``ssdaudit.core.diagnosis``). In a distributed run, rank 0's include what the other ranks found and saw
+        (``_merge_ranks``)."""
+        self._merge_ranks()
         found = list(self.ctx.found.values())
         if self.monitor is not None:
             found += [self._when_seen(f) for f in self.monitor.findings()]
@@ -388,10 +414,24 @@ class Watch:
         """The run in numbers per recorded optimizer step (loss, learning rates, gradient norms, update ratio)."""
         return self.recorder.series(self.ctx.label)
 
+    def _merge_ranks(self) -> None:
+        """The checks with a ``merge(ctx)`` (cross-rank evidence: ``checks.replicas``) merge what the other ranks
+        posted; an internal error there is recorded like any check's."""
+        for c in self.checks:
+            merge = getattr(c, "merge", None)
+            if merge is None:
+                continue
+            try:
+                merge(self.ctx)
+            except Exception as exc:
+                if raise_internal():
+                    raise
+                self._note(f"{type(c).__name__}.merge", exc)
+
     def report(self, target: str = "") -> DoctorReport:
         """What has been seen so far as a ``DoctorReport`` (rendered by ``ssdaudit.render``)."""
         return DoctorReport(target, self.steps, self.findings(), self.first_step, list(self.ctx.internal_errors),
-                            series=[self.series()])
+                            list(self.ctx.notes), series=[self.series()])
 
     def plot(self, path: str | Path) -> Path:
         """Draw the run (``doctor.picture.plot_run``: per optimizer step the loss, learning rates, gradient norms

@@ -10,6 +10,7 @@ import torch
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.gradflow.sharded import local
 
 
 class ClearedBeforeStep(Check):
@@ -19,7 +20,8 @@ class ClearedBeforeStep(Check):
         self.after_backward: torch.Tensor | None = None  # the largest gradient norm at the end of the last backward
 
     def on_backward_end(self, ctx: Context) -> None:
-        grads = [p.grad for p in ctx.params() if id(p) in ctx.trained_ids and p.grad is not None] if ctx.due else []
+        # local(): a sharded (FSDP2) gradient is read as this rank's shard, never through a collective
+        grads = [local(p.grad) for p in ctx.params() if id(p) in ctx.trained_ids and p.grad is not None] if ctx.due else []
         self.after_backward = torch.stack(torch._foreach_norm(grads)).max() if grads else None  # no host sync here
 
     def on_step_pre(self, ctx: Context) -> None:
@@ -33,7 +35,7 @@ class ClearedBeforeStep(Check):
             return
         if not ctx.due:
             return
-        grads = [p.grad for p in ctx.params() if id(p) in ctx.trained_ids and p.grad is not None]
+        grads = [local(p.grad) for p in ctx.params() if id(p) in ctx.trained_ids and p.grad is not None]
         if not grads:
             ctx.report(self.code, f"{ctx.label}: every gradient is None at step() {ctx.current} although a backward reached the "
                        "parameters: something set .grad = None in between", subject="optimizer")

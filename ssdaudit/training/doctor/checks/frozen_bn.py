@@ -20,6 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.gradflow.sharded import local
 
 EVIDENCE_STEPS = 2  # steps a candidate outside every optimizer is followed before it is judged
 
@@ -78,8 +79,8 @@ class FrozenBatchNormMoves(Check):
             m = c.module
             assert m.weight is not None and m.running_mean is not None
             with torch.no_grad():
-                moved = not torch.equal(m.running_mean, c.running_mean)
-                fixed = torch.equal(m.weight, c.weight)
+                moved = not torch.equal(local(m.running_mean), local(c.running_mean))  # sharded: this rank's shard
+                fixed = torch.equal(local(m.weight), local(c.weight))
             if moved and fixed and not _held_by_an_optimizer({id(p) for p in m.parameters()}):
                 out.append(m)
         return out

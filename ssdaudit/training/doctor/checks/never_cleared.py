@@ -13,6 +13,7 @@ import torch
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.gradflow.sharded import local
 
 
 class NeverCleared(Check):
@@ -27,7 +28,7 @@ class NeverCleared(Check):
         if param.grad is None or not ctx.due:
             return
         # Cleared another way (model.zero_grad(set_to_none=False), a loop over p.grad.zero_()): zeros are fine.
-        if bool(param.grad.count_nonzero() > 0):
+        if bool(local(param.grad).count_nonzero() > 0):  # a sharded (FSDP2) gradient: this rank's shard, no collective
             self.stale = (param, param.grad, f"{ctx.label}: the backward of step {ctx.current} adds to gradients left "
                           f"from step {ctx.step} ({ctx.name_of(param)} still holds them): no zero_grad() between step "
                           f"{ctx.step} and step {ctx.current}")

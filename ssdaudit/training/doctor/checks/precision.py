@@ -11,6 +11,7 @@ import torch
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.gradflow.sharded import local
 
 LOW = (torch.float16, torch.bfloat16)
 
@@ -30,13 +31,13 @@ class LowPrecisionUpdates(Check):
                 continue
             for p in group["params"]:
                 if p.dtype in LOW and p.grad is not None:
-                    self.before.append((p, p.detach().clone(), p.grad.detach() != 0))
+                    self.before.append((p, local(p).detach().clone(), local(p.grad).detach() != 0))  # sharded: local shard
 
     @torch.no_grad()
     def on_step_post(self, ctx: Context) -> None:
         if not self.before:
             return
-        moved = torch.stack([torch.stack([m.sum(), ((p == old) & m).sum()]) for p, old, m in self.before]).sum(0).tolist()
+        moved = torch.stack([torch.stack([m.sum(), ((local(p) == old) & m).sum()]) for p, old, m in self.before]).sum(0).tolist()
         nonzero, stuck = int(moved[0]), int(moved[1])
         dtype = str(self.before[0][0].dtype).removeprefix("torch.")
         self.before = []

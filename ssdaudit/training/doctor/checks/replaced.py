@@ -8,6 +8,7 @@ from collections import Counter
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.gradflow.sharded import local
 
 FIRST_STEPS = 3
 
@@ -23,7 +24,7 @@ class ParametersReplaced(Check):
         model_ids = {id(p) for p in model.values()}
         # tensors the optimizer holds that the model no longer has and that no backward reached (trained modules
         # outside the model, such as a decoder in the same optimizer, have gradients: they are not left behind)
-        left = [p for p in opt if id(p) not in model_ids and (p.grad is None or not bool(p.grad.any()))]
+        left = [p for p in opt if id(p) not in model_ids and (p.grad is None or not bool(local(p.grad).any()))]
         if not left:
             return
         stale = Counter(tuple(p.shape) for p in left)
