@@ -29,6 +29,7 @@ from torch.utils.hooks import RemovableHandle
 from ssdaudit.core.findings import Finding, rule_codes
 from ssdaudit.training import loads
 from ssdaudit.training.doctor import taps
+from ssdaudit.training.doctor.averaged import AveragedCopies
 from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
 from ssdaudit.training.doctor.context import Context, raise_internal
@@ -67,6 +68,7 @@ class Watch:
         # per event, the checks that override it (the others cost nothing)
         self._by_event = {e: [c for c in self.checks if getattr(type(c), e) is not getattr(Check, e)] for e in EVENTS}
         self.monitor = GradFlowMonitor(self.model, optimizer, every=every) if gradflow and self.model is not None else None
+        self._averaged = AveragedCopies()  # unreached parameters updated without gradients: averages, not G002
         self._handles: list[RemovableHandle] = []
         self._param_hooks: dict[int, RemovableHandle] = {}
         self._patched: list[tuple[Any, bool]] = []  # objects whose zero_grad we wrapped, and whether they had their own
@@ -170,6 +172,8 @@ class Watch:
     def _on_step_pre(self, _opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._scaler_step_pending = False
         self._unscale_gradflow_row()
+        if self.monitor is not None:
+            self._averaged.snapshot(self.monitor)
         self._hook_params()
         # args are step()'s own, the optimizer first: step(closure) runs its own backward (LBFGS)
         self.ctx.closure_step = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
@@ -277,7 +281,7 @@ class Watch:
             causes = {f.rule for f in found}
             # consequences a T finding already names (one finding, the cause): parameters never updated (G004), and
             # the optimizer's coverage (G003) once parameters were replaced after it was built (T015)
-            found += [f for f in self.monitor.findings()
+            found += [f for f in self._averaged.filter(self.monitor.findings())
                       if not (f.rule == "G004" and causes & _NO_UPDATE_CAUSES or f.rule == "G003" and "T015" in causes)]
         return [f for f in found if f.rule not in self.ignore]
 

@@ -6,6 +6,12 @@ hold them. A module outside the watched model with parameters that require gradi
 steps its running statistics moved while its weights stayed exactly as they were, and no optimizer alive in the
 process holds them. So another model with its own optimizer (a GAN's other half, stepped every k iterations), an
 EMA teacher whose weights are copied in, or a teacher trained alongside is never taken for a frozen one.
+
+Where the frozen module sits decides the severity. Inside the trained path (its forward runs, with gradients
+enabled, inside a forward whose outermost module has parameters the optimizer trains: torchvision's
+feature-extraction recipe, a frozen backbone under a trained head) the statistics adapting to the new data is the
+recipe: a note. A module run by itself whose parameters none train (a distillation teacher, whose output can only
+be a target or a constant input), or one run under ``torch.no_grad()``: a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ssdaudit.core.findings import Severity
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
 
@@ -46,7 +53,9 @@ class FrozenBatchNormMoves(Check):
     code = "T007"
 
     def __init__(self) -> None:
-        self.seen: dict[int, nn.Module] = {}
+        self.seen: dict[int, nn.Module] = {}  # frozen, outside the trained path: a warning
+        self.noted: dict[int, nn.Module] = {}  # frozen, inside the trained path: a note
+        self._root_trains: dict[int, bool] = {}  # id(outermost module) -> it holds trained parameters
         self.total: set[int] = set()
         self.candidates: dict[int, _Candidate] = {}
         self.judged: set[int] = set()
@@ -60,11 +69,21 @@ class FrozenBatchNormMoves(Check):
         self.total.add(id(module))
         frozen = not weight.requires_grad or (ctx.in_model(module) and id(weight) not in ctx.optimizer_ids)
         if frozen:
-            self.seen[id(module)] = module
+            root = ctx.stack[0] if ctx.stack else module
+            if torch.is_grad_enabled() and self._trains(ctx, root):
+                self.noted[id(module)] = module
+            else:
+                self.seen[id(module)] = module
         elif id(weight) not in ctx.optimizer_ids and id(module) not in self.judged and id(module) not in self.candidates:
             with torch.no_grad():
                 self.candidates[id(module)] = _Candidate(module, ctx.current, weight.detach().clone(),
                                                          module.running_mean.detach().clone())
+
+    def _trains(self, ctx: Context, root: nn.Module) -> bool:
+        known = self._root_trains.get(id(root))
+        if known is None:
+            known = self._root_trains[id(root)] = ctx.trains(root)
+        return known
 
     def _confirmed(self, ctx: Context) -> list[nn.Module]:
         """Candidates followed for EVIDENCE_STEPS steps whose statistics moved, weights did not, and that no
@@ -88,6 +107,15 @@ class FrozenBatchNormMoves(Check):
         if self.candidates:
             for m in self._confirmed(ctx):
                 self.seen[id(m)] = m
+        self._root_trains.clear()
+        if self.noted:
+            first = next(iter(self.noted.values()))
+            name = ctx.name_of(first)
+            ctx.report(self.code, f"{len(self.noted)} of {len(self.total)} BatchNorm modules in train mode are frozen "
+                       f"inside the trained path, e.g. {name}: their running statistics adapt to this data while the "
+                       "trained layers after them learn (the feature-extraction recipe; call .eval() on them if "
+                       "the statistics should stay as loaded)", path=name, severity=Severity.INFO)
+            self.noted.clear()
         if self.seen:
             first = next(iter(self.seen.values()))
             name = ctx.name_of(first) if ctx.in_model(first) else (_user_path(first) or ctx.name_of(first))
