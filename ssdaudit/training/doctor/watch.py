@@ -164,6 +164,17 @@ class Watch:
                     raise
                 self.ctx.internal_errors.append(f"{type(c).__name__}.{event}: {exc!r}\n{traceback.format_exc()}")
 
+    def _read_deferred(self) -> None:
+        """The values the checks queued this step (``Context.defer``), read in one host sync; a failing callback
+        is recorded as the internal error it is."""
+        try:
+            self.ctx.read_deferred()
+        except Exception as exc:
+            if raise_internal():
+                raise
+            self.ctx._deferred.clear()
+            self.ctx.internal_errors.append(f"deferred read: {exc!r}\n{traceback.format_exc()}")
+
     def _backward_end(self) -> None:
         self._in_backward = False
         self.ctx.events.append("B")
@@ -182,6 +193,7 @@ class Watch:
 
     def _on_step_post(self, _opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         self._dispatch("on_step_post")
+        self._read_deferred()
         self.ctx.step += 1
         self.ctx.events.clear()
         self.ctx.loss_without_graph = 0
@@ -195,12 +207,14 @@ class Watch:
         self._dispatch("on_module_pre", module, args if isinstance(args, tuple) else (args,), root)
         self.ctx.stack.append(module)
 
-    def _on_module_post(self, module: nn.Module, _args: Any, _output: Any) -> None:
+    def _on_module_post(self, module: nn.Module, _args: Any, output: Any) -> None:
         stack = self.ctx.stack
         if stack and stack[-1] is module:
             stack.pop()
         elif module in stack:  # a forward raised inside: drop what it left
             del stack[stack.index(module):]
+        if self._by_event["on_module_post"]:
+            self._dispatch("on_module_post", module, output, not stack)
 
     # --- taps (taps.Listener) --------------------------------------------------------------------------
 
@@ -276,6 +290,7 @@ class Watch:
 
     def findings(self) -> list[Finding]:
         """The T findings so far, then the gradient-flow findings (G001-G006), without the ignored codes."""
+        self._read_deferred()
         found = list(self.ctx.found.values())
         if self.monitor is not None:
             causes = {f.rule for f in found}
