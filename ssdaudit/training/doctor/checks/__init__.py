@@ -24,11 +24,19 @@ def all_checks() -> list[Check]:
     from ssdaudit.training.doctor.checks.replicas import ReplicasDiffer
     from ssdaudit.training.doctor.checks.targets import DegenerateTargets
     from ssdaudit.training.doctor.checks.zero_in_window import ZeroGradInWindow
+    from ssdaudit.training.doctor.checks.frozen_optimizer import OptimizerHoldsOnlyFrozen
+    from ssdaudit.training.doctor.checks.lazy_state import LazyStateInEval
+    from ssdaudit.training.doctor.checks.masked_targets import MaskKeepsOneTargetValue
+    from ssdaudit.training.doctor.checks.shuffled_labels import LabelsIndependentOfInputs
+    from ssdaudit.training.doctor.checks.teacher_dropout import TeacherDropout
+    from ssdaudit.training.doctor.checks.zero_loss import LossIdenticallyZero
 
     return [NeverCleared(), ClearedBeforeStep(), ZeroGradInWindow(), LearningRateCollapse(),
             BackwardReachesNoParameter(), EvalModeTraining(), FrozenBatchNormMoves(), RandomInEval(),
             ProbabilitiesToLogitLoss(), LossBroadcast(), DegenerateTargets(), UnnormalisedInputs(),
-            ClipBeforeUnscale(), LowPrecisionUpdates(), ParametersReplaced(), WeightsNotLoaded(), ReplicasDiffer()]
+            ClipBeforeUnscale(), LowPrecisionUpdates(), ParametersReplaced(), WeightsNotLoaded(), ReplicasDiffer(),
+            TeacherDropout(), OptimizerHoldsOnlyFrozen(), MaskKeepsOneTargetValue(), LabelsIndependentOfInputs(),
+            LossIdenticallyZero(), LazyStateInEval()]
 
 
 __all__ = ["Check", "all_checks"]
