@@ -10,7 +10,9 @@ healthy.
 A model at the start of training (a hard task not yet learned, a random initialisation) is no better on true
 pairs either, so one step, or a few, says nothing: the evidence is a sustained pattern. Only after ``MIN_STEPS``
 batches, and judged on the later half of them, the finding needs the permuted loss to be no worse than the real one
-by more than ``TOLERANCE`` of the real loss (and two standard errors of the difference). Per batch of class indices
+by more than ``TOLERANCE`` of the real loss on average (a model that learns, even slowly, is ahead by far more
+than that within a few dozen steps: 0.7 nats at step 10 on an easy task, where shuffled labels stay within 0.05 of
+zero). Per batch of class indices
 (``(B, C)`` input, ``B >= MIN_BATCH``): two gathers from one ``log_softmax`` on the device, kept there and read with the
 step's other values on due steps.
 """
@@ -27,7 +29,7 @@ from ssdaudit.training.doctor.context import Context
 
 MIN_STEPS = 40
 MIN_BATCH = 8
-TOLERANCE = 0.02
+TOLERANCE = 0.05
 
 
 class LabelsIndependentOfInputs(Check):
@@ -85,9 +87,8 @@ class LabelsIndependentOfInputs(Check):
             return
         gaps = [p - r for r, p in late]
         mean_gap = sum(gaps) / len(gaps)
-        sd = math.sqrt(sum((g - mean_gap) ** 2 for g in gaps) / max(len(gaps) - 1, 1))
         real = sum(r for r, _ in late) / len(late)
-        if mean_gap <= TOLERANCE * real and mean_gap - 2 * sd / math.sqrt(len(gaps)) <= 0:
+        if mean_gap <= TOLERANCE * real:
             self.done = True
             ctx.report(self.code, f"over the last {len(late)} of {n} batches the loss with the targets permuted across "
                        f"the batch ({real + mean_gap:.4g}) is no worse than the real one ({real:.4g}): the labels "
