@@ -138,6 +138,23 @@ def test_t007_frozen_teacher_is_a_warning() -> None:
     assert len(found) == 1 and found[0].severity is Severity.WARNING
 
 
-def test_t007_frozen_backbone_run_by_itself_under_no_grad_is_a_warning() -> None:
+def test_t007_frozen_backbone_under_no_grad_feeding_the_head_is_a_note() -> None:
     found = [f for f in backbone_and_head(separate_no_grad=True).findings() if f.rule == "T007"]
+    assert len(found) == 1 and found[0].severity is Severity.INFO
+
+
+def test_t007_frozen_module_whose_output_feeds_nothing_trained_is_a_warning() -> None:
+    # a frozen network run in train mode beside the model (a stale evaluation copy, say): not in the trained path
+    torch.manual_seed(0)
+    other = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8)).requires_grad_(False)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    with watch(model, opt) as w:
+        for _ in range(3):
+            opt.zero_grad()
+            other(x)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    found = [f for f in w.findings() if f.rule == "T007"]
     assert len(found) == 1 and found[0].severity is Severity.WARNING
