@@ -1,5 +1,5 @@
 """``watch(model, optimizer)``: the training doctor. It observes the user's unchanged loop through hooks only and
-names its silent errors (rules T001-T017), with the gradient-flow checks of ``GradFlowMonitor`` (G001-G006).
+names its silent errors (rules T001-T023), with the gradient-flow checks of ``GradFlowMonitor`` (G001-G006).
 
 What it hooks while attached:
 
@@ -12,7 +12,8 @@ What it hooks while attached:
   ssdaudit were both imported: ``ssdaudit.training.loads``) into modules of the model;
 * the learning rate of every param group, read at each step.
 
-Host syncs happen only on the steps ``every`` selects (the first step included), in the checks that need values.
+Host syncs happen only on the steps ``every`` selects (the first step included): the checks that need values queue
+them on the device (``Context.defer``) and they are read together, once, at the end of that ``optimizer.step()``.
 """
 
 from __future__ import annotations
@@ -320,7 +321,7 @@ def describe(optimizer: torch.optim.Optimizer, model_name: str, number: int = 0)
 def watch(model: nn.Module | None, optimizer: torch.optim.Optimizer, *, scaler: Any = None, scheduler: Any = None,
           every: int = 1, ignore: Iterable[str] = (), gradflow: bool = True, early_steps: int = 100) -> Watch:
     """The training doctor for ``model`` trained by ``optimizer``: use as a context manager around the loop, or call
-    ``.attach()``; ``.findings()`` names the loop's silent errors (T001-T017, G001-G006).
+    ``.attach()``; ``.findings()`` names the loop's silent errors (T001-T023, G001-G006).
 
     ``scaler``: only this ``GradScaler``'s calls count (default: any). ``scheduler``: named in learning-rate
     findings (the rates are read from the optimizer's param groups, whatever changes them). ``every``: value checks
