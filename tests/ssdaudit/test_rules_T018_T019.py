@@ -151,3 +151,43 @@ def test_t019_staged_unfreezing_is_clean_once_a_group_trains() -> None:
             F.cross_entropy(model(x), y).backward()
             opt.step()
     assert failing(w) == []
+
+
+class Distiller(nn.Module):
+    """Teacher and student in one module, the teacher called under no_grad inside forward (a common wrapper)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.teacher, self.student = classifier(), nn.Sequential(nn.Linear(8, 4))
+        self.teacher.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            soft = F.softmax(self.teacher(x) / 2, 1)
+        return self.student(x), soft
+
+
+def wrapped(bug: bool) -> Watch:
+    torch.manual_seed(0)
+    model = Distiller()
+    opt = torch.optim.SGD(model.student.parameters(), lr=0.1)
+    x = torch.randn(32, 8)
+    with watch(model, opt) as w:
+        for _ in range(3):
+            model.train()
+            if not bug:
+                model.teacher.eval()
+            opt.zero_grad()
+            logits, soft = model(x)
+            F.kl_div(F.log_softmax(logits / 2, 1), soft, reduction="batchmean").backward()
+            opt.step()
+    return w
+
+
+def test_t018_teacher_inside_the_wrapper_is_named() -> None:
+    found = [f for f in wrapped(bug=True).findings() if f.rule == "T018"]
+    assert [f.path for f in found] == ["teacher"]
+
+
+def test_t018_teacher_inside_the_wrapper_clean_twin() -> None:
+    assert failing(wrapped(bug=False)) == []

@@ -1,6 +1,8 @@
 """T018: a teacher run in train mode whose Dropout perturbs every target.
 
-The evidence, per outermost forward (a forward no other forward encloses):
+The evidence, per candidate forward: an outermost forward (no other forward encloses it), or the outermost
+forward of a ``torch.no_grad()`` region inside a forward that began with gradients enabled (a teacher called inside
+the wrapper's own ``forward``):
 
 * it ran a dropout with ``training=True`` and ``p > 0`` (``nn.Dropout`` and ``F.dropout`` both reach the tap);
 * its output carries no autograd graph (computed under ``torch.no_grad()``, or from frozen parameters), and none
@@ -33,25 +35,29 @@ class TeacherDropout(Check):
     code = "T018"
 
     def __init__(self) -> None:
-        self.root: nn.Module | None = None  # the outermost forward running now
-        self.random = False  # it ran an active dropout
+        # the candidate forwards running now, outermost first: [module, ran an active dropout, began with grad]
+        self.running: list[list[Any]] = []
         self.pending: dict[int, tuple[nn.Module, set[tuple[int, ...]]]] = {}  # graph-free random forwards of this
         # step not yet used by a loss, with the shapes of their outputs
         self.used: dict[int, nn.Module] = {}  # ... whose step had a loss with a graph-free floating target
         self.judged: set[int] = set()
 
     def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
+        grad = torch.is_grad_enabled()
         if root:
-            self.root, self.random = module, False
+            self.running = [[module, False, grad]]
+        elif not grad and self.running and self.running[-1][2]:
+            self.running.append([module, False, False])
 
     def on_dropout(self, ctx: Context, p: float, training: bool) -> None:
-        if training and p > 0 and ctx.stack and ctx.stack[0] is self.root:
-            self.random = True
+        if training and p > 0:
+            for c in self.running:
+                c[1] = True
 
     def on_module_post(self, ctx: Context, module: nn.Module, output: Any, root: bool) -> None:
-        if not root or module is not self.root:
+        if not self.running or self.running[-1][0] is not module:
             return
-        random, self.root, self.random = self.random, None, False
+        _, random, _ = self.running.pop()
         if not random or id(module) in self.judged or id(module) in self.used:
             return
         tensors = [t for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)]
