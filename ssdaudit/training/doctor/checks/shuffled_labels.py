@@ -14,7 +14,8 @@ by more than ``TOLERANCE`` of the real loss on average (a model that learns, eve
 than that within a few dozen steps: 0.7 nats at step 10 on an easy task, where shuffled labels stay within 0.05 of
 zero). Per batch of class indices
 (``(B, C)`` input, ``B >= MIN_BATCH``): two gathers from one ``log_softmax`` on the device, kept there and read with the
-step's other values on due steps.
+step's other values on due steps. Not judged while the learning rate rises (a warm-up: the model may not have moved
+yet) or while the real loss still falls by ``FALLING`` within the judged half.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ssdaudit.training.doctor.context import Context
 MIN_STEPS = 40
 MIN_BATCH = 8
 TOLERANCE = 0.05
+FALLING = 0.05  # the real loss still falling by this fraction within the judged half: the model is learning, wait
 
 
 class LabelsIndependentOfInputs(Check):
@@ -38,6 +40,7 @@ class LabelsIndependentOfInputs(Check):
     def __init__(self) -> None:
         self.pending: list[torch.Tensor] = []  # (2,) real and permuted loss per batch, on the device, unread
         self.history: list[tuple[float, float]] = []
+        self.steps: list[tuple[int, float]] = []  # per batch: its optimizer step, the first group's learning rate
         self.perms: dict[tuple[int, str], torch.Tensor] = {}
         self.done = False
 
@@ -73,6 +76,7 @@ class LabelsIndependentOfInputs(Check):
             permuted = -(logp.gather(1, tp[:, None]).squeeze(1) * vp).sum()
             n = vp.sum().clamp(min=1)
             self.pending.append(torch.stack([real / n, permuted / n]))
+        self.steps.append((ctx.current, _lr(ctx)))
         if ctx.due:
             values, self.pending = torch.stack(self.pending), []
             ctx.defer(values, lambda v: self._judge(ctx, v))
@@ -80,18 +84,33 @@ class LabelsIndependentOfInputs(Check):
     def _judge(self, ctx: Context, values: list[float]) -> None:
         self.history += [(values[k], values[k + 1]) for k in range(0, len(values), 2)]
         n = len(self.history)
-        if self.done or n < MIN_STEPS:
-            return
-        late = [(r, p) for r, p in self.history[n // 2:] if math.isfinite(r) and math.isfinite(p)]
-        if len(late) < MIN_STEPS // 2:
+        seen = self.steps[:n]
+        if self.done or not seen or seen[-1][0] - seen[0][0] + 1 < MIN_STEPS:
+            return  # fewer than MIN_STEPS optimizer steps (accumulation: many batches per step)
+        middle = (seen[0][0] + seen[-1][0]) // 2
+        first = next(k for k, (step, _) in enumerate(seen) if step > middle)
+        lrs = [lr for _, lr in seen[first:]]
+        if not all(math.isfinite(v) and v > 0 for v in lrs) or lrs[-1] > 1.05 * lrs[0]:
+            return  # a warm-up (the learning rate still rising) or an unknown rate: the model may not train yet
+        late = [(r, p) for r, p in self.history[first:] if math.isfinite(r) and math.isfinite(p)]
+        if len(late) < 2:
             return
         gaps = [p - r for r, p in late]
         mean_gap = sum(gaps) / len(gaps)
         real = sum(r for r, _ in late) / len(late)
-        if mean_gap <= TOLERANCE * real:
+        quarter = max(len(late) // 2, 1)
+        falling = sum(r for r, _ in late[-quarter:]) / quarter < (1 - FALLING) * sum(r for r, _ in late[:quarter]) / quarter
+        if mean_gap <= TOLERANCE * real and not falling:
             self.done = True
             ctx.report(self.code, f"over the last {len(late)} of {n} batches the loss with the targets permuted across "
                        f"the batch ({real + mean_gap:.4g}) is no worse than the real one ({real:.4g}): the labels "
                        "carry no information about their inputs (inputs and labels shuffled with different "
                        "permutations, or indexed with different lists?) (deliberate? --ignore T021)",
                        subject="targets")
+
+
+def _lr(ctx: Context) -> float:
+    """The first param group's learning rate as a float (nan when it is a tensor: reading it would sync)."""
+    groups = ctx.optimizer.param_groups
+    lr = groups[0].get("lr") if groups else None
+    return float(lr) if isinstance(lr, (int, float)) else math.nan
