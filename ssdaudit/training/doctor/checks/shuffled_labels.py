@@ -9,7 +9,8 @@ healthy.
 
 A model at the start of training (a hard task not yet learned, a random initialisation) is no better on true
 pairs either, so one step, or a few, says nothing: the evidence is a sustained pattern. Only after ``MIN_STEPS``
-batches, and judged on the later half of them, the finding needs the permuted loss to be no worse than the real one
+optimizer steps (with gradient accumulation, many batches make one step), and judged on the batches of the later
+half of them, the finding needs the permuted loss to be no worse than the real one
 by more than ``TOLERANCE`` of the real loss on average (a model that learns, even slowly, is ahead by far more
 than that within a few dozen steps: 0.7 nats at step 10 on an easy task, where shuffled labels stay within 0.05 of
 zero). Per batch of class indices
@@ -98,8 +99,8 @@ class LabelsIndependentOfInputs(Check):
         gaps = [p - r for r, p in late]
         mean_gap = sum(gaps) / len(gaps)
         real = sum(r for r, _ in late) / len(late)
-        quarter = max(len(late) // 2, 1)
-        falling = sum(r for r, _ in late[-quarter:]) / quarter < (1 - FALLING) * sum(r for r, _ in late[:quarter]) / quarter
+        half = max(len(late) // 2, 1)
+        falling = sum(r for r, _ in late[-half:]) / half < (1 - FALLING) * sum(r for r, _ in late[:half]) / half
         if mean_gap <= TOLERANCE * real and not falling:
             self.done = True
             ctx.report(self.code, f"over the last {len(late)} of {n} batches the loss with the targets permuted across "
