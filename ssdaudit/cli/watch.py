@@ -33,7 +33,7 @@ def watch(
 ) -> None:
     """Run a training script (`-- python train.py ARGS`, or `-- python -m package.module ARGS`) in this process with
     every optimizer it builds watched, stop it after --steps optimizer
-    steps, and name the silent errors of its loop (T001-T017, G001-G006). The script's own output passes through
+    steps, and name the silent errors of its loop (T001-T029, G001-G006). The script's own output passes through
     (to stderr with --format json, sarif or github, so that stdout holds only the report). Under torchrun
     (`torchrun --nproc_per_node 2 -m ssdaudit watch -- python train.py`) every rank watches, the ranks exchange their
     evidence through the job's key-value store (never a collective) and rank 0 reports for all of them.

@@ -3,7 +3,7 @@ training doctor) and ``ParamsAudit``
 (unregistered members, checked at ``setup`` before any time is spent training).
 
     trainer = L.Trainer(callbacks=[ParamsAudit(), GradFlowCallback(log_dir="runs/gradflow")])
-    trainer = L.Trainer(callbacks=[DoctorCallback()])     # the training doctor: T001-T017 and G001-G006
+    trainer = L.Trainer(callbacks=[DoctorCallback()])     # the training doctor: T001-T029 and G001-G006
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class GradFlowCallback(Callback):  # type: ignore[misc]
 
 
 class DoctorCallback(Callback):  # type: ignore[misc]
-    """Attach the training doctor (``ssdaudit.watch``: T001-T017 and G001-G006) to the LightningModule and its first
+    """Attach the training doctor (``ssdaudit.watch``: T001-T029 and G001-G006) to the LightningModule and its first
     optimizer at ``on_train_start``; ``findings`` after ``on_train_end`` (warnings and errors also go to the
     "ssdaudit" logger). ``accumulate_grad_batches`` and mixed precision are Lightning's deliberate patterns, not
     findings. ``ignore``: rule codes to skip."""

@@ -44,7 +44,7 @@ class GradFlowCallback(TrainerCallback):  # type: ignore[misc]
 
 
 class DoctorCallback(TrainerCallback):  # type: ignore[misc]
-    """Attach the training doctor (``ssdaudit.watch``: T001-T017 and G001-G006) to the model and optimizer when the
+    """Attach the training doctor (``ssdaudit.watch``: T001-T029 and G001-G006) to the model and optimizer when the
     Trainer has built them; ``findings`` after ``on_train_end`` (warnings and errors also go to the "ssdaudit"
     logger). ``gradient_accumulation_steps`` and mixed precision are deliberate patterns, not findings."""
 

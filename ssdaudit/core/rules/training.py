@@ -105,7 +105,10 @@ register(
         summary="a frozen module (requires_grad False, not in the optimizer, or in no optimizer and never updated) runs "
                 "BatchNorm in train mode",
         why="its parameters are frozen but its running mean and variance are still overwritten by every batch, so a "
-            "frozen teacher or backbone drifts and behaves differently at evaluation.",
+            "frozen teacher or backbone drifts and behaves differently at evaluation. Inside the trained path (a "
+            "frozen backbone under a trained head, torchvision's feature-extraction recipe) statistics adapting to "
+            "the new data are the recipe, and the finding is an info note; a module run by itself that trains "
+            "nothing (a teacher, whose output is a target) or run under no_grad is a warning.",
         fix="put frozen modules in eval mode after every model.train() (teacher.eval(), or override train())",
         bad_example="teacher.requires_grad_(False)\nmodel.train()            # the teacher's BatchNorm statistics move",
         good_example="teacher.requires_grad_(False)\nteacher.eval()",
@@ -312,6 +315,78 @@ register(
         good_example="for i, (x, y) in enumerate(loader):\n    last = (i + 1) % k == 0\n"
                      "    with contextlib.nullcontext() if last else ddp.no_sync():\n        loss_fn(ddp(x), y).backward()\n"
                      "    if last:\n        opt.step(); opt.zero_grad()",
+        found_by=W,
+    ),
+    Rule(
+        code="T018", name="teacher-dropout-in-train-mode", severity=Severity.WARNING,
+        summary="a module whose output feeds the loss only as a target (a distillation teacher) runs Dropout in "
+                "train mode",
+        why="the teacher is not trained, so its Dropout only adds noise: every soft target is computed by a random "
+            "sub-network, and the student learns from targets perturbed afresh at each step.",
+        fix="call teacher.eval() after every model.train() (or build it in eval mode and never switch it back)",
+        bad_example="teacher.requires_grad_(False)\nwith torch.no_grad():\n    soft = teacher(x).softmax(1)   # Dropout active",
+        good_example="teacher.requires_grad_(False).eval()\nwith torch.no_grad():\n    soft = teacher(x).softmax(1)",
+        found_by=W,
+    ),
+    Rule(
+        code="T019", name="optimizer-holds-only-frozen-parameters", severity=Severity.ERROR,
+        summary="an optimizer steps, and every parameter it holds has requires_grad=False: nothing trains",
+        why="parameters with requires_grad=False never get a gradient, so optimizer.step() skips them all; the loop "
+            "runs, the loss is printed, and the model stays as it was (the head was frozen with the backbone, or the "
+            "optimizer was built from the frozen part).",
+        fix="build the optimizer from the parameters you train ([p for p in model.parameters() if p.requires_grad]) "
+            "after freezing, and check that the new head keeps requires_grad=True",
+        bad_example="model.requires_grad_(False)\nopt = SGD(model.backbone.parameters(), lr=0.01)   # the frozen part",
+        good_example="model.backbone.requires_grad_(False)\nopt = SGD(model.head.parameters(), lr=0.01)",
+        found_by=W,
+    ),
+    Rule(
+        code="T020", name="mask-keeps-one-target-value", severity=Severity.ERROR,
+        summary="a loss over positions selected by a hand-written mask sees a single target value at every step",
+        why="a padding mask written the wrong way round (labels == pad instead of labels != pad) keeps only the "
+            "padding positions: every target the loss sees is the padding id, the model learns to predict padding, "
+            "and the loss falls to 0 while nothing useful is learned.",
+        fix="invert the mask (keep the positions whose label is not the padding id), or pass ignore_index=pad to the "
+            "loss instead of masking by hand",
+        bad_example="keep = labels.view(-1) == pad\nloss = F.cross_entropy(logits.view(-1, V)[keep], labels.view(-1)[keep])",
+        good_example="keep = labels.view(-1) != pad\nloss = F.cross_entropy(logits.view(-1, V)[keep], labels.view(-1)[keep])",
+        found_by=W,
+    ),
+    Rule(
+        code="T021", name="labels-independent-of-inputs", severity=Severity.WARNING,
+        summary="over many steps, the loss with the targets permuted across the batch is no worse than the real one",
+        why="when inputs and labels are shuffled with two different permutations (or indexed with different lists), "
+            "each label belongs to another sample: the model can learn only the label frequencies, the loss stays at "
+            "their entropy and the gradients look healthy. A real task makes the true pairs cheaper than permuted ones.",
+        fix="shuffle inputs and labels with one permutation (x[perm], y[perm]), or let a DataLoader(shuffle=True) "
+            "over one dataset of (input, label) pairs do it",
+        bad_example="x = X[torch.randperm(n)]\ny = Y[torch.randperm(n)]      # another permutation",
+        good_example="perm = torch.randperm(n)\nx, y = X[perm], Y[perm]",
+        found_by=W,
+    ),
+    Rule(
+        code="T022", name="loss-identically-zero", severity=Severity.ERROR,
+        summary="a cross-entropy over a single class: the loss is 0 and every gradient exactly 0, whatever the model does",
+        why="log_softmax over one logit is always 0, so F.cross_entropy on a (B, 1) output (a binary task written with "
+            "one output, or a regression output passed to cross_entropy) gives a loss of exactly 0 and no gradient: "
+            "the loop runs and nothing learns.",
+        fix="for one output per sample use F.binary_cross_entropy_with_logits(out.squeeze(1), y.float()) (or "
+            "F.mse_loss for regression); for C classes give the model C outputs",
+        bad_example="out = model(x)                       # (B, 1)\nloss = F.cross_entropy(out, y.float().unsqueeze(1))",
+        good_example="loss = F.binary_cross_entropy_with_logits(out.squeeze(1), y.float())",
+        found_by=W,
+    ),
+    Rule(
+        code="T023", name="lazy-state-initialised-in-eval", severity=Severity.WARNING,
+        summary="a module's lazily initialised state is first used by an eval-mode forward, before any training forward",
+        why="spectral_norm's u/v start random and are refined only by training forwards, a data-dependent "
+            "initialisation (ActNorm) runs on whatever batch comes first, and lazy modules take their shapes from it: "
+            "an eval pass first (a sanity check or validation before training) uses random state or initialises from "
+            "evaluation data in eval mode.",
+        fix="run one training forward first (or initialise the state explicitly), then evaluate; with spectral_norm, "
+            "prefer torch.nn.utils.parametrizations.spectral_norm, which runs its power iteration when it is applied",
+        bad_example="model.eval()\nvalidate(model)                # u/v of spectral_norm still random\nmodel.train(); train(model)",
+        good_example="model.train(); train_one_step(model)\nmodel.eval(); validate(model)",
         found_by=W,
     ),
 )

@@ -10,6 +10,7 @@ discriminator's parameters, which the discriminator's optimizer clears before it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -53,6 +54,7 @@ class Context:
     _parents: dict[int, nn.Module] | None = None
     _trained: set[int] = field(default_factory=set)
     _opt_ids: set[int] = field(default_factory=set)
+    _deferred: list[tuple[torch.Tensor, Callable[[list[float]], None]]] = field(default_factory=list)
 
     @property
     def current(self) -> int:
@@ -117,6 +119,35 @@ class Context:
     def trains(self, module: nn.Module) -> bool:
         """Whether any parameter of ``module`` (and its children) is trained by the optimizer."""
         return any(id(p) in self._trained for p in module.parameters())
+
+    # --- values read from the device: one host sync per step ------------------------------------------------
+
+    def defer(self, values: torch.Tensor, then: Callable[[list[float]], None]) -> None:
+        """Read ``values`` (any shape, any real dtype, on any device) later: ``then(values.flatten().tolist())``
+        runs when the step's reads are made, all together in one host sync (``read_deferred``, at the end of
+        ``optimizer.step()``). Integer values are exact up to 2**53."""
+        self._deferred.append((values.detach().flatten(), then))
+
+    def read_deferred(self) -> None:
+        """Make the reads ``defer`` queued: one ``torch.cat`` per device, one ``.tolist()`` (a single sync when the
+        values are on one device), then each callback with its own values. A callback may queue more reads: they
+        are made in the same call."""
+        while self._deferred:
+            queued, self._deferred = self._deferred, []
+            by_device: dict[torch.device, list[int]] = {}
+            for k, (v, _) in enumerate(queued):
+                by_device.setdefault(v.device, []).append(k)
+            values: list[list[float]] = [[] for _ in queued]
+            for device, ks in by_device.items():
+                dtype = torch.float32 if device.type == "mps" else torch.float64
+                flat = torch.cat([queued[k][0].to(dtype) for k in ks]).tolist() if ks else []
+                at = 0
+                for k in ks:
+                    n = queued[k][0].numel()
+                    values[k] = flat[at:at + n]
+                    at += n
+            for (_, then), vals in zip(queued, values):
+                then(vals)
 
     # --- findings --------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """``watch(model, optimizer)``: the training doctor. It observes the user's unchanged loop through hooks only and
-names its silent errors (rules T001-T017), with the gradient-flow checks of ``GradFlowMonitor`` (G001-G006).
+names its silent errors (rules T001-T029), with the gradient-flow checks of ``GradFlowMonitor`` (G001-G006).
 
 What it hooks while attached:
 
@@ -13,7 +13,8 @@ What it hooks while attached:
   ``ssdaudit watch``, or ``ssdaudit.record_loads()``: ``ssdaudit.training.loads``) into modules of the model;
 * the learning rate of every param group, read at each step.
 
-Host syncs happen only on the steps ``every`` selects (the first step included), in the checks that need values.
+Host syncs happen only on the steps ``every`` selects (the first step included): the checks that need values queue
+them on the device (``Context.defer``) and they are read together, once, at the end of that ``optimizer.step()``.
 
 Every hook runs outside ``torch.compile`` (``torch.compiler.disable``) and inside a guard: an exception of ours is
 noted and disables the check that raised it for the rest of the run (``ctx.internal_errors``), never reaching the
@@ -47,6 +48,7 @@ from ssdaudit.core.findings import Finding, rule_codes
 from ssdaudit.core.guard import describe as describe_error
 from ssdaudit.training import loads
 from ssdaudit.training.doctor import taps
+from ssdaudit.training.doctor.averaged import AveragedCopies
 from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
 from ssdaudit.training.doctor.context import Context, raise_internal, unwrap_compiled
@@ -96,6 +98,7 @@ class Watch:
         # per event, the checks that override it (the others cost nothing)
         self._by_event = {e: [c for c in [*self.checks, self.recorder] if getattr(type(c), e) is not getattr(Check, e)]
                           for e in EVENTS}
+        self._averaged = AveragedCopies()  # unreached parameters updated without gradients: averages, not G002
         self._handles: list[RemovableHandle] = []
         self._param_hooks: dict[int, RemovableHandle] = {}
         self._patches: list[patches.Handle] = []  # our zero_grad layers on the optimizer and the model
@@ -240,6 +243,17 @@ class Watch:
         self._note(f"{type(check).__name__}{code} disabled for the rest of the run after an internal error in "
                    f"{event}", exc)
 
+    def _read_deferred(self) -> None:
+        """The values the checks queued this step (``Context.defer``), read in one host sync; a failing callback
+        is recorded as the internal error it is."""
+        try:
+            self.ctx.read_deferred()
+        except Exception as exc:
+            if raise_internal():
+                raise
+            self.ctx._deferred.clear()
+            self._note("deferred read", exc)
+
     def _backward_end(self) -> None:
         self._in_backward = False
         self.ctx.events.append("B")
@@ -258,6 +272,8 @@ class Watch:
         self._step_open = True
         self._scaler_step_pending = False
         self._unscale_gradflow_row()
+        if self.monitor is not None:
+            self._averaged.snapshot(self.monitor)
         self._hook_params()
         # args are step()'s own, the optimizer first: step(closure) runs its own backward (LBFGS)
         self.ctx.closure_step = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
@@ -267,6 +283,7 @@ class Watch:
     def _on_step_post(self, _opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         self._step_open = False
         self._dispatch("on_step_post")
+        self._read_deferred()
         self.ctx.step += 1
         self.ctx.events.clear()
         self.ctx.loss_without_graph = 0
@@ -282,7 +299,7 @@ class Watch:
         self._dispatch("on_module_pre", module, args if isinstance(args, tuple) else (args,), root)
         self.ctx.stack.append(module)
 
-    def _on_module_post(self, module: nn.Module, _args: Any, _output: Any) -> None:
+    def _on_module_post(self, module: nn.Module, _args: Any, output: Any) -> None:
         if not taps.owns_thread(self, threading.get_ident()):
             return
         stack = self.ctx.stack
@@ -290,8 +307,10 @@ class Watch:
             stack.pop()
         elif module in stack:  # a forward raised inside: drop what it left
             del stack[stack.index(module):]
+        if self._by_event["on_module_post"]:
+            self._dispatch("on_module_post", module, output, not stack)
         if self._sharded and not stack and module is self.model:
-            self._watch_sharded_output(_output)
+            self._watch_sharded_output(output)
 
     def _watch_sharded_output(self, output: Any) -> None:
         """FSDP2 computes with gathered copies of its sharded parameters, so the gradient hooks on the optimizer's
@@ -385,15 +404,16 @@ class Watch:
         return dict(self.ctx.first_step)
 
     def findings(self) -> list[Finding]:
-        """The findings so far (T001-T017, and the gradient-flow findings G001-G006 with the optimizer step they
+        """The findings so far (T001-T029, and the gradient-flow findings G001-G006 with the optimizer step they
         were seen at), without the ignored codes: one per rule and place (per-layer findings of one rule merged,
         ``Finding.parts``), cause first, each consequence marked with the code of its cause (``caused_by``; see
         ``ssdaudit.core.diagnosis``). In a distributed run, rank 0's include what the other ranks found and saw
         (``_merge_ranks``)."""
         self._merge_ranks()
+        self._read_deferred()
         found = list(self.ctx.found.values())
         if self.monitor is not None:
-            found += [self._when_seen(f) for f in self.monitor.findings()]
+            found += [self._when_seen(f) for f in self._averaged.filter(self.monitor.findings())]
         if self.ignore:  # an ignored cause takes the consequences that only restate it along (G003, G004)
             found = [f for f in fold(found) if f.rule not in self.ignore
                      and not (f.caused_by in self.ignore and f.rule in _RESTATED)]
@@ -467,7 +487,7 @@ def describe(optimizer: torch.optim.Optimizer, model_name: str, number: int = 0)
 def watch(model: nn.Module | None, optimizer: torch.optim.Optimizer, *, scaler: Any = None, scheduler: Any = None,
           every: int = 1, ignore: Iterable[str] = (), gradflow: bool = True, early_steps: int = 100) -> Watch:
     """The training doctor for ``model`` trained by ``optimizer``: use as a context manager around the loop, or call
-    ``.attach()``; ``.findings()`` names the loop's silent errors (T001-T017, G001-G006).
+    ``.attach()``; ``.findings()`` names the loop's silent errors (T001-T029, G001-G006).
 
     ``scaler``: only this ``GradScaler``'s calls count (default: any). ``scheduler``: named in learning-rate
     findings (the rates are read from the optimizer's param groups, whatever changes them). ``every``: value checks

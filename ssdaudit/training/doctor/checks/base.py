@@ -10,7 +10,8 @@ from torch import nn
 from ssdaudit.training.doctor.context import Context
 
 # The methods a Watch dispatches, in the order they happen in a step.
-EVENTS = ("on_module_pre", "on_loss", "on_loss_value", "on_dropout", "on_backward_start", "on_backward_end", "on_clip",
+EVENTS = ("on_module_pre", "on_module_post", "on_loss", "on_loss_value", "on_dropout", "on_backward_start", "on_backward_end",
+          "on_clip",
           "on_step_pre", "on_step_post", "on_load", "on_scheduler")
 
 
@@ -21,6 +22,9 @@ class Check:
 
     def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
         """Before any module's forward (``root``: no other forward is running)."""
+
+    def on_module_post(self, ctx: Context, module: nn.Module, output: Any, root: bool) -> None:
+        """After any module's forward returned ``output`` (``root``: no other forward is running)."""
 
     def on_loss(self, ctx: Context, name: str, input: torch.Tensor, target: torch.Tensor, options: dict[str, Any]) -> None:
         """A ``torch.nn.functional`` loss (``name``, e.g. ``cross_entropy``) is called, directly or by a loss module;

@@ -41,10 +41,20 @@ class ClearedBeforeStep(Check):
                        "parameters: something set .grad = None in between", subject="optimizer")
             return
         # all zero? the first nonzero gradient answers no: usually the first tensor looked at, so this costs one
-        # small reduction per due step, not a pass over every gradient (the gradient-flow monitor makes its own)
+        # small reduction per due step, read with the step's other values (one host sync per step); only when it is
+        # zero are the others looked at (the gradient-flow monitor makes its own pass)
         was = self.after_backward
-        all_zero = not any(bool(torch.any(g)) for g in grads)
-        if all_zero and ("C" in after or (was is not None and bool(was > 0))):
-            how = " by clip_grad_norm_ (max_norm 0?)" if "C" in after else ""
-            ctx.report(self.code, f"{ctx.label}: all {len(grads)} gradients are zero at step() {ctx.current} after a backward that "
-                       f"reached them: they were zeroed in between{how}", subject="optimizer")
+        clipped = "C" in after
+        first = torch.stack([grads[0].any(), was > 0 if was is not None else torch.zeros((), dtype=torch.bool,
+                                                                                           device=grads[0].device)])
+        ctx.defer(first, lambda v: self._judge(ctx, grads, bool(v[0]), bool(v[1]), clipped))
+
+    def _judge(self, ctx: Context, grads: list[torch.Tensor], first_nonzero: bool, was_nonzero: bool,
+               clipped: bool) -> None:
+        if first_nonzero or not (clipped or was_nonzero):
+            return
+        if any(bool(torch.any(g)) for g in grads[1:]):
+            return
+        how = " by clip_grad_norm_ (max_norm 0?)" if clipped else ""
+        ctx.report(self.code, f"{ctx.label}: all {len(grads)} gradients are zero at step() {ctx.current} after a backward "
+                   f"that reached them: they were zeroed in between{how}", subject="optimizer")

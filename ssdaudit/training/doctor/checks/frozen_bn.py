@@ -6,6 +6,14 @@ hold them. A module outside the watched model with parameters that require gradi
 steps its running statistics moved while its weights stayed exactly as they were, and no optimizer alive in the
 process holds them. So another model with its own optimizer (a GAN's other half, stepped every k iterations), an
 EMA teacher whose weights are copied in, or a teacher trained alongside is never taken for a frozen one.
+
+Where the frozen module sits decides the severity. Inside the trained path the statistics adapting to the new data
+is the recipe (torchvision's feature-extraction tutorial: a frozen backbone under a trained head): a note. It is
+inside when its forward runs, with gradients enabled, inside a forward whose outermost module has parameters the
+optimizer trains, or when the output of the outermost forward it ran in (under ``no_grad`` too) is the input of
+such a forward in the same step (``head(backbone(x))``, views of it included: the same storage). Otherwise (a
+distillation teacher, whose output is only a target; a module run by itself whose output goes nowhere trained) a
+warning.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._pytree import tree_flatten
 
+from ssdaudit.core.findings import Severity
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
 from ssdaudit.training.gradflow.sharded import local
@@ -47,12 +57,21 @@ class FrozenBatchNormMoves(Check):
     code = "T007"
 
     def __init__(self) -> None:
-        self.seen: dict[int, nn.Module] = {}
+        self.seen: dict[int, nn.Module] = {}  # frozen, outside the trained path: a warning
+        self.noted: dict[int, nn.Module] = {}  # frozen, inside the trained path: a note
+        self._root_trains: dict[int, bool] = {}  # id(outermost module) -> it holds trained parameters
+        self.pending: dict[int, dict[int, nn.Module]] = {}  # id(outermost module) -> its frozen BatchNorm, undecided
+        self.out_ptrs: dict[int, int] = {}  # storage address of a pending outermost module's output -> its id
         self.total: set[int] = set()
         self.candidates: dict[int, _Candidate] = {}
         self.judged: set[int] = set()
 
     def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
+        if root and self.out_ptrs and torch.is_grad_enabled() and self._trains(ctx, module):
+            for a in tree_flatten(args)[0]:
+                owner = self.out_ptrs.get(_storage(a)) if isinstance(a, torch.Tensor) else None
+                if owner is not None and owner in self.pending:
+                    self.noted.update(self.pending.pop(owner))
         if not isinstance(module, _BatchNorm) or not module.training or not module.track_running_stats:
             return
         weight = module.weight
@@ -61,11 +80,27 @@ class FrozenBatchNormMoves(Check):
         self.total.add(id(module))
         frozen = not weight.requires_grad or (ctx.in_model(module) and id(weight) not in ctx.optimizer_ids)
         if frozen:
-            self.seen[id(module)] = module
+            outer = ctx.stack[0] if ctx.stack else module
+            if torch.is_grad_enabled() and self._trains(ctx, outer):
+                self.noted[id(module)] = module
+            else:
+                self.pending.setdefault(id(outer), {})[id(module)] = module
         elif id(weight) not in ctx.optimizer_ids and id(module) not in self.judged and id(module) not in self.candidates:
             with torch.no_grad():
                 self.candidates[id(module)] = _Candidate(module, ctx.current, weight.detach().clone(),
                                                          module.running_mean.detach().clone())
+
+    def on_module_post(self, ctx: Context, module: nn.Module, output: Any, root: bool) -> None:
+        if root and id(module) in self.pending:
+            for t in tree_flatten(output)[0]:
+                if isinstance(t, torch.Tensor):
+                    self.out_ptrs[_storage(t)] = id(module)
+
+    def _trains(self, ctx: Context, root: nn.Module) -> bool:
+        known = self._root_trains.get(id(root))
+        if known is None:
+            known = self._root_trains[id(root)] = ctx.trains(root)
+        return known
 
     def _confirmed(self, ctx: Context) -> list[nn.Module]:
         """Candidates followed for EVIDENCE_STEPS steps whose statistics moved, weights did not, and that no
@@ -89,6 +124,19 @@ class FrozenBatchNormMoves(Check):
         if self.candidates:
             for m in self._confirmed(ctx):
                 self.seen[id(m)] = m
+        self._root_trains.clear()
+        for modules in self.pending.values():
+            self.seen.update(modules)
+        self.pending.clear()
+        self.out_ptrs.clear()
+        if self.noted:
+            first = next(iter(self.noted.values()))
+            name = ctx.name_of(first)
+            ctx.report(self.code, f"{len(self.noted)} of {len(self.total)} BatchNorm modules in train mode are frozen "
+                       f"inside the trained path, e.g. {name}: their running statistics adapt to this data while the "
+                       "trained layers after them learn (the feature-extraction recipe; call .eval() on them if "
+                       "the statistics should stay as loaded)", path=name, severity=Severity.INFO)
+            self.noted.clear()
         if self.seen:
             first = next(iter(self.seen.values()))
             name = ctx.name_of(first) if ctx.in_model(first) else (_user_path(first) or ctx.name_of(first))
@@ -117,3 +165,11 @@ def _user_path(module: nn.Module, frames: int = 8) -> str:
                         if sub is module:
                             return f"{key}.{sub_name}" if sub_name else key
     return ""
+
+
+def _storage(t: torch.Tensor) -> int:
+    """The address of ``t``'s storage (shared by its views), or -1 when it has none (a fake or sparse tensor)."""
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except Exception:  # no storage: never matched
+        return -1

@@ -2,7 +2,7 @@
 
 Measured at the first Conv/Linear of each root forward, so a model that normalises its own input inside forward()
 is measured after that; a forward whose first weighted module is anything else (an Embedding, a norm layer) is
-not measured. Only the first ``CHECKS`` training forwards are measured (one host sync each).
+not measured. Only the first ``CHECKS`` training forwards of due steps are measured (read with the step's other values).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class UnnormalisedInputs(Check):
         if self.checked >= CHECKS:
             return
         if root:
-            self.armed = torch.is_grad_enabled() and module.training
+            self.armed = torch.is_grad_enabled() and module.training and ctx.due
         if not self.armed or not module._parameters:
             return
         self.armed = False
@@ -41,9 +41,13 @@ class UnnormalisedInputs(Check):
         self.checked += 1
         with torch.no_grad():
             xf = x.detach().float()
-            mean_abs, lo, hi = torch.stack([xf.abs().mean(), xf.min(), xf.max()]).tolist()
+            stats = torch.stack([xf.abs().mean(), xf.min(), xf.max()])
+        name = ctx.name_of(module)
+        ctx.defer(stats, lambda v: self._judge(ctx, name, *v))
+
+    def _judge(self, ctx: Context, name: str, mean_abs: float, lo: float, hi: float) -> None:
         if mean_abs > SCALE:
             pixels = " (looks like 0..255 pixels)" if lo >= 0 and hi <= 255 and hi > 100 else ""
-            ctx.report(self.code, f"the first layer {ctx.name_of(module)} sees inputs with mean |x| {mean_abs:.3g}, range "
+            ctx.report(self.code, f"the first layer {name} sees inputs with mean |x| {mean_abs:.3g}, range "
                        f"{lo:.3g}..{hi:.3g}{pixels}: not normalised (deliberate? --ignore T012, or watch(..., ignore=['T012']))",
-                       path=ctx.name_of(module))
+                       path=name)

@@ -20,7 +20,8 @@ class NeverCleared(Check):
     code = "T001"
 
     def __init__(self) -> None:
-        self.stale: tuple[torch.Tensor, torch.Tensor, str] | None = None  # (parameter, its stale .grad, message)
+        # (parameter, its stale .grad, whether that held a nonzero value (a device tensor), message)
+        self.stale: tuple[torch.Tensor, torch.Tensor, torch.Tensor, str] | None = None
 
     def on_backward_start(self, ctx: Context, param: torch.Tensor) -> None:
         if self.stale is not None or ctx.step == 0 or "B" in ctx.events or "Z" in ctx.events:
@@ -28,16 +29,17 @@ class NeverCleared(Check):
         if param.grad is None or not ctx.due:
             return
         # Cleared another way (model.zero_grad(set_to_none=False), a loop over p.grad.zero_()): zeros are fine.
-        if bool(local(param.grad).count_nonzero() > 0):  # a sharded (FSDP2) gradient: this rank's shard, no collective
-            self.stale = (param, param.grad, f"{ctx.label}: the backward of step {ctx.current} adds to gradients left "
-                          f"from step {ctx.step} ({ctx.name_of(param)} still holds them): no zero_grad() between step "
-                          f"{ctx.step} and step {ctx.current}")
+        # (read at the end of the step with its other values: one host sync per step; a sharded (FSDP2) gradient:
+        # this rank's shard, no collective)
+        self.stale = (param, param.grad, local(param.grad).any(), f"{ctx.label}: the backward of step {ctx.current} adds to "
+                      f"gradients left from step {ctx.step} ({ctx.name_of(param)} still holds them): no zero_grad() "
+                      f"between step {ctx.step} and step {ctx.current}")
 
     def on_step_pre(self, ctx: Context) -> None:
         if self.stale is None:
             return
-        param, grad, message = self.stale
+        param, grad, nonzero, message = self.stale
         self.stale = None
         if "Z" in ctx.events or param.grad is not grad:
             return  # cleared before this optimizer's step (the backward was another optimizer's)
-        ctx.report(self.code, message, subject="optimizer")
+        ctx.defer(nonzero, lambda v: ctx.report(self.code, message, subject="optimizer") if v[0] else None)

@@ -37,10 +37,12 @@ class LowPrecisionUpdates(Check):
     def on_step_post(self, ctx: Context) -> None:
         if not self.before:
             return
-        moved = torch.stack([torch.stack([m.sum(), ((local(p) == old) & m).sum()]) for p, old, m in self.before]).sum(0).tolist()
-        nonzero, stuck = int(moved[0]), int(moved[1])
+        moved = torch.stack([torch.stack([m.sum(), ((local(p) == old) & m).sum()]) for p, old, m in self.before]).sum(0)
         dtype = str(self.before[0][0].dtype).removeprefix("torch.")
         self.before = []
+        ctx.defer(moved, lambda v: self._judge(ctx, int(v[0]), int(v[1]), dtype))
+
+    def _judge(self, ctx: Context, nonzero: int, stuck: int, dtype: str) -> None:
         if nonzero and stuck * 2 > nonzero:
             ctx.report(self.code, f"step {ctx.current} left {stuck:,} of {nonzero:,} {dtype} weight values with a nonzero "
                        f"gradient unchanged ({100 * stuck / nonzero:.0f}%): the updates round to zero without fp32 "

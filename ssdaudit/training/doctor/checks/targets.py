@@ -41,33 +41,42 @@ class DegenerateTargets(Check):
             return
         if target.is_floating_point() or not torch.is_grad_enabled() or not ctx.due or target.numel() == 0:
             return
+        if input.dim() < 2:
+            return
         ignore = int(options.get("ignore_index", -100))
-        valid = target[target != ignore]
-        if valid.numel() == 0:
-            ctx.report(self.code, f"all {target.numel()} targets of F.{name} at step {ctx.current} equal ignore_index="
+        classes = input.shape[1]
+        with torch.no_grad():
+            counts = class_counts(target, classes, ignore)
+        per_sample = target.dim() == 1
+        n, batch = target.numel(), target.shape[0]
+        ctx.defer(counts, lambda c: self._judge(ctx, name, c, n, batch, ignore, classes, per_sample))
+
+    def _judge(self, ctx: Context, name: str, counts: list[float], n: int, batch: int, ignore: int, classes: int,
+               per_sample: bool) -> None:
+        """``counts``: targets per class, then those equal to ignore_index (or outside the classes) last."""
+        present = {c: int(k) for c, k in enumerate(counts[:classes]) if k > 0}
+        if not present:
+            ctx.report(self.code, f"all {n} targets of F.{name} at step {ctx.current} equal ignore_index="
                        f"{ignore}: the loss has nothing to learn from (an inverted padding mask?)", subject="targets")
             return
-        per_sample = target.dim() == 1  # one class per sample: frequencies mean something under shuffling
-        if per_sample:
-            classes, counts = torch.unique(valid, return_counts=True)
-            self.counts.update(dict(zip(classes.tolist(), counts.tolist())))
-        lo, hi = (int(v) for v in torch.stack([valid.min(), valid.max()]).tolist())
-        if lo != hi or target.shape[0] < 2:
+        if per_sample:  # one class per sample: frequencies mean something under shuffling
+            self.counts.update(present)
+        lo, hi = min(present), max(present)
+        if lo != hi or batch < 2:
             self.run.clear()
             self.mixed = self.mixed or lo != hi
             return
-        self.run.append((lo, target.shape[0]))
+        self.run.append((lo, batch))
         probability = self._chance() if per_sample else None
         if probability is not None:
             evidence = len(self.run) >= 2 and probability < RUN_PROBABILITY
         else:  # one class seen so far (or targets per pixel or token: the one-class rule only, before any mix)
-            classes_in_input = input.shape[1] if input.dim() >= 2 else 0
-            samples = sum(n for _, n in self.run)
+            samples = sum(k for _, k in self.run)
             evidence = (not self.mixed and len(self.run) >= RUN_BATCHES and samples >= RUN_SAMPLES
-                        and classes_in_input >= 2)
+                        and classes >= 2)
         if evidence and not self.reported:
             self.reported = True
-            samples = sum(n for _, n in self.run)
+            samples = sum(k for _, k in self.run)
             seen = sorted({c for c, _ in self.run})
             chance = (f"; shuffled batches with the class frequencies seen so far ({self._frequencies()}) would do "
                       f"that with probability {probability:.0e}") if probability is not None else ""
@@ -94,3 +103,12 @@ class DegenerateTargets(Check):
         top = self.counts.most_common(3)
         shown = ", ".join(f"class {c} {n / total:.0%}" for c, n in top)
         return shown + (", ..." if len(self.counts) > 3 else "")
+
+
+def class_counts(target: torch.Tensor, classes: int, ignore: int) -> torch.Tensor:
+    """Targets per class, as a ``(classes + 1,)`` float tensor on the target's device: the last entry counts
+    those equal to ``ignore`` or outside ``0..classes-1``. A fixed size, so no host sync (``torch.unique`` and
+    ``bincount`` need one on a GPU to size their output)."""
+    t = target.reshape(-1).long()
+    t = torch.where((t == ignore) | (t < 0) | (t >= classes), torch.full_like(t, classes), t)
+    return torch.zeros(classes + 1, device=t.device).scatter_add_(0, t, torch.ones(t.shape, device=t.device))

@@ -1,0 +1,154 @@
+"""T020 (a hand-written mask that keeps only positions of one target value) and T021 (labels independent of the
+inputs: two permutations): each buggy loop, written the way people write it, is named; its clean twin is not."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssdaudit.core.findings import Severity
+from ssdaudit.training.doctor import Watch, watch
+
+PAD, VOCAB = 0, 12
+
+
+def failing(w: Watch) -> list[str]:
+    return [f"{f.rule}: {f.message}" for f in w.findings() if f.severity in (Severity.ERROR, Severity.WARNING)]
+
+
+class Tagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.out = nn.Embedding(VOCAB, 16), nn.Linear(16, VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.emb(tokens)))  # (B, L, VOCAB)
+
+
+def padded_batch(g: torch.Generator, batch: int = 8, length: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.randint(3, length + 1, (batch,), generator=g)
+    tokens = torch.randint(1, VOCAB, (batch, length), generator=g)
+    tokens[torch.arange(length)[None, :] >= lengths[:, None]] = PAD
+    labels = tokens.roll(-1, 1)
+    labels[tokens == PAD] = PAD
+    return tokens, labels
+
+
+def tagging(bug: bool, steps: int = 5, select: str = "index") -> Watch:
+    torch.manual_seed(0)
+    model = Tagger()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    with watch(model, opt) as w:
+        for _ in range(steps):
+            tokens, labels = padded_batch(g)
+            logits = model(tokens)
+            active = labels.view(-1) == PAD if bug else labels.view(-1) != PAD  # the bug: the mask inverted
+            if select == "index":
+                loss = F.cross_entropy(logits.view(-1, VOCAB)[active], labels.view(-1)[active])
+            else:
+                flat = torch.masked_select(logits.view(-1, VOCAB), active[:, None]).view(-1, VOCAB)
+                loss = F.cross_entropy(flat, labels.view(-1)[active])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return w
+
+
+def test_t020_inverted_padding_mask_is_named() -> None:
+    w = tagging(bug=True)
+    found = [f for f in w.findings() if f.rule == "T020"]
+    assert len(found) == 1 and found[0].severity is Severity.ERROR
+    assert "all equal 0" in found[0].message
+    assert w.first_step["T020"] == 3
+
+
+def test_t020_masked_select_is_named() -> None:
+    assert [f.rule for f in tagging(bug=True, select="masked_select").findings() if f.rule == "T020"] == ["T020"]
+
+
+def test_t020_clean_twin() -> None:
+    assert failing(tagging(bug=False)) == []
+
+
+def test_t020_clean_foreground_of_a_batch_with_two_classes_once() -> None:
+    # a detector-like loss over foreground anchors: one class in some batches, two in others: no sustained run
+    torch.manual_seed(0)
+    head = nn.Linear(4, 3)
+    opt = torch.optim.SGD(head.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(2)
+    with watch(head, opt) as w:
+        for i in range(6):
+            feats = torch.randn(20, 4, generator=g)
+            labels = torch.zeros(20, dtype=torch.long)
+            labels[:5] = 1
+            labels[5:8] = 2 if i % 2 else 1
+            fg = labels > 0
+            opt.zero_grad()
+            F.cross_entropy(head(feats)[fg], labels[fg]).backward()
+            opt.step()
+    assert failing(w) == []
+
+
+def shuffled(bug: bool, steps: int = 60, batch: int = 32, warmup: int = 0) -> Watch:
+    """An MLP on a learnable task; the bug draws one permutation for the inputs and another for the labels."""
+    torch.manual_seed(0)
+    n = 512
+    X = torch.randn(n, 10)
+    Y = (X[:, :3] @ torch.tensor([1.0, -1.0, 0.5]) > 0).long() + (X[:, 3] > 1).long()
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) if warmup else 1.0)
+    done = 0
+    with watch(model, opt) as w:
+        while done < steps:
+            perm = torch.randperm(n)
+            xs = X[perm]
+            ys = Y[torch.randperm(n)] if bug else Y[perm]
+            for i in range(0, n, batch):
+                opt.zero_grad()
+                F.cross_entropy(model(xs[i:i + batch]), ys[i:i + batch]).backward()
+                opt.step()
+                sched.step()
+                done += 1
+                if done == steps:
+                    break
+    return w
+
+
+def test_t021_two_permutations_are_named() -> None:
+    w = shuffled(bug=True)
+    found = [f for f in w.findings() if f.rule == "T021"]
+    assert len(found) == 1 and found[0].severity is Severity.WARNING
+    assert w.first_step["T021"] <= 45
+
+
+def test_t021_clean_twin() -> None:
+    assert failing(shuffled(bug=False)) == []
+
+
+def test_t021_says_nothing_at_the_start_of_training() -> None:
+    # the first steps of any run (or a hard task not yet learned) look the same: no evidence before a sustained run
+    assert [f.rule for f in shuffled(bug=True, steps=30).findings() if f.rule == "T021"] == []
+
+
+def test_t021_clean_during_a_long_warm_up() -> None:
+    # a real task under a 2000-step linear warm-up (nanoGPT's recipe): 60 steps in, the model has not moved yet, and
+    # true and permuted pairs cost the same; that is no evidence while the learning rate still rises
+    assert failing(shuffled(bug=False, warmup=2000)) == []
+
+
+def test_t021_every_10_reads_between_checks_nothing() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    X, Y = torch.randn(64, 10), torch.randint(0, 3, (64,))
+    with watch(model, opt, every=10) as w:
+        for k in range(45):
+            opt.zero_grad()
+            F.cross_entropy(model(X[k % 2 * 32:(k % 2 + 1) * 32]), Y[torch.randperm(64)[:32]]).backward()
+            opt.step()
+            if k % 10 != 0:
+                assert not w.ctx._deferred
+    assert [f.rule for f in w.findings() if f.rule == "T021"] == ["T021"]
