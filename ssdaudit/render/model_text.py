@@ -190,3 +190,4 @@ def render_doctor_text(report: DoctorReport, console: Console) -> None:
         console.print("[green]no silent errors found[/]")
     else:
         console.print(f"{counts[Severity.ERROR]} errors, {counts[Severity.WARNING]} warnings, {counts[Severity.INFO]} notes")
+import ssdaudit.render.resume_text  # noqa: E402,F401  (registers the ResumeReport renderer)

@@ -168,13 +168,14 @@ class Runner:
 
 
 def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
-                script_stdout: TextIO | None = None) -> DoctorReport:
+                script_stdout: TextIO | None = None, runner: Runner | None = None) -> DoctorReport:
     """Run ``command`` (``python train.py ARGS`` or ``python -m module ARGS``) in this process with every optimizer
     watched, for at most ``steps`` optimizer steps; the diagnosis. ``script_stdout``: where the script's prints go
     (default: stdout). Raises ``UsageError`` (bad command), ``ScriptError`` (the script raised, exited non-zero,
-    or built no optimizer) or ``ScriptInterrupted`` (Ctrl-C; a ``KeyboardInterrupt``)."""
+    or built no optimizer) or ``ScriptInterrupted`` (Ctrl-C; a ``KeyboardInterrupt``). ``runner``: a ``Runner``
+    (subclass) to use instead of a new one (``steps``, ``every`` and ``ignore`` are then its own)."""
     cmd = parse_command(command)
-    runner = Runner(steps, every, ignore)
+    runner = runner if runner is not None else Runner(steps, every, ignore)
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [cmd.target, *cmd.args]
     if not cmd.is_module:
