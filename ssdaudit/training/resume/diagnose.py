@@ -146,6 +146,14 @@ def _batch_cause(div: Divergence, a: StepPrint, b: StepPrint, run1: RunPrints, r
     i, j = div.step, div.run1_step
     matches = [s.step for s in run1.steps if s.batch == b.batch and s.batch is not None]
     loader = a.loader
+    s1 = _start_before(run1, j - 1, loader)
+    s2 = _start_before(run2, i - 1, b.loader)
+    if (s1 is not None and s2 is not None and s2.global_shuffle and s1.step == saved
+            and s1.rng.get("torch") != s2.rng.get("torch")):
+        again = " (it repeats the order of an earlier epoch)" if matches else ""
+        return f("S003", f"the resumed run trains on another batch {at}: the epoch's shuffle is drawn from the global "  # type: ignore[operator, no-any-return]
+                 "torch RNG (a shuffled DataLoader without a generator of its own), whose state the checkpoint did "
+                 f"not restore{again}", i)
     if matches:
         k = min(matches, key=lambda s: abs(s - j))
         d = k - j
@@ -163,16 +171,10 @@ def _batch_cause(div: Divergence, a: StepPrint, b: StepPrint, run1: RunPrints, r
                      "(the DataLoader position) was not restored", i)
         return f("S007", f"the resumed run {what} {at}: its batch is the uninterrupted run's batch of step {k}: a "  # type: ignore[operator, no-any-return]
                  f"step or epoch counter was restored off by {abs(d)}", i)
-    s1 = _start_before(run1, j - 1, loader)
-    s2 = _start_before(run2, i - 1, b.loader)
     detail = "the data order was not restored"
     code = "S001"
     if s1 is not None and s2 is not None:
-        if s2.global_shuffle and s1.rng.get("torch") != s2.rng.get("torch") and s1.step == saved:
-            code = "S003"
-            detail = ("the epoch's shuffle is drawn from the global torch RNG (a shuffled DataLoader without a "
-                      "generator of its own), whose state was not restored")
-        elif s1.sampler_epoch != s2.sampler_epoch:
+        if s1.sampler_epoch != s2.sampler_epoch:
             detail = (f"the sampler's epoch differs ({s1.sampler_epoch} against {s2.sampler_epoch}): "
                       "sampler.set_epoch(epoch) was not called with the restored epoch")
         elif s1.step < saved:

@@ -181,7 +181,9 @@ class Recorder:
             f.scaled(value)
 
     def _loader_number(self, loader: Any) -> int:
-        return self._loaders.setdefault(id(loader), len(self._loaders))
+        """Loaders numbered by their dataset (a loader rebuilt every epoch over the same dataset is one stream)."""
+        key = id(getattr(loader, "dataset", loader))
+        return self._loaders.setdefault(key, len(self._loaders))
 
     def on_loader_iter(self, loader: Any) -> None:
         from torch.utils.data import DistributedSampler, RandomSampler
