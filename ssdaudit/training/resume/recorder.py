@@ -240,6 +240,11 @@ class Recorder:
     def _name(target: Any, kind: str) -> tuple[str, Path | None]:
         """The checkpoint's file name (an atomic writer's temporary name mapped back) and its folder."""
         path = target if isinstance(target, (str, os.PathLike)) else getattr(target, "name", None)
+        if isinstance(path, int):  # a file opened from a descriptor (os.fdopen): its path, where /proc tells
+            try:
+                path = os.readlink(f"/proc/self/fd/{path}")
+            except OSError:
+                path = None
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             return ("checkpoint" if kind == "dcp" else "checkpoint.pt"), None
         p = Path(path)
