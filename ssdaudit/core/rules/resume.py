@@ -37,7 +37,7 @@ register(
         fix='save torch.get_rng_state() (and torch.cuda.get_rng_state_all(), numpy.random.get_state(), random.getstate()) in the checkpoint and set them back when resuming',
         bad_example='torch.save({"model": ..., "optimizer": ...}, path)   # a model with dropout',
         good_example='torch.save({..., "rng": torch.get_rng_state()}, path); torch.set_rng_state(ckpt["rng"])',
-        found_by=('resume', 'watch'),
+        found_by=('resume',),
     ),
     Rule(
         code='S004',
@@ -48,7 +48,7 @@ register(
         fix='save scheduler.state_dict() and call scheduler.load_state_dict(ckpt["scheduler"]) after building it',
         bad_example='scheduler = StepLR(optimizer, 5)   # rebuilt on resume, never loaded',
         good_example='scheduler.load_state_dict(ckpt["scheduler"])',
-        found_by=('resume', 'watch'),
+        found_by=('resume',),
     ),
     Rule(
         code='S005',
@@ -59,7 +59,7 @@ register(
         fix='save optimizer.state_dict() and call optimizer.load_state_dict(ckpt["optimizer"]) after building the optimizer on the loaded model',
         bad_example='torch.save(model.state_dict(), path)   # SGD(momentum=0.9): the momentum is lost',
         good_example='torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)',
-        found_by=('resume', 'watch'),
+        found_by=('resume',),
     ),
     Rule(
         code='S006',
@@ -70,7 +70,7 @@ register(
         fix='save scaler.state_dict() and call scaler.load_state_dict(ckpt["scaler"])',
         bad_example='scaler = torch.amp.GradScaler()   # rebuilt on resume, never loaded',
         good_example='scaler.load_state_dict(ckpt["scaler"])',
-        found_by=('resume', 'watch'),
+        found_by=('resume',),
     ),
     Rule(
         code='S007',
@@ -81,7 +81,7 @@ register(
         fix='save the counter of what is done (the epoch after it ends, the global step after it is taken) and resume from the next one: start_epoch = ckpt["epoch"] + 1 when "epoch" is the last one finished',
         bad_example='torch.save({..., "epoch": epoch}, path)  ...  for epoch in range(ckpt["epoch"], epochs):   # replays it',
         good_example='for epoch in range(ckpt["epoch"] + 1, epochs):',
-        found_by=('resume', 'watch'),
+        found_by=('resume',),
     ),
     Rule(
         code='S008',

@@ -137,6 +137,11 @@ class Runner:
             original(self, *args, **kwargs)
             runner._on_optimizer(self)
 
+        from ssdaudit.training.resume import patches  # torch.save/DCP save observed: what checkpoints lack (S008, S009)
+        from ssdaudit.training.resume.contents import SaveCheck
+
+        saves = patches.observing(SaveCheck(self))
+        saves.__enter__()
         taps.install()
         torch.optim.Optimizer.__init__ = __init__  # type: ignore[method-assign]
         try:
@@ -146,6 +151,7 @@ class Runner:
             for w in self.watches:
                 w.detach()
             taps.uninstall()
+            saves.__exit__(None, None, None)  # after the taps: both wrap GradScaler.scale, restored in reverse
 
     def rounds(self) -> int:
         """Training steps so far across every optimizer: the steps of all of them, divided by how many step together
