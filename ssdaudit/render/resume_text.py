@@ -25,7 +25,8 @@ def render_resume_text(report: ResumeReport, console: Console) -> None:
                       f"{', '.join(report.fields)} differ[/]")
     for f in report.findings:
         loc = f" ({f.location})" if f.location else ""
-        console.print(f"[{_STYLE[f.severity]}]{f.rule} {f.name}[/]{escape(loc)}: {escape(f.message)}")
+        what = f" {f.subject}" if f.rule in ("S008", "S009") and f.subject else ""
+        console.print(f"[{_STYLE[f.severity]}]{f.rule} {f.name}[/]{escape(what + loc)}: {escape(f.message)}")
         console.print(f"  fix: {escape(f.fix)}  (docs/rules/{f.rule}.md)")
     if report.max_abs_diff is not None:
         console.print(f"after {report.compared} steps the parameters differ by at most {report.max_abs_diff:.3g} "
