@@ -128,7 +128,7 @@ def gaps(obj: Any, model: nn.Module | None, optimizer: torch.optim.Optimizer, sc
         out.append(("S008", "GradScaler", f"the checkpoint holds no GradScaler state (scale {float(scaler._scale):g} "
                     "now): a resumed run starts again from its initial scale"))
     random_layers = [n for n, m in (model.named_modules() if model is not None else [])
-                     if isinstance(m, RANDOM_MODULES) and m.training and getattr(m, "p", 0)]
+                     if isinstance(m, RANDOM_MODULES) and m.training and getattr(m, "p", 0.0) > 0]
     if (random_layers or global_shuffle) and not found.rng:
         uses = []
         if random_layers:

@@ -13,11 +13,14 @@ they differ, read from which fingerprint differs first:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ssdaudit.core.findings import RULES, Finding, Location
 from ssdaudit.training.resume.fingerprint import LoaderStart, RunPrints, StepPrint
+
+
+Make = Callable[[str, str, int], Finding]  # (rule code, message, resumed step) -> the finding
 
 
 @dataclass(frozen=True)
@@ -86,51 +89,47 @@ def diagnose(run1: RunPrints, run2: RunPrints, saved: int, location: Location | 
             continue
         div = Divergence(i + 1, j + 1, fields)
         return div, [_cause(div, a, b, run1, run2, saved, opt_state, opt_step, finding)]
-    overlap = min(len(r2), len(r1) - saved)
-    if len(r2) < overlap or (r2 and len(r2) < len(r1) - saved and False):
-        return None, []
     return None, []
 
 
 def _cause(div: Divergence, a: StepPrint, b: StepPrint, run1: RunPrints, run2: RunPrints, saved: int,
-           opt_state: dict[str, int] | None, opt_step: float | None, finding: object) -> Finding:
-    make = finding  # type: ignore[assignment]
+           opt_state: dict[str, int] | None, opt_step: float | None, make: Make) -> Finding:
     i, j = div.step, div.run1_step
     at = f"at resumed step {i} (step {j} of the uninterrupted run)"
     if "batch" in div.fields:
-        return _batch_cause(div, a, b, run1, run2, saved, make, at)  # type: ignore[arg-type]
+        return _batch_cause(div, a, b, run1, run2, saved, make, at)
     if "loss" in div.fields:
         torch_rng = a.rng.get("torch") != b.rng.get("torch")
         layers = run1.random_layers or run2.random_layers
         if layers and torch_rng:
-            return make("S003", f"the same batch and weights give another loss {at} ({a.loss!r} against {b.loss!r}): "  # type: ignore[operator, no-any-return]
+            return make("S003", f"the same batch and weights give another loss {at} ({a.loss!r} against {b.loss!r}): "
                         f"the RNG-driven layers {_listed(layers)} draw other numbers because the torch RNG state was "
                         "not restored", i)
         if torch_rng:
-            return make("S003", f"the same batch and weights give another loss {at} ({a.loss!r} against {b.loss!r}) "  # type: ignore[operator, no-any-return]
+            return make("S003", f"the same batch and weights give another loss {at} ({a.loss!r} against {b.loss!r}) "
                         "and the torch RNG state differs: random numbers drawn in the forward (noise, random "
                         "augmentation) differ because the RNG state was not restored", i)
-        return make("S002", f"the same batch and weights give another loss {at} ({a.loss!r} against {b.loss!r}) with "  # type: ignore[operator, no-any-return]
+        return make("S002", f"the same batch and weights give another loss {at} ({a.loss!r} against {b.loss!r}) with "
                     "the same RNG state: state outside the loaded parameters (buffers or Python attributes of the "
                     "model) was not restored", i)
     if "lrs" in div.fields:
-        return make("S004", f"the learning rate differs {at}: {_lr(a.lrs)} in the uninterrupted run, {_lr(b.lrs)} "  # type: ignore[operator, no-any-return]
+        return make("S004", f"the learning rate differs {at}: {_lr(a.lrs)} in the uninterrupted run, {_lr(b.lrs)} "
                     "resumed: the scheduler's state (its step count, last_epoch) was not restored", i)
     if "scale" in div.fields:
-        return make("S006", f"the GradScaler's scale differs {at}: {a.scale:g} in the uninterrupted run, {b.scale:g} "  # type: ignore[operator, no-any-return]
+        return make("S006", f"the GradScaler's scale differs {at}: {a.scale:g} in the uninterrupted run, {b.scale:g} "
                     "resumed: its state was not restored", i)
     if "grad" in div.fields:
         if a.rng.get("torch") != b.rng.get("torch"):
-            return make("S003", f"the same batch and loss give other gradients {at}: random numbers drawn in the "  # type: ignore[operator, no-any-return]
+            return make("S003", f"the same batch and loss give other gradients {at}: random numbers drawn in the "
                         "forward or backward differ because the torch RNG state was not restored", i)
-        return make("S002", f"the same batch and loss give other gradients {at}: state outside the loaded "  # type: ignore[operator, no-any-return]
+        return make("S002", f"the same batch and loss give other gradients {at}: state outside the loaded "
                     "parameters was not restored", i)
     held = ", ".join(f"{k} of {n} tensors" for k, n in sorted((opt_state or {}).items())) or "no tensor state"
     now = ", ".join(f"{k} of {n} tensors" for k, n in sorted(run2.start_state.items())) or "none"
     counts = ""
     if opt_step is not None or run2.start_step_count is not None:
         counts = f"; its step count was {opt_step if opt_step is None else int(opt_step)}, resumed {run2.start_step_count if run2.start_step_count is None else int(run2.start_step_count)}"
-    return make("S005", f"the same gradients make another update {at}: the optimizer's state was not restored "  # type: ignore[operator, no-any-return]
+    return make("S005", f"the same gradients make another update {at}: the optimizer's state was not restored "
                 f"({run1.optimizer} held {held} when the checkpoint was saved; the resumed run started with {now}"
                 f"{counts})", i)
 
@@ -141,8 +140,7 @@ def _lr(lrs: list[float]) -> str:
 
 
 def _batch_cause(div: Divergence, a: StepPrint, b: StepPrint, run1: RunPrints, run2: RunPrints, saved: int,
-                 make: object, at: str) -> Finding:
-    f = make  # type: ignore[assignment]
+                 f: Make, at: str) -> Finding:
     i, j = div.step, div.run1_step
     matches = [s.step for s in run1.steps if s.batch == b.batch and s.batch is not None]
     loader = a.loader
@@ -151,7 +149,7 @@ def _batch_cause(div: Divergence, a: StepPrint, b: StepPrint, run1: RunPrints, r
     if (s1 is not None and s2 is not None and s2.global_shuffle and s1.step == saved
             and s1.rng.get("torch") != s2.rng.get("torch")):
         again = " (it repeats the order of an earlier epoch)" if matches else ""
-        return f("S003", f"the resumed run trains on another batch {at}: the epoch's shuffle is drawn from the global "  # type: ignore[operator, no-any-return]
+        return f("S003", f"the resumed run trains on another batch {at}: the epoch's shuffle is drawn from the global "
                  "torch RNG (a shuffled DataLoader without a generator of its own), whose state the checkpoint did "
                  f"not restore{again}", i)
     if matches:
@@ -163,13 +161,13 @@ def _batch_cause(div: Divergence, a: StepPrint, b: StepPrint, run1: RunPrints, r
         at_boundary = saved in starts
         epoch_start = max((s for s in starts if s < j), default=None)
         if at_boundary and lengths and abs(d) in lengths:
-            return f("S007", f"the resumed run {what} {at}: its first batch is batch {k} of the uninterrupted run, one "  # type: ignore[operator, no-any-return]
+            return f("S007", f"the resumed run {what} {at}: its first batch is batch {k} of the uninterrupted run, one "
                      f"epoch ({abs(d)} steps) {'back' if d < 0 else 'ahead'}: the epoch counter was restored off by one", i)
         if not at_boundary and epoch_start is not None and k == epoch_start + 1 and d < 0:
-            return f("S001", f"the resumed run starts its epoch over {at}: its first batch is the epoch's first batch "  # type: ignore[operator, no-any-return]
+            return f("S001", f"the resumed run starts its epoch over {at}: its first batch is the epoch's first batch "
                      f"(step {k} of the uninterrupted run), so it replays {-d} batches: the position in the epoch "
                      "(the DataLoader position) was not restored", i)
-        return f("S007", f"the resumed run {what} {at}: its batch is the uninterrupted run's batch of step {k}: a "  # type: ignore[operator, no-any-return]
+        return f("S007", f"the resumed run {what} {at}: its batch is the uninterrupted run's batch of step {k}: a "
                  f"step or epoch counter was restored off by {abs(d)}", i)
     detail = "the data order was not restored"
     code = "S001"
@@ -182,4 +180,4 @@ def _batch_cause(div: Divergence, a: StepPrint, b: StepPrint, run1: RunPrints, r
                       "generator and the position in the epoch were not restored")
         else:
             detail = "the shuffle generator (or the sampler's state) was not restored"
-    return f(code, f"the resumed run trains on another batch {at}, one the uninterrupted run never saw: {detail}", i)  # type: ignore[operator, no-any-return]
+    return f(code, f"the resumed run trains on another batch {at}, one the uninterrupted run never saw: {detail}", i)

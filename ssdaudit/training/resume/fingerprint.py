@@ -40,7 +40,7 @@ def tensor_digest(t: torch.Tensor, seed: int = 0) -> int:
     if flat.dtype is torch.bool:
         flat = flat.to(torch.uint8)
     data = flat.view(torch.uint8) if flat.element_size() > 1 or flat.dtype is not torch.uint8 else flat
-    return zlib.crc32(memoryview(data.numpy()), seed)
+    return zlib.crc32(data.numpy().data, seed)  # contiguous uint8: its buffer, not a copy
 
 
 def _device_digest(t: torch.Tensor) -> torch.Tensor:

@@ -90,7 +90,7 @@ class Fingerprinter:
             self.prints.start_state, self.prints.start_step_count = optimizer_state_summary(opt)
             if self.model is not None:
                 self.prints.random_layers = [n or type(m).__name__ for n, m in self.model.named_modules()
-                                             if isinstance(m, RANDOM_MODULES) and m.training and getattr(m, "p", 0)]
+                                             if isinstance(m, RANDOM_MODULES) and m.training and getattr(m, "p", 0.0) > 0]
 
     def _post(self, opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         _, params = named_params(self.model, opt)
