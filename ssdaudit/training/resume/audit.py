@@ -71,7 +71,7 @@ def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str
     child = [sys.executable, "-m", "ssdaudit.training.resume.child", str(steps), str(out), "--", *words, *args2]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([p for p in [_root(), env.get("PYTHONPATH", "")] if p])
-    proc = subprocess.run(child, stdout=script_stdout if script_stdout is not None else None, env=env)
+    proc = _run_child(child, env, script_stdout)
     resume_command = " ".join(["python", *(shlex.quote(w) for w in words), resume_args])  # the copy's path is temporary
     if not out.exists():
         raise ScriptError(f"the resumed run failed (exit status {proc.returncode}): {resume_command}")
@@ -97,6 +97,21 @@ def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str
         resumed_steps=len(run2.steps), diverged_at=div.step if div else None, fields=list(div.fields) if div else [],
         max_abs_diff=max_abs, rel_diff=rel, findings=findings,
         notes=notes, internal_errors=[e for w in runner.watches for e in w.ctx.internal_errors])
+
+
+def _run_child(child: list[str], env: dict[str, str], script_stdout: TextIO | None) -> subprocess.CompletedProcess[bytes]:
+    """Run the resumed process; its output goes where the first run's went (``script_stdout``, else stdout), through
+    a pipe when that stream has no file descriptor (a captured stream)."""
+    if script_stdout is None:
+        return subprocess.run(child, env=env)
+    try:
+        script_stdout.fileno()
+    except (OSError, ValueError, AttributeError):
+        proc = subprocess.run(child, env=env, stdout=subprocess.PIPE)
+        script_stdout.write(proc.stdout.decode(errors="replace"))
+        return proc
+    script_stdout.flush()
+    return subprocess.run(child, env=env, stdout=script_stdout)
 
 
 def _distance(kept: object, path: Path) -> tuple[float | None, float | None]:
