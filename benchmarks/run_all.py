@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "bench"
-BENCHMARKS = ["params_speed", "zoo_sweep", "meta_7b", "diff_speed", "gradflow_overhead", "watch_overhead", "train_sweep", "lint_speed",
+BENCHMARKS = ["params_speed", "zoo_sweep", "meta_7b", "diff_speed", "gradflow_overhead", "watch_overhead", "resume_overhead", "train_sweep", "lint_speed",
               "coco_eval_speed",
               "inference_speed", "train_synthetic"]
 

@@ -27,7 +27,7 @@ NO_ROWS = {"gpu_trust"}
 # Every benchmark script, most CPU time first (about 27, 26, 24, 12, 20, 11, 10, 9, 7, 7, 6 and 6 s; run_all's meta_7b
 # comes last), so that the two workers finish together.
 ORDER = ["gpu_trust", "diff_speed", "params_speed", "gpu_suite", "train_sweep", "inference_speed", "train_synthetic", "lint_speed",
-         "coco_eval_speed", "gradflow_overhead", "watch_overhead", "watch_syncs", "meta_7b", "zoo_sweep"]
+         "coco_eval_speed", "gradflow_overhead", "watch_overhead", "watch_syncs", "resume_overhead", "meta_7b", "zoo_sweep"]
 KEYS = {"name", "ours", "comparison", "ratio", "goal", "met"}  # what run_all.py reads from each row
 TIMEOUT = 300
 

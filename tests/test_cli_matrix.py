@@ -53,7 +53,8 @@ def example_input():
 CLEAN_MODEL = BUGGY_MODEL.replace("[nn.Linear(8, 8), nn.Linear(8, 8)]  # the seed's bug: never registered",
                                   "nn.ModuleList([nn.Linear(8, 8), nn.Linear(8, 8)])")
 # The rule each command must name on the buggy target.
-EXPECTED_RULE = {"params": "R001", "gradflow": "G001", "lint": "R001", "check": "R001", "diff": "C002", "watch": "T001"}
+EXPECTED_RULE = {"params": "R001", "gradflow": "G001", "lint": "R001", "check": "R001", "diff": "C002", "watch": "T001",
+                 "resume": "S005"}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,10 @@ def targets(tmp_path_factory) -> dict[str, dict[str, list[str]]]:
         # the training doctor on the example script (a loop that never clears gradients) and its fixed twin
         "watch": {k: ["watch", "--steps", "3", "--", "python", str(ROOT / "examples" / "watch_missing_zero_grad.py"),
                       *(["--fixed"] if k == "clean" else [])] for k in ("buggy", "clean")},
+        # a run resumed from its own checkpoint: the example that does not save its optimizer, and its fixed twin
+        "resume": {k: ["resume", "--at", "4", "--steps", "2", "--resume-args", "--resume {checkpoint}", "--", "python",
+                       str(ROOT / "examples" / "resume_no_optimizer_state.py"), "--out", str(root / f"resume-{k}"),
+                       *(["--fixed"] if k == "clean" else [])] for k in ("buggy", "clean")},
     }
 
 
@@ -105,7 +110,7 @@ def rules_in(doc: object) -> list[str]:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("kind", ["buggy", "clean"])
-@pytest.mark.parametrize("command", ["params", "gradflow", "lint", "check", "diff", "watch"])
+@pytest.mark.parametrize("command", ["params", "gradflow", "lint", "check", "diff", "watch", "resume"])
 def test_command_in_every_format(targets, command, kind, fmt):
     args = list(targets[command][kind])
     at = args.index("--") if "--" in args else len(args)  # options go before `--` (after it: the script's own)

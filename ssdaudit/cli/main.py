@@ -8,6 +8,7 @@ import ssdaudit.cli.diff
 import ssdaudit.cli.gradflow
 import ssdaudit.cli.lint
 import ssdaudit.cli.params
+import ssdaudit.cli.resume
 import ssdaudit.cli.rules
 import ssdaudit.cli.watch  # noqa: F401
 from ssdaudit.cli.app import app

@@ -204,3 +204,6 @@ def _where(f: Finding) -> str:
     """`` fc (step 2, train.py:30)``: a finding's label, then its step and the script's line where known."""
     when = ", ".join(([f"step {f.step}"] if f.step is not None else []) + ([str(f.location)] if f.location else []))
     return (f" {f.label}" if f.label else "") + (f" ({when})" if when else "")
+
+
+import ssdaudit.render.resume_text  # noqa: E402,F401  (registers the ResumeReport renderer)

@@ -13,7 +13,8 @@ from ssdaudit.core.findings import RULES
 
 COMMANDS = {"lint": "`ssdaudit lint` (source)", "params": "`ssdaudit params` (runtime)",
             "gradflow": "`ssdaudit gradflow`", "diff": "`ssdaudit diff`",
-            "watch": "`ssdaudit.watch` and `ssdaudit watch` (runtime)", "check": "`ssdaudit check` (the CI gate)"}
+            "watch": "`ssdaudit.watch` and `ssdaudit watch` (runtime)", "check": "`ssdaudit check` (the CI gate)",
+            "resume": "`ssdaudit resume` (a run against the same run resumed from its own checkpoint)"}
 
 
 def page(code: str) -> str:

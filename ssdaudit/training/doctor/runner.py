@@ -162,6 +162,12 @@ class Runner:
 
             return __init__
 
+        # torch.save/DCP save observed: what checkpoints lack (S008, S009)
+        from ssdaudit.training.resume import patches as save_patches
+        from ssdaudit.training.resume.contents import SaveCheck
+
+        saves = save_patches.observing(SaveCheck(self))
+        saves.__enter__()
         taps.install()  # the taps, and the record of loads, from before the script's first line
         try:
             with patches.patched(torch.optim.Optimizer, "__init__", make, key=f"ssdaudit.runner.{id(self):x}"):
@@ -170,6 +176,7 @@ class Runner:
             for w in self.watches:
                 w.detach()
             taps.uninstall()
+            saves.__exit__(None, None, None)  # after the taps: both wrap GradScaler.scale, restored in reverse
 
     def rounds(self) -> int:
         """Training steps so far across every optimizer: the steps of all of them, divided by how many step together
@@ -194,13 +201,14 @@ class Runner:
 
 
 def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
-                script_stdout: TextIO | None = None) -> DoctorReport:
+                script_stdout: TextIO | None = None, runner: Runner | None = None) -> DoctorReport:
     """Run ``command`` (``python train.py ARGS`` or ``python -m module ARGS``) in this process with every optimizer
     watched, for at most ``steps`` optimizer steps; the diagnosis. ``script_stdout``: where the script's prints go
     (default: stdout). Raises ``UsageError`` (bad command), ``ScriptError`` (the script raised, exited non-zero,
-    or built no optimizer) or ``ScriptInterrupted`` (Ctrl-C; a ``KeyboardInterrupt``)."""
+    or built no optimizer) or ``ScriptInterrupted`` (Ctrl-C; a ``KeyboardInterrupt``). ``runner``: a ``Runner``
+    (subclass) to use instead of a new one (``steps``, ``every`` and ``ignore`` are then its own)."""
     cmd = parse_command(command)
-    runner = Runner(steps, every, ignore)
+    runner = runner if runner is not None else Runner(steps, every, ignore)
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [cmd.target, *cmd.args]
     if not cmd.is_module:

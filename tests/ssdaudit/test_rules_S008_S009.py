@@ -1,0 +1,71 @@
+"""``ssdaudit watch`` at save time (S008, S009): a checkpoint the script saves is compared with the live training
+state; each missing piece the run uses is named once, at the torch.save line, and the exact twins (``--fixed``) and
+state the run does not use (RNG without randomness, no scheduler) are not flagged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ssdaudit.training.doctor.runner import run_watched
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "data" / "resume"
+
+MISSING = [
+    ("optimizer_momentum", "optimizer state", "momentum_buffer of 4 tensors"),
+    ("adam_moments", "optimizer state", "exp_avg of 4 tensors"),
+    ("scheduler", "scheduler", "LambdaLR"),
+    ("grad_scaler", "GradScaler", "scale"),
+    ("rng_dropout", "RNG states", "dropout `2`"),
+    ("shuffle_global_rng", "RNG states", "global torch RNG"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def _s_findings(script: str, *args: str) -> list:
+    report = run_watched(["python", str(SCRIPTS / f"{script}.py"), *args], steps=12)
+    return [f for f in report.findings if f.rule in ("S008", "S009")]
+
+
+@pytest.mark.parametrize("script,piece,words", MISSING, ids=[m[0] for m in MISSING])
+def test_the_missing_piece_is_named_at_the_save_line(script: str, piece: str, words: str) -> None:
+    found = _s_findings(script)
+    assert [(f.rule, f.subject) for f in found] == [("S008", piece)], found
+    assert words in found[0].message
+    assert found[0].location is not None and found[0].location.path.endswith(f"{script}.py")
+    assert "torch.save" in (SCRIPTS / f"{script}.py").read_text().splitlines()[found[0].location.line - 1] or \
+        "save" in (SCRIPTS / f"{script}.py").read_text().splitlines()[found[0].location.line - 1]
+
+
+@pytest.mark.parametrize("script", [m[0] for m in MISSING] + ["epoch_counter", "data_position", "weights_not_loaded"])
+def test_the_twins_and_complete_checkpoints_are_clean(script: str) -> None:
+    assert _s_findings(script, "--fixed") == []
+
+
+def test_a_bare_state_dict_lacks_the_optimizer_but_needs_no_counter(tmp_path: Path) -> None:
+    script = tmp_path / "bare.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\nm = nn.Linear(3, 1)\nopt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)\n"
+        "for i in range(4):\n    opt.zero_grad()\n    m(torch.ones(2, 3)).sum().backward()\n    opt.step()\n"
+        "    torch.save(m.state_dict(), 'w.pt')\n")
+    report = run_watched(["python", str(script)], steps=4)
+    assert [f.subject for f in report.findings if f.rule == "S008"] == ["optimizer state"]
+
+
+def test_weights_saved_from_a_wrapper(tmp_path: Path) -> None:
+    script = tmp_path / "dp.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\nnet = nn.Linear(3, 1)\nmodel = nn.DataParallel(net)\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "for i in range(3):\n    opt.zero_grad()\n    model(torch.ones(2, 3)).sum().backward()\n    opt.step()\n"
+        "    torch.save({'model': model.state_dict(), 'opt': opt.state_dict(), 'step': i}, 'w.pt')\n"
+        "    torch.save({'model': model.module.state_dict(), 'opt': opt.state_dict(), 'step': i}, 'w2.pt')\n")
+    report = run_watched(["python", str(script)], steps=3)
+    s = [f for f in report.findings if f.rule.startswith("S")]
+    assert [f.rule for f in s] == ["S009"]
+    assert s[0].location is not None and s[0].location.line == 10
