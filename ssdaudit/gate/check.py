@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ssdaudit.gate.config import CheckConfig, ModelCheck
 from ssdaudit.core.findings import Finding, Location, Severity, fingerprint
 from ssdaudit.core.report import failing_findings
+
+if TYPE_CHECKING:
+    from ssdaudit.registration.params import ParamsReport
 
 BASELINE_VERSION = 1
 
@@ -104,6 +107,17 @@ def write_baseline(path: str | Path, findings: list[Finding]) -> int:
     return len(prints)
 
 
+def _require_probe(report: ParamsReport) -> None:
+    """Raises ``ProbeError`` when forward failed in train and eval mode (``report.probe_status``): the checks that
+    need it did not run, so the model is not known to be clean (K001), not a pass with a note."""
+    from ssdaudit.core.errors import ProbeError
+
+    status = report.probe_status
+    if status is not None and status.attempted and not status.ran:
+        raise ProbeError(f"the forward probe failed in train and eval mode: {status.failure}; "
+                         "fix forward, or give input_shape (in [[tool.ssdaudit.models]]) that it accepts")
+
+
 def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | None = None,
                 timeout: float | None = None) -> CheckRow:
     """Audit one configured model; a load or probe problem (a model file that exits or hangs too) becomes an
@@ -118,14 +132,7 @@ def check_model(m: ModelCheck, root: Path, progress: Callable[[str], None] | Non
         # source is the gate's lint step's (linted here too, a static finding would be counted twice)
         report = audit_target(m.target, m.reference, input_shape=tuple(m.input_shape) if m.input_shape else None,
                               timeout=deadline.left() or 0, roundtrip=False, root=root, lint_source=False)
-        from ssdaudit.core.errors import ProbeError
-
-        status = report.probe_status
-        if status is not None and status.attempted and not status.ran:
-            # forward failed in train and eval mode: the checks that need it did not run, so the model is not
-            # known to be clean (K001), not a pass with a note
-            raise ProbeError(f"the forward probe failed in train and eval mode: {status.failure}; "
-                             "fix forward, or give input_shape (in [[tool.ssdaudit.models]]) that it accepts")
+        _require_probe(report)
         ref_name = m.reference
         findings = [f for f in report.findings if f.severity is not Severity.INFO]
         broken: list[str] = []
