@@ -154,7 +154,7 @@ class SeriesRecorder(Check):
             upd = np.sqrt((rows[:, UPDATE][:, opt] ** 2).sum(axis=1))
             w = np.sqrt((rows[:, WEIGHT][:, opt] ** 2).sum(axis=1))
             for j, u, ww in zip(where, upd, w):
-                ratio[j] = float(u / ww) if ww > 0 else math.nan
+                ratio[j] = float(u) / float(ww) if ww > 0 else math.nan  # Python floats: inf/nan without a warning
         modules = top_modules([t.name for t in run.tensors])
         sums = {m: np.sqrt((rows[:, GRAD_NORM][:, ks] ** 2).sum(axis=1)) for m, ks in modules.items()}
         if len(sums) > 1:

@@ -197,7 +197,8 @@ def layer_stats(run: GradFlowRun) -> list[LayerStats]:
             mean_abs = s[:, GRAD_L1, ks].sum(axis=1) / max(numel, 1)
             upd = np.sqrt((s[:, UPDATE, ks] ** 2).sum(axis=1))
             w = np.sqrt((s[:, WEIGHT, ks] ** 2).sum(axis=1))
-            ratio = np.where(w > 0, upd / np.where(w > 0, w, 1), 0.0)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/inf statistics: G006's
+                ratio = np.where(w > 0, upd / np.where(w > 0, w, 1), 0.0)
         else:
             norm = gmax = mean_abs = ratio = np.zeros(0)
         out.append(LayerStats(
