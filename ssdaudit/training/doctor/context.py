@@ -72,6 +72,7 @@ class Context:
     first_step: dict[str, int] = field(default_factory=dict)  # rule code -> the step it was first reported at
     loss_without_graph: int = 0  # loss calls since the last step whose input had no autograd graph
     internal_errors: list[str] = field(default_factory=list)
+    monitor: Any = None  # the watch's GradFlowMonitor (its per-step statistics), when it runs one
     _names: dict[int, str] | None = None
     _parents: dict[int, nn.Module] | None = None
     _trained: set[int] = field(default_factory=set)

@@ -22,6 +22,8 @@ forward call that made the node. Hooks only read; nothing the trace does changes
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -55,11 +57,22 @@ _SKIP = {"__get__", "__set__", "size", "dim", "numel", "__len__", "__repr__", "_
 _SOFTMAXES = {"softmax", "log_softmax", "scaled_dot_product_attention", "softmin", "_softmax"}
 
 _local = threading.local()
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+_OUR_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
 
 
-def tracing() -> bool:
-    """Whether a trace (or a replay under one) is running in this thread: the doctor's other hooks stay out of it."""
-    return bool(getattr(_local, "depth", 0))
+def _from_us() -> bool:
+    """Whether the torch call being traced was made by ssdaudit's own hooks (the monitor's statistics, a check),
+    found from the innermost frame outside torch."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+    return frame is not None and frame.f_code.co_filename.startswith(_OUR_DIR)
+
+
+def replaying() -> bool:
+    """Whether the doctor is replaying a step on a copy of a module in this thread: its other hooks stay out of it."""
+    return bool(getattr(_local, "replaying", False))
 
 
 @dataclass(frozen=True)
@@ -178,7 +191,6 @@ class NonFiniteTracer(TorchFunctionMode):
     def start(self) -> "NonFiniteTracer":
         self._handles = [nn.modules.module.register_module_forward_pre_hook(self._pre),
                          nn.modules.module.register_module_forward_hook(self._post)]
-        _local.depth = getattr(_local, "depth", 0) + 1
         self._active = True
         self.__enter__()
         return self
@@ -189,7 +201,6 @@ class NonFiniteTracer(TorchFunctionMode):
         if not self._active:
             return
         self._active = False
-        _local.depth = max(0, getattr(_local, "depth", 0) - 1)
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -223,7 +234,7 @@ class NonFiniteTracer(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        if not self._active or self.error or name in _SKIP:
+        if not self._active or self.error or name in _SKIP or _from_us():
             return func(*args, **kwargs)
         inplace = (name.endswith("_") and not name.endswith("__")) or name in ("__setitem__", "__iadd__", "__isub__",
                                                                                "__imul__", "__itruediv__") \
@@ -243,9 +254,6 @@ class NonFiniteTracer(TorchFunctionMode):
         return out
 
     def _status_of(self, t: torch.Tensor) -> tuple[bool, bool]:
-        known = self._origins.get(id(t))
-        if known is not None and known[0]() is t:
-            return _status(t)
         return _status(t)
 
     def _origin(self, t: torch.Tensor) -> OpRecord | None:

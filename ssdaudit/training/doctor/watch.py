@@ -29,6 +29,7 @@ from torch.utils.hooks import RemovableHandle
 from ssdaudit.core.findings import Finding, rule_codes
 from ssdaudit.training import loads
 from ssdaudit.training.doctor import taps
+from ssdaudit.training.doctor.nonfinite_trace import replaying
 from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
 from ssdaudit.training.doctor.context import Context, raise_internal
@@ -67,6 +68,7 @@ class Watch:
         # per event, the checks that override it (the others cost nothing)
         self._by_event = {e: [c for c in self.checks if getattr(type(c), e) is not getattr(Check, e)] for e in EVENTS}
         self.monitor = GradFlowMonitor(self.model, optimizer, every=every) if gradflow and self.model is not None else None
+        self.ctx.monitor = self.monitor  # F004 reads its update-to-weight ratios
         self._handles: list[RemovableHandle] = []
         self._param_hooks: dict[int, RemovableHandle] = {}
         self._patched: list[tuple[Any, bool]] = []  # objects whose zero_grad we wrapped, and whether they had their own
@@ -96,12 +98,14 @@ class Watch:
                 self.tap_load(module, False, result)
         if self.monitor is not None:
             self.monitor.attach()
+        self._dispatch("on_attach")
         return self
 
     def detach(self) -> None:
         if not self._attached:
             return
         self._attached = False
+        self._dispatch("on_detach")
         for h in [*self._handles, *self._param_hooks.values()]:
             h.remove()
         self._handles.clear()
@@ -154,6 +158,8 @@ class Watch:
     # --- events ----------------------------------------------------------------------------------------
 
     def _dispatch(self, event: str, *args: Any) -> None:
+        if replaying():  # the doctor's own replay of a step on a copy (F001-F004) is not the user's training
+            return
         for c in self._by_event[event]:
             try:
                 getattr(c, event)(self.ctx, *args)
@@ -187,11 +193,15 @@ class Watch:
             self.ctx.events.append("O")  # another optimizer stepped: the backwards before it were its own
 
     def _on_module_pre(self, module: nn.Module, args: Any) -> None:
+        if replaying():
+            return
         root = not self.ctx.stack
         self._dispatch("on_module_pre", module, args if isinstance(args, tuple) else (args,), root)
         self.ctx.stack.append(module)
 
     def _on_module_post(self, module: nn.Module, _args: Any, _output: Any) -> None:
+        if replaying():
+            return
         stack = self.ctx.stack
         if stack and stack[-1] is module:
             stack.pop()
@@ -228,6 +238,7 @@ class Watch:
             self._scaler_step_pending = False
             self.ctx.events.clear()
             self._drop_gradflow_row()
+            self._dispatch("on_scaler_skip", scaler)
 
     # --- GradScaler and the gradient-flow rows ---------------------------------------------------------
 

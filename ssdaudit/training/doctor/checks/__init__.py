@@ -18,6 +18,7 @@ def all_checks() -> list[Check]:
     from ssdaudit.training.doctor.checks.loss_logits import ProbabilitiesToLogitLoss
     from ssdaudit.training.doctor.checks.lr import LearningRateCollapse
     from ssdaudit.training.doctor.checks.never_cleared import NeverCleared
+    from ssdaudit.training.doctor.checks.nonfinite import FirstNonFinite
     from ssdaudit.training.doctor.checks.no_parameter import BackwardReachesNoParameter
     from ssdaudit.training.doctor.checks.precision import LowPrecisionUpdates
     from ssdaudit.training.doctor.checks.replaced import ParametersReplaced
@@ -28,7 +29,8 @@ def all_checks() -> list[Check]:
     return [NeverCleared(), ClearedBeforeStep(), ZeroGradInWindow(), LearningRateCollapse(),
             BackwardReachesNoParameter(), EvalModeTraining(), FrozenBatchNormMoves(), RandomInEval(),
             ProbabilitiesToLogitLoss(), LossBroadcast(), DegenerateTargets(), UnnormalisedInputs(),
-            ClipBeforeUnscale(), LowPrecisionUpdates(), ParametersReplaced(), WeightsNotLoaded(), ReplicasDiffer()]
+            ClipBeforeUnscale(), LowPrecisionUpdates(), ParametersReplaced(), WeightsNotLoaded(), ReplicasDiffer(),
+            FirstNonFinite()]
 
 
 __all__ = ["Check", "all_checks"]
