@@ -59,15 +59,20 @@ _SOFTMAXES = {"softmax", "log_softmax", "scaled_dot_product_attention", "softmin
 _local = threading.local()
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _OUR_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
+_TAPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "taps.py")
 
 
 def _from_us() -> bool:
     """Whether the torch call being traced was made by ssdaudit's own hooks (the monitor's statistics, a check),
-    found from the innermost frame outside torch."""
+    found from the innermost frame outside torch. The taps' wrappers (``taps.py`` calling the original
+    ``F.cross_entropy`` or ``GradScaler.scale`` for the user) are the user's calls."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
         frame = frame.f_back  # type: ignore[assignment]
-    return frame is not None and frame.f_code.co_filename.startswith(_OUR_DIR)
+    if frame is None:
+        return False
+    name = frame.f_code.co_filename
+    return name.startswith(_OUR_DIR) and name != _TAPS
 
 
 def replaying() -> bool:
@@ -234,7 +239,7 @@ class NonFiniteTracer(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        if not self._active or self.error or name in _SKIP or _from_us():
+        if not self._active or self.error or name in _SKIP or (not replaying() and _from_us()):
             return func(*args, **kwargs)
         inplace = (name.endswith("_") and not name.endswith("__")) or name in ("__setitem__", "__iadd__", "__isub__",
                                                                                "__imul__", "__itruediv__") \

@@ -30,6 +30,7 @@ SCALER_METHODS = ("scale", "unscale_", "step", "update")
 
 class Listener(Protocol):
     def tap_loss(self, name: str, input: torch.Tensor, target: Any, options: dict[str, Any]) -> None: ...
+    def tap_loss_value(self, name: str, value: torch.Tensor) -> None: ...
     def tap_dropout(self, p: float, training: bool) -> None: ...
     def tap_clip(self, params: list[torch.Tensor], max_norm: float) -> None: ...
     def tap_scaler(self, scaler: Any, method: str, optimizer: Any) -> None: ...
@@ -95,6 +96,11 @@ def _loss(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(inp, torch.Tensor):
                 for lst in list(_listeners):
                     lst.tap_loss(name, inp, target, opts)
+            result = _call(original, *args, **kwargs)
+            if isinstance(result, torch.Tensor):
+                for lst in list(_listeners):
+                    lst.tap_loss_value(name, result)
+            return result
         return _call(original, *args, **kwargs)
 
     return wrapper

@@ -215,6 +215,9 @@ class Watch:
             self.ctx.loss_without_graph += 1
         self._dispatch("on_loss", name, input, target, options)
 
+    def tap_loss_value(self, name: str, value: torch.Tensor) -> None:
+        self._dispatch("on_loss_value", name, value)
+
     def tap_dropout(self, p: float, training: bool) -> None:
         self._dispatch("on_dropout", p, training)
 

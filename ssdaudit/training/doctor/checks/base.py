@@ -10,7 +10,7 @@ from torch import nn
 from ssdaudit.training.doctor.context import Context
 
 # The methods a Watch dispatches, in the order they happen in a step.
-EVENTS = ("on_attach", "on_detach", "on_module_pre", "on_loss", "on_dropout", "on_backward_start", "on_backward_end", "on_clip",
+EVENTS = ("on_attach", "on_detach", "on_module_pre", "on_loss", "on_loss_value", "on_dropout", "on_backward_start", "on_backward_end", "on_clip",
           "on_step_pre", "on_step_post", "on_load", "on_scheduler", "on_scaler_skip")
 
 
@@ -31,6 +31,9 @@ class Check:
     def on_loss(self, ctx: Context, name: str, input: torch.Tensor, target: torch.Tensor, options: dict[str, Any]) -> None:
         """A ``torch.nn.functional`` loss (``name``, e.g. ``cross_entropy``) is called, directly or by a loss module;
         ``options``: its other arguments by name (``ignore_index``, ``reduction`` ...)."""
+
+    def on_loss_value(self, ctx: Context, name: str, value: torch.Tensor) -> None:
+        """That functional loss returned ``value`` (on the device: a check that reads it syncs only on due steps)."""
 
     def on_dropout(self, ctx: Context, p: float, training: bool) -> None:
         """A functional dropout is called with probability ``p`` and its ``training`` argument."""

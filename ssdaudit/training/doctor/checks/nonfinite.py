@@ -129,13 +129,25 @@ _FIXES = {
 }
 
 
+_LINEAR = {"linear", "matmul", "mm", "bmm", "addmm", "conv1d", "conv2d", "conv3d", "mul", "add", "sub", "einsum",
+           "mse_loss", "pow", "sum", "mean", "layer_norm", "batch_norm", "scaled_dot_product_attention"}
+
+
 def fix_for(op: str, rec: nt.OpRecord) -> str:
-    """The usual fix for ``op``, or the divergence hint when its inputs were already huge."""
-    big = max((max(abs(s.lo), abs(s.hi)) for s in rec.inputs if s.lo <= s.hi), default=0.0)
-    if big > 1e15 and rec.made != "NaN" or (op in ("linear", "matmul", "conv2d", "mul", "add", "bmm") and big > 1e6):
-        return (f"its inputs were already huge (|x| up to {big:.3g}): the values diverged before this step; lower "
-                "the learning rate or clip gradients")
+    """The usual fix for ``op``; the divergence hint instead when its inputs were already huge for their dtype (above
+    the square root of its largest value, or above 1e6 for products and sums, which overflow from there)."""
     base = op.rstrip("_")
+    for s in rec.inputs:
+        if s.lo > s.hi:
+            continue
+        big = max(abs(s.lo), abs(s.hi))
+        try:
+            top = torch.finfo(getattr(torch, s.dtype)).max
+        except (AttributeError, TypeError):
+            continue
+        if big > math.sqrt(top) or (base in _LINEAR and big > min(1e6, math.sqrt(top))):
+            return (f"its inputs were already huge for {s.dtype} (|x| up to {big:.3g}): the values diverged in the "
+                    "steps before; lower the learning rate or clip gradients")
     return _FIXES.get(base, "clamp the input of this operation to its valid range, or add an eps")
 
 
@@ -158,7 +170,8 @@ class FirstNonFinite(Check):
         self.skips = 0
         self.consecutive = 0
         self.ok_steps = 0
-        self.scale_start: float | None = None
+        self.loss_bad: torch.Tensor | None = None  # device: a functional loss of this step was NaN/Inf
+        self.w0: dict[str, float] = {}  # the weight norms before the first step (F004's ratio at step 1)
 
     # --- lifetime ------------------------------------------------------------------------------------
 
@@ -202,6 +215,15 @@ class FirstNonFinite(Check):
     # --- the guard -----------------------------------------------------------------------------------
 
     @torch.no_grad()
+    def on_loss_value(self, ctx: Context, name: str, value: torch.Tensor) -> None:
+        """A ``torch.nn.functional`` loss's value: a NaN/Inf loss whose gradients stay finite (a fully masked row
+        whose gradient the mask zeroes) counts too. One small device op, no sync."""
+        if self.done or not value.requires_grad or not value.is_floating_point() or nt.replaying():
+            return
+        bad = ~torch.isfinite(value.detach()).all()
+        self.loss_bad = bad if self.loss_bad is None or self.loss_bad.device != bad.device else self.loss_bad | bad
+
+    @torch.no_grad()
     def on_step_pre(self, ctx: Context) -> None:
         if self.armed is not None:
             self._disarm(ctx)
@@ -211,8 +233,15 @@ class FirstNonFinite(Check):
                  and id(p) in ctx.trained_ids]
         if not grads:
             return
+        if ctx.step == 0 and not self.w0 and ctx.monitor is not None:  # once: the weights before the first update
+            params = [p for p in ctx.params() if id(p) in ctx.trained_ids and p.layout == torch.strided]
+            norms = torch.stack([n.float() for n in torch._foreach_norm(params)]).tolist() if params else []
+            self.w0 = {ctx.name_of(p): n for p, n in zip(params, norms)}
         top = torch.stack([m.float() for m in torch._foreach_norm(grads, math.inf)]).max()
         bad = ~torch.isfinite(top)
+        if self.loss_bad is not None:
+            bad = bad | self.loss_bad.to(bad.device)
+            self.loss_bad = None
         step = torch.tensor(ctx.current, device=bad.device)
         if self.acc is None or self.acc.device != bad.device:
             self.acc = torch.zeros((), dtype=torch.long, device=bad.device)
@@ -228,6 +257,7 @@ class FirstNonFinite(Check):
 
     def on_step_post(self, ctx: Context) -> None:
         self.calls = []
+        self.loss_bad = None
         if self.skips or self.consecutive:
             self.ok_steps += 1
             self.consecutive = 0
@@ -240,7 +270,7 @@ class FirstNonFinite(Check):
 
     def _localise(self, ctx: Context, first: int) -> None:
         self.done = True
-        where = f"{_rank()}{ctx.label}: the first non-finite gradient reached step() {first}"
+        where = f"{_rank()}{ctx.label}: the first non-finite loss or gradient reached step() {first}"
         if first != ctx.current:
             # seen between two checks (every > 1): that step's inputs are gone; trace the steps that follow
             self._provisional(ctx, first, f"{where} (noticed at step {ctx.current}, checks every {ctx.every} steps)")
@@ -368,7 +398,8 @@ class FirstNonFinite(Check):
         tracer.stop()
         self.arm_left -= 1
         v = nt.verdict(tracer)
-        if v.record is not None and v.phase in ("forward", "backward", "input"):
+        if v.record is not None and (v.phase in ("forward", "backward", "parameter")
+                                     or v.phase == "input" and v.record.module):
             self.done, self.arm_left = True, 0
             self._report(ctx, v, ctx.current, live=True)
         elif self.arm_left <= 0:
@@ -408,14 +439,14 @@ class FirstNonFinite(Check):
             msg = (f"{rank}step {step}: the forward is finite, and the gradient of `{rec.op}` in {where} is the first "
                    f"non-finite one: {node} turned the finite gradient it received ({grads}) into "
                    f"{rec.made} ({rec.output}); the forward inputs of `{rec.op}`: {ins}; "
-                   f"fix: {_FIXES.get(rec.op.rstrip('_'), 'add an eps or clamp the input of this operation')}")
+                   f"fix: {fix_for(rec.op, rec)}" + self._divergence(ctx, fix_for(rec.op, rec)))
             self._put(ctx, "F003", rec.module or "<loss>", msg, rec.location, step)
             return
         via = (f", then `{rec.via.op}` turned it into NaN"
                + (f" at {rec.via.location}" if rec.via.location is not None and rec.via.location != rec.location else "")
                if rec.via is not None else "")
         msg = (f"{rank}step {step}: `{rec.op}` in {where} produced {rec.made} from finite inputs ({ins}) -> "
-               f"{rec.output}{via}; fix: {fix_for(rec.op, rec)}"
+               f"{rec.output}{via}; fix: {fix_for(rec.op, rec)}{self._divergence(ctx, fix_for(rec.op, rec))}"
                + ((" (found by re-running the script up to this step under the trace)" if self.trace_at else
                    " (found by tracing the steps after the first non-finite gradient)") if live else ""))
         self._put(ctx, "F002", rec.module or "<loss>", msg, rec.location, step)
@@ -428,16 +459,57 @@ class FirstNonFinite(Check):
                       f"{_rank()}step {step}: the forward reads the non-finite parameter `{name}` ({rec.inputs[0]}); "
                       "the step that made it so was not checked", rec.location, step)
             return
-        lr = next((float(g.get("lr", float("nan"))) for g in ctx.optimizer.param_groups
-                   for p in g["params"] if ctx.name_of(p) == name), float("nan"))
+        group = next((g for g in ctx.optimizer.param_groups for p in g["params"] if ctx.name_of(p) == name), {})
+        lr = float(group.get("lr", float("nan")))
         ratios = self._ratios(ctx, name)
         shown = ", ".join(f"step {s}: {r:.3g}" for s, r in ratios[-4:])
+        estimate = self._update_estimate(ctx, name, prev, lr, "betas" in group)
         msg = (f"{_rank()}the update of step {prev} turned `{name}` non-finite ({rec.inputs[0]}) although its gradient "
-               f"was finite: learning rate {lr:.3g}"
-               + (f"; update-to-weight ratio ||dw||/||w|| before it {shown} (healthy: about 1e-3)" if shown else "")
-               + "; fix: lower the learning rate" + (f" (about {ratios[-1][1] / 1e-3:.2g}x too high)"
-                                                      if ratios and ratios[-1][1] > 1e-2 else ""))
+               f"was finite: learning rate {lr:.3g}" + (f"; {estimate[1]}" if estimate else "")
+               + (f"; update-to-weight ratio ||dw||/||w|| of the steps before: {shown}" if shown else "")
+               + " (healthy: about 1e-3); fix: lower the learning rate"
+               + (f" (about {estimate[0] / 1e-3:.2g}x too high)" if estimate and estimate[0] > 1e-2 else ""))
         self._put(ctx, "F004", name, msg, None, prev)
+
+    def _update_estimate(self, ctx: Context, name: str, step: int, lr: float, adam: bool) -> tuple[float, str] | None:
+        """(ratio, text): the update-to-weight ratio of the overflowing step, from the gradient norm the monitor
+        recorded at ``step`` and the weight norm before it (the monitor's previous row, or the first step's)."""
+        mon = ctx.monitor
+        if mon is None:
+            return None
+        try:
+            from ssdaudit.training.gradflow.log import GRAD_NORM, WEIGHT
+
+            run = mon.run()
+            col = next(k for k, t in enumerate(run.tensors) if t.name == name)
+            rows = {int(s): row for s, row in zip(run.steps, run.stats)}
+            g = float(rows[step][GRAD_NORM, col])
+            w = float(rows[step - 1][WEIGHT, col]) if step - 1 in rows else self.w0.get(name, float("nan"))
+            numel = run.tensors[col].numel
+        except Exception:
+            return None
+        if not (math.isfinite(w) and w > 0 and math.isfinite(g)):
+            return None
+        if adam:
+            ratio = lr * math.sqrt(numel) / w
+            return ratio, (f"an Adam-style update moves each of its {numel:,} values by about lr: lr * sqrt(n) / ||w|| "
+                           f"= {ratio:.3g} (||w|| {w:.3g} before the step)")
+        ratio = lr * g / w
+        return ratio, f"update-to-weight ratio lr * ||g|| / ||w|| = {lr:.3g} * {g:.3g} / {w:.3g} = {ratio:.3g} at that step"
+
+    def _divergence(self, ctx: Context, fix: str) -> str:
+        """When the fix is the divergence hint: the largest update-to-weight ratio of the recorded steps before."""
+        if "diverged" not in fix:
+            return ""
+        worst = [(r, s, n) for n in self._names(ctx) for s, r in self._ratios(ctx, n)[-1:]]
+        if not worst:
+            return ""
+        r, s, n = max(worst)
+        return f" (largest update-to-weight ratio ||dw||/||w|| {r:.3g} at step {s}, `{n}`; healthy: about 1e-3)"
+
+    def _names(self, ctx: Context) -> list[str]:
+        mon = ctx.monitor
+        return [t.name for t in mon.tensors if t.in_optimizer] if mon is not None else []
 
     def _ratios(self, ctx: Context, name: str) -> list[tuple[int, float]]:
         """(step, ||update|| / ||weight||) of parameter ``name`` on the steps the gradient-flow monitor recorded."""
@@ -474,6 +546,7 @@ class FirstNonFinite(Check):
         self.skips += 1
         self.consecutive += 1
         self.calls = []
+        self.loss_bad = None
         try:
             scale = float(scaler.get_scale())
         except Exception:
