@@ -212,7 +212,7 @@ def test_f004_names_the_parameter_lr_and_ratio() -> None:
     assert "learning rate 5e+04" in f.message and "although its gradient was finite" in f.message, f.message
     assert "update-to-weight ratio" in f.message and f.path.endswith(("weight", "bias")), f.message
     assert codes(w) & {"F002", "F003", "F001"} == set(), w.findings()
-    assert codes(update_overflow(False)) == set()
+    assert codes(update_overflow(False)) - {"T014"} == set()  # fp16 weights without master copies: T014 is right
 
 
 # --- deliberate non-finite values -----------------------------------------------------------------------
