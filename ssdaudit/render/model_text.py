@@ -177,7 +177,7 @@ def render_doctor_text(report: DoctorReport, console: Console) -> None:
     console.print(f"[bold]{escape(title)}({report.steps} optimizer steps watched)[/]")
     for f in report.findings:
         step = report.first_step.get(f.rule)
-        when = ", ".join(([f"step {step}"] if step is not None and f.rule.startswith("T") else [])
+        when = ", ".join(([f"step {step}"] if step is not None and f.rule[:1] in ("T", "F") else [])
                          + ([str(f.location)] if f.location else []))
         when = f" ({when})" if when else ""
         where = f" {f.label}" if f.label else ""
