@@ -155,6 +155,7 @@ def guard(model: nn.Module, opt: torch.optim.Optimizer, step: Callable[[int], fl
                 times[name].extend(ts)
             elif name == "watch (F guard)":
                 own[0] = 0.0
+            print(f"round {b} {name}: {' '.join(f'{t:.3f}' for t in ts)}", file=sys.stderr, flush=True)
     base = statistics.median(times["no watch"])
     ref = statistics.median(times["watch, no F guard"])
     steps = len(times["no watch"])

@@ -115,8 +115,9 @@ def summarise(t: torch.Tensor, name: str = "") -> TensorSummary:
         finite = torch.isfinite(x)
         vals = x[finite]
         lo, hi = (float(vals.min()), float(vals.max())) if vals.numel() else (math.inf, -math.inf)
-        counts = torch.stack([torch.isnan(x).sum(), (x == math.inf).sum(), (x == -math.inf).sum()]).tolist()
-    return TensorSummary(tuple(t.shape), str(t.dtype).removeprefix("torch."), lo, hi, *map(int, counts), name=name)
+        nan, pos, neg = (int(c) for c in torch.stack([torch.isnan(x).sum(), (x == math.inf).sum(),
+                                                       (x == -math.inf).sum()]).tolist())
+    return TensorSummary(tuple(t.shape), str(t.dtype).removeprefix("torch."), lo, hi, nan, pos, neg, name=name)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class NonFiniteTracer(TorchFunctionMode):
         self._handles = [nn.modules.module.register_module_forward_pre_hook(self._pre),
                          nn.modules.module.register_module_forward_hook(self._post)]
         self._active = True
-        self.__enter__()
+        self.__enter__()  # type: ignore[no-untyped-call]
         return self
 
     def stop(self) -> None:
@@ -346,7 +347,7 @@ class NonFiniteTracer(TorchFunctionMode):
                                   tuple(summarise(x, self.names.get(id(x), "")) for x in ins), None, "")
             self._nodes[id(node)] = _Node(record, node)
             node.register_hook(self._node_hook(node))
-            todo.extend(fn for fn, _ in node.next_functions)
+            todo.extend(fn for fn, _ in node.next_functions if fn is not None)
 
     def _node_hook(self, node: Any) -> Any:
         def hook(grad_inputs: tuple[Any, ...], grad_outputs: tuple[Any, ...]) -> None:

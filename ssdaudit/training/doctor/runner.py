@@ -211,7 +211,9 @@ def _rng_states() -> tuple[Any, ...]:
 
     import numpy as np
 
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    cuda = None
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        cuda = torch.cuda.get_rng_state_all()
     return torch.get_rng_state(), random.getstate(), np.random.get_state(), cuda
 
 

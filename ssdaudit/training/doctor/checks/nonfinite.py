@@ -208,7 +208,7 @@ class FirstNonFinite(Check):
             handles[0].remove()
             for i, t in enumerate(tree_flatten(output)[0]):
                 if isinstance(t, torch.Tensor) and t.requires_grad:
-                    t.register_hook(lambda g, i=i: call.grads.__setitem__(i, g))  # type: ignore[misc]
+                    t.register_hook(lambda g, i=i: call.grads.__setitem__(i, g))  # type: ignore[no-untyped-call]
 
         handles.append(module.register_forward_hook(post))
 
