@@ -387,3 +387,23 @@ def test_runner_places_a_loss_function_by_re_running(tmp_path: Path, bug: bool) 
     f = rules["F002"]
     assert f["path"] == "<loss>" and "`log`" in f["message"] and f["location"].endswith("train.py:10"), f
     assert "re-running" in f["message"], f
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_example_log_softmax_names_module_log_and_line(fixed: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/watch_nan_log_softmax.py as the README runs it: F002 names the loss module, `log` and its line; the
+    --fixed script (log_softmax) has no finding."""
+    import io
+
+    from ssdaudit.training.doctor.runner import run_watched
+
+    monkeypatch.chdir(ROOT)
+    script = "examples/watch_nan_log_softmax.py"
+    report = run_watched(["python", script, *(["--fixed"] if fixed else [])], steps=5, script_stdout=io.StringIO())
+    if fixed:
+        assert report.findings == []
+        return
+    f = next(f for f in report.findings if f.rule == "F002")
+    line = next(i + 1 for i, text in enumerate((ROOT / script).read_text().splitlines()) if "torch.log(F.softmax" in text)
+    assert f.path == "SoftTargetLoss" and "`log`" in f.message and str(f.location) == f"{script}:{line}", f
+    assert report.exit_code() == 1
