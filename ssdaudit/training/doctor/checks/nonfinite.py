@@ -171,6 +171,7 @@ class FirstNonFinite(Check):
         self.consecutive = 0
         self.ok_steps = 0
         self.loss_bad: torch.Tensor | None = None  # device: a functional loss of this step was NaN/Inf
+        self.all_ignored: torch.Tensor | None = None  # device: every target of the last loss call is ignore_index
         self.w0: dict[str, float] = {}  # the weight norms before the first step (F004's ratio at step 1)
 
     # --- lifetime ------------------------------------------------------------------------------------
@@ -215,12 +216,24 @@ class FirstNonFinite(Check):
     # --- the guard -----------------------------------------------------------------------------------
 
     @torch.no_grad()
+    def on_loss(self, ctx: Context, name: str, input: torch.Tensor, target: Any, options: dict[str, Any]) -> None:
+        """A batch whose every target is ``ignore_index`` has a NaN mean loss (0/0) and zero gradients: by design
+        (T011 is about it), not a first NaN. One small device op, no sync."""
+        self.all_ignored = None
+        index = options.get("ignore_index")
+        if (isinstance(target, torch.Tensor) and not target.is_floating_point() and isinstance(index, int)
+                and not self.done and target.numel()):
+            self.all_ignored = (target == index).all()
+
+    @torch.no_grad()
     def on_loss_value(self, ctx: Context, name: str, value: torch.Tensor) -> None:
         """A ``torch.nn.functional`` loss's value: a NaN/Inf loss whose gradients stay finite (a fully masked row
         whose gradient the mask zeroes) counts too. One small device op, no sync."""
         if self.done or not value.requires_grad or not value.is_floating_point() or nt.replaying():
             return
         bad = ~torch.isfinite(value.detach()).all()
+        if self.all_ignored is not None and self.all_ignored.device == bad.device:
+            bad = bad & ~self.all_ignored
         self.loss_bad = bad if self.loss_bad is None or self.loss_bad.device != bad.device else self.loss_bad | bad
 
     @torch.no_grad()
