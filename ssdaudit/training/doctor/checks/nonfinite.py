@@ -1,7 +1,7 @@
 """F001-F006: where the first NaN/Inf of the run came from, cheaply enough to leave on.
 
-The guard (every step): at ``step()``, the largest |gradient| of each of the optimizer's gradients, in one
-``torch._foreach_norm(grads, inf)`` on the device, folded into one flag. On the steps the doctor syncs anyway
+The guard (every step): at ``step()``, the L2 norm of each of the optimizer's gradients in one
+``torch._foreach_norm`` on the device (and the value of each functional loss), folded into one flag. On the steps the doctor syncs anyway
 (``ctx.due``) the flag is read; between them it accumulates on the device with the first bad step's number, so the
 guard adds no host sync of its own. Steps a GradScaler skips never reach ``step()``: their inf gradients are by
 design (F005, F006 when it keeps happening).
@@ -248,20 +248,29 @@ class FirstNonFinite(Check):
             return
         if ctx.step == 0 and not self.w0 and ctx.monitor is not None:  # once: the weights before the first update
             params = [p for p in ctx.params() if id(p) in ctx.trained_ids and p.layout == torch.strided]
-            norms = torch.stack([n.float() for n in torch._foreach_norm(params)]).tolist() if params else []
-            self.w0 = {ctx.name_of(p): n for p, n in zip(params, norms)}
-        top = torch.stack([m.float() for m in torch._foreach_norm(grads, math.inf)]).max()
-        bad = ~torch.isfinite(top)
-        if self.loss_bad is not None:
-            bad = bad | self.loss_bad.to(bad.device)
+            w_norms = torch.stack([n.float() for n in torch._foreach_norm(params)]).tolist() if params else []
+            self.w0 = {ctx.name_of(p): n for p, n in zip(params, w_norms)}
+        # the L2 norms (the cheapest foreach reduction: 1.2 ms on SSDLite's 4.6M gradients on a CPU, where the
+        # inf-norm takes 9 ms): NaN or Inf in a gradient makes its norm non-finite; a finite gradient whose norm
+        # overflows (|g| ~ 1e19) is told apart by the inf-norm, on the due step that reports it
+        norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
+        bad = ~torch.isfinite(norms).all()
+        loss_now = self.loss_bad
+        if loss_now is not None:
+            bad = bad | loss_now.to(bad.device)
             self.loss_bad = None
-        step = torch.tensor(ctx.current, device=bad.device)
         if self.acc is None or self.acc.device != bad.device:
             self.acc = torch.zeros((), dtype=torch.long, device=bad.device)
-        self.acc = torch.where((self.acc == 0) & bad, step, self.acc)
+        # a Python scalar, not torch.tensor(step, device=...): no host-to-device copy (a sync on CUDA) per step
+        self.acc = torch.where((self.acc == 0) & bad, ctx.current, self.acc)
         if not ctx.due:
             return
         first = int(self.acc)  # the doctor syncs on due steps anyway
+        if first == ctx.current and not (loss_now is not None and bool(loss_now)):
+            tops = torch.stack([m.float() for m in torch._foreach_norm(grads, math.inf)])
+            if bool(torch.isfinite(tops).all()):  # finite gradients whose L2 norm overflowed: not a NaN
+                self.acc.zero_()
+                first = 0
         if not first:
             self.clean_through = ctx.current
             return
