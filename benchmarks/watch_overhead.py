@@ -5,7 +5,10 @@ Goal (issue 24): at most 3% per step with every=1, at most 1% with every=10, on 
 ``--cnn``: a small CNN instead (a harder case: hooks weigh more in a short step). The three variants alternate in
 blocks of steps, so that machine noise hits them alike; medians are compared. The time spent inside the doctor's
 hooks is measured too (``timed_hooks``), a figure that noise from other jobs does not blur.
-Run: python benchmarks/watch_overhead.py [--quick] [--cnn] [--blocks N] [--block-steps K]
+``--guard``: the non-finite guard (F001-F006, issue 33) instead: watch(every=1) with and without its check, and, as
+an anchor, the same step under ``torch.autograd.set_detect_anomaly(True)`` without a watch; the guard's own time
+inside its hooks is measured too.
+Run: python benchmarks/watch_overhead.py [--quick] [--cnn] [--guard] [--blocks N] [--block-steps K]
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssdaudit.training.doctor import watch
+from ssdaudit.training.doctor.checks import all_checks
+from ssdaudit.training.doctor.checks.nonfinite import FirstNonFinite
 from ssdaudit.training.doctor.watch import Watch
 from ssdlite_model import ssds_voc, tiny
 
@@ -69,6 +74,7 @@ def main() -> None:
     parser.add_argument("--cnn", action="store_true", help="a small CNN (32 px, batch 64) instead of the SSDLite step")
     parser.add_argument("--blocks", type=int, default=12, help="rounds of the three variants (after one warm-up round)")
     parser.add_argument("--block-steps", type=int, default=5, help="steps per variant per round")
+    parser.add_argument("--guard", action="store_true", help="the non-finite guard's cost, and anomaly mode's")
     args = parser.parse_args()
     if args.quick:
         set_quick()
@@ -81,6 +87,9 @@ def main() -> None:
         batch = 2 if args.quick else 8
         model, opt, step = ssdlite_step(config, batch)
         what = f"SSDLite {'tiny' if args.quick else 'ssds-voc'} {config.image_size} px, batch {batch}"
+    if args.guard:
+        guard(model, opt, step, what, args)
+        return
     variants = {"no watch": None, "watch(every=1)": 1, "watch(every=10)": 10}
     times: dict[str, list[float]] = {name: [] for name in variants}
     inside: dict[str, list[float]] = {name: [0.0] for name in variants}  # seconds inside the doctor's hooks
@@ -118,6 +127,49 @@ def main() -> None:
         record(f"watch: {name} step time, {what}", f"{statistics.median(times[name]) * 1e3:.0f} ms ({ratio:.3f}x)",
                f"no watch {base * 1e3:.0f} ms; inside the hooks {100 * own:.1f}%", ratio, f"<= {goal:.2f}x",
                ratio <= goal)
+
+
+def guard(model: nn.Module, opt: torch.optim.Optimizer, step: Callable[[int], float], what: str,
+          args: argparse.Namespace) -> None:
+    """watch(every=1) without the non-finite check, with it, and anomaly mode without a watch, alternating."""
+    names = ("no watch", "watch, no F guard", "watch (F guard)", "anomaly mode")
+    times: dict[str, list[float]] = {n: [] for n in names}
+    own = [0.0]  # seconds inside the guard's own methods
+    without = Watch(model, opt, checks=[c for c in all_checks() if not isinstance(c, FirstNonFinite)])
+    with_guard = Watch(model, opt)
+    check = next(c for c in with_guard.checks if isinstance(c, FirstNonFinite))
+    time_methods(check, ("on_step_pre", "on_step_post", "on_module_pre", "on_loss_value"), own)
+    watches = {"watch, no F guard": without, "watch (F guard)": with_guard}
+    i = 0
+    for b in range(1 + args.blocks):
+        for name in names:
+            w = watches[name].attach() if name in watches else None
+            ts = []
+            with torch.autograd.set_detect_anomaly(name == "anomaly mode", check_nan=True):
+                for _ in range(args.block_steps):
+                    ts.append(step(i))
+                    i += 1
+            if w is not None:
+                w.detach()
+            if b > 0:
+                times[name].extend(ts)
+            elif name == "watch (F guard)":
+                own[0] = 0.0
+            print(f"round {b} {name}: {' '.join(f'{t:.3f}' for t in ts)}", file=sys.stderr, flush=True)
+    base = statistics.median(times["no watch"])
+    ref = statistics.median(times["watch, no F guard"])
+    steps = len(times["no watch"])
+    print(f"{what}, CPU threads {torch.get_num_threads()}, {steps} steps per variant (medians)\n")
+    print(f"{'variant':20} {'s/step':>8} {'/no watch':>10} {'/watch w/o guard':>17}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:20} {med:8.4f} {med / base:10.3f} {med / ref:17.3f}")
+    print(f"\nthe guard's own time inside its hooks: {1e3 * own[0] / steps:.2f} ms per step, "
+          f"{100 * own[0] / steps / ref:.2f}% of the watched step")
+    ratio = statistics.median(times["watch (F guard)"]) / ref
+    record(f"watch: non-finite guard, {what}", f"{ratio:.3f}x watch without it",
+           f"its hooks {100 * own[0] / steps / ref:.2f}% of the step; anomaly mode "
+           f"{statistics.median(times['anomaly mode']) / base:.2f}x no watch", ratio, "<= 1.03x", ratio <= 1.03)
 
 
 if __name__ == "__main__":

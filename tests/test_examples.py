@@ -59,9 +59,9 @@ def test_every_example_file_runs_in_the_suite():
     `ssdaudit check`), with the outcome it must keep."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ssdaudit"]
     gated = {Path(m["target"].split(":")[0]).name: m.get("expect", "pass") for m in config["models"]}
-    # watch_missing_zero_grad.py: tests/ssdaudit/test_doctor.py (runner); resume_no_optimizer_state.py:
-    # tests/test_cli_matrix.py (resume) and the README
-    scripts = {"seed_story.py", "watch_missing_zero_grad.py", "resume_no_optimizer_state.py"}
+    # the watch examples: tests/ssdaudit/test_doctor.py and test_rules_F001_F006.py run them through the runner;
+    # resume_no_optimizer_state.py: tests/test_cli_matrix.py (resume) and the README
+    scripts = {"seed_story.py", "watch_missing_zero_grad.py", "watch_nan_log_softmax.py", "resume_no_optimizer_state.py"}
     for path in sorted(EXAMPLES.glob("*.py")):
         assert path.name in scripts or path.name in gated, f"{path.name} is run by no test"
     assert gated == {"fixed_modulelist.py": "pass", "buggy_plain_list.py": "fail"}

@@ -50,6 +50,7 @@ class Context:
     internal_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # facts about the watch itself (ranks that sent no evidence)
     parallel: Any = None  # the ParallelSetup of a distributed run (``parallel.setup_of``), found at the first step
+    monitor: Any = None  # the watch's GradFlowMonitor (its per-step statistics), when it runs one
     _names: dict[int, str] | None = None
     _parents: dict[int, nn.Module] | None = None
     _trained: set[int] = field(default_factory=set)

@@ -33,6 +33,7 @@ from ssdaudit.core.guard import guarded
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.context import unwrap_compiled
 from ssdaudit.training.doctor.report import DoctorReport
+from ssdaudit.training.doctor.checks.nonfinite import FirstNonFinite
 from ssdaudit.training.doctor.watch import Watch, describe
 
 
@@ -121,7 +122,8 @@ def _user_name(obj: object) -> str:
 class Runner:
     """Attach a ``Watch`` to every optimizer built while ``patched()`` is active; stop after ``steps`` steps."""
 
-    def __init__(self, steps: int = 20, every: int = 1, ignore: Iterable[str] = ()) -> None:
+    def __init__(self, steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
+                 trace_at: dict[int, int] | None = None) -> None:
         if steps < 1:
             raise UsageError("--steps must be at least 1")
         self.steps = steps
@@ -129,6 +131,7 @@ class Runner:
         self.ignore = list(ignore)
         self.watches: list[Watch] = []
         self.notes: list[str] = []  # internal errors outside any watch
+        self.trace_at = dict(trace_at or {})  # watch number (0-based) -> the step to trace (a re-run, F002)
         _, unknown = rule_codes(self.ignore)
         if unknown:
             raise UsageError(f"unknown rule codes in ignore: {', '.join(unknown)}")
@@ -138,7 +141,12 @@ class Runner:
             return
         params = [p for g in opt.param_groups for p in g["params"]]
         model = find_model(params)
-        w = Watch(model, opt, every=self.every, ignore=self.ignore).attach()  # replays earlier loads
+        w = Watch(model, opt, every=self.every, ignore=self.ignore)
+        at = self.trace_at.get(len(self.watches), 0)
+        for c in w.checks:
+            if isinstance(c, FirstNonFinite):
+                c.trace_at = at
+        w.attach()  # replays earlier loads
         self.watches.append(w)
         name = _user_name(model) or (type(model).__name__ if model is not None else "")
         w.ctx.label = describe(opt, name, len(self.watches))
@@ -203,12 +211,82 @@ class Runner:
 def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
                 script_stdout: TextIO | None = None, runner: Runner | None = None) -> DoctorReport:
     """Run ``command`` (``python train.py ARGS`` or ``python -m module ARGS``) in this process with every optimizer
-    watched, for at most ``steps`` optimizer steps; the diagnosis. ``script_stdout``: where the script's prints go
-    (default: stdout). Raises ``UsageError`` (bad command), ``ScriptError`` (the script raised, exited non-zero,
-    or built no optimizer) or ``ScriptInterrupted`` (Ctrl-C; a ``KeyboardInterrupt``). ``runner``: a ``Runner``
-    (subclass) to use instead of a new one (``steps``, ``every`` and ``ignore`` are then its own)."""
+    watched, for at most ``steps`` optimizer steps; the diagnosis. When the first non-finite gradient came from code
+    the doctor could not replay (a loss function outside any module), the script is run a second time, up to that
+    step, with the op-level trace armed on it (its output discarded), and the operation found replaces the unplaced
+    finding. ``script_stdout``: where the script's prints go (default: stdout). Raises ``UsageError`` (bad command),
+    ``ScriptError`` (the script raised, exited non-zero, or built no optimizer) or ``ScriptInterrupted`` (Ctrl-C; a
+    ``KeyboardInterrupt``). ``runner``: a ``Runner`` (subclass) to use instead of a new one (``steps``, ``every``
+    and ``ignore`` are then its own; no re-run is made)."""
+    if runner is not None:
+        return _run_once(command, steps, every, ignore, script_stdout, runner=runner)[0]
+    rng = _rng_states()
+    report, runner = _run_once(command, steps, every, ignore, script_stdout)
+    rerun = {i: c.rerun_step for i, w in enumerate(runner.watches) for c in w.checks
+             if isinstance(c, FirstNonFinite) and c.rerun_step and ("F002", "<unplaced>") in w.ctx.found}
+    if not rerun:
+        return report
+    after = _rng_states()
+    _set_rng_states(rng)  # the same random numbers as the first run (a script that does not seed itself too)
+    try:
+        placed = _trace_rerun(command, max(rerun.values()), every, ignore, rerun)
+    finally:
+        _set_rng_states(after)
+    for i, findings in placed.items():
+        w = runner.watches[i]
+        if findings:
+            w.ctx.found.pop(("F002", "<unplaced>"), None)
+            for f, step in findings:
+                w.ctx.found[(f.rule, f.path)] = f
+                w.ctx.first_step[f.rule] = step
+    return runner.report(report.target)
+
+
+def _rng_states() -> tuple[Any, ...]:
+    import random
+
+    import numpy as np
+
+    cuda = None
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        cuda = torch.cuda.get_rng_state_all()
+    return torch.get_rng_state(), random.getstate(), np.random.get_state(), cuda
+
+
+def _set_rng_states(states: tuple[Any, ...]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states[0])
+    random.setstate(states[1])
+    np.random.set_state(states[2])
+    if states[3] is not None:
+        torch.cuda.set_rng_state_all(states[3])
+
+
+def _trace_rerun(command: list[str], steps: int, every: int, ignore: Iterable[str],
+                 trace_at: dict[int, int]) -> dict[int, list[tuple[Any, int]]]:
+    """The script run again up to ``steps`` with the trace armed before the given step of each watch (by number):
+    the placed F findings (F001-F004) of each, with their steps. A failing re-run places nothing."""
+    import io
+
+    try:
+        _, runner = _run_once(command, steps, every, ignore, io.StringIO(), trace_at)
+    except Exception:
+        return {}
+    out: dict[int, list[tuple[Any, int]]] = {}
+    for i, w in enumerate(runner.watches):
+        if i in trace_at:
+            out[i] = [(f, w.ctx.first_step.get(f.rule, trace_at[i])) for (code, path), f in w.ctx.found.items()
+                      if code in ("F001", "F002", "F003", "F004") and path != "<unplaced>"]
+    return out
+
+
+def _run_once(command: list[str], steps: int, every: int, ignore: Iterable[str], script_stdout: TextIO | None,
+              trace_at: dict[int, int] | None = None, runner: "Runner | None" = None) -> tuple[DoctorReport, "Runner"]:
     cmd = parse_command(command)
-    runner = runner if runner is not None else Runner(steps, every, ignore)
+    runner = runner if runner is not None else Runner(steps, every, ignore, trace_at)
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [cmd.target, *cmd.args]
     if not cmd.is_module:
@@ -250,7 +328,7 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
                               "workers with torchrun --nproc_per_node N -m ssdaudit watch -- python SCRIPT, or call "
                               "ssdaudit.watch(model, optimizer) in the worker")
         raise ScriptError("the script built no torch.optim optimizer: nothing to watch")
-    return runner.report(str(cmd))
+    return runner.report(str(cmd)), runner
 
 
 def _processes_started() -> int:

@@ -130,7 +130,8 @@ def _loss(name: str) -> patches.Make:
                 if isinstance(inp, torch.Tensor):
                     _notify(listeners, "tap_loss", name, inp, target, opts)
                     value = call_next(*args, **kwargs)
-                    _notify(listeners, "tap_loss_value", name, value)
+                    if isinstance(value, torch.Tensor):
+                        _notify(listeners, "tap_loss_value", name, value)
                     return value
             return call_next(*args, **kwargs)
 

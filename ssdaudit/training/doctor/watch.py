@@ -49,6 +49,7 @@ from ssdaudit.core.guard import describe as describe_error
 from ssdaudit.training import loads
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.averaged import AveragedCopies
+from ssdaudit.training.doctor.nonfinite_trace import replaying
 from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
 from ssdaudit.training.doctor.context import Context, raise_internal, unwrap_compiled
@@ -99,6 +100,7 @@ class Watch:
         self._by_event = {e: [c for c in [*self.checks, self.recorder] if getattr(type(c), e) is not getattr(Check, e)]
                           for e in EVENTS}
         self._averaged = AveragedCopies()  # unreached parameters updated without gradients: averages, not G002
+        self.ctx.monitor = self.monitor  # F004 reads its update-to-weight ratios
         self._handles: list[RemovableHandle] = []
         self._param_hooks: dict[int, RemovableHandle] = {}
         self._patches: list[patches.Handle] = []  # our zero_grad layers on the optimizer and the model
@@ -137,12 +139,14 @@ class Watch:
                 self.tap_load(module, False, result)
         if self.monitor is not None:
             self.monitor.attach()
+        self._dispatch("on_attach")
         return self
 
     def detach(self) -> None:
         if not self._attached:
             return
         self._attached = False
+        self._dispatch("on_detach")
         for h in [*self._handles, *self._param_hooks.values()]:
             h.remove()
         self._handles.clear()
@@ -226,6 +230,8 @@ class Watch:
     # --- events ----------------------------------------------------------------------------------------
 
     def _dispatch(self, event: str, *args: Any) -> None:
+        if replaying():  # the doctor's own replay of a step on a copy (F001-F004) is not the user's training
+            return
         for c in self._by_event[event]:
             try:
                 getattr(c, event)(self.ctx, *args)
@@ -293,6 +299,8 @@ class Watch:
             self.ctx.events.append("O")  # another optimizer stepped: the backwards before it were its own
 
     def _on_module_pre(self, module: nn.Module, args: Any) -> None:
+        if replaying():
+            return
         if unwrap_compiled(module) is not module or not taps.owns_thread(self, threading.get_ident()):
             return  # torch.compile's wrapper: the module it wraps has its own call; another thread's loop
         root = not self.ctx.stack
@@ -300,7 +308,7 @@ class Watch:
         self.ctx.stack.append(module)
 
     def _on_module_post(self, module: nn.Module, _args: Any, output: Any) -> None:
-        if not taps.owns_thread(self, threading.get_ident()):
+        if replaying() or not taps.owns_thread(self, threading.get_ident()):
             return
         stack = self.ctx.stack
         if stack and stack[-1] is module:
@@ -361,6 +369,7 @@ class Watch:
             self._scaler_step_pending = False
             self.ctx.events.clear()
             self._drop_gradflow_row()
+            self._dispatch("on_scaler_skip", scaler)
 
     # --- GradScaler and the gradient-flow rows ---------------------------------------------------------
 

@@ -10,15 +10,21 @@ from torch import nn
 from ssdaudit.training.doctor.context import Context
 
 # The methods a Watch dispatches, in the order they happen in a step.
-EVENTS = ("on_module_pre", "on_module_post", "on_loss", "on_loss_value", "on_dropout", "on_backward_start", "on_backward_end",
-          "on_clip",
-          "on_step_pre", "on_step_post", "on_load", "on_scheduler")
+EVENTS = ("on_attach", "on_detach", "on_module_pre", "on_module_post", "on_loss", "on_loss_value", "on_dropout",
+          "on_backward_start", "on_backward_end", "on_clip", "on_step_pre", "on_step_post", "on_load", "on_scheduler",
+          "on_scaler_skip")
 
 
 class Check:
     """One idea, one rule (or two sides of one): override the events it needs."""
 
     code = ""
+
+    def on_attach(self, ctx: Context) -> None:
+        """The watch is attached (a check that registers hooks of its own registers them here)."""
+
+    def on_detach(self, ctx: Context) -> None:
+        """The watch is detached: remove what ``on_attach`` registered."""
 
     def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
         """Before any module's forward (``root``: no other forward is running)."""
@@ -31,7 +37,8 @@ class Check:
         ``options``: its other arguments by name (``ignore_index``, ``reduction`` ...)."""
 
     def on_loss_value(self, ctx: Context, name: str, value: Any) -> None:
-        """That loss returned ``value`` (a tensor: a scalar, or per element with ``reduction="none"``)."""
+        """That functional loss returned ``value`` (a tensor on the device: a scalar, or per element with
+        ``reduction="none"``; a check that reads it syncs only on due steps)."""
 
     def on_dropout(self, ctx: Context, p: float, training: bool) -> None:
         """A functional dropout is called with probability ``p`` and its ``training`` argument."""
@@ -56,3 +63,6 @@ class Check:
 
     def on_scheduler(self, ctx: Context, scheduler: Any) -> None:
         """A learning-rate scheduler of the optimizer has stepped (``scheduler.last_epoch`` already advanced)."""
+
+    def on_scaler_skip(self, ctx: Context, scaler: Any) -> None:
+        """A ``GradScaler`` skipped ``optimizer.step()`` because the scaled gradients held inf/NaN (by design)."""
