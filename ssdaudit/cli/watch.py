@@ -94,6 +94,8 @@ def _check_plot_path(path: Path) -> None:
     target = path.expanduser()
     if target.is_dir():
         raise UsageError(f"--plot {path}: is a directory; give a file path such as run.png")
+    if target.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UsageError(f"--plot {path}: give a .png, .pdf or .svg path (the format follows the suffix)")
     if not target.parent.resolve().is_dir():
         raise UsageError(f"--plot {path}: the folder {path.parent} does not exist; create it first or choose another path")
     if not os.access(target.parent.resolve(), os.W_OK):

@@ -13,9 +13,9 @@ from ssdaudit.training.doctor.checks import CHECKS, all_checks, discover
 
 
 def test_every_registered_t_rule_has_a_check_module() -> None:
-    checked = {cls.code for cls in CHECKS}
-    missing = sorted(code for code in RULES if code.startswith("T") and code not in checked)
-    assert not missing, f"registered T rules without a check in ssdaudit/training/doctor/checks/: {missing}"
+    checked = {code for cls in CHECKS for code in (cls.code, *cls.also)}
+    missing = sorted(code for code in RULES if code[0] in "TF" and code not in checked)
+    assert not missing, f"registered T/F rules without a check in ssdaudit/training/doctor/checks/: {missing}"
 
 
 def test_every_check_is_one_of_a_registered_rule_and_all_checks_builds_one_each() -> None:

@@ -259,6 +259,12 @@ def test_the_picture_draws_the_collapsing_learning_rate_and_marks_the_finding(tm
     path = w.plot(tmp_path / "run.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["run.png"]  # written atomically: no temporary file left
+    assert w.plot(tmp_path / "run.pdf").read_bytes()[:5] == b"%PDF-"  # the format follows the suffix
+    with pytest.raises(ValueError, match="png, .pdf or .svg"):
+        w.plot(tmp_path / "run.txt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        w.plot(tmp_path / "missing" / "run.png")
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "run.txt").exists()
 
 
 def test_cli_plot_and_series_in_json(tmp_path: Path) -> None:
@@ -277,7 +283,8 @@ def test_cli_plot_and_series_in_json(tmp_path: Path) -> None:
     assert series["grad_norm"]["model"][-1] > series["grad_norm"]["model"][0]  # T001: the summed gradient grows
     assert doc["findings"][0]["rule"] == "T001" and doc["findings"][0]["caused_by"] is None
 
-    for bad, why in ((tmp_path / "missing" / "run.png", "does not exist"), (tmp_path, "is a directory")):
+    for bad, why in ((tmp_path / "missing" / "run.png", "does not exist"), (tmp_path, "is a directory"),
+                     (tmp_path / "run.txt", ".png, .pdf or .svg")):
         r = CliRunner().invoke(app, ["watch", "--plot", str(bad), "--", "python",
                                      str(ROOT / "examples/watch_missing_zero_grad.py")])
         assert r.exit_code == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output

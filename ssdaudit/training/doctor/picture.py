@@ -118,14 +118,24 @@ def _mark_findings(report: DoctorReport, axes: Any) -> None:
                  fontsize=8)
 
 
+FORMATS = ("png", "pdf", "svg")  # what ``plot_run`` writes, chosen by the file's suffix
+
+
 def plot_run(report: DoctorReport, path: str | Path) -> Path:
-    """Draw ``report`` (``draw_run``) to the PNG ``path``, written atomically (a temporary file beside it, then a
-    rename). Returns the path; raises ``OSError`` when the file cannot be written."""
+    """Draw ``report`` (``draw_run``) to ``path``, written atomically (a temporary file beside it, then a rename), as
+    PNG, PDF or SVG by its suffix. Returns the path; raises ``ValueError`` for another suffix, ``FileNotFoundError``
+    when its folder does not exist (it is not created), ``OSError`` when the file cannot be written."""
     from ssdaudit.core.io import atomic_write
 
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"cannot draw the run as {target.name!r}: give a .png, .pdf or .svg path")
+    if not target.parent.resolve().is_dir():
+        raise FileNotFoundError(f"the folder {target.parent} does not exist: create it first or choose another path")
     fig = draw_run(report)
     try:
-        atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=100))
+        atomic_write(target, lambda f: fig.savefig(f, format=fmt, dpi=100))
     finally:
         _pyplot().close(fig)
-    return Path(path)
+    return target

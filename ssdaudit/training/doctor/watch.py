@@ -465,7 +465,8 @@ class Watch:
     def plot(self, path: str | Path) -> Path:
         """Draw the run (``doctor.picture.plot_run``: per optimizer step the loss, learning rates, gradient norms
         and update ratio, each finding's step marked with its code) to the PNG ``path``, written atomically.
-        Returns the path; raises ``OSError`` when it cannot be written, ``ModuleNotFoundError`` without
+        PNG, PDF or SVG by the suffix. Returns the path; raises ``ValueError`` for another suffix,
+        ``FileNotFoundError`` when its folder does not exist, ``OSError`` when it cannot be written, ``ModuleNotFoundError`` without
         matplotlib."""
         from ssdaudit.training.doctor.picture import plot_run
 

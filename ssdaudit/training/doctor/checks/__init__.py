@@ -28,8 +28,9 @@ def discover(path: Sequence[str] = tuple(__path__), package: str = __name__) -> 
         classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
                    if issubclass(c, Check) and c is not Check and c.__module__ == module.__name__ and c.code]
         for cls in classes:
-            if cls.code not in RULES:
-                raise ValueError(f"doctor check {module.__name__}.{cls.__name__}: code {cls.code!r} is no rule of "
+            unknown = [c for c in (cls.code, *cls.also) if c not in RULES]
+            if unknown:
+                raise ValueError(f"doctor check {module.__name__}.{cls.__name__}: code {unknown[0]!r} is no rule of "
                                  "the registry (add its Rule entry in ssdaudit/core/rules/)")
         found += classes
     return sorted(found, key=lambda c: (c.code, c.__name__))

@@ -19,6 +19,7 @@ class Check:
     """One idea, one rule (or two sides of one): override the events it needs."""
 
     code = ""
+    also: tuple[str, ...] = ()  # the other rule codes this check reports (one piece of evidence, several rules)
 
     def on_attach(self, ctx: Context) -> None:
         """The watch is attached (a check that registers hooks of its own registers them here)."""

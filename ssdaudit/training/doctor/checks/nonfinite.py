@@ -155,6 +155,7 @@ class FirstNonFinite(Check):
     """F001-F006 (see the module docstring)."""
 
     code = "F002"
+    also = ("F001", "F003", "F004", "F005", "F006")
 
     def __init__(self) -> None:
         self.calls: list[RootCall] = []
