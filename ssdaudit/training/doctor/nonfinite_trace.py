@@ -59,20 +59,23 @@ _SOFTMAXES = {"softmax", "log_softmax", "scaled_dot_product_attention", "softmin
 _local = threading.local()
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _OUR_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
-_TAPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "taps.py")
+# The wrappers that only pass a call on (the patch owner's dispatcher, the taps, the resume audit's observers): the
+# call belongs to whoever called them (``F.cross_entropy`` called by the user through the tap is the user's call).
+_PASS_THROUGH = frozenset(os.path.join(_OUR_DIR, *parts) for parts in (
+    ("core", "patches.py"), ("training", "doctor", "taps.py"), ("training", "resume", "patches.py")))
 
 
 def _from_us() -> bool:
-    """Whether the torch call being traced was made by ssdaudit's own hooks (the monitor's statistics, a check),
-    found from the innermost frame outside torch. The taps' wrappers (``taps.py`` calling the original
-    ``F.cross_entropy`` or ``GradScaler.scale`` for the user) are the user's calls."""
+    """Whether the torch call being traced was made by ssdaudit's own code (the monitor's statistics, a check),
+    found from the innermost frame outside torch and outside the wrappers that only pass a call on
+    (``_PASS_THROUGH``: the user's ``F.cross_entropy`` through the loss tap is the user's call)."""
     frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_DIR):
+    while frame is not None and (frame.f_code.co_filename.startswith(_TORCH_DIR)
+                                 or frame.f_code.co_filename in _PASS_THROUGH):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return False
-    name = frame.f_code.co_filename
-    return name.startswith(_OUR_DIR) and name != _TAPS
+    return frame.f_code.co_filename.startswith(_OUR_DIR)
 
 
 def replaying() -> bool:
