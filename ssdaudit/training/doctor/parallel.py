@@ -66,6 +66,9 @@ def discover(params: list[torch.Tensor], model: nn.Module | None) -> ParallelSet
     ddps: list[nn.Module] = []
     others: list[nn.Module] = []
     loaders: list[tuple[Any, int]] = []
+    # once per distributed watch: wrappers and loaders that are garbage (an earlier model in unreachable cycles, not
+    # collected yet) are not the run's (a stale DDP of the same shapes would read as "the model was re-created")
+    gc.collect()
     for o in gc.get_objects():
         t = type(o)
         if issubclass(t, nn.parallel.DistributedDataParallel):
