@@ -37,6 +37,7 @@ from ssdaudit.core.findings import RULES, Location
 from ssdaudit.training.doctor import nonfinite_trace as nt
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.gradflow.sharded import local
 
 MAX_CALLS = 8  # root calls kept per step
 ARM_STEPS = 3  # live steps traced after a first sign the replay could not place
@@ -243,13 +244,15 @@ class FirstNonFinite(Check):
             self._disarm(ctx)
         if self.done or ctx.closure_step:
             return
-        grads = [p.grad for p in ctx.params() if p.grad is not None and p.grad.layout == torch.strided
+        # local(): a sharded (FSDP2) tensor's own shard on this rank, never a collective of ours
+        grads = [local(p.grad) for p in ctx.params() if p.grad is not None and p.grad.layout == torch.strided
                  and id(p) in ctx.trained_ids]
         if not grads:
             return
         if ctx.step == 0 and not self.w0 and ctx.monitor is not None:  # once: the weights before the first update
             params = [p for p in ctx.params() if id(p) in ctx.trained_ids and p.layout == torch.strided]
-            w_norms = torch.stack([n.float() for n in torch._foreach_norm(params)]).tolist() if params else []
+            w_norms = (torch.stack([n.float() for n in torch._foreach_norm([local(p) for p in params])]).tolist()
+                       if params else [])
             self.w0 = {ctx.name_of(p): n for p, n in zip(params, w_norms)}
         # the L2 norms (the cheapest foreach reduction: 1.2 ms on SSDLite's 4.6M gradients on a CPU, where the
         # inf-norm takes 9 ms): NaN or Inf in a gradient makes its norm non-finite; a finite gradient whose norm
