@@ -84,3 +84,20 @@ def _held_by_optimizers(ids: set[int]) -> set[int]:
         if issubclass(type(obj), torch.optim.Optimizer):  # type(), not isinstance: no lazy module's __class__
             held.update(id(p) for g in obj.param_groups for p in g["params"] if id(p) in ids)
     return held
+
+
+def trained_elsewhere(findings: list[Finding], model: "torch.nn.Module | None") -> list[Finding]:
+    """``findings`` without the G003 findings ("gradients but in no optimizer param_group") whose every parameter
+    another live optimizer holds: one module trained by two optimizers (Lightning's manual optimization builds a
+    GAN's both over one LightningModule) is trained, only not by this watch's optimizer (one gc scan, only when
+    there is such a finding)."""
+    if model is None or not any(f.rule == "G003" and f.members for f in findings):
+        return findings
+    named = dict(model.named_parameters())
+    wanted = {id(named[n]) for f in findings if f.rule == "G003" for n in f.members if n in named}
+    held = _held_by_optimizers(wanted)
+
+    def elsewhere(f: Finding) -> bool:
+        return bool(f.members) and all(n in named and id(named[n]) in held for n in f.members)
+
+    return [f for f in findings if not (f.rule == "G003" and elsewhere(f))]

@@ -48,7 +48,7 @@ from ssdaudit.core.findings import Finding, rule_codes
 from ssdaudit.core.guard import describe as describe_error
 from ssdaudit.training import loads
 from ssdaudit.training.doctor import taps
-from ssdaudit.training.doctor.averaged import AveragedCopies
+from ssdaudit.training.doctor.averaged import AveragedCopies, trained_elsewhere
 from ssdaudit.training.doctor.nonfinite_trace import replaying
 from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
@@ -422,7 +422,8 @@ class Watch:
         self._read_deferred()
         found = list(self.ctx.found.values())
         if self.monitor is not None:
-            found += [self._when_seen(f) for f in self._averaged.filter(self.monitor.findings())]
+            monitor_findings = trained_elsewhere(self._averaged.filter(self.monitor.findings()), self.model)
+            found += [self._when_seen(f) for f in monitor_findings]
         if self.ignore:  # an ignored cause takes the consequences that only restate it along (G003, G004)
             found = [f for f in fold(found) if f.rule not in self.ignore
                      and not (f.caused_by in self.ignore and f.rule in _RESTATED)]

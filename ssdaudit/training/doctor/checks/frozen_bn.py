@@ -65,6 +65,8 @@ class FrozenBatchNormMoves(Check):
         self.total: set[int] = set()
         self.candidates: dict[int, _Candidate] = {}
         self.judged: set[int] = set()
+        self._held: set[int] = set()
+        self._held_step = -1
 
     def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
         if root and self.out_ptrs and torch.is_grad_enabled() and self._trains(ctx, module):
@@ -79,6 +81,8 @@ class FrozenBatchNormMoves(Check):
             return
         self.total.add(id(module))
         frozen = not weight.requires_grad or (ctx.in_model(module) and id(weight) not in ctx.optimizer_ids)
+        if frozen and id(weight) not in ctx.optimizer_ids and id(weight) in self._held_elsewhere(ctx):
+            return  # another optimizer trains it (a GAN's other half; Lightning toggles requires_grad per optimizer)
         if frozen:
             outer = ctx.stack[0] if ctx.stack else module
             if torch.is_grad_enabled() and self._trains(ctx, outer):
@@ -89,6 +93,14 @@ class FrozenBatchNormMoves(Check):
             with torch.no_grad():
                 self.candidates[id(module)] = _Candidate(module, ctx.current, weight.detach().clone(),
                                                          module.running_mean.detach().clone())
+
+    def _held_elsewhere(self, ctx: Context) -> set[int]:
+        """Ids of every parameter a live optimizer holds: one gc scan per step, only on steps that need it."""
+        if self._held_step != ctx.current:
+            self._held_step = ctx.current
+            self._held = {id(p) for obj in gc.get_objects() if issubclass(type(obj), torch.optim.Optimizer)
+                          for g in obj.param_groups for p in g["params"]}
+        return self._held
 
     def on_module_post(self, ctx: Context, module: nn.Module, output: Any, root: bool) -> None:
         if root and id(module) in self.pending:
