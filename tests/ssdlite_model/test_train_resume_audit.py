@@ -9,7 +9,12 @@ from ssdaudit.training.resume.audit import audit_resume
 
 
 def test_ssdlite_train_resume_is_exact(tmp_path: Path) -> None:
-    command = ["python", "-m", "ssdlite_model.cli", "train", "--data", "synthetic", "--epochs", "3", "--image-size",
+    # the `ssdlite` console script's entry point as a file: under pytest, `-m ssdlite_model.cli` would be imported
+    # through pytest's assertion-rewriting loader (the package ships in the same distribution as the pytest11 plugin,
+    # so pytest marks it for rewriting), which runpy cannot run; outside pytest `-m` works (the README's command)
+    launcher = tmp_path / "ssdlite_train.py"
+    launcher.write_text("from ssdlite_model.cli import main\n\nmain()\n")
+    command = ["python", str(launcher), "train", "--data", "synthetic", "--epochs", "3", "--image-size",
                "64", "--width-mult", "0.25", "--n-train", "16", "--n-val", "4", "--batch-size", "8", "--out",
                str(tmp_path / "run")]
     report = audit_resume(command, 2, 2, "--resume --out {checkpoint_dir}")
