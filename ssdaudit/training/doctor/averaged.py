@@ -58,7 +58,7 @@ class AveragedCopies:
         changed = [k for k, p in enumerate(self._tensors) if p._version != self._versions[k] or moved_norm[k]]
         if not changed:
             return set()
-        held = _held_by_optimizers({id(self._tensors[k]) for k in changed})
+        held = held_by_optimizers({id(self._tensors[k]) for k in changed})
         out = set()
         for k in changed:
             p = self._tensors[k]
@@ -77,12 +77,13 @@ class AveragedCopies:
         return [f for f in findings if not (f.rule == "G002" and f.members and set(f.members) <= copies)]
 
 
-def _held_by_optimizers(ids: set[int]) -> set[int]:
-    """The subset of ``ids`` (parameter ids) that a live ``torch.optim.Optimizer`` holds (one gc scan)."""
+def held_by_optimizers(ids: set[int] | None = None) -> set[int]:
+    """The subset of ``ids`` (parameter ids) that a live ``torch.optim.Optimizer`` holds; ``None``: every parameter
+    id any live optimizer holds. One garbage-collector scan per call."""
     held: set[int] = set()
     for obj in gc.get_objects():
         if issubclass(type(obj), torch.optim.Optimizer):  # type(), not isinstance: no lazy module's __class__
-            held.update(id(p) for g in obj.param_groups for p in g["params"] if id(p) in ids)
+            held.update(id(p) for g in obj.param_groups for p in g["params"] if ids is None or id(p) in ids)
     return held
 
 
@@ -95,7 +96,7 @@ def trained_elsewhere(findings: list[Finding], model: "torch.nn.Module | None") 
         return findings
     named = dict(model.named_parameters())
     wanted = {id(named[n]) for f in findings if f.rule == "G003" for n in f.members if n in named}
-    held = _held_by_optimizers(wanted)
+    held = held_by_optimizers(wanted)
 
     def elsewhere(f: Finding) -> bool:
         return bool(f.members) and all(n in named and id(named[n]) in held for n in f.members)

@@ -18,7 +18,6 @@ warning.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from torch.utils._pytree import tree_flatten
 
 from ssdaudit.core.findings import Severity
 from ssdaudit.training.doctor.checks.base import Check
+from ssdaudit.training.doctor.averaged import held_by_optimizers
 from ssdaudit.training.doctor.context import Context
 from ssdaudit.training.gradflow.sharded import local
 
@@ -41,16 +41,6 @@ class _Candidate:
     step: int  # the step it was first seen at
     weight: torch.Tensor  # copies at first sight (BatchNorm vectors: a few KB)
     running_mean: torch.Tensor
-
-
-def _held_by_an_optimizer(params: set[int]) -> bool:
-    """Whether any live ``torch.optim.Optimizer`` in the process holds one of ``params`` (ids). One garbage-collector
-    scan: called once per candidate module, and only for BatchNorm outside the watched optimizer."""
-    for obj in gc.get_objects():
-        if issubclass(type(obj), torch.optim.Optimizer):  # type(), not isinstance: no lazy module's __class__
-            if any(id(p) in params for g in obj.param_groups for p in g["params"]):
-                return True
-    return False
 
 
 class FrozenBatchNormMoves(Check):
@@ -98,8 +88,7 @@ class FrozenBatchNormMoves(Check):
         """Ids of every parameter a live optimizer holds: one gc scan per step, only on steps that need it."""
         if self._held_step != ctx.current:
             self._held_step = ctx.current
-            self._held = {id(p) for obj in gc.get_objects() if issubclass(type(obj), torch.optim.Optimizer)
-                          for g in obj.param_groups for p in g["params"]}
+            self._held = held_by_optimizers()
         return self._held
 
     def on_module_post(self, ctx: Context, module: nn.Module, output: Any, root: bool) -> None:
@@ -128,7 +117,7 @@ class FrozenBatchNormMoves(Check):
             with torch.no_grad():
                 moved = not torch.equal(local(m.running_mean), local(c.running_mean))  # sharded: this rank's shard
                 fixed = torch.equal(local(m.weight), local(c.weight))
-            if moved and fixed and not _held_by_an_optimizer({id(p) for p in m.parameters()}):
+            if moved and fixed and not held_by_optimizers({id(p) for p in m.parameters()}):
                 out.append(m)
         return out
 

@@ -27,7 +27,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten
 
 from ssdaudit.training.doctor.checks.base import Check
-from ssdaudit.training.doctor.checks.frozen_bn import _held_by_an_optimizer, _user_path
+from ssdaudit.training.doctor.averaged import held_by_optimizers
+from ssdaudit.training.doctor.checks.frozen_bn import _user_path
 from ssdaudit.training.doctor.context import Context
 
 
@@ -83,7 +84,7 @@ class TeacherDropout(Check):
             if any(isinstance(b, _BatchNorm) and b.training for b in m.modules()):
                 continue  # T007 names it
             params = {id(p) for p in m.parameters()}
-            if params and _held_by_an_optimizer(params):
+            if params and held_by_optimizers(params):
                 continue
             name = ctx.name_of(m) if ctx.in_model(m) else (_user_path(m) or ctx.name_of(m))
             drops = sum(1 for d in m.modules() if isinstance(d, nn.modules.dropout._DropoutNd) and d.training and d.p > 0)
