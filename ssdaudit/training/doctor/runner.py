@@ -37,7 +37,7 @@ from ssdaudit.training.doctor.checks.nonfinite import FirstNonFinite
 from ssdaudit.training.doctor.watch import Watch, describe
 
 
-class _StopScript(BaseException):
+class StopScript(BaseException):
     """Raised from a step post-hook after the last watched step: ends the user's script without an error."""
 
 
@@ -204,12 +204,12 @@ class Runner:
 
         def stop(_opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
             if w.steps >= self.steps or self.rounds() >= self.steps:
-                raise _StopScript()
+                raise StopScript()
 
         opt.register_step_post_hook(patches.compile_disabled(stop))
 
-    @contextlib.contextmanager
-    def patched(self) -> Iterator[None]:
+    def optimizers_seen(self) -> contextlib.AbstractContextManager[object]:
+        """The layer over ``Optimizer.__init__`` that hands every optimizer built to ``_on_optimizer``."""
         runner = self
 
         def make(call_next: Any) -> Any:
@@ -221,6 +221,14 @@ class Runner:
 
             return __init__
 
+        return patches.patched(torch.optim.Optimizer, "__init__", make, key=f"ssdaudit.runner.{id(self):x}")
+
+    def attached(self) -> int:
+        """How many optimizers this runner has attached to."""
+        return len(self.watches)
+
+    @contextlib.contextmanager
+    def patched(self) -> Iterator[None]:
         # torch.save/DCP save observed: what checkpoints lack (S008, S009)
         from ssdaudit.training.resume import patches as save_patches
         from ssdaudit.training.resume.contents import SaveCheck
@@ -229,7 +237,7 @@ class Runner:
         saves.__enter__()
         taps.install()  # the taps, and the record of loads, from before the script's first line
         try:
-            with patches.patched(torch.optim.Optimizer, "__init__", make, key=f"ssdaudit.runner.{id(self):x}"):
+            with self.optimizers_seen():
                 yield
         finally:
             for w in self.watches:
@@ -240,12 +248,7 @@ class Runner:
     def rounds(self) -> int:
         """Training steps so far across every optimizer: the steps of all of them, divided by how many step together
         (a GAN's two optimizers make one step per round; an optimizer built per fold continues the count)."""
-        counts = [w.steps for w in self.watches]
-        if not counts:
-            return 0
-        top = max(counts)
-        together = sum(1 for c in counts if c >= top - 1)
-        return -(-sum(counts) // together)  # a round that has begun counts
+        return rounds_of([w.steps for w in self.watches])
 
     def report(self, target: str) -> DoctorReport:
         findings = [f for w in self.watches for f in w.findings()]
@@ -257,6 +260,16 @@ class Runner:
         notes = [n for w in self.watches for n in w.ctx.notes]
         return DoctorReport(target, self.rounds(), findings, first, errors, notes,
                             series=[w.series() for w in self.watches])
+
+
+def rounds_of(counts: list[int]) -> int:
+    """Training rounds from the step counts of every optimizer: their sum divided by how many step together (within
+    one step of the most advanced); a round that has begun counts. 0 with no optimizer."""
+    if not counts:
+        return 0
+    top = max(counts)
+    together = sum(1 for c in counts if c >= top - 1)
+    return -(-sum(counts) // together)
 
 
 def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
@@ -352,7 +365,7 @@ def _run_once(command: list[str], steps: int, every: int, ignore: Iterable[str],
                 runpy.run_module(cmd.target, run_name="__main__", alter_sys=True)
             else:
                 runpy.run_path(cmd.target, run_name="__main__")
-    except _StopScript:
+    except StopScript:
         pass
     except KeyboardInterrupt:  # Ctrl-C: the diagnosis of the steps so far, then the interruption (exit 130)
         raise ScriptInterrupted(_so_far(runner, cmd)) from None
@@ -371,7 +384,7 @@ def _run_once(command: list[str], steps: int, every: int, ignore: Iterable[str],
     finally:
         sys.argv = old_argv
         sys.path[:] = old_path
-    if not runner.watches:
+    if not runner.attached():
         started = _processes_started() - processes
         if started > 0:  # torch.multiprocessing.spawn / mp.Process: the training ran in other processes
             raise ScriptError(f"the script built no torch.optim optimizer in this process; it started {started} other "
@@ -394,7 +407,7 @@ def _processes_started() -> int:
 
 def _so_far(runner: Runner, cmd: object) -> DoctorReport | None:
     """The diagnosis of the steps that ran before the script failed, when any optimizer was watched."""
-    return runner.report(str(cmd)) if runner.watches else None
+    return runner.report(str(cmd)) if runner.attached() else None
 
 
 def _where(exc: BaseException) -> str:

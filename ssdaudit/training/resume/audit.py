@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ssdaudit.core.errors import ScriptError, UsageError
 from ssdaudit.training.doctor.runner import parse_command, run_watched
@@ -42,17 +42,21 @@ def audit_resume(command: list[str], at: int, steps: int, resume_args: str,
     except ValueError as exc:
         raise UsageError(f"--resume-args: {exc}") from None
     cmd = parse_command(command)
-    if workdir is None:
-        with tempfile.TemporaryDirectory(prefix="ssdaudit-resume-") as tmp:
-            return _audit(command, cmd, at, steps, extra, resume_args, script_stdout, Path(tmp))
-    return _audit(command, cmd, at, steps, extra, resume_args, script_stdout, workdir)
+    resumed = ResumedProcess(script_stdout)  # started now: its start-up overlaps with the first run
+    try:
+        if workdir is None:
+            with tempfile.TemporaryDirectory(prefix="ssdaudit-resume-") as tmp:
+                return _audit(command, cmd, at, steps, extra, resume_args, resumed, Path(tmp))
+        return _audit(command, cmd, at, steps, extra, resume_args, resumed, workdir.resolve())
+    finally:
+        resumed.cancel()
 
 
 def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str], resume_args: str,
-           script_stdout: TextIO | None, work: Path) -> ResumeReport:
+           resumed: "ResumedProcess", work: Path) -> ResumeReport:
     runner = ResumeRunner(sys.maxsize, at=at, after=steps, copy_dir=work / "copy",
                           copy_folder="{checkpoint_dir}" in resume_args)
-    run_watched(command, script_stdout=script_stdout, runner=runner)
+    run_watched(command, script_stdout=resumed.script_stdout, runner=runner)
     cap = runner.recorder.capture
     done = runner.rounds()
     if cap is None:
@@ -68,13 +72,10 @@ def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str
     if words and os.path.basename(words[0]).startswith("python") and not words[0].endswith(".py"):
         words = words[1:]
     out = work / "resumed.json"
-    child = [sys.executable, "-m", "ssdaudit.training.resume.child", str(steps), str(out), "--", *words, *args2]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([p for p in [_root(), env.get("PYTHONPATH", "")] if p])
-    proc = _run_child(child, env, script_stdout)
+    proc_status = resumed.run({"steps": steps, "out": str(out), "cwd": resumed.cwd, "command": [*words, *args2]})
     resume_command = " ".join(["python", *(shlex.quote(w) for w in words), resume_args])  # the copy's path is temporary
     if not out.exists():
-        raise ScriptError(f"the resumed run failed (exit status {proc.returncode}): {resume_command}")
+        raise ScriptError(f"the resumed run failed (exit status {proc_status}): {resume_command}")
     doc = json.loads(out.read_text())
     if doc.get("error"):
         raise ScriptError(f"the resumed run failed: {doc['error']} ({resume_command})")
@@ -99,19 +100,60 @@ def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str
         notes=notes, internal_errors=[e for w in runner.watches for e in w.ctx.internal_errors])
 
 
-def _run_child(child: list[str], env: dict[str, str], script_stdout: TextIO | None) -> subprocess.CompletedProcess[bytes]:
-    """Run the resumed process; its output goes where the first run's went (``script_stdout``, else stdout), through
-    a pipe when that stream has no file descriptor (a captured stream)."""
-    if script_stdout is None:
-        return subprocess.run(child, env=env)
-    try:
-        script_stdout.fileno()
-    except (OSError, ValueError, AttributeError):
-        proc = subprocess.run(child, env=env, stdout=subprocess.PIPE)
-        script_stdout.write(proc.stdout.decode(errors="replace"))
-        return proc
-    script_stdout.flush()
-    return subprocess.run(child, env=env, stdout=script_stdout)
+class ResumedProcess:
+    """The interpreter of the resumed run (``python -m ssdaudit.training.resume.child``), started before the first
+    run so that its start-up and imports overlap with it, in the folder and environment ``ssdaudit resume`` was
+    started with (what the first run changes of them does not leak into the second). Its output goes where the first
+    run's goes (``script_stdout``, else stdout), through a pipe when that stream has no file descriptor."""
+
+    def __init__(self, script_stdout: TextIO | None) -> None:
+        self.script_stdout = script_stdout
+        self.cwd = os.getcwd()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([p for p in [_root(), env.get("PYTHONPATH", "")] if p])
+        self._piped = False
+        stdout: Any = None
+        if script_stdout is not None:
+            try:
+                script_stdout.fileno()
+                stdout = script_stdout
+            except (OSError, ValueError, AttributeError):
+                stdout, self._piped = subprocess.PIPE, True
+        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-m", "ssdaudit.training.resume.child"], stdin=subprocess.PIPE, stdout=stdout, env=env)
+
+    def run(self, job: dict[str, Any]) -> int:
+        """Hand the process its job (one JSON line) and wait for it to end; its exit status."""
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        self._proc = None
+        if self.script_stdout is not None:
+            self.script_stdout.flush()
+        try:
+            proc.stdin.write((json.dumps(job) + "\n").encode())
+            proc.stdin.close()
+        except BrokenPipeError:  # it died while starting; its status says how
+            pass
+        if self._piped and self.script_stdout is not None:
+            assert proc.stdout is not None
+            self.script_stdout.write(proc.stdout.read().decode(errors="replace"))
+        return proc.wait()
+
+    def cancel(self) -> None:
+        """End the process without a job (the first run failed): end of input, then a kill if it does not exit."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def _distance(kept: object, path: Path) -> tuple[float | None, float | None]:

@@ -24,7 +24,8 @@ from torch.utils.hooks import RemovableHandle
 
 from ssdaudit.core.findings import Location
 from ssdaudit.training.doctor.context import user_location
-from ssdaudit.training.doctor.runner import Runner, find_model
+from ssdaudit.core import patches as core_patches
+from ssdaudit.training.doctor.runner import Runner, StopScript, find_model, rounds_of
 from ssdaudit.training.resume import patches
 from ssdaudit.training.resume.fingerprint import (
     RANDOM_MODULES, LoaderStart, RunPrints, StepPrint, batch_digest, grad_norm, named_params, optimizer_state_summary,
@@ -267,12 +268,15 @@ class Recorder:
 
 class ResumeRunner(Runner):
     """``Runner`` with fingerprints: every optimizer gets a ``Fingerprinter`` (its hooks first, so that the step that
-    ends the script is recorded too)."""
+    ends the script is recorded too). ``doctor=False`` (the resumed run): fingerprints only, no ``Watch`` and none
+    of the doctor's taps (the first run's watch already judged the checkpoints); the run stops after ``steps``
+    optimizer steps all the same."""
 
     def __init__(self, steps: int, at: int | None = None, after: int = 0, copy_dir: Path | None = None,
-                 copy_folder: bool = False, keep_at: int | None = None) -> None:
+                 copy_folder: bool = False, keep_at: int | None = None, doctor: bool = True) -> None:
         super().__init__(steps)
         self.keep_at = keep_at
+        self.doctor = doctor
         self.fingerprinters: list[Fingerprinter] = []
         self.recorder = Recorder(self, at, after, copy_dir, copy_folder)
 
@@ -282,12 +286,22 @@ class ResumeRunner(Runner):
             f = Fingerprinter(model, opt, self.recorder)
             f.keep_at = self.keep_at
             self.fingerprinters.append(f.attach())
-        super()._on_optimizer(opt)
+            if not self.doctor:
+                opt.register_step_post_hook(core_patches.compile_disabled(self._stop))
+        if self.doctor:
+            super()._on_optimizer(opt)
+
+    def _stop(self, _opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        if self.rounds() >= self.steps:
+            raise StopScript()
+
+    def attached(self) -> int:
+        return len(self.watches) if self.doctor else len(self.fingerprinters)
 
     def rounds(self) -> int:
-        if self.watches:
-            return super().rounds()
-        return 0
+        if self.doctor:
+            return super().rounds() if self.watches else 0
+        return rounds_of([f.steps for f in self.fingerprinters])
 
     def finish(self) -> None:
         self.recorder.before_step()
@@ -298,7 +312,7 @@ class ResumeRunner(Runner):
     def patched(self) -> Iterator[None]:
         """The runner's patches inside this run's own (``patches``), both restored after."""
         try:
-            with patches.observing(self.recorder), super().patched():
+            with patches.observing(self.recorder), (super().patched() if self.doctor else self.optimizers_seen()):
                 yield
         finally:
             self.finish()
