@@ -220,3 +220,59 @@ def test_under_the_test_suite_an_internal_error_raises() -> None:
     with Watch(model, opt, checks=[Broken()]):
         with pytest.raises(ZeroDivisionError):
             train(model, opt, x, y, 1)
+
+
+class _Calls(Check):
+    """Records which modules' forward calls reach it (``module_types``/``module_roots`` set per test)."""
+
+    def __init__(self) -> None:
+        self.pre: list[tuple[str, bool]] = []
+        self.post: list[tuple[str, bool]] = []
+
+    def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
+        self.pre.append((type(module).__name__, root))
+
+    def on_module_post(self, ctx: Context, module: nn.Module, output: Any, root: bool) -> None:
+        self.post.append((type(module).__name__, root))
+
+
+class _BatchNormOnly(_Calls):
+    module_types = (nn.modules.batchnorm._BatchNorm,)
+    module_roots = False
+
+
+class _RootsOnly(_Calls):
+    module_types = ()
+
+
+def test_module_calls_reach_a_check_by_its_declared_types_and_roots() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    every, bn, roots = _Calls(), _BatchNormOnly(), _RootsOnly()
+    with Watch(model, opt, checks=[every, bn, roots]):
+        F.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 2, (8,))).backward()
+        opt.step()
+    assert every.pre == [("Sequential", True), ("Linear", False), ("BatchNorm1d", False), ("ReLU", False),
+                         ("Linear", False)]
+    assert every.post == [("Linear", False), ("BatchNorm1d", False), ("ReLU", False), ("Linear", False),
+                          ("Sequential", True)]
+    assert bn.pre == bn.post == [("BatchNorm1d", False)]
+    assert roots.pre == roots.post == [("Sequential", True)]
+
+
+class _BrokenOnModules(_Calls):
+    def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
+        raise ZeroDivisionError("a bug of ours")
+
+
+def test_a_check_disabled_during_a_module_call_does_not_skip_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSDAUDIT_RAISE_INTERNAL", raising=False)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    after = _Calls()
+    with Watch(model, opt, checks=[_BrokenOnModules(), after]) as w:
+        model(torch.randn(2, 4)).sum().backward()
+        opt.step()
+    assert after.pre == [("Sequential", True), ("Linear", False), ("ReLU", False)]
+    assert len(w.ctx.internal_errors) == 1

@@ -21,12 +21,14 @@ forward call that made the node. Hooks only read; nothing the trace does changes
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -57,6 +59,7 @@ _SKIP = {"__get__", "__set__", "size", "dim", "numel", "__len__", "__repr__", "_
 _SOFTMAXES = {"softmax", "log_softmax", "scaled_dot_product_attention", "softmin", "_softmax"}
 
 _local = threading.local()
+_replays_lock = threading.Lock()
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _OUR_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
 # The wrappers that only pass a call on (the patch owner's dispatcher, the taps, the resume audit's observers): the
@@ -78,9 +81,27 @@ def _from_us() -> bool:
     return frame.f_code.co_filename.startswith(_OUR_DIR)
 
 
+_replays = [0]  # replays in progress in any thread: the thread-local flag is read only while there is one
+
+
 def replaying() -> bool:
-    """Whether the doctor is replaying a step on a copy of a module in this thread: its other hooks stay out of it."""
-    return bool(getattr(_local, "replaying", False))
+    """Whether the doctor is replaying a step on a copy of a module in this thread: its other hooks stay out of it.
+    Called on every forward call the doctor sees: one list read when no replay runs anywhere."""
+    return _replays[0] > 0 and bool(getattr(_local, "replaying", False))
+
+
+@contextlib.contextmanager
+def replay() -> Iterator[None]:
+    """Mark this thread as replaying for the block (``replaying()``)."""
+    with _replays_lock:
+        _replays[0] += 1
+    _local.replaying = True
+    try:
+        yield
+    finally:
+        _local.replaying = False
+        with _replays_lock:
+            _replays[0] -= 1
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,18 @@ class ParallelSetup:
         return "ddp" if self.ddps else "fsdp" if self.sharded else "plain"
 
 
+def _ddp_forward_types() -> tuple[type, ...]:
+    try:
+        from torch._dynamo.eval_frame import OptimizedModule
+    except ImportError:  # pragma: no cover - a torch without dynamo
+        return (nn.parallel.DistributedDataParallel,)
+    return (nn.parallel.DistributedDataParallel, OptimizedModule)
+
+
+# The module types whose forward can start a forward through DDP (``ddp_forward_of``): the wrapper, a compile of it.
+DDP_FORWARD_TYPES = _ddp_forward_types()
+
+
 def is_ddp(module: object) -> bool:
     return isinstance(module, nn.parallel.DistributedDataParallel)
 

@@ -87,6 +87,8 @@ def unlisten(listener: Listener) -> None:
 def owns_thread(listener: object, thread: int) -> bool:
     """Whether events of ``thread`` belong to ``listener``: it was made in that thread, or no listener was."""
     current = _listeners
+    if len(current) == 1:  # the common case, on every forward call: one watch
+        return current[0][1] != thread or current[0][0] is listener
     mine = [lst for lst, t in current if t == thread]
     return not mine or any(lst is listener for lst in mine)
 

@@ -99,6 +99,7 @@ class Watch:
         # per event, the checks that override it (the others cost nothing)
         self._by_event = {e: [c for c in [*self.checks, self.recorder] if getattr(type(c), e) is not getattr(Check, e)]
                           for e in EVENTS}
+        self._by_module: dict[tuple[str, type, bool], list[Any]] = {}  # module events: per (event, type, root)
         self._averaged = AveragedCopies()  # unreached parameters updated without gradients: averages, not G002
         self.ctx.monitor = self.monitor  # F004 reads its update-to-weight ratios
         self._handles: list[RemovableHandle] = []
@@ -232,9 +233,23 @@ class Watch:
     def _dispatch(self, event: str, *args: Any) -> None:
         if replaying():  # the doctor's own replay of a step on a copy (F001-F004) is not the user's training
             return
-        for c in self._by_event[event]:
+        self._call(self._by_event[event], event, args)
+
+    def _module_checks(self, event: str, module: nn.Module, root: bool) -> list[Any]:
+        """The checks a forward call of ``module`` reaches (``Check.module_types``/``module_roots``), per module
+        type: a call of a plain layer costs only the checks that look at such layers."""
+        key = (event, type(module), root)
+        found = self._by_module.get(key)
+        if found is None:
+            found = self._by_module[key] = [c for c in self._by_event[event]
+                                            if not isinstance(c, Check) or c.wants_module(type(module), root)]
+        return found
+
+    def _call(self, checks: list[Any], event: str, args: tuple[Any, ...]) -> None:
+        ctx = self.ctx
+        for c in checks:
             try:
-                getattr(c, event)(self.ctx, *args)
+                getattr(c, event)(ctx, *args)
             except Exception as exc:  # a bug of ours must not stop the user's training: that check stops instead
                 if raise_internal():
                     raise
@@ -242,9 +257,9 @@ class Watch:
 
     def _disable(self, check: Check, event: str, exc: Exception) -> None:
         """Take ``check`` out of every event for the rest of the run, with a note naming the internal error."""
-        for event_checks in self._by_event.values():
-            if check in event_checks:
-                event_checks.remove(check)
+        # new lists, not removals: a dispatch may be iterating over the old ones (the next check still runs)
+        self._by_event = {e: [c for c in cs if c is not check] for e, cs in self._by_event.items()}
+        self._by_module.clear()
         code = f" ({check.code})" if check.code else ""
         self._note(f"{type(check).__name__}{code} disabled for the rest of the run after an internal error in "
                    f"{event}", exc)
@@ -304,7 +319,9 @@ class Watch:
         if unwrap_compiled(module) is not module or not taps.owns_thread(self, threading.get_ident()):
             return  # torch.compile's wrapper: the module it wraps has its own call; another thread's loop
         root = not self.ctx.stack
-        self._dispatch("on_module_pre", module, args if isinstance(args, tuple) else (args,), root)
+        checks = self._module_checks("on_module_pre", module, root)
+        if checks:
+            self._call(checks, "on_module_pre", (module, args if isinstance(args, tuple) else (args,), root))
         self.ctx.stack.append(module)
 
     def _on_module_post(self, module: nn.Module, _args: Any, output: Any) -> None:
@@ -315,8 +332,9 @@ class Watch:
             stack.pop()
         elif module in stack:  # a forward raised inside: drop what it left
             del stack[stack.index(module):]
-        if self._by_event["on_module_post"]:
-            self._dispatch("on_module_post", module, output, not stack)
+        checks = self._module_checks("on_module_post", module, not stack)
+        if checks:
+            self._call(checks, "on_module_post", (module, output, not stack))
         if self._sharded and not stack and module is self.model:
             self._watch_sharded_output(output)
 

@@ -20,6 +20,16 @@ class Check:
 
     code = ""
     also: tuple[str, ...] = ()  # the other rule codes this check reports (one piece of evidence, several rules)
+    # Which forward calls reach on_module_pre/on_module_post (they run for every module call of the step, so a check
+    # says what it needs): calls of these module types (None: every module), and root calls (the outermost forward
+    # of a step) whatever their type when ``module_roots``.
+    module_types: tuple[type, ...] | None = None
+    module_roots: bool = True
+
+    @classmethod
+    def wants_module(cls, module_type: type, root: bool) -> bool:
+        """Whether a forward call of a module of ``module_type`` (a root call or not) reaches this check."""
+        return (root and cls.module_roots) or cls.module_types is None or issubclass(module_type, cls.module_types)
 
     def on_attach(self, ctx: Context) -> None:
         """The watch is attached (a check that registers hooks of its own registers them here)."""

@@ -13,11 +13,13 @@ from torch import nn
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
-from ssdaudit.training.doctor.parallel import ddp_forward_of, setup_of
+from ssdaudit.training.doctor.parallel import DDP_FORWARD_TYPES, ddp_forward_of, setup_of
 
 
 class DdpNoSyncStep(Check):
     code = "T029"
+    module_types = DDP_FORWARD_TYPES  # the wrapper (or its compile): where the forward through DDP starts
+    module_roots = False
 
     def __init__(self) -> None:
         self.synced: dict[int, bool] = {}  # DDP wrapper id -> whether its last forward (with grad) will sync

@@ -23,6 +23,8 @@ import torch
 
 class EvalModeTraining(Check):
     code = "T006"
+    module_types = (_BatchNorm, _DropoutNd)
+    module_roots = False
 
     def __init__(self) -> None:
         self.pending: dict[int, tuple[nn.Module, bool]] = {}  # grad-enabled forwards since the last backward

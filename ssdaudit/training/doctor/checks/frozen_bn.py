@@ -45,6 +45,7 @@ class _Candidate:
 
 class FrozenBatchNormMoves(Check):
     code = "T007"
+    module_types = (_BatchNorm,)  # and root calls: what a frozen module's output feeds
 
     def __init__(self) -> None:
         self.seen: dict[int, nn.Module] = {}  # frozen, outside the trained path: a warning

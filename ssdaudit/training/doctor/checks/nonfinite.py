@@ -154,9 +154,9 @@ def fix_for(op: str, rec: nt.OpRecord) -> str:
 
 class FirstNonFinite(Check):
     """F001-F006 (see the module docstring)."""
-
     code = "F002"
     also = ("F001", "F003", "F004", "F005", "F006")
+    module_types = ()  # root calls only: what a replay needs
 
     def __init__(self) -> None:
         self.calls: list[RootCall] = []
@@ -362,8 +362,7 @@ class FirstNonFinite(Check):
         kwargs = {k: _leaf(v) if isinstance(v, torch.Tensor) else v for k, v in call.kwargs.items()}
         tracer = nt.NonFiniteTracer(names)
         devices = [call.rng[2]] if call.rng[2] >= 0 else []
-        nt._local.replaying = True
-        try:
+        with nt.replay():
             with torch.random.fork_rng(devices=devices), torch.enable_grad():
                 torch.set_rng_state(call.rng[0])
                 if call.rng[1] is not None:
@@ -392,8 +391,6 @@ class FirstNonFinite(Check):
                     torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
                 finally:
                     tracer.stop()
-        finally:
-            nt._local.replaying = False
         return nt.verdict(tracer)
 
     def _input_verdict(self, ctx: Context, call: RootCall, t: torch.Tensor, index: int) -> nt.Verdict:

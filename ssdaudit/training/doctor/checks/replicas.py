@@ -65,6 +65,7 @@ def _differ(a: list[float] | None, b: list[float] | None) -> bool:
 class CrossRankEvidence(Check):
     code = "T017"
     also = ("T026", "T027")
+    module_types = ()  # root calls only: the batch of the model's forward
 
     def __init__(self) -> None:
         self.board: RankBoard | None = None

@@ -22,6 +22,7 @@ from ssdaudit.training.doctor.ranks import world
 
 class SamplerEpochNeverSet(Check):
     code = "T028"
+    module_types = ()  # root calls only: the model's forward
 
     def __init__(self) -> None:
         self.forwards = 0  # training forwards of the watched model
