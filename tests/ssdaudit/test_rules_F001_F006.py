@@ -5,10 +5,12 @@ ignore_index, GradScaler's skipped steps)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -115,6 +117,8 @@ def log_of_softmax(bug: bool) -> Watch:
 
 def test_f002_names_module_op_and_line() -> None:
     w = log_of_softmax(True)
+    # the non-finite gradients that follow (G006) are its consequence: one cause at the top
+    assert [f.rule for f in w.findings() if f.caused_by is None and f.severity != Severity.INFO] == ["F002"]
     f = one(w, "F002")
     assert f.path == "SoftTargetLoss" and "`log`" in f.message and "log_softmax" in f.message, f.message
     assert f.location is not None and f.location.line == line_of("# F002 here"), f.location
@@ -133,23 +137,27 @@ class Normalised(nn.Module):
         return h / (h.sum(-1, keepdim=True) + self.eps)  # division here
 
 
-def division_in_a_submodule(bug: bool) -> Watch:
+def division_in_a_submodule(bug: bool, compiled: bool = False) -> Watch:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), Normalised(0.0 if bug else 1e-6), nn.Linear(4, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    with watch(model, opt) as w:
+    net: Any = torch.compile(model, backend="aot_eager") if compiled else model  # compiled forward and backward
+    with watch(net, opt) as w:
         for x, y in batches(64, 5, classes=2):
             opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
+            F.cross_entropy(net(x), y).backward()
             opt.step()
     return w
 
 
-def test_f002_in_a_submodule_names_its_path() -> None:
-    f = one(division_in_a_submodule(True), "F002")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_f002_in_a_submodule_names_its_path(compiled: bool) -> None:
+    """With ``torch.compile(model)`` the step is replayed on an eager copy of the module it wraps: the same finding,
+    the user's module path (no ``_orig_mod.``)."""
+    f = one(division_in_a_submodule(True, compiled), "F002")
     assert f.path == "2" and "`div`" in f.message and "NaN" in f.message and "eps" in f.message, f.message
     assert f.location is not None and f.location.line == line_of("# division here")
-    assert codes(division_in_a_submodule(False)) == set()
+    assert codes(division_in_a_submodule(False, compiled)) == set()
 
 
 # --- F003: a backward operation -------------------------------------------------------------------------
@@ -407,3 +415,21 @@ def test_example_log_softmax_names_module_log_and_line(fixed: bool, monkeypatch:
     line = next(i + 1 for i, text in enumerate((ROOT / script).read_text().splitlines()) if "torch.log(F.softmax" in text)
     assert f.path == "SoftTargetLoss" and "`log`" in f.message and str(f.location) == f"{script}:{line}", f
     assert report.exit_code() == 1
+
+
+def test_under_ddp_the_producing_rank_is_named_and_the_others_say_where_their_nan_came_from(tmp_path: Path) -> None:
+    """torchrun, 2 ranks on gloo: rank 1 produces -inf in forward; DDP's all-reduce makes rank 0's gradients NaN too.
+    Rank 0 reports rank 1's F002 (the operation and line, "rank 1"), a note that its own replay is finite (the NaN
+    came through the all-reduce), G006 folded under F002; the clean twin has no finding."""
+    from conftest import run_torchrun
+
+    worker = Path(__file__).resolve().parents[1] / "data" / "ddp_nonfinite_worker.py"
+    proc = run_torchrun([str(worker), str(tmp_path)], tmp_path, 240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads((tmp_path / "nonfinite.json").read_text())
+    bug = found["nan_on_rank1"]
+    assert bug["causes"] == ["F002"], bug
+    message = bug["messages"]["F002"]
+    assert "rank 1" in message and "`log`" in message and "-inf" in message, message
+    assert any("came from another rank" in n and n.startswith("rank 0") for n in bug["notes"]), bug["notes"]
+    assert found["clean"] == {"causes": [], "messages": {}, "notes": []}, found["clean"]

@@ -19,7 +19,7 @@ import os
 import runpy
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import torch
@@ -301,7 +301,7 @@ def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Ite
         if findings:
             w.ctx.found.pop(("F002", "<unplaced>"), None)
             for f, step in findings:
-                w.ctx.found[(f.rule, f.path)] = f
+                w.ctx.found[(f.rule, f.path)] = replace(f, step=step)
                 w.ctx.first_step[f.rule] = step
     return runner.report(report.target)
 

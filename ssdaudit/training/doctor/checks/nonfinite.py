@@ -37,6 +37,7 @@ from ssdaudit.core.findings import RULES, Location
 from ssdaudit.training.doctor import nonfinite_trace as nt
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.doctor.ranks import world
 from ssdaudit.training.gradflow.sharded import local
 
 MAX_CALLS = 8  # root calls kept per step
@@ -307,6 +308,13 @@ class FirstNonFinite(Check):
         if verdict.record is not None:
             self._report(ctx, verdict, first)
             return
+        if verdict.detail.get("finite") and world()[1] > 1:
+            # this rank's forward and backward are finite on its own inputs: the gradients turned non-finite after
+            # them, in the gradient all-reduce (DDP) or hand-written averaging: another rank produced them
+            ctx.notes.append(f"{where}: this rank's own forward and backward of that step are finite on replay; the "
+                             "non-finite gradients came from another rank through the gradient all-reduce (the "
+                             "finding of the rank that produced them names the operation)")
+            return
         self._provisional(ctx, first, where + (f"; {verdict.detail['why']}" if verdict.detail.get("why") else ""))
         self.rerun_step = first
         if not is_compiled(ctx.model):
@@ -325,9 +333,10 @@ class FirstNonFinite(Check):
                 if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and any(nt._status(t)):
                     return self._input_verdict(ctx, call, t, i)
         verdicts: list[tuple[int, nt.Verdict]] = []
+        backward = [False]  # a backward was replayed from saved output gradients
         for k, call in enumerate(calls):
             try:
-                v = self._replay_call(ctx, call)
+                v = self._replay_call(ctx, call, backward)
             except Exception as exc:  # the copy or the replay failed: say so, never raise
                 v = nt.Verdict(None, "", {"why": f"the replay failed ({type(exc).__name__}: {exc})"})
             verdicts.append((k, v))
@@ -340,9 +349,12 @@ class FirstNonFinite(Check):
         if loss:
             return nt.Verdict(None, "loss", {"why": loss[0].detail["why"]})
         why = next((v.detail["why"] for _, v in verdicts if v.detail.get("why")), "")
-        return nt.Verdict(None, "", {"why": why or "the replay of the saved forward calls stays finite"})
+        if why or not backward[0]:
+            return nt.Verdict(None, "", {"why": why or "the replay of the saved forward calls stays finite"})
+        # forward and backward replayed, both finite
+        return nt.Verdict(None, "", {"why": "the replay of the saved forward calls stays finite", "finite": True})
 
-    def _replay_call(self, ctx: Context, call: RootCall) -> nt.Verdict:
+    def _replay_call(self, ctx: Context, call: RootCall, backward: list[bool]) -> nt.Verdict:
         module = _unwrap(call.module)
         if any(isinstance(m, nn.SyncBatchNorm) for m in module.modules()):
             return nt.Verdict(None, "", {"why": "no replay of a model with SyncBatchNorm (its collectives)"})
@@ -389,6 +401,7 @@ class FirstNonFinite(Check):
                             f"the gradient that reached {what} is already non-finite ({nt.summarise(g)}): it was "
                             "produced in the code after it (the loss)")})
                     torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+                    backward[0] = True
                 finally:
                     tracer.stop()
         return nt.verdict(tracer)
@@ -557,7 +570,7 @@ class FirstNonFinite(Check):
         key = (code, path)
         if key in ctx.found:
             return
-        ctx.found[key] = RULES[code].finding(path, message, location=location)
+        ctx.found[key] = RULES[code].finding(path, message, location=location, step=step)
         ctx.first_step[code] = min(step, ctx.first_step.get(code, step))
 
     # --- dynamic loss scaling ------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def _report(ctx: Context, code: str, step: int, message: str, subject: str = "re
     """A cross-rank finding: judged at merge time, so it has no line of the user's code (unlike ``ctx.report``)."""
     key = (code, subject)
     if key not in ctx.found:
-        ctx.found[key] = RULES[code].finding("", message, subject=subject)
+        ctx.found[key] = RULES[code].finding("", message, subject=subject, step=step)
         ctx.first_step.setdefault(code, step)
 
 
@@ -163,7 +163,7 @@ class CrossRankEvidence(Check):
             if key in ctx.found or rule not in RULES:
                 continue
             ctx.found[key] = RULES[rule].finding(path, f"{message} (on rank {rank})", severity=Severity(severity),
-                                                 subject=subject, params=params, location=location)
+                                                 subject=subject, params=params, location=location, step=step)
             if step is not None:
                 ctx.first_step[rule] = min(step, ctx.first_step.get(rule, step))
 
