@@ -276,3 +276,17 @@ def test_a_check_disabled_during_a_module_call_does_not_skip_the_next_one(monkey
         opt.step()
     assert after.pre == [("Sequential", True), ("Linear", False), ("ReLU", False)]
     assert len(w.ctx.internal_errors) == 1
+
+
+def test_the_step_log_reads_events_after_the_last_of_a_kind() -> None:
+    from ssdaudit.training.doctor.events import StepEvent as E, StepLog
+
+    log = StepLog()
+    assert log.after_last(E.BACKWARD) is None and log.since(E.OTHER_STEP) == []
+    for e in (E.BACKWARD, E.OTHER_STEP, E.ZERO_GRAD, E.BACKWARD, E.CLIP):
+        log.add(e)
+    assert log.after_last(E.BACKWARD) == [E.CLIP]
+    assert log.since(E.OTHER_STEP) == [E.ZERO_GRAD, E.BACKWARD, E.CLIP]
+    assert log.since(E.UNSCALE) == list(log) and E.UNSCALE not in log and E.CLIP in log
+    log.clear()
+    assert len(log) == 0

@@ -1,9 +1,9 @@
 """What every check of the doctor reads and writes: the watched objects, the events of the current step, findings.
 
-A *step* is one ``optimizer.step()``. ``Context.events`` holds what happened since the last step, in order:
-``B`` a backward pass reached the optimizer's parameters, ``Z`` a ``zero_grad()``, ``C`` a ``clip_grad_norm_`` over
-its parameters, ``S`` a ``GradScaler.scale``, ``U`` a ``GradScaler.unscale_`` of this optimizer, ``O`` a step of
-another optimizer (the backwards before it were for that one: a GAN's generator loss also reaches the
+A *step* is one ``optimizer.step()``. ``Context.events`` (a ``StepLog``) holds what happened since the last step, in
+order (``events.StepEvent``): a backward pass reached the optimizer's parameters, a ``zero_grad()``, a
+``clip_grad_norm_`` over its parameters, a ``GradScaler.scale``, a ``GradScaler.unscale_`` of this optimizer, a step
+of another optimizer (the backwards before it were for that one: a GAN's generator loss also reaches the
 discriminator's parameters, which the discriminator's optimizer clears before its own step).
 """
 
@@ -19,6 +19,7 @@ from torch import nn
 from ssdaudit.core.findings import RULES, Finding, Severity
 from ssdaudit.core.frames import user_location
 from ssdaudit.core.guard import raise_internal
+from ssdaudit.training.doctor.events import StepLog
 from ssdaudit.training.gradflow.monitor import unwrap_compiled
 
 __all__ = ["Context", "raise_internal", "unwrap_compiled", "user_location", "user_path"]
@@ -41,7 +42,7 @@ class Context:
     label: str = "optimizer"  # how findings name the optimizer: "optimizer 2 (Adam, 1,234 parameters of `G`)"
     replicated: bool = False  # the watched model is a DistributedDataParallel: its ranks must stay equal
     step: int = 0
-    events: list[str] = field(default_factory=list)
+    events: StepLog = field(default_factory=StepLog)
     stack: list[nn.Module] = field(default_factory=list)  # the modules whose forward is running, outermost first
     closure_step: bool = False  # the current step() got a closure (LBFGS): it runs its own backward
     found: dict[tuple[str, str], Finding] = field(default_factory=dict)

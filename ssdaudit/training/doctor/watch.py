@@ -49,6 +49,7 @@ from ssdaudit.core.guard import describe as describe_error
 from ssdaudit.training import loads
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.averaged import AveragedCopies, trained_elsewhere
+from ssdaudit.training.doctor.events import StepEvent
 from ssdaudit.training.doctor.nonfinite_trace import replaying
 from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
@@ -197,7 +198,7 @@ class Watch:
             def zero_grad(*args: Any, **kwargs: Any) -> Any:
                 try:
                     self._settle_step()
-                    events.append("Z")
+                    events.add(StepEvent.ZERO_GRAD)
                 except Exception as exc:
                     if raise_internal():
                         raise
@@ -277,7 +278,7 @@ class Watch:
 
     def _backward_end(self) -> None:
         self._in_backward = False
-        self.ctx.events.append("B")
+        self.ctx.events.add(StepEvent.BACKWARD)
         self._dispatch("on_backward_end")
 
     def _settle_step(self) -> None:
@@ -311,7 +312,7 @@ class Watch:
 
     def _on_any_step_post(self, opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         if opt is not self.optimizer and taps.owns_thread(self, threading.get_ident()):
-            self.ctx.events.append("O")  # another optimizer stepped: the backwards before it were its own
+            self.ctx.events.add(StepEvent.OTHER_STEP)  # another optimizer stepped: the backwards before it were its own
 
     def _on_module_pre(self, module: nn.Module, args: Any) -> None:
         if replaying():
@@ -369,16 +370,16 @@ class Watch:
 
     def tap_clip(self, params: list[torch.Tensor], max_norm: float) -> None:
         if any(id(p) in self.ctx.optimizer_ids for p in params):
-            self.ctx.events.append("C")
+            self.ctx.events.add(StepEvent.CLIP)
             self._dispatch("on_clip", params, max_norm)
 
     def tap_scaler(self, scaler: Any, method: str, optimizer: Any) -> None:
         if self.ctx.scaler is not None and scaler is not self.ctx.scaler:
             return
         if method == "scale":
-            self.ctx.events.append("S")
+            self.ctx.events.add(StepEvent.SCALE)
         elif method == "unscale_" and optimizer is self.optimizer:
-            self.ctx.events.append("U")
+            self.ctx.events.add(StepEvent.UNSCALE)
         elif method == "step" and optimizer is self.optimizer:
             self._scaler_step_pending = True
         elif method == "update" and self._scaler_step_pending:
@@ -395,11 +396,10 @@ class Watch:
         """The gradient-flow monitor recorded this step's gradients at the end of backward: when clipping or
         ``GradScaler.unscale_`` changed them since, it re-reads them, so that G004's rounding test and G005 judge the
         gradients the optimizer sees (only on such steps, and only on the steps the monitor records)."""
-        events = self.ctx.events
-        if self.monitor is None or "B" not in events:
+        after = self.ctx.events.after_last(StepEvent.BACKWARD)
+        if self.monitor is None or after is None:
             return
-        last = len(events) - 1 - events[::-1].index("B")
-        if "C" in events[last:] or "U" in events[last:]:
+        if StepEvent.CLIP in after or StepEvent.UNSCALE in after:
             self.monitor.refresh_grads()
 
     def _drop_gradflow_row(self) -> None:

@@ -10,6 +10,7 @@ import torch
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.doctor.events import StepEvent
 from ssdaudit.training.gradflow.sharded import local
 
 
@@ -25,11 +26,10 @@ class ClearedBeforeStep(Check):
         self.after_backward = torch.stack(torch._foreach_norm(grads)).max() if grads else None  # no host sync here
 
     def on_step_pre(self, ctx: Context) -> None:
-        if "B" not in ctx.events or ctx.closure_step:
+        after = ctx.events.after_last(StepEvent.BACKWARD)
+        if after is None or ctx.closure_step:
             return
-        last = len(ctx.events) - 1 - ctx.events[::-1].index("B")
-        after = ctx.events[last + 1:]
-        if "Z" in after:
+        if StepEvent.ZERO_GRAD in after:
             ctx.report(self.code, f"{ctx.label}: zero_grad() ran after the backward of step {ctx.current} and before step(): "
                        "the step sees no gradient", subject="optimizer")
             return
@@ -44,7 +44,7 @@ class ClearedBeforeStep(Check):
         # small reduction per due step, read with the step's other values (one host sync per step); only when it is
         # zero are the others looked at (the gradient-flow monitor makes its own pass)
         was = self.after_backward
-        clipped = "C" in after
+        clipped = StepEvent.CLIP in after
         first = torch.stack([grads[0].any(), was > 0 if was is not None else torch.zeros((), dtype=torch.bool,
                                                                                            device=grads[0].device)])
         ctx.defer(first, lambda v: self._judge(ctx, grads, bool(v[0]), bool(v[1]), clipped))

@@ -15,6 +15,7 @@ from torch import nn
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.doctor.events import StepEvent
 from ssdaudit.training.doctor.parallel import setup_of
 
 FIRST_STEPS = 3
@@ -35,7 +36,7 @@ class DdpParametersOutsideBuckets(Check):
             return
         for ddp in setup.wrappers():
             self._judge(ctx, ddp)
-        if ctx.step == 0 and "B" in ctx.events:
+        if ctx.step == 0 and StepEvent.BACKWARD in ctx.events:
             stale = [d for d in (r() for r in setup.elsewhere) if d is not None]
             if stale:
                 ctx.report(self.code, f"{ctx.label} trains parameters that no DistributedDataParallel wraps, while a "

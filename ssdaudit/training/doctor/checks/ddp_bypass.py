@@ -15,6 +15,7 @@ from torch import nn
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.doctor.events import StepEvent
 from ssdaudit.training.doctor.parallel import DDP_FORWARD_TYPES, ddp_forward_of, setup_of
 
 
@@ -33,7 +34,7 @@ class DdpForwardBypassed(Check):
 
     def on_step_pre(self, ctx: Context) -> None:
         forwarded, self.forwarded = self.forwarded, set()
-        if "B" not in ctx.events or ctx.closure_step:
+        if StepEvent.BACKWARD not in ctx.events or ctx.closure_step:
             return
         setup = setup_of(ctx)
         if setup is None:

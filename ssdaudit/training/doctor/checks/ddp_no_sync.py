@@ -13,6 +13,7 @@ from torch import nn
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.doctor.events import StepEvent
 from ssdaudit.training.doctor.parallel import DDP_FORWARD_TYPES, ddp_forward_of, setup_of
 
 
@@ -31,7 +32,7 @@ class DdpNoSyncStep(Check):
 
     def on_step_pre(self, ctx: Context) -> None:
         synced, self.synced = self.synced, {}
-        if "B" not in ctx.events or ctx.closure_step or all(synced.values()):
+        if StepEvent.BACKWARD not in ctx.events or ctx.closure_step or all(synced.values()):
             return
         setup = setup_of(ctx)
         if setup is None:

@@ -13,6 +13,7 @@ import torch
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.doctor.events import StepEvent
 from ssdaudit.training.gradflow.sharded import local
 
 
@@ -24,7 +25,7 @@ class NeverCleared(Check):
         self.stale: tuple[torch.Tensor, torch.Tensor, torch.Tensor, str] | None = None
 
     def on_backward_start(self, ctx: Context, param: torch.Tensor) -> None:
-        if self.stale is not None or ctx.step == 0 or "B" in ctx.events or "Z" in ctx.events:
+        if self.stale is not None or ctx.step == 0 or StepEvent.BACKWARD in ctx.events or StepEvent.ZERO_GRAD in ctx.events:
             return  # before the first step, within an accumulation window, or cleared: nothing to see
         if param.grad is None or not ctx.due:
             return
@@ -40,6 +41,6 @@ class NeverCleared(Check):
             return
         param, grad, nonzero, message = self.stale
         self.stale = None
-        if "Z" in ctx.events or param.grad is not grad:
+        if StepEvent.ZERO_GRAD in ctx.events or param.grad is not grad:
             return  # cleared before this optimizer's step (the backward was another optimizer's)
         ctx.defer(nonzero, lambda v: ctx.report(self.code, message, subject="optimizer") if v[0] else None)

@@ -14,6 +14,7 @@ from torch import nn
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.doctor.events import StepEvent
 
 
 def other_copy(ctx: Context) -> nn.Module | None:
@@ -37,7 +38,7 @@ class BackwardReachesNoParameter(Check):
     code = "T005"
 
     def on_step_pre(self, ctx: Context) -> None:
-        if "B" in ctx.events or ctx.closure_step or not ctx.trained_ids or ("T005", "optimizer") in ctx.found:
+        if StepEvent.BACKWARD in ctx.events or ctx.closure_step or not ctx.trained_ids or ("T005", "optimizer") in ctx.found:
             return
         head = (f"{ctx.label}: no backward reached any of the optimizer's {len(ctx.trained_ids)} trainable parameter tensors "
                 f"before step {ctx.current}")

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.doctor.events import StepEvent
 
 
 class ZeroGradInWindow(Check):
     code = "T003"
 
     def on_step_pre(self, ctx: Context) -> None:
-        own = ctx.events[len(ctx.events) - ctx.events[::-1].index("O"):] if "O" in ctx.events else ctx.events
-        seq = "".join(e for e in own if e in "BZ")
-        backwards = seq.count("B")
-        inner = seq.strip("Z").count("Z") if backwards > 1 else 0  # zero_grad calls between the first and last backward
+        own = ctx.events.since(StepEvent.OTHER_STEP)
+        at = [i for i, e in enumerate(own) if e is StepEvent.BACKWARD]
+        backwards = len(at)
+        # zero_grad calls between the first and the last backward
+        inner = sum(1 for e in own[at[0]:at[-1]] if e is StepEvent.ZERO_GRAD) if backwards > 1 else 0
         if inner:
             ctx.report(self.code, f"{ctx.label}: step {ctx.current} follows {backwards} backward passes with zero_grad() "
                        f"between them ({inner} times): only the last micro-batch's gradient reaches the step",
