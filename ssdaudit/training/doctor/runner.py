@@ -17,6 +17,7 @@ import gc
 import itertools
 import os
 import runpy
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.context import unwrap_compiled
 from ssdaudit.training.doctor.report import DoctorReport
 from ssdaudit.training.doctor.checks.nonfinite import FirstNonFinite
+from ssdaudit.training.doctor.spawned import WorkerReport, reporting, watch_workers, worker_reports
 from ssdaudit.training.doctor.watch import Watch, describe
 
 
@@ -183,6 +185,12 @@ class Runner:
         self.watches: list[Watch] = []
         self.notes: list[str] = []  # internal errors outside any watch
         self.trace_at = dict(trace_at or {})  # watch number (0-based) -> the step to trace (a re-run, F002)
+        self.pid = os.getpid()  # a worker forked from this process inherits our patches: they act here only
+        # the workers of torch.multiprocessing.spawn (``spawned``): where they write their reports, what they wrote,
+        # and where their prints go (None: unchanged, "stderr", "discard")
+        self.worker_folder: str | None = None
+        self.worker_stdout: str | None = None
+        self._workers: list[WorkerReport] | None = None
         _, unknown = rule_codes(self.ignore)
         if unknown:
             raise UsageError(f"unknown rule codes in ignore: {', '.join(unknown)}")
@@ -216,6 +224,8 @@ class Runner:
             @functools.wraps(call_next)
             def __init__(opt: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
                 call_next(opt, *args, **kwargs)
+                if os.getpid() != runner.pid:  # a forked worker: its own runner (``spawned``) watches there
+                    return
                 with guarded("ssdaudit watch: attaching to a new optimizer", runner.notes):
                     runner._on_optimizer(opt)
 
@@ -229,7 +239,8 @@ class Runner:
         saves.__enter__()
         taps.install()  # the taps, and the record of loads, from before the script's first line
         try:
-            with patches.patched(torch.optim.Optimizer, "__init__", make, key=f"ssdaudit.runner.{id(self):x}"):
+            with (patches.patched(torch.optim.Optimizer, "__init__", make, key=f"ssdaudit.runner.{id(self):x}"),
+                  watch_workers(self, self.worker_stdout)):
                 yield
         finally:
             for w in self.watches:
@@ -247,7 +258,23 @@ class Runner:
         together = sum(1 for c in counts if c >= top - 1)
         return -(-sum(counts) // together)  # a round that has begun counts
 
+    def workers(self) -> list[WorkerReport]:
+        """The reports of the spawned workers that speak for them (``spawned.reporting``), read once the script has
+        ended (its workers are joined by then); empty when it spawned none."""
+        if self._workers is None:
+            self._workers = reporting(worker_reports(self.worker_folder))
+        return self._workers
+
+    def close_workers(self) -> None:
+        """Read the workers' reports (if not yet) and remove their folder."""
+        if self.worker_folder is not None:
+            self.workers()
+            shutil.rmtree(self.worker_folder, ignore_errors=True)
+            self.worker_folder = None
+
     def report(self, target: str) -> DoctorReport:
+        """The diagnosis of every watch of this process and of the spawned workers (rank 0 of each process group
+        speaks for its ranks)."""
         findings = [f for w in self.watches for f in w.findings()]
         first: dict[str, int] = {}
         for w in self.watches:
@@ -255,8 +282,22 @@ class Runner:
                 first[code] = min(step, first.get(code, step))
         errors = [*self.notes, *(e for w in self.watches for e in w.ctx.internal_errors)]
         notes = [n for w in self.watches for n in w.ctx.notes]
-        return DoctorReport(target, self.rounds(), findings, first, errors, notes,
-                            series=[w.series() for w in self.watches])
+        series = [w.series() for w in self.watches]
+        steps = self.rounds()
+        seen = {(f.rule, f.path, f.subject) for f in findings}
+        for worker in self.workers():
+            part = worker.report
+            steps = max(steps, part.steps)
+            for f in part.findings:  # workers without a process group may each name the same thing
+                if (f.rule, f.path, f.subject) not in seen:
+                    seen.add((f.rule, f.path, f.subject))
+                    findings.append(f)
+            for code, step in part.first_step.items():
+                first[code] = min(step, first.get(code, step))
+            errors += [e for e in part.internal_errors if e not in errors]
+            notes += [n for n in part.notes if n not in notes]
+            series += part.series
+        return DoctorReport(target, steps, findings, first, errors, notes, series=series)
 
 
 def run_watched(command: list[str], steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
@@ -338,6 +379,7 @@ def _run_once(command: list[str], steps: int, every: int, ignore: Iterable[str],
               trace_at: dict[int, int] | None = None, runner: "Runner | None" = None) -> tuple[DoctorReport, "Runner"]:
     cmd = parse_command(command)
     runner = runner if runner is not None else Runner(steps, every, ignore, trace_at)
+    runner.worker_stdout = None if script_stdout is None else "stderr" if script_stdout is sys.stderr else "discard"
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [cmd.target, *cmd.args]
     if not cmd.is_module:
@@ -363,15 +405,16 @@ def _run_once(command: list[str], steps: int, every: int, ignore: Iterable[str],
     except ImportError as exc:
         if cmd.is_module and getattr(exc, "name", None) == cmd.target:
             raise UsageError(f"no module named {cmd.target}") from None
-        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}{_where(exc)}",
+        raise ScriptError(f"the script raised {type(exc).__name__}: {_quote(exc)}{_where(exc)}",
                           _so_far(runner, cmd)) from exc
     except Exception as exc:
-        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}{_where(exc)}",
+        raise ScriptError(f"the script raised {type(exc).__name__}: {_quote(exc)}{_where(exc)}",
                           _so_far(runner, cmd)) from exc
     finally:
         sys.argv = old_argv
         sys.path[:] = old_path
-    if not runner.watches:
+        runner.close_workers()
+    if not runner.watches and not runner.workers():
         started = _processes_started() - processes
         if started > 0:  # torch.multiprocessing.spawn / mp.Process: the training ran in other processes
             raise ScriptError(f"the script built no torch.optim optimizer in this process; it started {started} other "
@@ -393,8 +436,19 @@ def _processes_started() -> int:
 
 
 def _so_far(runner: Runner, cmd: object) -> DoctorReport | None:
-    """The diagnosis of the steps that ran before the script failed, when any optimizer was watched."""
-    return runner.report(str(cmd)) if runner.watches else None
+    """The diagnosis of the steps that ran before the script failed, when any optimizer was watched (here or in a
+    spawned worker)."""
+    return runner.report(str(cmd)) if runner.watches or runner.workers() else None
+
+
+def _quote(exc: BaseException) -> str:
+    """The first line of ``exc``'s message; for a worker of ``torch.multiprocessing.spawn`` that raised
+    (``ProcessRaisedException``, whose message is the worker's traceback), the worker and its error's last line."""
+    index = getattr(exc, "error_index", None)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if isinstance(index, int) and len(lines) > 1 and lines[-1] != lines[0]:
+        return f"process {index} raised {lines[-1]}"[:300]
+    return first_line(exc)
 
 
 def _where(exc: BaseException) -> str:
