@@ -416,10 +416,11 @@ def _run_once(command: list[str], steps: int, every: int, ignore: Iterable[str],
         runner.close_workers()
     if not runner.watches and not runner.workers():
         started = _processes_started() - processes
-        if started > 0:  # torch.multiprocessing.spawn / mp.Process: the training ran in other processes
+        if started > 0:  # multiprocessing.Process: the training ran in other processes (spawn's workers are watched)
             raise ScriptError(f"the script built no torch.optim optimizer in this process; it started {started} other "
-                              "process(es) (torch.multiprocessing.spawn?), which the doctor does not enter: launch the "
-                              "workers with torchrun --nproc_per_node N -m ssdaudit watch -- python SCRIPT, or call "
+                              "process(es) (multiprocessing.Process?), which the doctor does not enter: start them with "
+                              "torch.multiprocessing.spawn (its workers are watched), launch the workers with torchrun "
+                              "--nproc_per_node N -m ssdaudit watch -- python SCRIPT, or call "
                               "ssdaudit.watch(model, optimizer) in the worker")
         raise ScriptError("the script built no torch.optim optimizer: nothing to watch")
     return runner.report(str(cmd)), runner
