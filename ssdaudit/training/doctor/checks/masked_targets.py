@@ -69,7 +69,8 @@ class MaskKeepsOneTargetValue(Check):
     def _hook_weights(self, ctx: Context, name: str, input: torch.Tensor, target: torch.Tensor, ignore: int) -> None:
         """A per-position loss (``reduction="none"``): when the backward reaches ``input``, the targets of the
         positions whose logits got a gradient and of those that got none are counted on the device."""
-        classes, step, handles = input.shape[1], ctx.current, []
+        classes, step = input.shape[1], ctx.current
+        handles: list[Any] = []
         target = target.detach()
 
         def hook(grad: torch.Tensor) -> None:
