@@ -7,6 +7,8 @@ variables first, else among all live modules). After ``steps``
 optimizer steps a private ``BaseException`` raised from a step post-hook ends the script (``except Exception`` in
 the script does not catch it; its ``finally`` blocks run). Loads with ``strict=False`` made before the optimizer
 existed are replayed into it (``ssdaudit.training.loads``: the record starts before the script does). The script's output passes through.
+The workers a script starts with ``torch.multiprocessing.spawn`` / ``start_processes`` are watched too, each by a
+runner of its own (``ssdaudit.training.doctor.spawned``); their reports join this process's.
 """
 
 from __future__ import annotations
