@@ -3,6 +3,8 @@ inputs: two permutations): each buggy loop, written the way people write it, is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,6 +75,8 @@ def test_t020_inverted_padding_mask_is_named() -> None:
     found = [f for f in w.findings() if f.rule == "T020"]
     assert len(found) == 1 and found[0].severity is Severity.ERROR
     assert "all equal 0" in found[0].message
+    line = Path(found[0].location.path).read_text().splitlines()[found[0].location.line - 1]  # the loss call
+    assert "F.cross_entropy(logits.view(-1, VOCAB)[active]" in line
     assert w.first_step["T020"] == 3
 
 
@@ -95,6 +99,8 @@ def test_t020_mask_applied_after_a_per_position_loss_is_named(select: str) -> No
     found = [f for f in w.findings() if f.rule == "T020"]
     assert len(found) == 1 and found[0].severity is Severity.ERROR, failing(w)
     assert "whose target is 0" in found[0].message and "reduction='none'" in found[0].message
+    assert found[0].location is not None and found[0].location.path.endswith("test_rules_T020_T021.py")
+    assert "reduction=\"none\"" in Path(found[0].location.path).read_text().splitlines()[found[0].location.line - 1]
     assert w.first_step["T020"] == 3
     assert [f.rule for f in w.findings() if f.severity is not Severity.INFO] == ["T020"]
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from ssdaudit.core.findings import Location
+from ssdaudit.core.frames import user_location
 from ssdaudit.core.guard import describe, raise_internal
 from ssdaudit.core.patches import compile_disabled
 from ssdaudit.training.doctor.checks.base import Check
@@ -57,16 +59,18 @@ class MaskKeepsOneTargetValue(Check):
         classes = input.shape[1]
         if options.get("reduction") == "none":
             if input.requires_grad and tuple(target.shape) == (input.shape[0], *input.shape[2:]):
-                self._hook_weights(ctx, name, input, target, ignore)
+                self._hook_weights(ctx, name, input, target, ignore, user_location())
             return
         if not producer(input).startswith(MASKED):
             return
+        where = user_location()  # the loss call: judged at the end of the step, the finding points here
         with torch.no_grad():
             counts = class_counts(target, classes, ignore)
         n, step = target.numel(), ctx.current
-        ctx.defer(counts, lambda c: self._judge(ctx, name, c, None, n, step))
+        ctx.defer(counts, lambda c: self._judge(ctx, name, c, None, n, step, where))
 
-    def _hook_weights(self, ctx: Context, name: str, input: torch.Tensor, target: torch.Tensor, ignore: int) -> None:
+    def _hook_weights(self, ctx: Context, name: str, input: torch.Tensor, target: torch.Tensor, ignore: int,
+                      where: Location | None) -> None:
         """A per-position loss (``reduction="none"``): when the backward reaches ``input``, the targets of the
         positions whose logits got a gradient and of those that got none are counted on the device."""
         classes, step = input.shape[1], ctx.current
@@ -84,7 +88,7 @@ class MaskKeepsOneTargetValue(Check):
                     dropped = class_counts(torch.where(weighted, outside, t), classes, ignore)
                 ctx.defer(torch.cat([kept, dropped]),
                           lambda c: self._judge(ctx, f"{name}(reduction='none')", c[:classes + 1], c[classes + 1:],
-                                                int(target.numel()), step))
+                                                int(target.numel()), step, where))
             except Exception as exc:  # never into the user's backward
                 if raise_internal():
                     raise
@@ -94,7 +98,7 @@ class MaskKeepsOneTargetValue(Check):
         handles.append(input.register_hook(compile_disabled(hook)))  # type: ignore[no-untyped-call]
 
     def _judge(self, ctx: Context, name: str, counts: list[float], dropped: list[float] | None, n: int,
-               step: int) -> None:
+               step: int, where: Location | None) -> None:
         present = [c for c, k in enumerate(counts[:-1]) if k > 0]
         if len(present) != 1 or counts[present[0]] < 2:
             self.value, self.run, self.kept, self.dropped = None, 0, 0, 0  # mixed (or all ignored: T011's)
@@ -116,10 +120,10 @@ class MaskKeepsOneTargetValue(Check):
                 ctx.report(self.code, f"F.{name} got positions selected by a mask (boolean indexing) whose "
                            f"{self.kept} targets over {self.run} steps up to step {step} all equal {value}: the mask "
                            f"keeps only the positions of one target value (a padding mask the wrong way round, == "
-                           f"instead of !=?); {n} positions kept at the last", subject="loss mask")
+                           f"instead of !=?); {n} positions kept at the last", subject="loss mask", location=where)
             else:
                 ctx.report(self.code, f"F.{name}'s per-position loss reached the gradient only through the "
                            f"{self.kept} positions whose target is {value} over {self.run} steps up to step {step}; "
                            f"the {self.dropped} positions with other targets got none: the mask applied to the "
                            "loss keeps only the positions of one target value (a padding mask the wrong way round, "
-                           "== instead of !=?)", subject="loss mask")
+                           "== instead of !=?)", subject="loss mask", location=where)
