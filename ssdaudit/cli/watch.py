@@ -36,7 +36,9 @@ def watch(
     steps, and name the silent errors of its loop (T001-T029, G001-G006). The script's own output passes through
     (to stderr with --format json, sarif or github, so that stdout holds only the report). Under torchrun
     (`torchrun --nproc_per_node 2 -m ssdaudit watch -- python train.py`) every rank watches, the ranks exchange their
-    evidence through the job's key-value store (never a collective) and rank 0 reports for all of them.
+    evidence through the job's key-value store (never a collective) and rank 0 reports for all of them. A script
+    that starts its workers with `torch.multiprocessing.spawn` is run the usual way: each worker is watched as a
+    torchrun rank is, and this process prints the report.
 
     Exit codes: 0 clean, 1 an error finding (warnings too with --strict), 2 the script failed or built no optimizer.
 

@@ -154,8 +154,10 @@ def test_import_and_the_pytest_plugin_patch_nothing() -> None:
         import torch, torch.nn.functional, torch.optim, torch.nn.utils.clip_grad
         from torch.amp.grad_scaler import GradScaler
         from torch.optim.lr_scheduler import LRScheduler
+        import torch.multiprocessing
         owners = [torch, torch.nn.Module, torch.nn.Parameter, torch.nn.functional, torch.nn.utils,
-                  torch.nn.utils.clip_grad, torch.optim.Optimizer, GradScaler, LRScheduler, warnings]
+                  torch.nn.utils.clip_grad, torch.optim.Optimizer, GradScaler, LRScheduler, warnings,
+                  torch.multiprocessing, sys.modules["torch.multiprocessing.spawn"]]
         before = {(id(o), k): v for o in owners for k, v in vars(o).items()}
         import ssdaudit
         for name in ssdaudit.__all__:

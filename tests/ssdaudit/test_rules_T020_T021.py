@@ -3,6 +3,9 @@ inputs: two permutations): each buggy loop, written the way people write it, is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,9 +50,20 @@ def tagging(bug: bool, steps: int = 5, select: str = "index") -> Watch:
             active = labels.view(-1) == PAD if bug else labels.view(-1) != PAD  # the bug: the mask inverted
             if select == "index":
                 loss = F.cross_entropy(logits.view(-1, VOCAB)[active], labels.view(-1)[active])
-            else:
+            elif select == "masked_select":
                 flat = torch.masked_select(logits.view(-1, VOCAB), active[:, None]).view(-1, VOCAB)
                 loss = F.cross_entropy(flat, labels.view(-1)[active])
+            else:  # the mask applied after a per-position loss
+                per = F.cross_entropy(logits.view(-1, VOCAB), labels.view(-1), reduction="none")
+                mask = active.float()
+                if select == "after_multiply":
+                    loss = (per * mask).sum() / mask.sum()
+                elif select == "after_where":
+                    loss = torch.where(active, per, torch.zeros_like(per)).sum() / active.sum()
+                elif select == "after_index":
+                    loss = per[active].mean()
+                else:
+                    loss = per.masked_select(active).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -61,6 +75,8 @@ def test_t020_inverted_padding_mask_is_named() -> None:
     found = [f for f in w.findings() if f.rule == "T020"]
     assert len(found) == 1 and found[0].severity is Severity.ERROR
     assert "all equal 0" in found[0].message
+    line = Path(found[0].location.path).read_text().splitlines()[found[0].location.line - 1]  # the loss call
+    assert "F.cross_entropy(logits.view(-1, VOCAB)[active]" in line
     assert w.first_step["T020"] == 3
 
 
@@ -70,6 +86,70 @@ def test_t020_masked_select_is_named() -> None:
 
 def test_t020_clean_twin() -> None:
     assert failing(tagging(bug=False)) == []
+
+
+AFTER = ["after_multiply", "after_where", "after_index", "after_masked_select"]
+
+
+@pytest.mark.parametrize("select", AFTER)
+def test_t020_mask_applied_after_a_per_position_loss_is_named(select: str) -> None:
+    """``l = F.cross_entropy(..., reduction="none")`` then the inverted mask by multiplication, ``torch.where``,
+    boolean indexing or ``masked_select``: only padding positions get a gradient."""
+    w = tagging(bug=True, select=select)
+    found = [f for f in w.findings() if f.rule == "T020"]
+    assert len(found) == 1 and found[0].severity is Severity.ERROR, failing(w)
+    assert "whose target is 0" in found[0].message and "reduction='none'" in found[0].message
+    assert found[0].location is not None and found[0].location.path.endswith("test_rules_T020_T021.py")
+    assert "reduction=\"none\"" in Path(found[0].location.path).read_text().splitlines()[found[0].location.line - 1]
+    assert w.first_step["T020"] == 3
+    assert [f.rule for f in w.findings() if f.severity is not Severity.INFO] == ["T020"]
+
+
+@pytest.mark.parametrize("select", AFTER)
+def test_t020_mask_applied_after_a_per_position_loss_clean_twin(select: str) -> None:
+    assert failing(tagging(bug=False, select=select)) == []
+
+
+def test_t020_per_position_loss_weighted_everywhere_or_on_one_class_batches_is_clean() -> None:
+    """A per-position loss with per-sample weights (none zero), then batches whose targets are all one value: no mask
+    chose among target values (T011's degenerate targets are another rule)."""
+    torch.manual_seed(0)
+    head = nn.Linear(4, 3)
+    opt = torch.optim.SGD(head.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(2)
+    with watch(head, opt) as w:
+        for i in range(8):
+            feats = torch.randn(16, 4, generator=g)
+            labels = torch.randint(0, 3, (16,), generator=g) if i < 4 else torch.ones(16, dtype=torch.long)
+            weights = torch.rand(16, generator=g) + 0.1
+            opt.zero_grad()
+            (F.cross_entropy(head(feats), labels, reduction="none") * weights).mean().backward()
+            opt.step()
+    assert [f.rule for f in w.findings() if f.rule == "T020"] == []
+
+
+def test_t020_losses_stay_bitwise_equal_with_the_gradient_hook() -> None:
+    def run(watched: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = Tagger()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        g = torch.Generator().manual_seed(1)
+        out = []
+        w = watch(model, opt).attach() if watched else None
+        for _ in range(4):
+            tokens, labels = padded_batch(g)
+            per = F.cross_entropy(model(tokens).view(-1, VOCAB), labels.view(-1), reduction="none")
+            mask = (labels.view(-1) == PAD).float()
+            loss = (per * mask).sum() / mask.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append(loss.detach())
+        if w is not None:
+            w.detach()
+        return out
+
+    assert all(torch.equal(a, b) for a, b in zip(run(False), run(True)))
 
 
 def test_t020_clean_foreground_of_a_batch_with_two_classes_once() -> None:

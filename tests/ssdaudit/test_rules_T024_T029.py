@@ -213,9 +213,9 @@ def test_single_process_run_opens_no_board_and_finds_nothing_distributed():
     assert not {f.rule for f in w.findings()} & {"T017", "T024", "T025", "T026", "T027", "T028", "T029"}
 
 
-def test_script_that_trains_in_spawned_workers_gets_the_torchrun_hint(tmp_path):
-    """pytorch/examples' multigpu.py trains in processes of torch.multiprocessing.spawn, which the in-process runner
-    does not enter: the refusal says so and names the torchrun form (exit 2), instead of 'built no optimizer' alone."""
+def test_script_that_trains_in_plain_multiprocessing_workers_gets_the_torchrun_hint(tmp_path):
+    """Processes of ``multiprocessing.Process`` are not entered (those of torch.multiprocessing.spawn are, below): the
+    refusal says so and names the torchrun form (exit 2), instead of 'built no optimizer' alone."""
     from typer.testing import CliRunner
 
     from ssdaudit.cli import app
@@ -226,3 +226,107 @@ def test_script_that_trains_in_spawned_workers_gets_the_torchrun_hint(tmp_path):
     out = CliRunner().invoke(app, ["watch", "--", "python", str(script)])
     assert out.exit_code == 2
     assert "started 1 other process(es)" in out.output and "torchrun --nproc_per_node N -m ssdaudit watch" in out.output
+
+
+# --- workers of torch.multiprocessing.spawn / start_processes under `ssdaudit watch -- python script.py` -----------
+
+SPAWNER = str(ROOT / "tests/data/ddp_doctor_spawn.py")
+
+
+def _watch_spawner(tmp: Path, case: str, method: str, *options: str):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "ssdaudit", "watch", "--format", "json", *options, "--", "python",
+                           SPAWNER, str(free_port()), case, method],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp)
+
+
+@pytest.mark.parametrize("case, method, rules", [
+    ("clean", "spawn", []),
+    ("no_set_epoch", "spawn", ["T028"]),
+    ("clean", "fork", []),
+    ("bypass", "fork", ["T024"]),
+    ("alone_never_cleared", "fork", ["T001"]),
+])
+def test_spawned_workers_are_watched_like_torchrun_ranks(tmp_path, case, method, rules):
+    """``mp.spawn(main, args=(world_size, ...), nprocs=N)`` with the process group made inside ``main`` (pytorch/
+    examples' DDP tutorial): each worker is watched as a torchrun rank is, rank 0 merges the ranks' evidence through
+    the group's store, and the parent prints the one report and sets the exit code. Workers without a process group
+    each report (one finding named once). The workers' prints go to stderr: stdout holds only the JSON report."""
+    proc = _watch_spawner(tmp_path, case, method)
+    assert proc.returncode == (1 if "T024" in rules or "T001" in rules else 0), proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert [f["rule"] for f in report["findings"] if f["severity"] != "info"] == rules
+    assert report["steps"] == (4 if case.startswith("alone") else 6)
+    assert not report["internal_errors"] and not report["notes"], report
+    assert "worker 0 starts" in proc.stderr and "worker 1 starts" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing left behind (the workers' reports live in a temp folder, removed)
+
+
+def test_spawned_workers_stop_after_the_watched_steps(tmp_path):
+    proc = _watch_spawner(tmp_path, "bypass", "fork", "--steps", "3")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["steps"] == 3 and [f["rule"] for f in report["findings"]] == ["T024"]
+
+
+def test_a_spawned_worker_that_raises_fails_the_run_as_unwatched(tmp_path):
+    """Rank 1 raises at its third step: torch.multiprocessing.spawn stops the others and raises in the parent, as
+    without the doctor; the runner reports the script's failure (exit 2) naming the worker's error."""
+    proc = _watch_spawner(tmp_path, "raises", "spawn")
+    assert proc.returncode == 2
+    error = json.loads(proc.stdout)["error"]
+    assert "ProcessRaisedException: process 1 raised RuntimeError: rank 1 failed mid-run" in error["message"], error
+    assert "rank 1 failed mid-run" in proc.stderr  # the worker's own traceback, as torch prints it
+
+
+def test_watched_worker_keeps_the_functions_return_and_exceptions_and_leaves_no_patch(tmp_path):
+    """In the worker: ``fn``'s value comes back, its exception passes through unchanged (after the report is
+    written), and the runner's patches go with the watch. The wrapper pickles (the spawn start method)."""
+    import pickle
+    import sys
+
+    import torch.multiprocessing  # noqa: F401
+
+    from ssdaudit.core import patches
+    from ssdaudit.training.doctor.spawned import WatchedWorker, WorkerPlan, worker_reports
+
+    spawn_module = sys.modules["torch.multiprocessing.spawn"]
+    before = patches.active()
+    plan = WorkerPlan(steps=20, every=1, ignore=(), folder=str(tmp_path))
+    assert WatchedWorker(_train_returns, plan)(0, 5) == 5
+    with pytest.raises(ValueError, match="the user's own error"):
+        WatchedWorker(_train_raises, plan)(1)
+    assert patches.active() == before and not patches.is_patched(spawn_module, "start_processes")
+    reports = worker_reports(str(tmp_path))
+    assert [(w.index, w.rank, w.world, w.report.steps) for w in reports] == [(0, 0, 1, 3), (1, 0, 1, 1)]
+    again = pickle.loads(pickle.dumps(WatchedWorker(_train_returns, plan)))
+    assert again.fn is _train_returns and again.plan == plan
+
+
+def _train_returns(index: int, value: int) -> int:
+    from torch import nn
+
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        opt.step()
+    return value
+
+
+def _train_raises(index: int) -> None:
+    from torch import nn
+
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.zero_grad()
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    opt.step()
+    raise ValueError("the user's own error")

@@ -345,7 +345,9 @@ register(
         summary="a loss over positions selected by a hand-written mask sees a single target value at every step",
         why="a padding mask written the wrong way round (labels == pad instead of labels != pad) keeps only the "
             "padding positions: every target the loss sees is the padding id, the model learns to predict padding, "
-            "and the loss falls to 0 while nothing useful is learned.",
+            "and the loss falls to 0 while nothing useful is learned. The same holds whether the mask selects the "
+            "positions before the loss (boolean indexing, masked_select) or weights a per-position loss "
+            "(reduction='none') after it: (l * mask).sum() / mask.sum(), torch.where(mask, l, 0), l[mask].mean().",
         fix="invert the mask (keep the positions whose label is not the padding id), or pass ignore_index=pad to the "
             "loss instead of masking by hand",
         bad_example="keep = labels.view(-1) == pad\nloss = F.cross_entropy(logits.view(-1, V)[keep], labels.view(-1)[keep])",

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssdaudit.core.findings import RULES, Finding, Severity
+from ssdaudit.core.findings import RULES, Finding, Location, Severity
 from ssdaudit.core.frames import user_location
 from ssdaudit.core.guard import raise_internal
 from ssdaudit.training.doctor.events import StepLog
@@ -154,11 +154,13 @@ class Context:
     # --- findings --------------------------------------------------------------------------------------
 
     def report(self, code: str, message: str, path: str = "", subject: str | None = None,
-               severity: Severity | None = None, params: int = 0) -> None:
-        """Record a finding of rule ``code`` once per (code, path or subject); the first message wins."""
+               severity: Severity | None = None, params: int = 0, location: Location | None = None) -> None:
+        """Record a finding of rule ``code`` once per (code, path or subject); the first message wins. ``location``:
+        where in the user's code (default: the user's line running now; a check judging later passes the line it
+        saw the evidence at)."""
         key = (code, path or subject or "")
         if key in self.found:
             return
         self.found[key] = RULES[code].finding(path, message, severity=severity, subject=subject, params=params,
-                                              location=user_location(), step=self.current)
+                                              location=location or user_location(), step=self.current)
         self.first_step.setdefault(code, self.current)

@@ -7,6 +7,8 @@ variables first, else among all live modules). After ``steps``
 optimizer steps a private ``BaseException`` raised from a step post-hook ends the script (``except Exception`` in
 the script does not catch it; its ``finally`` blocks run). Loads with ``strict=False`` made before the optimizer
 existed are replayed into it (``ssdaudit.training.loads``: the record starts before the script does). The script's output passes through.
+The workers a script starts with ``torch.multiprocessing.spawn`` / ``start_processes`` are watched too, each by a
+runner of its own (``ssdaudit.training.doctor.spawned``); their reports join this process's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import gc
 import itertools
 import os
 import runpy
+import shutil
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -34,6 +37,7 @@ from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.context import unwrap_compiled
 from ssdaudit.training.doctor.report import DoctorReport
 from ssdaudit.training.doctor.checks.nonfinite import FirstNonFinite
+from ssdaudit.training.doctor.spawned import WorkerReport, reporting, watch_workers, worker_reports
 from ssdaudit.training.doctor.watch import Watch, describe
 
 
@@ -183,6 +187,12 @@ class Runner:
         self.watches: list[Watch] = []
         self.notes: list[str] = []  # internal errors outside any watch
         self.trace_at = dict(trace_at or {})  # watch number (0-based) -> the step to trace (a re-run, F002)
+        self.pid = os.getpid()  # a worker forked from this process inherits our patches: they act here only
+        # the workers of torch.multiprocessing.spawn (``spawned``): where they write their reports, what they wrote,
+        # and where their prints go (None: unchanged, "stderr", "discard")
+        self.worker_folder: str | None = None
+        self.worker_stdout: str | None = None
+        self._workers: list[WorkerReport] | None = None
         _, unknown = rule_codes(self.ignore)
         if unknown:
             raise UsageError(f"unknown rule codes in ignore: {', '.join(unknown)}")
@@ -216,6 +226,8 @@ class Runner:
             @functools.wraps(call_next)
             def __init__(opt: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
                 call_next(opt, *args, **kwargs)
+                if os.getpid() != runner.pid:  # a forked worker: its own runner (``spawned``) watches there
+                    return
                 with guarded("ssdaudit watch: attaching to a new optimizer", runner.notes):
                     runner._on_optimizer(opt)
 
@@ -237,7 +249,7 @@ class Runner:
         saves.__enter__()
         taps.install()  # the taps, and the record of loads, from before the script's first line
         try:
-            with self.optimizers_seen():
+            with self.optimizers_seen(), watch_workers(self, self.worker_stdout):
                 yield
         finally:
             for w in self.watches:
@@ -250,7 +262,23 @@ class Runner:
         (a GAN's two optimizers make one step per round; an optimizer built per fold continues the count)."""
         return rounds_of([w.steps for w in self.watches])
 
+    def workers(self) -> list[WorkerReport]:
+        """The reports of the spawned workers that speak for them (``spawned.reporting``), read once the script has
+        ended (its workers are joined by then); empty when it spawned none."""
+        if self._workers is None:
+            self._workers = reporting(worker_reports(self.worker_folder))
+        return self._workers
+
+    def close_workers(self) -> None:
+        """Read the workers' reports (if not yet) and remove their folder."""
+        if self.worker_folder is not None:
+            self.workers()
+            shutil.rmtree(self.worker_folder, ignore_errors=True)
+            self.worker_folder = None
+
     def report(self, target: str) -> DoctorReport:
+        """The diagnosis of every watch of this process and of the spawned workers (rank 0 of each process group
+        speaks for its ranks)."""
         findings = [f for w in self.watches for f in w.findings()]
         first: dict[str, int] = {}
         for w in self.watches:
@@ -258,8 +286,22 @@ class Runner:
                 first[code] = min(step, first.get(code, step))
         errors = [*self.notes, *(e for w in self.watches for e in w.ctx.internal_errors)]
         notes = [n for w in self.watches for n in w.ctx.notes]
-        return DoctorReport(target, self.rounds(), findings, first, errors, notes,
-                            series=[w.series() for w in self.watches])
+        series = [w.series() for w in self.watches]
+        steps = self.rounds()
+        seen = {(f.rule, f.path, f.subject) for f in findings}
+        for worker in self.workers():
+            part = worker.report
+            steps = max(steps, part.steps)
+            for f in part.findings:  # workers without a process group may each name the same thing
+                if (f.rule, f.path, f.subject) not in seen:
+                    seen.add((f.rule, f.path, f.subject))
+                    findings.append(f)
+            for code, step in part.first_step.items():
+                first[code] = min(step, first.get(code, step))
+            errors += [e for e in part.internal_errors if e not in errors]
+            notes += [n for n in part.notes if n not in notes]
+            series += part.series
+        return DoctorReport(target, steps, findings, first, errors, notes, series=series)
 
 
 def rounds_of(counts: list[int]) -> int:
@@ -351,6 +393,7 @@ def _run_once(command: list[str], steps: int, every: int, ignore: Iterable[str],
               trace_at: dict[int, int] | None = None, runner: "Runner | None" = None) -> tuple[DoctorReport, "Runner"]:
     cmd = parse_command(command)
     runner = runner if runner is not None else Runner(steps, every, ignore, trace_at)
+    runner.worker_stdout = None if script_stdout is None else "stderr" if script_stdout is sys.stderr else "discard"
     old_argv, old_path = sys.argv, list(sys.path)
     sys.argv = [cmd.target, *cmd.args]
     if not cmd.is_module:
@@ -376,20 +419,22 @@ def _run_once(command: list[str], steps: int, every: int, ignore: Iterable[str],
     except ImportError as exc:
         if cmd.is_module and getattr(exc, "name", None) == cmd.target:
             raise UsageError(f"no module named {cmd.target}") from None
-        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}{_where(exc)}",
+        raise ScriptError(f"the script raised {type(exc).__name__}: {_quote(exc)}{_where(exc)}",
                           _so_far(runner, cmd)) from exc
     except Exception as exc:
-        raise ScriptError(f"the script raised {type(exc).__name__}: {first_line(exc)}{_where(exc)}",
+        raise ScriptError(f"the script raised {type(exc).__name__}: {_quote(exc)}{_where(exc)}",
                           _so_far(runner, cmd)) from exc
     finally:
         sys.argv = old_argv
         sys.path[:] = old_path
-    if not runner.attached():
+        runner.close_workers()
+    if not runner.attached() and not runner.workers():
         started = _processes_started() - processes
-        if started > 0:  # torch.multiprocessing.spawn / mp.Process: the training ran in other processes
+        if started > 0:  # multiprocessing.Process: the training ran in other processes (spawn's workers are watched)
             raise ScriptError(f"the script built no torch.optim optimizer in this process; it started {started} other "
-                              "process(es) (torch.multiprocessing.spawn?), which the doctor does not enter: launch the "
-                              "workers with torchrun --nproc_per_node N -m ssdaudit watch -- python SCRIPT, or call "
+                              "process(es) (multiprocessing.Process?), which the doctor does not enter: start them with "
+                              "torch.multiprocessing.spawn (its workers are watched), launch the workers with torchrun "
+                              "--nproc_per_node N -m ssdaudit watch -- python SCRIPT, or call "
                               "ssdaudit.watch(model, optimizer) in the worker")
         raise ScriptError("the script built no torch.optim optimizer: nothing to watch")
     return runner.report(str(cmd)), runner
@@ -406,8 +451,19 @@ def _processes_started() -> int:
 
 
 def _so_far(runner: Runner, cmd: object) -> DoctorReport | None:
-    """The diagnosis of the steps that ran before the script failed, when any optimizer was watched."""
-    return runner.report(str(cmd)) if runner.attached() else None
+    """The diagnosis of the steps that ran before the script failed, when any optimizer was watched (here or in a
+    spawned worker)."""
+    return runner.report(str(cmd)) if runner.attached() or runner.workers() else None
+
+
+def _quote(exc: BaseException) -> str:
+    """The first line of ``exc``'s message; for a worker of ``torch.multiprocessing.spawn`` that raised
+    (``ProcessRaisedException``, whose message is the worker's traceback), the worker and its error's last line."""
+    index = getattr(exc, "error_index", None)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if isinstance(index, int) and len(lines) > 1 and lines[-1] != lines[0]:
+        return f"process {index} raised {lines[-1]}"[:300]
+    return first_line(exc)
 
 
 def _where(exc: BaseException) -> str:
