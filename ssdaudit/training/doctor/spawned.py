@@ -82,14 +82,14 @@ class WatchedWorker:
         return (WatchedWorker, (self.fn, self.plan))
 
     def __call__(self, index: int, *args: Any) -> Any:
-        from ssdaudit.training.doctor.runner import Runner, _StopScript
+        from ssdaudit.training.doctor.runner import Runner, StopScript
 
         plan = self.plan
         runner = Runner(plan.steps, plan.every, plan.ignore)
         try:
             with runner.patched(), _stdout(plan.stdout):
                 return self.fn(index, *args)
-        except _StopScript:
+        except StopScript:
             return None
         finally:
             with guarded("ssdaudit watch: a worker's report", runner.notes):
