@@ -171,14 +171,14 @@ def test_t020_clean_foreground_of_a_batch_with_two_classes_once() -> None:
     assert failing(w) == []
 
 
-def shuffled(bug: bool, steps: int = 60, batch: int = 32, warmup: int = 0) -> Watch:
+def shuffled(bug: bool, steps: int = 60, batch: int = 32, warmup: int = 0, lr: float = 0.1) -> Watch:
     """An MLP on a learnable task; the bug draws one permutation for the inputs and another for the labels."""
     torch.manual_seed(0)
     n = 512
     X = torch.randn(n, 10)
     Y = (X[:, :3] @ torch.tensor([1.0, -1.0, 0.5]) > 0).long() + (X[:, 3] > 1).long()
     model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) if warmup else 1.0)
     done = 0
     with watch(model, opt) as w:
@@ -209,8 +209,45 @@ def test_t021_clean_twin() -> None:
 
 
 def test_t021_says_nothing_at_the_start_of_training() -> None:
-    # the first steps of any run (or a hard task not yet learned) look the same: no evidence before a sustained run
-    assert [f.rule for f in shuffled(bug=True, steps=30).findings() if f.rule == "T021"] == []
+    # within the first epoch (16 batches) no input has come back, and the first steps of any run (or a hard task not
+    # yet learned) look the same: no evidence yet
+    assert [f.rule for f in shuffled(bug=True, steps=16).findings() if f.rule == "T021"] == []
+
+
+def test_t021_warns_when_inputs_come_back_with_other_targets_and_only_notes_a_flat_permuted_loss() -> None:
+    """The warning is the inputs of the second epoch coming back with other targets; a clean run that has not started
+    learning (a learning rate far too low for 60 steps) gets at most the note of the permuted-loss test."""
+    w = shuffled(bug=True, steps=40)
+    found = [f for f in w.findings() if f.rule == "T021"]
+    assert len(found) == 1 and found[0].severity is Severity.WARNING and "inputs seen again" in found[0].message
+    assert 17 <= w.first_step["T021"] <= 32  # the second epoch
+    slow = shuffled(bug=False, steps=60, lr=1e-4)
+    assert failing(slow) == []
+    assert [f.severity for f in slow.findings() if f.rule == "T021"] in ([], [Severity.INFO])
+
+
+def test_t021_text_classification_over_token_ids() -> None:
+    """(B, T) token inputs and one class per sequence: a sequence seen again with another label is named; the clean
+    twin is not."""
+    def run(bug: bool) -> Watch:
+        torch.manual_seed(0)
+        vocab, length, n = 50, 12, 96
+        tokens = torch.randint(0, vocab, (n, length))
+        labels = (tokens[:, 0] % 2 == 0).long()
+        model = nn.Sequential(nn.Embedding(vocab, 16), nn.Flatten(), nn.Linear(16 * length, 2))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        with watch(model, opt) as w:
+            for epoch in range(3):
+                order = torch.randperm(n)
+                other = torch.randperm(n) if bug else order
+                for i in range(0, n, 16):
+                    opt.zero_grad()
+                    F.cross_entropy(model(tokens[order[i:i + 16]]), labels[other[i:i + 16]]).backward()
+                    opt.step()
+        return w
+
+    assert [f.rule for f in run(True).findings() if f.severity is Severity.WARNING] == ["T021"]
+    assert failing(run(False)) == []
 
 
 def test_t021_clean_during_a_long_warm_up() -> None:

@@ -16,7 +16,18 @@ than that within a few dozen steps: 0.7 nats at step 10 on an easy task, where s
 zero). Per batch of class indices
 (``(B, C)`` input, ``B >= MIN_BATCH``): two gathers from one ``log_softmax`` on the device, kept there and read with the
 step's other values on due steps. Not judged while the learning rate rises (a warm-up: the model may not have moved
-yet) or while the real loss still falls by ``FALLING`` within the judged half.
+yet) or while the real loss still falls by ``FALLING`` within the judged half. A slow learner that has not started
+yet looks the same, so this evidence alone makes only a note.
+
+The warning comes from the data themselves: an input seen again (the next epoch) with another target. Each training
+forward of the model fingerprints the rows of its first input (a fixed random projection of up to ``MAX_COLUMNS``
+values per row, in float64 on the device) and the loss call that follows pairs them with its targets (one class
+index per row; token targets are left out: one window of text is rightly followed by different tokens in different
+places); the pairs are read with the step's other values on due steps. When
+labels belong to their inputs, an input comes back with its target; when inputs and labels are shuffled with two
+permutations, most come back with another. ``MIN_CONFLICTS`` inputs back with another target, at least
+``CONFLICT_SHARE`` of those that came back, is the warning. Inputs that never repeat (augmentation, fresh data)
+give no such evidence, and no finding from it.
 """
 
 from __future__ import annotations
@@ -26,24 +37,66 @@ from typing import Any
 
 import torch
 
+from ssdaudit.core.findings import Severity
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
+from ssdaudit.training.doctor.parallel import is_model_forward
 
 MIN_STEPS = 40
 MIN_BATCH = 8
 TOLERANCE = 0.05
 FALLING = 0.05  # the real loss still falling by this fraction within the judged half: the model is learning, wait
+MAX_COLUMNS = 16384  # values per input row in its fingerprint (a fixed random subset of longer rows)
+MIN_CONFLICTS = 8  # inputs seen again with another target
+CONFLICT_SHARE = 0.3  # ... among the inputs seen again
+MAX_SEEN = 200_000  # input fingerprints kept
 
 
 class LabelsIndependentOfInputs(Check):
     code = "T021"
+    module_types = ()  # root calls only: the model's input batch
 
     def __init__(self) -> None:
         self.pending: list[torch.Tensor] = []  # (2,) real and permuted loss per batch, on the device, unread
         self.history: list[tuple[float, float]] = []
         self.steps: list[tuple[int, float]] = []  # per batch: its optimizer step, the first group's learning rate
         self.perms: dict[tuple[int, str], torch.Tensor] = {}
-        self.done = False
+        self.done = False  # the warning was given (the inputs seen again)
+        self.noted = False  # the note was given (the permuted loss)
+        self.rows: torch.Tensor | None = None  # fingerprints of the rows of the last training forward's input
+        self.pairs: list[torch.Tensor] = []  # (2, B) input and target fingerprints per batch, on the device, unread
+        self.seen: dict[float, float] = {}  # input fingerprint -> the target fingerprint it came with first
+        self.back: set[float] = set()  # inputs seen again
+        self.conflicts: set[float] = set()  # ... with another target
+        self.weights: dict[tuple[int, str], tuple[torch.Tensor | None, torch.Tensor]] = {}
+
+    def _fingerprints(self, t: torch.Tensor, rows: int) -> torch.Tensor | None:
+        """(rows,) float64: a fixed random projection of each row of ``t`` (the first ``rows`` of its leading
+        dimension); None for a tensor that is not made of such rows."""
+        if t.dim() == 0 or t.shape[0] != rows or t.is_complex() or t.numel() == 0:
+            return None
+        flat = t.detach().reshape(rows, -1)
+        key = (flat.shape[1], str(flat.device))
+        pick_w = self.weights.get(key)
+        if pick_w is None:
+            g = torch.Generator().manual_seed(flat.shape[1])
+            pick = (torch.randperm(flat.shape[1], generator=g)[:MAX_COLUMNS].to(flat.device)
+                    if flat.shape[1] > MAX_COLUMNS else None)
+            n = min(flat.shape[1], MAX_COLUMNS)
+            pick_w = self.weights[key] = (pick, (torch.rand(n, generator=g, dtype=torch.float64) + 0.5).to(flat.device))
+        pick, w = pick_w
+        if pick is not None:
+            flat = flat[:, pick]
+        return flat.to(torch.float64) @ w
+
+    def on_module_pre(self, ctx: Context, module: Any, args: tuple[Any, ...], root: bool) -> None:
+        self.rows = None
+        if self.done or not args or not torch.is_grad_enabled() or not is_model_forward(ctx, module):
+            return
+        x = args[0]
+        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] >= MIN_BATCH and getattr(module, "training", True):
+            with torch.no_grad():
+                self.rows = self._fingerprints(x, x.shape[0])
 
     def _perm(self, n: int, device: torch.device) -> torch.Tensor:
         key = (n, str(device))
@@ -58,6 +111,19 @@ class LabelsIndependentOfInputs(Check):
 
     def on_loss(self, ctx: Context, name: str, input: torch.Tensor, target: torch.Tensor, options: dict[str, Any]) -> None:
         if self.done or name not in ("cross_entropy", "nll_loss") or not isinstance(target, torch.Tensor):
+            return
+        rows, self.rows = self.rows, None
+        # one class index per input row (a row of token targets is left out: the same window of text is rightly
+        # followed by different tokens in different places)
+        if rows is not None and not target.is_floating_point() and target.shape == rows.shape:
+            with torch.no_grad():
+                labels = target.detach().to(torch.float64)
+            if labels.device == rows.device:
+                self.pairs.append(torch.stack([rows, labels]))
+        if ctx.due and self.pairs:
+            pairs, self.pairs = torch.cat(self.pairs, 1), []
+            ctx.defer(pairs.reshape(-1), lambda v: self._judge_pairs(ctx, v))
+        if self.noted:
             return
         if (target.is_floating_point() or target.dim() != 1 or input.dim() != 2 or input.shape[0] < MIN_BATCH
                 or input.shape[1] < 2 or not input.requires_grad or not torch.is_grad_enabled()):
@@ -82,11 +148,30 @@ class LabelsIndependentOfInputs(Check):
             values, self.pending = torch.stack(self.pending), []
             ctx.defer(values, lambda v: self._judge(ctx, v))
 
+    def _judge_pairs(self, ctx: Context, values: list[float]) -> None:
+        n = len(values) // 2
+        for x, y in zip(values[:n], values[n:]):
+            first = self.seen.get(x)
+            if first is None:
+                if len(self.seen) < MAX_SEEN:
+                    self.seen[x] = y
+                continue
+            self.back.add(x)
+            if y != first:
+                self.conflicts.add(x)
+        if self.done or len(self.conflicts) < MIN_CONFLICTS or len(self.conflicts) < CONFLICT_SHARE * len(self.back):
+            return
+        self.done = True
+        ctx.report(self.code, f"{len(self.conflicts)} of the {len(self.back)} inputs seen again came with another "
+                   "target than the first time: the labels do not belong to their inputs (inputs and labels shuffled "
+                   "with different permutations, or indexed with different lists?) (deliberate? --ignore T021)",
+                   subject="targets")
+
     def _judge(self, ctx: Context, values: list[float]) -> None:
         self.history += [(values[k], values[k + 1]) for k in range(0, len(values), 2)]
         n = len(self.history)
         seen = self.steps[:n]
-        if self.done or not seen or seen[-1][0] - seen[0][0] + 1 < MIN_STEPS:
+        if self.done or self.noted or not seen or seen[-1][0] - seen[0][0] + 1 < MIN_STEPS:
             return  # fewer than MIN_STEPS optimizer steps (accumulation: many batches per step)
         middle = (seen[0][0] + seen[-1][0]) // 2
         first = next(k for k, (step, _) in enumerate(seen) if step > middle)
@@ -102,12 +187,12 @@ class LabelsIndependentOfInputs(Check):
         half = max(len(late) // 2, 1)
         falling = sum(r for r, _ in late[-half:]) / half < (1 - FALLING) * sum(r for r, _ in late[:half]) / half
         if mean_gap <= TOLERANCE * real and not falling:
-            self.done = True
+            self.noted = True
             ctx.report(self.code, f"over the last {len(late)} of {n} batches the loss with the targets permuted across "
-                       f"the batch ({real + mean_gap:.4g}) is no worse than the real one ({real:.4g}): the labels "
-                       "carry no information about their inputs (inputs and labels shuffled with different "
-                       "permutations, or indexed with different lists?) (deliberate? --ignore T021)",
-                       subject="targets")
+                       f"the batch ({real + mean_gap:.4g}) is no worse than the real one ({real:.4g}): the model has "
+                       "not learned to tell inputs apart yet, or the labels carry no information about their inputs "
+                       "(inputs and labels shuffled with different permutations?); a note: a slow start looks the "
+                       "same", subject="targets", severity=Severity.INFO)
 
 
 def _lr(ctx: Context) -> float:
