@@ -32,7 +32,7 @@ from ssdaudit.training.doctor.watch import Watch
 from ssdlite_model import ssds_voc, tiny
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _steps import ssdlite_step, time_methods, timed  # noqa: E402
+from _steps import LAST_CPU, ssdlite_step, time_methods, timed  # noqa: E402
 from _summary import record, set_quick  # noqa: E402
 
 
@@ -92,6 +92,7 @@ def main() -> None:
         return
     variants = {"no watch": None, "watch(every=1)": 1, "watch(every=10)": 10}
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}  # the process's CPU time per step
     inside: dict[str, list[float]] = {name: [0.0] for name in variants}  # seconds inside the doctor's hooks
     # one watch per variant, attached for its blocks only: the first backward's one-time discovery (graph walk,
     # attribute walk) is paid in the warm-up round, as in a real run where it happens once
@@ -102,25 +103,30 @@ def main() -> None:
     for b in range(1 + args.blocks):
         for name in variants:
             w = watches[name].attach() if name in watches else None
-            ts = []
+            ts, cs = [], []
             for _ in range(args.block_steps):
                 ts.append(step(i))
+                cs.append(LAST_CPU[0])
                 i += 1
             if w is not None:
                 w.detach()
             if b > 0:  # the first round warms up (and pays each watch's one-time graph walk)
                 times[name].extend(ts)
+                cpu[name].extend(cs)
             else:
                 inside[name][0] = 0.0
     base = statistics.median(times["no watch"])
     steps = len(times["no watch"])
     print(f"{what}, CPU threads {torch.get_num_threads()}, {steps} steps per variant (medians)\n")
-    print(f"{'variant':18} {'s/step':>8} {'ratio':>7} {'inside hooks':>13}")
+    cpu_base = statistics.median(cpu["no watch"])
+    print(f"{'variant':18} {'s/step':>8} {'ratio':>7} {'cpu ratio':>10} {'inside hooks':>13}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:18} {med:8.4f} {med / base:7.3f} {100 * inside[name][0] / steps / base:12.2f}%")
+        print(f"{name:18} {med:8.4f} {med / base:7.3f} {statistics.median(cpu[name]) / cpu_base:10.3f} "
+              f"{100 * inside[name][0] / steps / base:12.2f}%")
     print("\nratio: median step time over no watch's, the variants alternating in blocks of "
-          f"{args.block_steps} steps; inside hooks: the doctor's own time per step over no watch's median step")
+          f"{args.block_steps} steps; cpu ratio: the same with the process's CPU time per step (less blurred by other "
+          "jobs on a shared machine); inside hooks: the doctor's own time per step over no watch's median step")
     for name, goal in (("watch(every=1)", 1.03), ("watch(every=10)", 1.01)):
         ratio = statistics.median(times[name]) / base
         own = inside[name][0] / steps / base
@@ -134,6 +140,7 @@ def guard(model: nn.Module, opt: torch.optim.Optimizer, step: Callable[[int], fl
     """watch(every=1) without the non-finite check, with it, and anomaly mode without a watch, alternating."""
     names = ("no watch", "watch, no F guard", "watch (F guard)", "anomaly mode")
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     own = [0.0]  # seconds inside the guard's own methods
     without = Watch(model, opt, checks=[c for c in all_checks() if not isinstance(c, FirstNonFinite)])
     with_guard = Watch(model, opt)
@@ -144,15 +151,17 @@ def guard(model: nn.Module, opt: torch.optim.Optimizer, step: Callable[[int], fl
     for b in range(1 + args.blocks):
         for name in names:
             w = watches[name].attach() if name in watches else None
-            ts = []
+            ts, cs = [], []
             with torch.autograd.set_detect_anomaly(name == "anomaly mode", check_nan=True):
                 for _ in range(args.block_steps):
                     ts.append(step(i))
+                    cs.append(LAST_CPU[0])
                     i += 1
             if w is not None:
                 w.detach()
             if b > 0:
                 times[name].extend(ts)
+                cpu[name].extend(cs)
             elif name == "watch (F guard)":
                 own[0] = 0.0
             print(f"round {b} {name}: {' '.join(f'{t:.3f}' for t in ts)}", file=sys.stderr, flush=True)
@@ -160,10 +169,11 @@ def guard(model: nn.Module, opt: torch.optim.Optimizer, step: Callable[[int], fl
     ref = statistics.median(times["watch, no F guard"])
     steps = len(times["no watch"])
     print(f"{what}, CPU threads {torch.get_num_threads()}, {steps} steps per variant (medians)\n")
-    print(f"{'variant':20} {'s/step':>8} {'/no watch':>10} {'/watch w/o guard':>17}")
+    cpu_ref = statistics.median(cpu["watch, no F guard"])
+    print(f"{'variant':20} {'s/step':>8} {'/no watch':>10} {'/watch w/o guard':>17} {'cpu /watch w/o guard':>21}")
     for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{name:20} {med:8.4f} {med / base:10.3f} {med / ref:17.3f}")
+        print(f"{name:20} {med:8.4f} {med / base:10.3f} {med / ref:17.3f} {statistics.median(cpu[name]) / cpu_ref:21.3f}")
     print(f"\nthe guard's own time inside its hooks: {1e3 * own[0] / steps:.2f} ms per step, "
           f"{100 * own[0] / steps / ref:.2f}% of the watched step")
     ratio = statistics.median(times["watch (F guard)"]) / ref
