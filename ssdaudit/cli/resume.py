@@ -41,9 +41,16 @@ def resume(
       ssdaudit resume --at 8 --steps 4 --resume-args "--resume --out {checkpoint_dir}" -- python -m ssdlite_model.cli train --out runs/r
     """
     with cli_errors(fmt is Format.json, debug):
-        from ssdaudit.training.resume.audit import audit_resume
+        from ssdaudit.training.resume.process import ResumedProcess
 
-        report = audit_resume(list(ctx.args), at, steps, resume_args, None if fmt is Format.text else sys.stderr)
+        # the resumed run's interpreter first: its start-up and imports overlap with ours and with the first run
+        resumed = ResumedProcess(None if fmt is Format.text else sys.stderr)
+        try:
+            from ssdaudit.training.resume.audit import audit_resume
+        except BaseException:
+            resumed.cancel()
+            raise
+        report = audit_resume(list(ctx.args), at, steps, resume_args, resumed.script_stdout, resumed=resumed)
         words = report.target.split()
         emit(report, fmt, words[1] if len(words) > 1 and words[1] != "-m" else None)
     exit_with(report, strict)

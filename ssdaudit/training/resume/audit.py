@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from ssdaudit.core.errors import ScriptError, UsageError
 from ssdaudit.training.doctor.runner import parse_command, run_watched
 from ssdaudit.training.resume.diagnose import diagnose
 from ssdaudit.training.resume.fingerprint import RunPrints
+from ssdaudit.training.resume.process import ResumedProcess
 from ssdaudit.training.resume.recorder import ResumeRunner
 from ssdaudit.training.resume.report import ResumeReport
 
@@ -24,14 +24,27 @@ PLACEHOLDERS = ("{checkpoint}", "{checkpoint_dir}")
 
 
 def audit_resume(command: list[str], at: int, steps: int, resume_args: str,
-                 script_stdout: TextIO | None = None, workdir: Path | None = None) -> ResumeReport:
+                 script_stdout: TextIO | None = None, workdir: Path | None = None,
+                 resumed: ResumedProcess | None = None) -> ResumeReport:
     """Run 1: ``command`` in this process until ``steps`` optimizer steps after its first checkpoint saved at or after
     step ``at``; run 2: ``command`` + ``resume_args`` (``{checkpoint}``: the copy of that checkpoint, a file or a DCP
     folder; ``{checkpoint_dir}``: a copy of the folder it was saved into) in a subprocess for ``steps`` steps.
-    ``workdir``: where the copies go (default: a temporary folder, removed after).
+    ``workdir``: where the copies go (default: a temporary folder, removed after). ``resumed``: the second run's
+    process, started early by the caller (``ssdaudit resume`` starts it before its own imports), or None to start it
+    here; it is ended either way.
 
     Raises ``UsageError`` (bad arguments), ``ScriptError`` (the script failed, saved no checkpoint at or after
     ``at``, or the resumed run failed)."""
+    if resumed is None:
+        resumed = ResumedProcess(script_stdout)  # started now: its start-up overlaps with the first run
+    try:
+        return _checked(command, at, steps, resume_args, resumed, workdir)
+    finally:
+        resumed.cancel()
+
+
+def _checked(command: list[str], at: int, steps: int, resume_args: str, resumed: ResumedProcess,
+             workdir: Path | None) -> ResumeReport:
     if at < 1 or steps < 1:
         raise UsageError("--at and --steps must be at least 1")
     if not any(p in resume_args for p in PLACEHOLDERS):
@@ -42,18 +55,14 @@ def audit_resume(command: list[str], at: int, steps: int, resume_args: str,
     except ValueError as exc:
         raise UsageError(f"--resume-args: {exc}") from None
     cmd = parse_command(command)
-    resumed = ResumedProcess(script_stdout)  # started now: its start-up overlaps with the first run
-    try:
-        if workdir is None:
-            with tempfile.TemporaryDirectory(prefix="ssdaudit-resume-") as tmp:
-                return _audit(command, cmd, at, steps, extra, resume_args, resumed, Path(tmp))
-        return _audit(command, cmd, at, steps, extra, resume_args, resumed, workdir.resolve())
-    finally:
-        resumed.cancel()
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="ssdaudit-resume-") as tmp:
+            return _audit(command, cmd, at, steps, extra, resume_args, resumed, Path(tmp))
+    return _audit(command, cmd, at, steps, extra, resume_args, resumed, workdir.resolve())
 
 
 def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str], resume_args: str,
-           resumed: "ResumedProcess", work: Path) -> ResumeReport:
+           resumed: ResumedProcess, work: Path) -> ResumeReport:
     runner = ResumeRunner(sys.maxsize, at=at, after=steps, copy_dir=work / "copy",
                           copy_folder="{checkpoint_dir}" in resume_args)
     run_watched(command, script_stdout=resumed.script_stdout, runner=runner)
@@ -100,62 +109,6 @@ def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str
         notes=notes, internal_errors=[e for w in runner.watches for e in w.ctx.internal_errors])
 
 
-class ResumedProcess:
-    """The interpreter of the resumed run (``python -m ssdaudit.training.resume.child``), started before the first
-    run so that its start-up and imports overlap with it, in the folder and environment ``ssdaudit resume`` was
-    started with (what the first run changes of them does not leak into the second). Its output goes where the first
-    run's goes (``script_stdout``, else stdout), through a pipe when that stream has no file descriptor."""
-
-    def __init__(self, script_stdout: TextIO | None) -> None:
-        self.script_stdout = script_stdout
-        self.cwd = os.getcwd()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([p for p in [_root(), env.get("PYTHONPATH", "")] if p])
-        self._piped = False
-        stdout: Any = None
-        if script_stdout is not None:
-            try:
-                script_stdout.fileno()
-                stdout = script_stdout
-            except (OSError, ValueError, AttributeError):
-                stdout, self._piped = subprocess.PIPE, True
-        self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-m", "ssdaudit.training.resume.child"], stdin=subprocess.PIPE, stdout=stdout, env=env)
-
-    def run(self, job: dict[str, Any]) -> int:
-        """Hand the process its job (one JSON line) and wait for it to end; its exit status."""
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None
-        self._proc = None
-        if self.script_stdout is not None:
-            self.script_stdout.flush()
-        try:
-            proc.stdin.write((json.dumps(job) + "\n").encode())
-            proc.stdin.close()
-        except BrokenPipeError:  # it died while starting; its status says how
-            pass
-        if self._piped and self.script_stdout is not None:
-            assert proc.stdout is not None
-            self.script_stdout.write(proc.stdout.read().decode(errors="replace"))
-        return proc.wait()
-
-    def cancel(self) -> None:
-        """End the process without a job (the first run failed): end of input, then a kill if it does not exit."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait(timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-
 def _distance(kept: object, path: Path) -> tuple[float | None, float | None]:
     """(max |a - b|, ||a - b|| / ||a||) over every parameter, or (None, None) when either side is missing."""
     import torch
@@ -172,8 +125,3 @@ def _distance(kept: object, path: Path) -> tuple[float | None, float | None]:
     num = sum(float(((x.double() - y.double()) ** 2).sum()) for x, y in zip(a, other)) ** 0.5
     den = sum(float((x.double() ** 2).sum()) for x in a) ** 0.5
     return diff, (num / den if den else 0.0)
-
-
-def _root() -> str:
-    """The folder holding the ``ssdaudit`` package (the child imports the same copy)."""
-    return str(Path(__file__).resolve().parents[3])
