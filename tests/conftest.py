@@ -1,11 +1,16 @@
+import os
+
 import pytest
 import torch
+
+# CI has 2 cores. Alone, a test may use both; under pytest-xdist (`make test` runs two workers) each worker keeps to
+# one intra-op thread, so that two workers never oversubscribe the 2 cores.
+TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    # CI has 2 cores; keep tests deterministic and avoid oversubscription.
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     yield
 
 
