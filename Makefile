@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest workers (the suite's budget is 10 minutes on 2 cores); --dist loadfile keeps each test file on one
+# worker, so a module's fixtures (a torchrun launch, a trained run) run once and its tests never race each other.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 	$(PY) -m mypy
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 	$(VENV)/bin/ssdaudit check

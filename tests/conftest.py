@@ -1,11 +1,20 @@
+import os
+
 import pytest
 import torch
+
+# CI has 2 cores. Alone, a test may use both; under pytest-xdist (`make test` runs two workers) each worker keeps to
+# one intra-op thread, so that two workers never oversubscribe the 2 cores.
+# The processes the tests start (scripts, resumed runs, torchrun ranks) inherit one thread each the same way.
+TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)  # module-scoped fixtures run before the autouse fixture below
 
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    # CI has 2 cores; keep tests deterministic and avoid oversubscription.
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
     yield
 
 
