@@ -15,7 +15,7 @@ from ssdaudit.core.paths import group_by_prefix
 from ssdaudit.checkpoints.formats import is_buffer_name
 from ssdaudit.core.report import failing_findings
 from ssdaudit.core.findings import rules_tagged
-from ssdaudit.core.findings import RULES, Finding, Severity
+from ssdaudit.core.findings import Finding, Severity
 from ssdaudit.registration.evidence import ParamsEvidence, ProbeStatus, RoundTrip, RoundTripStatus
 from ssdaudit.registration.plan import PlanOutcome, ProbeOptions, probe_plan
 from ssdaudit.registration.probe_device import ProbePlacement
@@ -215,20 +215,6 @@ def _fixed_state(model: nn.Module, findings: list[Finding], on_meta: bool = Fals
     return state
 
 
-def _tied_notes(model: nn.Module) -> list[Finding]:
-    notes = []
-    names: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(name)
-    for aliases in names.values():
-        if len(aliases) > 1:
-            p = model.get_parameter(aliases[0])
-            notes.append(
-                RULES["N001"].finding(aliases[0], None, p.numel(), values={"aliases": ", ".join(aliases[1:])})
-            )
-    return notes
-
-
 def compare_with_reference(
     name: str, ref_groups: list[Group], ref_total: int, report_groups: list[Group], registered: int, findings: list[Finding]
 ) -> ReferenceComparison:
@@ -301,7 +287,6 @@ def audit_params(
     trip, roundtrip = _roundtrip(model, example_input, rebuild)
     findings = list(evidence.findings)
     findings += judge(Phase.AUDIT, ParamsEvidence(evidence.index, evidence.status, roundtrip=roundtrip), findings)
-    findings += _tied_notes(model)
     report = _counted(model, findings, target, depth, sizes_from)
     report.probe, report.probe_status, report.roundtrip = evidence.placement, evidence.status, trip
     if reference is not None:
