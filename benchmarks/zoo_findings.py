@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 import warnings
@@ -110,6 +111,9 @@ def main() -> None:
     parser.add_argument("--zoo", choices=("torchvision", "timm", "transformers"), default="torchvision")
     parser.add_argument("--every", type=int, default=25, help="timm: every k-th name of timm.list_models().")
     parser.add_argument("--sample", type=int, default=None, help="N names evenly spaced (transformers: 92).")
+    parser.add_argument("--spread", action="store_true",
+                        help="Audit the sample in a fixed shuffled order (seed 0): a run cut short still covers the "
+                        "whole list evenly, and two runs cover the same models first.")
     parser.add_argument("--timeout", type=float, default=300.0, help="Seconds per model (audit_target's limit).")
     parser.add_argument("--out", help="The JSON lines file to write (appended per model as it finishes).")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="Compare two such files.")
@@ -118,6 +122,8 @@ def main() -> None:
         sys.exit(compare(*args.compare))
     prefix = {"torchvision": "torchvision", "timm": "timm", "transformers": "hf"}[args.zoo]
     chosen = names(args.zoo, args.every, args.sample)
+    if args.spread:
+        random.Random(0).shuffle(chosen)
     print(f"{args.zoo}: {len(chosen)} models", flush=True)
     with open(args.out, "w") as f:
         for name in chosen:
