@@ -5,8 +5,8 @@ objects, closures and ``functools.partial`` to any depth, recording modules and 
 ``model.modules()`` / ``model.parameters()`` do not reach. The probe (``modes``, ``tracer``) runs forward in train
 and eval mode with global module hooks to catch modules that run but are not part of the model (built inside
 ``forward()``, or hidden where no attribute reaches), and records which tensors forward reads (for R004, R008).
-The rules in ``registration.rules`` (one module per code, discovered) judge that evidence. Where the probe runs, and what happens when it fails on
-the meta device, is the plan's (``plan.probe_plan``).
+The rules of the probe phase in ``registration.rules`` (one module per code, discovered) judge that evidence.
+Where the probe runs, and what happens when it fails on the meta device, is the plan's (``plan.probe_plan``).
 """
 
 from __future__ import annotations

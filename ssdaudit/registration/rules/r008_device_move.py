@@ -65,16 +65,16 @@ def check(evidence: ParamsEvidence, earlier: Sequence[Finding]) -> Iterator[Find
         values = sum(t.numel() for _, t, _ in items)
         listing = ", ".join(f"{n or 'a tensor'} {tuple(t.shape)}" for n, t, _ in items[:3]) + (", ..." if len(items) > 3 else "")
         if all(n for n, _, _ in items):
-            yield (RULES["R008"].finding(path,
+            yield RULES["R008"].finding(path,
                 f"{len(items)} tensor(s) ({values:,} values) that forward reads are not moved by .to() / .cuda() / "
                 f".half() (a move to float64 left them as they were; on a GPU they would stay on the CPU): {listing}",
-            ))
+            )
         else:  # a global, a closure, or a cache made by an earlier call: often keyed by device and dtype, so a note
-            yield (RULES["R008"].finding(
+            yield RULES["R008"].finding(
                 path,
                 f"{len(items)} tensor(s) ({values:,} values) read by `{items[0][2] or 'the model'}`'s forward are "
                 "reachable from no attribute, so .to() cannot move them (a global or closure: a bug on a GPU; a cache "
                 f"keyed by device and dtype: fine): {listing}",
                 severity=Severity.INFO,
-            ))
+            )
 
