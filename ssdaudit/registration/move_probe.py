@@ -23,9 +23,9 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import UserError, first_line
+from ssdaudit.registration.model_index import ModelIndex
 from ssdaudit.registration.tracer import ModuleStack, TensorsMade
 from ssdaudit.registration.walk import MOVE_FUNCTIONS as _MOVES
-from ssdaudit.registration.walk import unregistered_module_names, unregistered_tensor_names
 
 
 def first_sample(example_input: Any) -> Any:
@@ -117,13 +117,8 @@ def find_device_strays(model: nn.Module, example_input: Any, dtype: torch.dtype 
         return MoveProbeResult([], f"moving the copy failed: {exc.__class__.__name__}: {first_line(exc, 200)}")
     moved.eval()
 
-    names: dict[int, str] = {}
-    for n, t in (*moved.named_parameters(remove_duplicate=False), *moved.named_buffers(remove_duplicate=False)):
-        names.setdefault(id(t), n)
-    for i, n in unregistered_tensor_names(moved).items():
-        names.setdefault(i, n)
-    module_names = {id(m): n for n, m in moved.named_modules()}
-    module_names.update({i: n for i, n in unregistered_module_names(moved).items() if i not in module_names})
+    index = ModelIndex.of(moved)  # one walk of the copy names its tensors and modules, registered or not
+    names, module_names = index.tensor_names, index.member_module_names
 
     inputs = tree_map(lambda t: _converted(t, dtype, target), example_input)
     modules = ModuleStack(None)

@@ -15,11 +15,12 @@ from ssdaudit.core.paths import group_by_prefix
 from ssdaudit.checkpoints.formats import is_buffer_name
 from ssdaudit.core.report import failing_findings
 from ssdaudit.core.findings import rules_tagged
-from ssdaudit.core.findings import RULES, Finding, Severity
-from ssdaudit.registration.evidence import ProbeStatus, RoundTripStatus
+from ssdaudit.core.findings import Finding, Severity
+from ssdaudit.registration.evidence import ParamsEvidence, ProbeStatus, RoundTrip, RoundTripStatus
 from ssdaudit.registration.plan import PlanOutcome, ProbeOptions, probe_plan
 from ssdaudit.registration.probe_device import ProbePlacement
-from ssdaudit.registration.roundtrip import roundtrip_findings
+from ssdaudit.registration.roundtrip import run_roundtrip
+from ssdaudit.registration.rules import Phase, judge
 
 
 @dataclass
@@ -214,28 +215,6 @@ def _fixed_state(model: nn.Module, findings: list[Finding], on_meta: bool = Fals
     return state
 
 
-def _findings_notes(model: nn.Module) -> list[Finding]:
-    notes = []
-    names: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(name)
-    for aliases in names.values():
-        if len(aliases) > 1:
-            p = model.get_parameter(aliases[0])
-            notes.append(
-                RULES["N001"].finding(aliases[0], None, p.numel(), values={"aliases": ", ".join(aliases[1:])})
-            )
-    frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
-    if frozen:
-        total = sum(p.numel() for _, p in frozen)
-        prefixes = sorted({n.split(".")[0] for n, _ in frozen})
-        notes.append(
-            RULES["N002"].finding(", ".join(prefixes[:5]), None, total,
-                                  values={"tensors": len(frozen), "params": total, "prefixes": ", ".join(prefixes[:5])})
-        )
-    return notes
-
-
 def compare_with_reference(
     name: str, ref_groups: list[Group], ref_total: int, report_groups: list[Group], registered: int, findings: list[Finding]
 ) -> ReferenceComparison:
@@ -305,11 +284,9 @@ def audit_params(
         evidence = probe_plan(model, example_input, ProbeOptions(probe_device, probe_memory))
         model, example_input = evidence.model, evidence.example
     sizes_from = evidence.sizes_from if evidence.sizes_from is not None else sizes_from
+    trip, roundtrip = _roundtrip(model, example_input, rebuild)
     findings = list(evidence.findings)
-    trip = _roundtrip_status(model, example_input, rebuild)
-    if trip.ran and rebuild is not None:
-        findings += roundtrip_findings(rebuild, example_input, findings)
-    findings += _findings_notes(model)
+    findings += judge(Phase.AUDIT, ParamsEvidence(evidence.index, evidence.status, roundtrip=roundtrip), findings)
     report = _counted(model, findings, target, depth, sizes_from)
     report.probe, report.probe_status, report.roundtrip = evidence.placement, evidence.status, trip
     if reference is not None:
@@ -345,16 +322,18 @@ def _counted(model: nn.Module, findings: list[Finding], target: str, depth: int,
     )
 
 
-def _roundtrip_status(model: nn.Module, example_input: Any, rebuild: Callable[[], nn.Module] | None) -> RoundTripStatus:
-    """Whether the save-reload round trip runs; ``ran`` only says it was attempted (``roundtrip.roundtrip_findings``
-    holds whether it compared and what it found)."""
+def _roundtrip(model: nn.Module, example_input: Any,
+               rebuild: Callable[[], nn.Module] | None) -> tuple[RoundTripStatus, RoundTrip | None]:
+    """The save-reload round trip where it can run (an example input, a factory, a model off the meta device):
+    its status (ran, compared, equal, why not) and its evidence for R007 (None where it did not run)."""
     if example_input is None:
-        return RoundTripStatus.not_run("no example input")
+        return RoundTripStatus.not_run("no example input"), None
     if rebuild is None:
-        return RoundTripStatus.not_run("no factory to rebuild the model")
+        return RoundTripStatus.not_run("no factory to rebuild the model"), None
     if any(t.is_meta for t in model.parameters()):
-        return RoundTripStatus.not_run("the model is on the meta device")
-    return RoundTripStatus(True)
+        return RoundTripStatus.not_run("the model is on the meta device"), None
+    trip = run_roundtrip(rebuild, example_input)
+    return trip.status, trip
 
 
 def compare_with_checkpoint(model: nn.Module, state: Mapping[str, torch.Tensor], path: str, file_bytes: int) -> CheckpointComparison:

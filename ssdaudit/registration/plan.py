@@ -27,8 +27,9 @@ from ssdaudit.core.findings import Finding
 from ssdaudit.registration.evidence import ProbeStatus
 from ssdaudit.registration.probe_device import (BUILT_THERE, PROBE_DEVICES, ProbePlacement, human_bytes, meta_reason,
                                                 over_budget)
-from ssdaudit.registration.rules.probe_notes import with_meta_hint
 from ssdaudit.registration.inspection import Inspection, inspect_unregistered
+from ssdaudit.registration.model_index import ModelIndex
+from ssdaudit.registration.rules.n004_probe_incomplete import with_meta_hint
 
 Guard = Callable[[str], ContextManager[None]]
 _META_ONLY_HINT = "--probe-device auto or cpu runs it on a CPU copy with random weights"
@@ -58,15 +59,17 @@ class ProbeOptions:
 @dataclass(frozen=True)
 class PlanOutcome:
     """The probe that counts: the model it ran on (a CPU copy after a fallback) and its input, its findings and
-    status, where it ran and why (for the report). ``sizes_from``: the meta model whose state_dict gives the
-    checkpoint bytes when ``model`` is a placeholder copy. ``timed_out``: a fallback ran past the time limit (what
-    follows is not the probe's to bound)."""
+    status, where it ran and why (for the report), and that model's index (the walk the rules judged, reused by
+    the audit). ``sizes_from``: the meta model whose state_dict gives the checkpoint bytes when ``model`` is a
+    placeholder copy. ``timed_out``: a fallback ran past the time limit (what follows is not the probe's to
+    bound)."""
 
     model: nn.Module
     example: Any
     findings: tuple[Finding, ...]
     status: ProbeStatus
     placement: ProbePlacement
+    index: ModelIndex
     sizes_from: nn.Module | None = None
     timed_out: bool = False
 
@@ -87,20 +90,28 @@ def probe_plan(model: nn.Module, example: Any, options: ProbeOptions = ProbeOpti
     first = _probe(model, example, guard, f"probing {options.name}'s forward")
     placement = ProbePlacement("meta" if on_meta else "cpu", BUILT_THERE)
     if example is None:
-        return PlanOutcome(model, None, first.findings, first.status, ProbePlacement("none", "no example input"))
+        return _outcome(model, None, first, ProbePlacement("none", "no example input"))
     failure = first.status.failure if on_meta else None
     if failure is None:
-        return PlanOutcome(model, example, first.findings, first.status, placement)
+        return _outcome(model, example, first, placement)
     why = meta_reason(failure)
     if options.probe_device == "meta":
-        return PlanOutcome(model, example, tuple(with_meta_hint(list(first.findings), _META_ONLY_HINT)), first.status,
-                           ProbePlacement("meta", f"--probe-device meta; it failed there: {why}"))
+        return _outcome(model, example, first, ProbePlacement("meta", f"--probe-device meta; it failed there: {why}"),
+                        hint=_META_ONLY_HINT)
     need, budget, over = over_budget(model, options.budget)
     if over or options.build_cpu is None:
         return _on_placeholder(model, pristine, example, first, why, (need, budget, over), options, guard)
     cpu_model, cpu_example = options.build_cpu()
     second = _probe(cpu_model, cpu_example, guard, f"probing {options.name}'s forward on the CPU")
-    return PlanOutcome(cpu_model, cpu_example, second.findings, second.status, ProbePlacement("cpu", f"meta failed: {why}"))
+    return _outcome(cpu_model, cpu_example, second, ProbePlacement("cpu", f"meta failed: {why}"))
+
+
+def _outcome(model: nn.Module, example: Any, inspection: Inspection, placement: ProbePlacement, hint: str | None = None,
+             sizes_from: nn.Module | None = None, timed_out: bool = False) -> PlanOutcome:
+    """The plan's outcome from the inspection that counts; ``hint``: where the probe stayed on the meta device,
+    how to probe elsewhere (appended to its N004 notes as new findings)."""
+    findings = inspection.findings if hint is None else tuple(with_meta_hint(list(inspection.findings), hint))
+    return PlanOutcome(model, example, findings, inspection.status, placement, inspection.index, sizes_from, timed_out)
 
 
 def _probe(model: nn.Module, example: Any, guard: Guard, label: str, device: str | None = None,
@@ -133,7 +144,7 @@ def _on_cpu_by_request(model: nn.Module, options: ProbeOptions, guard: Guard) ->
     found = _probe(cpu_model, cpu_example, guard, f"probing {options.name}'s forward")
     placement = (ProbePlacement("none", "no example input") if cpu_example is None
                  else ProbePlacement("cpu", "--probe-device cpu: random weights"))
-    return PlanOutcome(cpu_model, cpu_example, found.findings, found.status, placement)
+    return _outcome(cpu_model, cpu_example, found, placement)
 
 
 def _on_placeholder(model: nn.Module, pristine: nn.Module | None, example: Any, first: Inspection, why: str,
@@ -148,17 +159,17 @@ def _on_placeholder(model: nn.Module, pristine: nn.Module | None, example: Any, 
     except UserError:
         raise
     except Exception as exc:  # a model that refuses the copy: the meta run is all there is
-        return PlanOutcome(model, example, first.findings, first.status,
-                           ProbePlacement("meta", f"meta failed: {why}; no CPU copy with placeholder weights "
-                                          f"could be made ({exc.__class__.__name__})"))
+        return _outcome(model, example, first,
+                        ProbePlacement("meta", f"meta failed: {why}; no CPU copy with placeholder weights "
+                                       f"could be made ({exc.__class__.__name__})"))
     try:
         second = _probe(copied, copied_example, guard,
                         f"probing {options.name}'s forward on a CPU copy with placeholder weights", "placeholder", budget)
     except TimeLimitExceeded:  # a CPU forward of a very large model: the meta run stands
-        return PlanOutcome(model, example, tuple(with_meta_hint(list(first.findings), _TIMEOUT_HINT)), first.status,
-                           ProbePlacement("meta", f"meta failed: {why}; the probe on a CPU copy with placeholder "
-                                          "weights ran past --timeout (raise it: it takes as long as a CPU forward)"),
-                           timed_out=True)
+        return _outcome(model, example, first,
+                        ProbePlacement("meta", f"meta failed: {why}; the probe on a CPU copy with placeholder "
+                                       "weights ran past --timeout (raise it: it takes as long as a CPU forward)"),
+                        hint=_TIMEOUT_HINT, timed_out=True)
     if second.status.failure is not None:  # it failed on the CPU too: the meta device is not the (only) problem
         reason = (f"meta failed: {why}; on a CPU copy with placeholder weights it failed too: "
                   f"{meta_reason(second.status.failure)}")
@@ -167,6 +178,5 @@ def _on_placeholder(model: nn.Module, pristine: nn.Module | None, example: Any, 
                   f"{human_bytes(need)}, over the {human_bytes(budget)} budget (--probe-memory)")
     else:
         reason = f"meta failed: {why}; placeholder weights (no CPU build of the model at hand)"
-    return PlanOutcome(copied, copied_example, second.findings, second.status, ProbePlacement("cpu", reason),
-                       sizes_from=model)
+    return _outcome(copied, copied_example, second, ProbePlacement("cpu", reason), sizes_from=model)
 

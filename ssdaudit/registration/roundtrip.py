@@ -16,8 +16,8 @@ re-imports its library makes B's layers instances of other class objects with th
 layers.
 
 The round trip never passes by default: when it cannot run (a build, the save, the load or a forward raises) or
-cannot compare a module, ``RoundTrip.error`` / ``RoundTrip.not_compared`` say what and why, and
-``roundtrip_findings`` reports it as an N004 note instead of a clean result.
+cannot compare a module, ``RoundTrip.error`` / ``RoundTrip.not_compared`` say what and why (``RoundTrip.status``),
+and the R007 rule (``rules.r007_reload_mismatch``) reports it as an N004 note instead of a clean result.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import contextlib
 import copy
 import io
 import random
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -37,36 +37,11 @@ from torch.utils._pytree import tree_flatten
 
 from ssdaudit.core.forward_call import call_forward
 from ssdaudit.core.errors import UserError, first_line
-from ssdaudit.core.findings import RULES, Finding, Severity, rules_tagged
+from ssdaudit.core.findings import Finding
+from ssdaudit.registration.evidence import RoundTrip, RoundTripStatus
 from ssdaudit.registration.move_probe import first_sample
+from ssdaudit.registration.rules.r007_reload_mismatch import judge_roundtrip
 from ssdaudit.registration.walk import unregistered_module_names
-
-_CONTAINER_RULES = rules_tagged("container")
-
-
-@dataclass
-class RoundTrip:
-    """What the round trip saw: whether outputs match, the first differing module, strict-load problems.
-
-    ``equal`` is True only when the comparison ran and found no difference; when it could not run, ``equal`` is False
-    and ``error`` says why."""
-
-    equal: bool
-    first_differing: str | None = None  # qualified name of the first module whose output differs
-    missing_keys: list[str] = field(default_factory=list)
-    unexpected_keys: list[str] = field(default_factory=list)
-    lazy_keys: list[str] = field(default_factory=list)  # keys that exist only after a forward
-    max_abs_diff: float = 0.0
-    outside: list[str] = field(default_factory=list)  # state of the differing module that did not travel
-    error: str | None = None  # why the check could not run
-    # the resume case: one more train-mode forward of A and of the reloaded B (same batch, same RNG) disagrees
-    resume_differs: bool = False
-    resume_attrs: list[str] = field(default_factory=list)  # "path: A's value vs B's", Python state before that step
-    resume_keys: list[str] = field(default_factory=list)  # state_dict() keys whose values differ after that step
-    resume_output_diff: float = 0.0
-    # what could not be compared and why ("`0.flow`: A's is Foo, B's is Bar", "the resume check: forward in train
-    # mode raised ..."): never counted as equal
-    not_compared: list[str] = field(default_factory=list)
 
 
 def _seeded(seed: int) -> None:
@@ -140,65 +115,15 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
     the save, the load or a forward raising) is returned as ``RoundTrip(equal=False, error=...)``, never as equal."""
     state = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
     try:
-        _seeded(1234)
-        a = build()
-        _seeded(4321)
-        b = build()
-        fresh_keys = set(b.state_dict())
-        a.train()
-        try:
-            with torch.no_grad():
-                _forward(a, _clone_input(example_input))  # lazily created state comes into being
-        except UserError:
-            raise
-        except Exception:  # batch 1 with BatchNorm in train mode, ...: the eval pass below still runs
-            pass
-        _training_step(a)  # the checkpoint holds trained weights, not what the first forward made
-        buf = io.BytesIO()
-        torch.save(a.state_dict(), buf)
-        buf.seek(0)
-        saved = torch.load(buf, weights_only=True)
-        result = RoundTrip(equal=True)
-        try:
-            b.load_state_dict(saved, strict=True)
-        except RuntimeError:
-            own = set(b.state_dict())
-            result.missing_keys = sorted(own - set(saved))
-            result.unexpected_keys = sorted(set(saved) - own)
-            result.lazy_keys = sorted(k for k in result.unexpected_keys if k not in fresh_keys)
-            b.load_state_dict({k: v for k, v in saved.items() if k in own}, strict=False)
+        a, b, result = _saved_and_reloaded(build, example_input)
         a.eval()
         b.eval()
         x = first_sample(example_input)  # eval mode takes one sample: half the work at batch 2
-
-        def outputs(model: nn.Module, recorder: "_Recorder | None" = None) -> list[torch.Tensor]:
-            with torch.no_grad(), (recorder or contextlib.nullcontext()):
-                _seeded(7)
-                return _outputs(_forward(model, _clone_input(x)))
-
-        diff = _differ(outputs(a), outputs(b), atol)
+        diff = _differ(_eval_outputs(a, x), _eval_outputs(b, x), atol)
         result.equal = diff is None and not result.missing_keys and not result.unexpected_keys
         result.max_abs_diff = diff or 0.0
         if diff is not None:  # only now: record every module's output, to name the first that differs
-            rec_a, rec_b = _Recorder(a), _Recorder(b)
-            outputs(a, rec_a)
-            outputs(b, rec_b)
-            seen: collections.Counter[str] = collections.Counter()
-            calls_b: dict[tuple[str, int], list[torch.Tensor]] = {}
-            for name, outs in rec_b.calls:
-                calls_b[(name, seen[name])] = outs
-                seen[name] += 1
-            seen.clear()
-            for name, outs in rec_a.calls:
-                key = (name, seen[name])
-                seen[name] += 1
-                if key in calls_b and _differ(outs, calls_b[key], atol) is not None:
-                    result.first_differing = name
-                    # the state that stayed behind lives in that module or in one whose forward feeds it
-                    parts = name.split(".") if name else []
-                    for k in range(len(parts), -1, -1):
-                        result.outside += _state_outside_tensors(a, b, ".".join(parts[:k]))
-                    break
+            _name_first_differing(a, b, x, atol, result)
         if result.equal:
             _resume(a, b, example_input, atol, result)
         return result
@@ -210,6 +135,71 @@ def run_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: floa
         torch.random.set_rng_state(state[0])
         np.random.set_state(state[1])
         random.setstate(state[2])
+
+
+def _saved_and_reloaded(build: Callable[[], nn.Module], example_input: Any) -> tuple[nn.Module, nn.Module, RoundTrip]:
+    """A (one train-mode forward, then a stand-in training step) saved through an in-memory ``torch.save`` /
+    ``torch.load(weights_only=True)`` into B (strict; on a key mismatch the keys are recorded and the common ones
+    loaded). Returns A, B and the round trip so far (its key lists)."""
+    _seeded(1234)
+    a = build()
+    _seeded(4321)
+    b = build()
+    fresh_keys = set(b.state_dict())
+    a.train()
+    try:
+        with torch.no_grad():
+            _forward(a, _clone_input(example_input))  # lazily created state comes into being
+    except UserError:
+        raise
+    except Exception:  # batch 1 with BatchNorm in train mode, ...: the eval pass below still runs
+        pass
+    _training_step(a)  # the checkpoint holds trained weights, not what the first forward made
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    result = RoundTrip(equal=True)
+    try:
+        b.load_state_dict(saved, strict=True)
+    except RuntimeError:
+        own = set(b.state_dict())
+        result.missing_keys = sorted(own - set(saved))
+        result.unexpected_keys = sorted(set(saved) - own)
+        result.lazy_keys = sorted(k for k in result.unexpected_keys if k not in fresh_keys)
+        b.load_state_dict({k: v for k, v in saved.items() if k in own}, strict=False)
+    return a, b, result
+
+
+def _eval_outputs(model: nn.Module, x: Any, recorder: "_Recorder | None" = None) -> list[torch.Tensor]:
+    """The model's output tensors on ``x`` under no_grad with a fixed seed (``recorder``: every module's too)."""
+    with torch.no_grad(), (recorder or contextlib.nullcontext()):
+        _seeded(7)
+        return _outputs(_forward(model, _clone_input(x)))
+
+
+def _name_first_differing(a: nn.Module, b: nn.Module, x: Any, atol: float, result: RoundTrip) -> None:
+    """Both models again with every module's output recorded: the first module, in execution order, whose output
+    differs (``result.first_differing``) and the state outside tensors that stayed behind (``result.outside``)."""
+    rec_a, rec_b = _Recorder(a), _Recorder(b)
+    _eval_outputs(a, x, rec_a)
+    _eval_outputs(b, x, rec_b)
+    seen: collections.Counter[str] = collections.Counter()
+    calls_b: dict[tuple[str, int], list[torch.Tensor]] = {}
+    for name, outs in rec_b.calls:
+        calls_b[(name, seen[name])] = outs
+        seen[name] += 1
+    seen.clear()
+    for name, outs in rec_a.calls:
+        key = (name, seen[name])
+        seen[name] += 1
+        if key in calls_b and _differ(outs, calls_b[key], atol) is not None:
+            result.first_differing = name
+            # the state that stayed behind lives in that module or in one whose forward feeds it
+            parts = name.split(".") if name else []
+            for k in range(len(parts), -1, -1):
+                result.outside += _state_outside_tensors(a, b, ".".join(parts[:k]))
+            return
 
 
 def _training_step(model: nn.Module) -> None:
@@ -334,81 +324,15 @@ def _state_outside_tensors(a: nn.Module, b: nn.Module, path: str) -> list[str]:
     return found
 
 
-def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known: list[Finding],
-                       atol: float = 0.0) -> list[Finding]:
-    """R007 when the reloaded model's outputs differ (or the strict load fails); the cause is taken from the
-    container findings in ``known`` when one covers the differing module. A round trip that could not run, or
-    could not compare some module, is an N004 note naming what was not compared and why (with any R007 it found
-    besides): it never passes as a clean result. Raises only ``UserError`` (see ``run_roundtrip``)."""
+def roundtrip_findings(build: Callable[[], nn.Module], example_input: Any, known: Sequence[Finding],
+                       atol: float = 0.0) -> tuple[list[Finding], RoundTripStatus]:
+    """The round trip of ``build()``'s model judged by R007 (``rules.r007_reload_mismatch``): R007 when the
+    reloaded model's outputs differ (or the strict load fails), its cause taken from the container findings in
+    ``known`` when one covers the differing module; a round trip that could not run, or could not compare some
+    module, is an N004 note naming what and why (never a clean result). Returns the findings and the round trip's
+    status (``RoundTrip.status``). Raises only ``UserError`` (see ``run_roundtrip``)."""
     rt = run_roundtrip(build, example_input, atol)
-    if rt.error is not None:
-        return [RULES["N004"].finding("<roundtrip>", "the save-reload round trip (R007) could not run, so state lost "
-                                      f"in a checkpoint was not compared: {rt.error}")]
-    notes = [RULES["N004"].finding("<roundtrip>", "the save-reload round trip (R007) did not compare "
-                                   + "; ".join(rt.not_compared[:3]) + (" ..." if len(rt.not_compared) > 3 else ""))
-             ] if rt.not_compared else []
-    return _roundtrip_r007(rt, known) + notes
-
-
-def _roundtrip_r007(rt: RoundTrip, known: list[Finding]) -> list[Finding]:
-    """The R007 finding of a round trip that ran (none when it found no difference)."""
-    if rt.equal and not rt.resume_differs:
-        return []
-    if rt.unexpected_keys or rt.missing_keys:
-        parts = []
-        if rt.lazy_keys:
-            parts.append(f"{len(rt.lazy_keys)} key(s) exist only after a forward (created lazily): {', '.join(rt.lazy_keys[:3])}")
-        others = [k for k in rt.unexpected_keys if k not in rt.lazy_keys]
-        if others:
-            parts.append(f"{len(others)} unexpected: {', '.join(others[:3])}")
-        if rt.missing_keys:
-            parts.append(f"{len(rt.missing_keys)} missing: {', '.join(rt.missing_keys[:3])}")
-        path = (rt.lazy_keys or rt.unexpected_keys or rt.missing_keys)[0].rsplit(".", 1)[0]
-        return [RULES["R007"].finding(path,
-                        "load_state_dict(strict=True) of the saved state into a freshly built model fails: " + "; ".join(parts))]
-    if rt.resume_differs:
-        return [_resume_finding(rt)]
-    where = rt.first_differing if rt.first_differing else "<model>"
-    cause = ""
-    covering = [f for f in known if f.rule in _CONTAINER_RULES and f.params
-                and (where == f.path or where.startswith(f.path + "."))]
-    path = where
-    if covering:
-        f = covering[0]
-        path = f.path
-        cause = f"; cause: {f.rule} `{f.path}` ({f.params:,} parameters outside state_dict())"
-    elif rt.outside:
-        cause = f"; state outside tensors (not in state_dict()): {', '.join(rt.outside)}"
-    else:  # a plain tensor attribute forward reads inside the differing module: a rebuild makes it anew
-        inside = [f for f in known if f.rule in ("R004", "R008") and f.severity is not Severity.INFO
-                  and (where == "<model>" or f.path == where or f.path.startswith(where + "."))]
-        if inside:
-            cause = (f"; likely cause: {inside[0].rule} `{inside[0].path}`, a plain tensor outside state_dict(): a "
-                     "reload keeps the new build's values")
-    return [RULES["R007"].finding(path,
-        f"after a save and reload the outputs differ; first module whose output differs: `{where}`{cause}",
-    )]
-
-
-def _resume_finding(rt: RoundTrip) -> Finding:
-    """R007 for the resume case, naming the Python attributes that differed before the step (the likely cause)."""
-    what = []
-    if rt.resume_output_diff:
-        what.append(f"outputs differ (max |a - b| {rt.resume_output_diff:.3g})")
-    if rt.resume_keys:
-        more = ", ..." if len(rt.resume_keys) > 3 else ""
-        what.append(f"state_dict() after it differs in {', '.join(f'`{k}`' for k in rt.resume_keys[:3])}{more}")
-    if rt.resume_attrs:
-        path = rt.resume_attrs[0].split(":", 1)[0]
-        cause = ("; Python state outside state_dict() that the checkpoint lost: "
-                 + ", ".join(f"`{a}`" for a in rt.resume_attrs[:4]) + (", ..." if len(rt.resume_attrs) > 4 else "")
-                 + " (keep it in a buffer, e.g. register_buffer(name, torch.tensor(value)), or get_extra_state())")
-    else:
-        path = rt.resume_keys[0].rsplit(".", 1)[0] if rt.resume_keys else "<model>"
-        cause = ""
-    return RULES["R007"].finding(path,
-        "resuming from a checkpoint changes training: after a save and reload, one more train-mode forward on the "
-        f"same batch and RNG {' and '.join(what)}{cause}")
+    return judge_roundtrip(rt, known), rt.status
 
 
 def check_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: float = 0.0) -> list[Finding]:
@@ -424,4 +348,4 @@ def check_roundtrip(build: Callable[[], nn.Module], example_input: Any, atol: fl
     from ssdaudit.registration.unregistered import find_unregistered
 
     known = find_unregistered(build(), None)
-    return roundtrip_findings(build, example_input, known, atol)
+    return roundtrip_findings(build, example_input, known, atol)[0]

@@ -14,7 +14,7 @@ from torch import nn
 from ssdaudit.core.findings import Finding
 from ssdaudit.registration.inspection import Inspection, inspect_unregistered
 from ssdaudit.registration.plan import ProbeOptions, probe_plan
-from ssdaudit.registration.rules.device_move import moved_by_to
+from ssdaudit.registration.rules.r008_device_move import moved_by_to
 from ssdaudit.registration.tracer import ProbeResult, probe_forward
 
 __all__ = ["Inspection", "ProbeResult", "find_unregistered", "inspect_unregistered", "moved_by_to", "probe_forward"]

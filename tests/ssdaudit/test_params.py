@@ -78,3 +78,22 @@ def test_meta_device_estimate_is_close():
     actual = _saved_bytes(real.state_dict())
     assert abs(size - actual) / actual < 0.01
     assert predict_checkpoint_bytes(real.state_dict()) == (actual, True)
+
+
+def test_one_attribute_walk_of_the_model_per_audit(monkeypatch):
+    """The model index is walked once and reused by every rule (and the tied/frozen notes); the dtype-move probe
+    walks its float64 copy once. A rule that walked the model again would show here."""
+    from ssdaudit.registration import walk
+
+    walked = []
+    run = walk.AttributeWalker.run
+
+    def counting(self):
+        walked.append(self.model)
+        return run(self)
+
+    monkeypatch.setattr(walk.AttributeWalker, "run", counting)
+    model = buggy_plain_list.build_model()
+    report = audit_params(model, example_input=buggy_plain_list.example_input())
+    assert {"R001"} <= {f.rule for f in report.findings}
+    assert sum(m is model for m in walked) == 1 and len(walked) == 2  # the model, then its float64 copy

@@ -150,3 +150,31 @@ def test_assert_reloads_fails_when_nothing_was_compared(ssdaudit: Any) -> None:
     with pytest.raises(pytest.fail.Exception, match="N004"):
         ssdaudit.assert_reloads(lambda: WithExtraState(travels=False), torch.rand(3, 4))
     ssdaudit.assert_reloads(lambda: WithExtraState(travels=True), torch.rand(3, 4))
+
+
+class PlainListHead(nn.Module):
+    """R007's buggy case as a report sees it: a head in a plain list, rebuilt with new weights on every build."""
+
+    def __init__(self, registered: bool) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+        heads = [nn.Linear(4, 2)]
+        self.heads = nn.ModuleList(heads) if registered else heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads[0](self.body(x))
+
+
+def test_the_report_keeps_the_round_trip_status_it_judged() -> None:
+    x = torch.rand(3, 4)
+    buggy = audit_params(PlainListHead(False), example_input=x, rebuild=lambda: PlainListHead(False))
+    assert buggy.roundtrip is not None and (buggy.roundtrip.ran, buggy.roundtrip.compared) == (True, True)
+    assert buggy.roundtrip.equal is False and "R007" in [f.rule for f in buggy.findings]
+    clean = audit_params(PlainListHead(True), example_input=x, rebuild=lambda: PlainListHead(True))
+    assert clean.roundtrip is not None and clean.roundtrip.equal is True and clean.roundtrip.reason == ""
+    failed = audit_params(WithExtraState(False), example_input=x, rebuild=lambda: WithExtraState(travels=False))
+    assert failed.roundtrip is not None and failed.roundtrip.ran and not failed.roundtrip.compared
+    assert failed.roundtrip.equal is None and "Unpickling" in failed.roundtrip.reason
+    skipped = audit_params(PlainListHead(True), example_input=x)
+    assert skipped.roundtrip is not None and not skipped.roundtrip.ran
+    assert skipped.roundtrip.reason == "no factory to rebuild the model"

@@ -1,15 +1,18 @@
-"""R004 N005: plain tensor attributes that forward uses (R004), or uses safely (an N005 note)."""
+"""R004 N005: plain tensor attributes that forward uses (R004), or uses safely (an N005 note): one detector, the
+verdict on each attribute decides the code."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ssdaudit.core.findings import RULES, Finding
-from ssdaudit.registration.model_index import ModelIndex
-from ssdaudit.registration.rules.containers import dtype_name
+from ssdaudit.registration.evidence import ParamsEvidence
+from ssdaudit.registration.rules import Phase
+from ssdaudit.registration.rules._members import dtype_name
 from ssdaudit.registration.source_text import assignment_location, forward_use
 from ssdaudit.registration.tracer import ProbeResult
 from ssdaudit.registration.walk import MOVE_FUNCTIONS
@@ -18,17 +21,22 @@ if TYPE_CHECKING:
     from ssdaudit.registration.move_probe import MoveProbeResult
 
 
-def tensor_attr_findings(index: ModelIndex, probe: ProbeResult | None, moves: "MoveProbeResult | None") -> list[Finding]:
+CODE = "R004"
+ALSO = ("N005",)
+PHASE = Phase.PROBE
+ORDER = 40
+
+
+def check(evidence: ParamsEvidence, earlier: Sequence[Finding]) -> Iterator[Finding]:
     """One finding per plain tensor attribute that forward reads (the probe saw it), or, when no pass ran, that the
     owner's forward source names."""
-    findings = []
+    index, probe = evidence.index, evidence.trace
     for path, tensor, owner, attr in index.tensor_attrs:
         if probe is not None and id(tensor) not in probe.used_tensors:
             continue
         if probe is None and forward_use(owner, attr) == "unread":
             continue  # no pass ran, and the owner's forward never names it: no evidence of use
-        findings.append(_tensor_attr_finding(path, tensor, owner, attr, probe, index.home, moves))
-    return findings
+        yield _tensor_attr_finding(path, tensor, owner, attr, probe, index.home, evidence.moves)
 
 
 def _tensor_attr_finding(path: str, tensor: torch.Tensor, owner: nn.Module, attr: str, probe: ProbeResult | None,

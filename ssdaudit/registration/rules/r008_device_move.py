@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 from ssdaudit.core.findings import RULES, Finding, Severity
-from ssdaudit.registration.model_index import ModelIndex
-from ssdaudit.registration.tracer import ProbeResult
+from ssdaudit.registration.evidence import ParamsEvidence
+from ssdaudit.registration.rules import Phase
 from ssdaudit.registration.walk import MOVE_FUNCTIONS
 
-if TYPE_CHECKING:
-    from ssdaudit.registration.move_probe import MoveProbeResult
-
-
-def dtype_move_probe(model: nn.Module, example_input: Any) -> "MoveProbeResult":
-    """The dtype-move probe (``move_probe.find_device_strays``) on the input's first sample: run for every model,
-    since a move inside forward that follows only the input's device is as invisible to ``.to()`` as a custom
-    ``_apply``. It records reads of tensors in the wrong dtype, never waiting for an op to fail."""
-    from ssdaudit.registration.move_probe import find_device_strays, first_sample
-
-    return find_device_strays(model, first_sample(example_input))
+CODE = "R008"
+PHASE = Phase.PROBE
+ORDER = 50
 
 
 
@@ -41,11 +33,14 @@ def moved_by_to(model: nn.Module) -> set[int]:
 
 
 
-def device_move_findings(index: ModelIndex, probe: ProbeResult, known: list[Finding],
-                         moves: "MoveProbeResult | None") -> list[Finding]:
-    """R008: tensors forward read that existed before it and that ``.to()`` would not move, minus those a walk
-    finding already names and those forward moves itself before use. Where a module overrides ``_apply``, what
-    it keeps can only be seen by really moving: the dtype-move probe (``moves``, already run) decides there."""
+def check(evidence: ParamsEvidence, earlier: Sequence[Finding]) -> Iterator[Finding]:
+    """Tensors forward read that existed before it and that ``.to()`` would not move, minus those an earlier
+    finding already names (its members) and those forward moves itself before use. Where a module overrides
+    ``_apply``, what it keeps can only be seen by really moving: the dtype-move probe (``evidence.moves``)
+    decides there."""
+    index, probe, moves = evidence.index, evidence.trace, evidence.moves
+    if probe is None:
+        return
     model, names, module_names = index.model, index.tensor_names, index.member_module_names
     if index.custom_apply and moves is not None:
         left_behind = {s.name for s in moves.strays if s.name}
@@ -54,8 +49,8 @@ def device_move_findings(index: ModelIndex, probe: ProbeResult, known: list[Find
         try:
             moved = moved_by_to(model)
         except Exception:  # an _apply that cannot take an identity function: no verdict
-            return []
-    covered = [f.path for f in known if f.members]
+            return
+    covered = [f.path for f in earlier if f.members]
     groups: dict[str, list[tuple[str | None, torch.Tensor, str]]] = collections.defaultdict(list)
     for i, (tensor, module) in probe.preexisting.items():
         if i in moved or probe.first_use.get(i) in MOVE_FUNCTIONS:
@@ -66,22 +61,20 @@ def device_move_findings(index: ModelIndex, probe: ProbeResult, known: list[Find
         reader = module_names.get(id(module), type(module).__name__)
         key = name.rsplit(".", 1)[0] if name and "." in name else (name or f"<{reader or 'model'}>")
         groups[key].append((name, tensor, reader))
-    out = []
     for path, items in groups.items():
         values = sum(t.numel() for _, t, _ in items)
         listing = ", ".join(f"{n or 'a tensor'} {tuple(t.shape)}" for n, t, _ in items[:3]) + (", ..." if len(items) > 3 else "")
         if all(n for n, _, _ in items):
-            out.append(RULES["R008"].finding(path,
+            yield RULES["R008"].finding(path,
                 f"{len(items)} tensor(s) ({values:,} values) that forward reads are not moved by .to() / .cuda() / "
                 f".half() (a move to float64 left them as they were; on a GPU they would stay on the CPU): {listing}",
-            ))
+            )
         else:  # a global, a closure, or a cache made by an earlier call: often keyed by device and dtype, so a note
-            out.append(RULES["R008"].finding(
+            yield RULES["R008"].finding(
                 path,
                 f"{len(items)} tensor(s) ({values:,} values) read by `{items[0][2] or 'the model'}`'s forward are "
                 "reachable from no attribute, so .to() cannot move them (a global or closure: a bug on a GPU; a cache "
                 f"keyed by device and dtype: fine): {listing}",
                 severity=Severity.INFO,
-            ))
-    return out
+            )
 
