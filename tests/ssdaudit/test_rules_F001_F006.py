@@ -433,3 +433,37 @@ def test_under_ddp_the_producing_rank_is_named_and_the_others_say_where_their_na
     assert "rank 1" in message and "`log`" in message and "-inf" in message, message
     assert any("came from another rank" in n and n.startswith("rank 0") for n in bug["notes"]), bug["notes"]
     assert found["clean"] == {"causes": [], "messages": {}, "notes": []}, found["clean"]
+
+
+class GatheredFocalLoss(nn.Module):
+    """A focal loss written by hand: log(softmax) (or log_softmax), then gather and squeeze (views of the -inf)."""
+
+    def __init__(self, stable: bool) -> None:
+        super().__init__()
+        self.stable = stable
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits, 1) if self.stable else torch.log(torch.softmax(logits, 1))  # focal log here
+        logp_t = logp.gather(1, target[:, None]).squeeze(1)
+        return (-(1 - logp_t.exp()) ** 2 * logp_t).mean()
+
+
+def test_f002_through_a_gather_and_a_view_names_the_log_not_the_input() -> None:
+    """The -inf reaches the loss through gather and squeeze (a view the trace does not inspect): its origin passes on
+    to the view, so the finding is the `log` that produced it, not an "input" of the loss module."""
+    def run(stable: bool) -> Watch:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 6))
+        crit = GatheredFocalLoss(stable)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        with watch(model, opt) as w:
+            for x, y in batches(64, 3, d_in=16, classes=6):
+                opt.zero_grad()
+                crit(model(x * 3) / 0.02, y).backward()
+                opt.step()
+        return w
+
+    f = one(run(False), "F002")
+    assert f.path == "GatheredFocalLoss" and "`log`" in f.message, f.message
+    assert f.location is not None and f.location.line == line_of("# focal log here")
+    assert codes(run(True)) == set()

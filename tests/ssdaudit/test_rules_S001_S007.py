@@ -52,6 +52,20 @@ def test_the_cause_is_named_and_the_twin_is_exact(name: str, at: int, steps: int
     assert twin.compared == steps and twin.max_abs_diff == 0.0 and twin.exit_code() == 0
 
 
+def test_a_resumed_run_that_goes_on_past_the_end_restarted_its_epoch_counter() -> None:
+    """With an unshuffled loader, every compared step of the resumed run equals the uninterrupted run's; the epoch loop
+    restarted at 0 shows only in its length: more steps than the uninterrupted run had left (S007). The twin that
+    continues at the next epoch runs exactly the steps left and is exact."""
+    script = str(SCRIPTS / "epoch_restart_unshuffled.py")
+    buggy = audit_resume(["python", script], 4, 12, "--resume {checkpoint}")
+    causes = [f for f in buggy.findings if f.rule != "S008"]
+    assert [f.rule for f in causes] == ["S007"], buggy.findings
+    assert "past the end" in causes[0].message and "had 8 left" in causes[0].message, causes[0].message
+    assert buggy.exit_code() == 1
+    twin = audit_resume(["python", script, "--fixed"], 4, 12, "--resume {checkpoint}")
+    assert twin.findings == [] and twin.diverged_at is None and twin.exit_code() == 0, twin.findings
+
+
 def test_cli_json_and_exit_codes() -> None:
     runner = CliRunner()
     script = str(SCRIPTS / "optimizer_momentum.py")

@@ -171,7 +171,8 @@ def test_t020_clean_foreground_of_a_batch_with_two_classes_once() -> None:
     assert failing(w) == []
 
 
-def shuffled(bug: bool, steps: int = 60, batch: int = 32, warmup: int = 0, lr: float = 0.1) -> Watch:
+def shuffled(bug: bool, steps: int = 60, batch: int = 32, warmup: int = 0, lr: float = 0.1,
+             loss_module: bool = False) -> Watch:
     """An MLP on a learnable task; the bug draws one permutation for the inputs and another for the labels."""
     torch.manual_seed(0)
     n = 512
@@ -180,6 +181,7 @@ def shuffled(bug: bool, steps: int = 60, batch: int = 32, warmup: int = 0, lr: f
     model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) if warmup else 1.0)
+    criterion = nn.CrossEntropyLoss()
     done = 0
     with watch(model, opt) as w:
         while done < steps:
@@ -188,7 +190,8 @@ def shuffled(bug: bool, steps: int = 60, batch: int = 32, warmup: int = 0, lr: f
             ys = Y[torch.randperm(n)] if bug else Y[perm]
             for i in range(0, n, batch):
                 opt.zero_grad()
-                F.cross_entropy(model(xs[i:i + batch]), ys[i:i + batch]).backward()
+                out = model(xs[i:i + batch])
+                (criterion(out, ys[i:i + batch]) if loss_module else F.cross_entropy(out, ys[i:i + batch])).backward()
                 opt.step()
                 sched.step()
                 done += 1
@@ -214,14 +217,17 @@ def test_t021_says_nothing_at_the_start_of_training() -> None:
     assert [f.rule for f in shuffled(bug=True, steps=16).findings() if f.rule == "T021"] == []
 
 
-def test_t021_warns_when_inputs_come_back_with_other_targets_and_only_notes_a_flat_permuted_loss() -> None:
-    """The warning is the inputs of the second epoch coming back with other targets; a clean run that has not started
-    learning (a learning rate far too low for 60 steps) gets at most the note of the permuted-loss test."""
-    w = shuffled(bug=True, steps=40)
+@pytest.mark.parametrize("loss_module", [False, True], ids=["F.cross_entropy", "nn.CrossEntropyLoss"])
+def test_t021_warns_when_inputs_come_back_with_other_targets_and_only_notes_a_flat_permuted_loss(
+        loss_module: bool) -> None:
+    """The warning is the inputs of the second epoch coming back with other targets (with the functional loss and with
+    a loss module, whose own call comes between the forward and the loss); a clean run that has not started learning
+    (a learning rate far too low for 60 steps) gets at most the note of the permuted-loss test."""
+    w = shuffled(bug=True, steps=40, loss_module=loss_module)
     found = [f for f in w.findings() if f.rule == "T021"]
     assert len(found) == 1 and found[0].severity is Severity.WARNING and "inputs seen again" in found[0].message
     assert 17 <= w.first_step["T021"] <= 32  # the second epoch
-    slow = shuffled(bug=False, steps=60, lr=1e-4)
+    slow = shuffled(bug=False, steps=60, lr=1e-4, loss_module=loss_module)
     assert failing(slow) == []
     assert [f.severity for f in slow.findings() if f.rule == "T021"] in ([], [Severity.INFO])
 

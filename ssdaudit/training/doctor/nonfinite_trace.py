@@ -54,8 +54,11 @@ _SKIP = {"__get__", "__set__", "size", "dim", "numel", "__len__", "__repr__", "_
          "cpu", "cuda", "to", "detach", "clone", "contiguous", "view", "reshape", "flatten", "squeeze", "unsqueeze",
          "permute", "transpose", "expand", "expand_as", "view_as", "reshape_as", "__deepcopy__", "type", "float",
          "double", "half", "bfloat16", "t", "split", "chunk", "unbind"}
-# copies and views: a non-finite output of one of these has the origin of its input (checked through their
-# consumers instead: skipping their outputs saves a sync per call)
+# copies and views: a non-finite output of one of these has the origin of its input (not inspected: that saves a sync
+# per call; the origin is passed on to the output, so that its consumers know where its values came from)
+_PASS_ORIGIN = {"cpu", "cuda", "to", "detach", "clone", "contiguous", "view", "reshape", "flatten", "squeeze",
+                "unsqueeze", "permute", "transpose", "expand", "expand_as", "view_as", "reshape_as", "float",
+                "double", "half", "bfloat16", "t", "split", "chunk", "unbind"}
 _SOFTMAXES = {"softmax", "log_softmax", "scaled_dot_product_attention", "softmin", "_softmax"}
 
 _local = threading.local()
@@ -264,8 +267,16 @@ class NonFiniteTracer(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        if not self._active or self.error or name in _SKIP or (not replaying() and _from_us()):
+        if not self._active or self.error or (not replaying() and _from_us()):
             return func(*args, **kwargs)
+        if name in _SKIP:
+            out = func(*args, **kwargs)
+            if name in _PASS_ORIGIN and args and isinstance(args[0], torch.Tensor):
+                rec = self._origin(args[0])
+                if rec is not None:
+                    for t in _floats(out):
+                        self._set_origin(t, rec)
+            return out
         inplace = (name.endswith("_") and not name.endswith("__")) or name in ("__setitem__", "__iadd__", "__isub__",
                                                                                "__imul__", "__itruediv__") \
             or "out" in kwargs

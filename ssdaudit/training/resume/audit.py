@@ -93,7 +93,7 @@ def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str
         raise ScriptError(f"the resumed run built no optimizer: {resume_command}")
     run2 = prints2[0]
     div, findings = diagnose(first.prints, run2, cap.step, cap.location, cap.optimizer_state,
-                             cap.optimizer_step_count)
+                             cap.optimizer_step_count, run1_ended=len(first.prints.steps) < cap.step + steps)
     # what the first run's watch found missing from the checkpoints it saved (S008, S009): warnings beside the cause
     findings += [f for f in runner.report("").findings if f.rule in ("S008", "S009")]
     compared = min(len(run2.steps), len(first.prints.steps) - cap.step)

@@ -63,11 +63,13 @@ def _start_before(prints: RunPrints, step: int, loader: int | None) -> LoaderSta
 
 
 def diagnose(run1: RunPrints, run2: RunPrints, saved: int, location: Location | None = None,
-             opt_state: dict[str, int] | None = None, opt_step: float | None = None
+             opt_state: dict[str, int] | None = None, opt_step: float | None = None, run1_ended: bool = False
              ) -> tuple[Divergence | None, list[Finding]]:
     """(the first divergence or None, the findings naming its cause). ``saved``: the first run's optimizer steps
     when the checkpoint was saved; ``location``: the script's line that saved it; ``opt_state``/``opt_step``: the
-    first run's optimizer state then (state key -> tensors holding it, its step count)."""
+    first run's optimizer state then (state key -> tensors holding it, its step count); ``run1_ended``: the first
+    run ended by itself (the script finished) before the steps asked for, so its length is the run's own: a resumed
+    run that goes on past it trains steps it had already done."""
     def finding(code: str, message: str, step: int) -> Finding:
         return RULES[code].finding("", message, location=location, subject=f"step {step}")
 
@@ -89,6 +91,13 @@ def diagnose(run1: RunPrints, run2: RunPrints, saved: int, location: Location | 
             continue
         div = Divergence(i + 1, j + 1, fields)
         return div, [_cause(div, a, b, run1, run2, saved, opt_state, opt_step, finding)]
+    left = len(r1) - saved
+    if run1_ended and left >= 0 and len(r2) > left:
+        div = Divergence(left + 1, len(r1) + 1, ("steps",))
+        return div, [finding("S007", f"the resumed run goes on past the end of the uninterrupted run: it ran {len(r2)} "
+                                     f"steps where the uninterrupted run had {left} left after step {saved} (it ended "
+                                     f"at step {len(r1)}): it trains again what it had already done, an epoch or step "
+                                     "counter restarted instead of continuing from the checkpoint's", left + 1)]
     return None, []
 
 

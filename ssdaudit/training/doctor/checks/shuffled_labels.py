@@ -90,9 +90,11 @@ class LabelsIndependentOfInputs(Check):
         return flat.to(torch.float64) @ w
 
     def on_module_pre(self, ctx: Context, module: Any, args: tuple[Any, ...], root: bool) -> None:
-        self.rows = None
+        # only the model's forward replaces the rows: a loss module's own call (nn.CrossEntropyLoss()) comes between
+        # the forward and the loss
         if self.done or not args or not torch.is_grad_enabled() or not is_model_forward(ctx, module):
             return
+        self.rows = None
         x = args[0]
         if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] >= MIN_BATCH and getattr(module, "training", True):
             with torch.no_grad():
