@@ -41,7 +41,15 @@ def resume(
       ssdaudit resume --at 8 --steps 4 --resume-args "--resume --out {checkpoint_dir}" -- python -m ssdlite_model.cli train --out runs/r
     """
     with cli_errors(fmt is Format.json, debug):
+        from ssdaudit.core.script_command import parse_command
         from ssdaudit.training.resume.process import ResumedProcess
+
+        parse_command(list(ctx.args))  # a mistyped option or a missing script: refused before torch is imported
+        if "{checkpoint}" not in resume_args and "{checkpoint_dir}" not in resume_args:
+            from ssdaudit.core.errors import UsageError
+
+            raise UsageError("--resume-args must name the checkpoint: {checkpoint} (the saved file) or "
+                             "{checkpoint_dir} (its folder), e.g. --resume-args \"--resume {checkpoint}\"")
 
         # the resumed run's interpreter first: its start-up and imports overlap with ours and with the first run
         resumed = ResumedProcess(None if fmt is Format.text else sys.stderr)

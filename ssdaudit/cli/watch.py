@@ -61,6 +61,9 @@ def watch(
         _, unknown = rule_codes(codes)
         if unknown:
             raise UsageError(f"unknown rule codes in --ignore: {', '.join(unknown)}")
+        from ssdaudit.core.script_command import parse_command
+
+        parse_command(list(ctx.args))  # a mistyped option or a missing script: refused before torch is imported
         from ssdaudit.training.doctor.runner import run_watched
 
         from ssdaudit.core.errors import ScriptError, ScriptInterrupted

@@ -294,11 +294,12 @@ def test_watched_worker_keeps_the_functions_return_and_exceptions_and_leaves_no_
     import torch.multiprocessing  # noqa: F401
 
     from ssdaudit.core import patches
+    from ssdaudit.training.doctor.runner import Runner, StopScript
     from ssdaudit.training.doctor.spawned import WatchedWorker, WorkerPlan, worker_reports
 
     spawn_module = sys.modules["torch.multiprocessing.spawn"]
     before = patches.active()
-    plan = WorkerPlan(steps=20, every=1, ignore=(), folder=str(tmp_path))
+    plan = WorkerPlan(steps=20, every=1, ignore=(), folder=str(tmp_path), runner=Runner, stop=StopScript)
     assert WatchedWorker(_train_returns, plan)(0, 5) == 5
     with pytest.raises(ValueError, match="the user's own error"):
         WatchedWorker(_train_raises, plan)(1)

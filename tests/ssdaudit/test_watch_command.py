@@ -3,13 +3,15 @@ refusals for a misspelt option of ours, other interpreter options and files that
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import pytest
 
 from ssdaudit.core.errors import UsageError
-from ssdaudit.training.doctor.runner import parse_command, run_watched
+from ssdaudit.core.script_command import parse_command
+from ssdaudit.training.doctor.runner import run_watched
 
 SCRIPT = """\
 import warnings
@@ -63,3 +65,23 @@ def test_a_file_that_is_not_python_is_refused_before_running(tmp_path: Path) -> 
     shebang = tmp_path / "train"
     shebang.write_text("#!/usr/bin/env python3\n" + SCRIPT)
     assert parse_command(["python", str(shebang)]).target == str(shebang)
+
+
+@pytest.mark.parametrize("argv", [
+    ["watch", "--bogus", "--", "python", "train.py"],
+    ["watch", "--", "python", "no_such_script.py"],
+    ["resume", "--at", "2", "--steps", "2", "--resume-args", "--resume", "--", "python", "no_such_script.py"],
+    ["resume", "--at", "2", "--steps", "2", "--resume-args", "--resume x", "--", "python", __file__],
+], ids=["unknown-option", "missing-script", "resume-missing-script", "resume-args-without-checkpoint"])
+def test_a_mistaken_command_is_refused_before_torch_is_imported(argv: list[str]) -> None:
+    """One line and exit 2 within the interpreter's start-up: the command after -- and --resume-args are checked
+    before anything that imports torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ssdaudit.cli import main\nsys.argv = ['ssdaudit', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SSDAUDIT_RAISE_INTERNAL": ""})
+    assert proc.stdout.strip().splitlines()[-1] == "exit 2 False", (proc.stdout, proc.stderr)
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -22,7 +22,7 @@ import runpy
 import shutil
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TextIO
 
 import torch
@@ -30,6 +30,7 @@ from torch import nn
 
 from ssdaudit.core import patches
 from ssdaudit.core.errors import ScriptError, ScriptInterrupted, UsageError, first_line
+from ssdaudit.core.script_command import ScriptCommand, parse_command
 from ssdaudit.core.findings import rule_codes
 from ssdaudit.core.frames import user_frames, user_traceback_entry
 from ssdaudit.core.guard import guarded
@@ -43,59 +44,6 @@ from ssdaudit.training.doctor.watch import Watch, describe
 
 class StopScript(BaseException):
     """Raised from a step post-hook after the last watched step: ends the user's script without an error."""
-
-
-@dataclass(frozen=True)
-class ScriptCommand:
-    """What to run: a script path or a module (``-m``), and its arguments (``sys.argv[1:]``)."""
-
-    target: str
-    is_module: bool
-    args: tuple[str, ...]
-    warnings: tuple[str, ...] = ()  # -W filters given before the script, applied for the run
-
-    def __str__(self) -> str:
-        return " ".join(["python", *(["-m"] if self.is_module else []), self.target, *self.args])
-
-
-# Interpreter options that change nothing the doctor sees, skipped: -u (unbuffered output), -B (no .pyc files);
-# -W ARG (a warnings filter) is applied for the run.
-_HARMLESS = ("-u", "-B")
-
-
-def parse_command(argv: list[str]) -> ScriptCommand:
-    """``["python", "train.py", ...]`` or ``["python", "-m", "pkg.mod", ...]`` (the interpreter word may be left
-    out; ``-u``, ``-B`` and ``-W ARG`` may come before the script). Raises ``UsageError`` for anything else: an
-    option of ours misspelt before ``--``, another interpreter option, a missing script, a file that is not Python."""
-    words = list(argv)
-    if words and words[0].startswith("--") and words[0] != "--":
-        raise UsageError(f"no such option: {words[0]} (ssdaudit watch --help lists them); the script's command goes "
-                         "after --: ssdaudit watch [OPTIONS] -- python train.py [ARGS]")
-    if words and os.path.basename(words[0]).startswith("python") and not words[0].endswith(".py"):
-        words = words[1:]
-    warn: list[str] = []
-    while words and (words[0] in _HARMLESS or words[0].startswith("-W")):
-        option = words.pop(0)
-        if option.startswith("-W"):
-            value = option[2:] or (words.pop(0) if words else "")
-            if not value:
-                raise UsageError("-W needs a warnings filter: -- python -W ignore train.py")
-            warn.append(value)
-    if not words:
-        raise UsageError("nothing to run: ssdaudit watch -- python train.py [ARGS] (or -- python -m package.module)")
-    if words[0] == "-m":
-        if len(words) < 2:
-            raise UsageError("-m needs a module name: ssdaudit watch -- python -m package.module")
-        return ScriptCommand(words[1], True, tuple(words[2:]), tuple(warn))
-    if words[0].startswith("-"):
-        raise UsageError(f"python option {words[0]} is not supported by ssdaudit watch (a script or -m module, after "
-                         "-u, -B or -W ARG only)")
-    if not os.path.isfile(words[0]):
-        raise UsageError(f"no such script: {words[0]}")
-    if not _is_python(words[0]):
-        raise UsageError(f"{words[0]} is not a Python script (.py, or a file whose first line is a python #!): "
-                         "ssdaudit watch -- python train.py")
-    return ScriptCommand(words[0], False, tuple(words[1:]), tuple(warn))
 
 
 @contextlib.contextmanager
@@ -114,17 +62,6 @@ def _warning_filters(options: tuple[str, ...]) -> Iterator[None]:
             except warnings._OptionError as exc:
                 raise UsageError(f"-W {option}: {exc}") from None
         yield
-
-
-def _is_python(path: str) -> bool:
-    if path.endswith((".py", ".pyw")):
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.readline(200)
-    except OSError:
-        return False
-    return head.startswith(b"#!") and b"python" in head
 
 
 patches.register("torch.optim.optimizer.Optimizer", "__init__")
@@ -176,6 +113,9 @@ def _user_name(obj: object) -> str:
 
 class Runner:
     """Attach a ``Watch`` to every optimizer built while ``patched()`` is active; stop after ``steps`` steps."""
+
+    stop_exception: type[BaseException] = StopScript  # raised from a step post-hook after the last step
+    worker_runner: "type[Runner]"  # what watches a spawned worker (``spawned``): a plain Runner, set below
 
     def __init__(self, steps: int = 20, every: int = 1, ignore: Iterable[str] = (),
                  trace_at: dict[int, int] | None = None) -> None:
@@ -302,6 +242,9 @@ class Runner:
             notes += [n for n in part.notes if n not in notes]
             series += part.series
         return DoctorReport(target, steps, findings, first, errors, notes, series=series)
+
+
+Runner.worker_runner = Runner
 
 
 def rounds_of(counts: list[int]) -> int:

@@ -31,14 +31,31 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ssdaudit.core import patches
 from ssdaudit.core.guard import guarded
 
 if TYPE_CHECKING:
     from ssdaudit.training.doctor.report import DoctorReport
-    from ssdaudit.training.doctor.runner import Runner
+
+
+class Runner(Protocol):
+    """What this module reads of ``runner.Runner`` (which imports this module: a protocol, not an import)."""
+
+    steps: int
+    every: int
+    ignore: list[str]
+    notes: list[str]
+    pid: int
+    watches: list[Any]
+    worker_folder: str | None
+    worker_runner: Any
+    stop_exception: type[BaseException]
+
+    def patched(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    def report(self, target: str) -> "DoctorReport": ...
 
 # ``torch.multiprocessing.spawn`` calls the module's ``start_processes``; the package re-exports it
 patches.register("torch.multiprocessing.spawn", "start_processes")
@@ -56,6 +73,8 @@ class WorkerPlan:
     every: int
     ignore: tuple[str, ...]
     folder: str
+    runner: Callable[[int, int, tuple[str, ...]], Any]  # the runner class (pickled by name): each worker builds one
+    stop: type[BaseException]  # what that runner raises to end the script after its last step
     stdout: str | None = None
 
 
@@ -82,14 +101,12 @@ class WatchedWorker:
         return (WatchedWorker, (self.fn, self.plan))
 
     def __call__(self, index: int, *args: Any) -> Any:
-        from ssdaudit.training.doctor.runner import Runner, StopScript
-
         plan = self.plan
-        runner = Runner(plan.steps, plan.every, plan.ignore)
+        runner = plan.runner(plan.steps, plan.every, plan.ignore)
         try:
             with runner.patched(), _stdout(plan.stdout):
                 return self.fn(index, *args)
-        except StopScript:
+        except plan.stop:
             return None
         finally:
             with guarded("ssdaudit watch: a worker's report", runner.notes):
@@ -196,7 +213,8 @@ def _wrapped(runner: "Runner", stdout: str | None, args: tuple[Any, ...],
         return args, kwargs
     if runner.worker_folder is None:
         runner.worker_folder = tempfile.mkdtemp(prefix="ssdaudit-workers-")
-    plan = WorkerPlan(runner.steps, runner.every, tuple(runner.ignore), runner.worker_folder, stdout)
+    plan = WorkerPlan(runner.steps, runner.every, tuple(runner.ignore), runner.worker_folder,
+                      runner.worker_runner, runner.stop_exception, stdout)
     worker = WatchedWorker(fn, plan)
     if args:
         return (worker, *args[1:]), kwargs

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ssdaudit.core.errors import ScriptError, UsageError
-from ssdaudit.training.doctor.runner import parse_command, run_watched
+from ssdaudit.core.script_command import parse_command
+from ssdaudit.training.doctor.runner import run_watched
 from ssdaudit.training.resume.diagnose import diagnose
 from ssdaudit.training.resume.fingerprint import RunPrints
 from ssdaudit.training.resume.process import ResumedProcess
