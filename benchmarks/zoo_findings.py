@@ -117,9 +117,21 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="Seconds per model (audit_target's limit).")
     parser.add_argument("--out", help="The JSON lines file to write (appended per model as it finishes).")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="Compare two such files.")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: two torchvision builders, written and compared with themselves")
     args = parser.parse_args()
     if args.compare:
         sys.exit(compare(*args.compare))
+    if args.quick:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = f"{tmp}/quick.jsonl"
+            with open(out, "w") as f:
+                for name in names("torchvision", args.every, None)[:2]:
+                    f.write(json.dumps({"name": name, **audit(f"torchvision:{name}", args.timeout)}, sort_keys=True)
+                            + "\n")
+            sys.exit(compare(out, out))
     prefix = {"torchvision": "torchvision", "timm": "timm", "transformers": "hf"}[args.zoo]
     chosen = names(args.zoo, args.every, args.sample)
     if args.spread:

@@ -23,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 
 # gpu_trust prints a pass/fail table and its exit code; it writes no summary rows.
-NO_ROWS = {"gpu_trust"}
+NO_ROWS = {"gpu_trust", "t021_min_steps", "zoo_findings"}  # and two measurements that print tables
 # Every benchmark script, most CPU time first (about 27, 26, 24, 12, 20, 11, 10, 9, 7, 7, 6 and 6 s; run_all's meta_7b
 # comes last), so that the two workers finish together.
 ORDER = ["gpu_trust", "diff_speed", "params_speed", "gpu_suite", "train_sweep", "inference_speed", "train_synthetic", "lint_speed",
-         "coco_eval_speed", "gradflow_overhead", "watch_overhead", "watch_syncs", "resume_overhead", "meta_7b", "zoo_sweep"]
+         "coco_eval_speed", "gradflow_overhead", "watch_overhead", "watch_syncs", "resume_overhead", "meta_7b", "zoo_sweep",
+         "zoo_findings", "t021_min_steps"]
 KEYS = {"name", "ours", "comparison", "ratio", "goal", "met"}  # what run_all.py reads from each row
 TIMEOUT = 300
 

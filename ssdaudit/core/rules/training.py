@@ -362,7 +362,7 @@ register(
             "each label belongs to another sample: the model can learn only the label frequencies, the loss stays at "
             "their entropy and the gradients look healthy. The warning is evidence from the data: the inputs of the "
             "next epoch come back with other labels than the first time. A permuted-target loss no worse than the "
-            "real one is only a note: a model that has not started learning yet looks the same.",
+            "real one is only a note (info): a model that has not started learning yet looks the same.",
         fix="shuffle inputs and labels with one permutation (x[perm], y[perm]), or let a DataLoader(shuffle=True) "
             "over one dataset of (input, label) pairs do it",
         bad_example="x = X[torch.randperm(n)]\ny = Y[torch.randperm(n)]      # another permutation",
