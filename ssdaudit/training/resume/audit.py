@@ -64,6 +64,9 @@ def _checked(command: list[str], at: int, steps: int, resume_args: str, resumed:
 
 def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str], resume_args: str,
            resumed: ResumedProcess, work: Path) -> ResumeReport:
+    import torch
+
+    threads = torch.get_num_threads()  # the resumed run computes with as many threads (the same reduction order)
     runner = ResumeRunner(sys.maxsize, at=at, after=steps, copy_dir=work / "copy",
                           copy_folder="{checkpoint_dir}" in resume_args)
     run_watched(command, script_stdout=resumed.script_stdout, runner=runner)
@@ -82,7 +85,8 @@ def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str
     if words and os.path.basename(words[0]).startswith("python") and not words[0].endswith(".py"):
         words = words[1:]
     out = work / "resumed.json"
-    proc_status = resumed.run({"steps": steps, "out": str(out), "cwd": resumed.cwd, "command": [*words, *args2]})
+    proc_status = resumed.run({"steps": steps, "out": str(out), "cwd": resumed.cwd, "command": [*words, *args2],
+                               "threads": threads})
     resume_command = " ".join(["python", *(shlex.quote(w) for w in words), resume_args])  # the copy's path is temporary
     if not out.exists():
         raise ScriptError(f"the resumed run failed (exit status {proc_status}): {resume_command}")

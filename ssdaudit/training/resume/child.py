@@ -2,7 +2,8 @@
 
 ``ssdaudit resume`` starts it before its first run, so that the interpreter's start and the imports of torch and
 of the fingerprinting code overlap with that run; it then waits for one line of JSON on stdin, the job:
-``{"steps": K, "out": PATH, "cwd": DIR, "command": ["train.py", ARGS..., RESUME-ARGS...]}``. It runs the command in
+``{"steps": K, "out": PATH, "cwd": DIR, "command": ["train.py", ARGS..., RESUME-ARGS...], "threads": N}``
+(N: the first run's torch intra-op threads, so that CPU reductions sum in the same order). It runs the command in
 ``cwd`` for K optimizer steps with the same fingerprints as the first run (no doctor: the first run's watch judged
 the checkpoints) and writes them to ``out`` (JSON: ``prints``, one ``RunPrints`` per optimizer, or ``error``) and
 the parameters after the last step to ``out`` + ".params.pt". End of input without a job (the first run failed):
@@ -29,6 +30,10 @@ def main() -> int:
     job = json.loads(line)
     steps, out = int(job["steps"]), Path(job["out"])
     os.chdir(job["cwd"])
+    if job.get("threads"):  # the first run's intra-op threads: CPU float sums in the same order, bit for bit
+        import torch
+
+        torch.set_num_threads(int(job["threads"]))
     runner = ResumeRunner(steps, keep_at=steps, doctor=False)
     doc: dict[str, object] = {}
     try:
