@@ -116,6 +116,9 @@ def main() -> None:
                         "whole list evenly, and two runs cover the same models first.")
     parser.add_argument("--timeout", type=float, default=300.0, help="Seconds per model (audit_target's limit).")
     parser.add_argument("--out", help="The JSON lines file to write (appended per model as it finishes).")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows already in --out and audit only the models it lacks (a run cut short "
+                        "goes on where it stopped)")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="Compare two such files.")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: two torchvision builders, written and compared with themselves")
@@ -136,8 +139,16 @@ def main() -> None:
     chosen = names(args.zoo, args.every, args.sample)
     if args.spread:
         random.Random(0).shuffle(chosen)
-    print(f"{args.zoo}: {len(chosen)} models", flush=True)
-    with open(args.out, "w") as f:
+    done: set[str] = set()
+    if args.resume:
+        try:
+            with open(args.out) as f:
+                done = {json.loads(line)["name"] for line in f if line.strip()}
+        except FileNotFoundError:
+            pass
+        chosen = [n for n in chosen if n not in done]
+    print(f"{args.zoo}: {len(chosen)} models ({len(done)} already in {args.out})", flush=True)
+    with open(args.out, "a" if args.resume else "w") as f:
         for name in chosen:
             row = {"name": name, **audit(f"{prefix}:{name}", args.timeout)}
             f.write(json.dumps(row, sort_keys=True) + "\n")
