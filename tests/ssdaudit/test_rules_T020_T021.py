@@ -256,6 +256,42 @@ def test_t021_text_classification_over_token_ids() -> None:
     assert failing(run(False)) == []
 
 
+def sparse_rows(columns: int = 20_000, n: int = 256, steps: int = 24) -> Watch:
+    """Sparse rows (a bag of words) that the fingerprint cannot tell apart: each row holds one of 10 frequent words,
+    in columns the fingerprint reads, and a rare word of its own, in columns it does not read (it reads 16,384 of
+    the 20,000). The label belongs to the rare word: a clean run, whose rows share 10 fingerprints across labels."""
+    from ssdaudit.training.doctor.checks.shuffled_labels import fingerprint_columns
+
+    torch.manual_seed(0)
+    read, _ = fingerprint_columns(columns)
+    assert read is not None
+    unread = torch.ones(columns, dtype=torch.bool)
+    unread[read] = False
+    rare = unread.nonzero().squeeze(1)[:n]
+    X = torch.zeros(n, columns)
+    X[torch.arange(n), read[torch.arange(n) % 10]] = 1.0
+    X[torch.arange(n), rare] = 1.0
+    Y = torch.arange(n) % 3
+    model = nn.Linear(columns, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    with watch(model, opt) as w:
+        for step in range(steps):
+            perm = torch.randperm(n)[:32]
+            opt.zero_grad()
+            F.cross_entropy(model(X[perm]), Y[perm]).backward()
+            opt.step()
+    return w
+
+
+def test_t021_rows_the_fingerprint_cannot_tell_apart_are_no_evidence() -> None:
+    """Rows with one fingerprint meet in one batch (with different targets): that fingerprint is no evidence from
+    then on, so a clean run whose rows differ only where the fingerprint does not read is not flagged."""
+    w = sparse_rows()
+    assert [f.rule for f in w.findings() if f.severity is Severity.WARNING] == []
+    check = next(c for c in w.checks if c.code == "T021")
+    assert len(check.ambiguous) == 10 and not check.conflicts
+
+
 def test_t021_clean_during_a_long_warm_up() -> None:
     # a real task under a 2000-step linear warm-up (nanoGPT's recipe): 60 steps in, the model has not moved yet, and
     # true and permuted pairs cost the same; that is no evidence while the learning rate still rises

@@ -261,6 +261,32 @@ def test_module_calls_reach_a_check_by_its_declared_types_and_roots() -> None:
     assert roots.pre == roots.post == [("Sequential", True)]
 
 
+class _EveryCall(_Calls):
+    every_call = True
+
+
+def test_with_every_10_inner_training_calls_between_checks_reach_only_checks_that_need_every_call() -> None:
+    """Steps 1 and 11 are due: there every check sees every call. On the steps between, a check sees the root call
+    and the calls of modules in eval mode (a validation forward, a frozen layer), and the inner calls of training
+    layers only when it sets ``every_call``; pre and post calls stay paired."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1), nn.Linear(4, 2))
+    model[1].eval()  # a layer kept in eval mode: its calls are never skipped
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sampled, every = _Calls(), _EveryCall()
+    with Watch(model, opt, every=10, checks=[sampled, every]):
+        for _ in range(12):
+            opt.zero_grad()
+            F.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 2, (8,))).backward()
+            opt.step()
+    whole = [("Sequential", True), ("Linear", False), ("Dropout", False), ("Linear", False)]
+    between = [("Sequential", True), ("Dropout", False)]
+    assert every.pre == whole * 12
+    assert sampled.pre == whole + between * 9 + whole + between
+    assert sorted(sampled.post) == sorted(sampled.pre) and sorted(every.post) == sorted(every.pre)
+    assert len(every.post) == len(every.pre) == 48
+
+
 class _BrokenOnModules(_Calls):
     def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
         raise ZeroDivisionError("a bug of ours")

@@ -100,7 +100,8 @@ class Watch:
         # per event, the checks that override it (the others cost nothing)
         self._by_event = {e: [c for c in [*self.checks, self.recorder] if getattr(type(c), e) is not getattr(Check, e)]
                           for e in EVENTS}
-        self._by_module: dict[tuple[str, type, bool], list[Any]] = {}  # module events: per (event, type, root)
+        # module events: per (event, type, root, sampled: an inner training-mode call on a step between checks)
+        self._by_module: dict[tuple[str, type, bool, bool], list[Any]] = {}
         self._averaged = AveragedCopies()  # unreached parameters updated without gradients: averages, not G002
         self.ctx.monitor = self.monitor  # F004 reads its update-to-weight ratios
         self._handles: list[RemovableHandle] = []
@@ -237,13 +238,16 @@ class Watch:
         self._call(self._by_event[event], event, args)
 
     def _module_checks(self, event: str, module: nn.Module, root: bool) -> list[Any]:
-        """The checks a forward call of ``module`` reaches (``Check.module_types``/``module_roots``), per module
-        type: a call of a plain layer costs only the checks that look at such layers."""
-        key = (event, type(module), root)
+        """The checks a forward call of ``module`` reaches (``Check.module_types``/``module_roots``/``every_call``),
+        per module type: a call of a plain layer costs only the checks that look at such layers, and with
+        ``every > 1`` an inner call of a training-mode layer on a step between checks only the checks that need
+        every call (the others judge the forwards of due steps: a sample of the run's forwards)."""
+        sampled = not root and module.training and not self.ctx.due
+        key = (event, type(module), root, sampled)
         found = self._by_module.get(key)
         if found is None:
             found = self._by_module[key] = [c for c in self._by_event[event]
-                                            if not isinstance(c, Check) or c.wants_module(type(module), root)]
+                                            if not isinstance(c, Check) or c.wants_call(type(module), root, sampled)]
         return found
 
     def _call(self, checks: list[Any], event: str, args: tuple[Any, ...]) -> None:

@@ -25,11 +25,21 @@ class Check:
     # of a step) whatever their type when ``module_roots``.
     module_types: tuple[type, ...] | None = None
     module_roots: bool = True
+    # With ``every > 1``, the inner calls of training-mode modules on steps between checks reach only checks that set
+    # this (evidence every forward must give: a DDP wrapper's forward, the count of layers in eval mode); root calls
+    # and calls of modules in eval mode always reach every check that wants them.
+    every_call: bool = False
 
     @classmethod
     def wants_module(cls, module_type: type, root: bool) -> bool:
         """Whether a forward call of a module of ``module_type`` (a root call or not) reaches this check."""
         return (root and cls.module_roots) or cls.module_types is None or issubclass(module_type, cls.module_types)
+
+    @classmethod
+    def wants_call(cls, module_type: type, root: bool, sampled: bool) -> bool:
+        """``wants_module``, and for a ``sampled`` call (an inner call of a training-mode module on a step between
+        checks) only when the check sets ``every_call``."""
+        return cls.wants_module(module_type, root) and (not sampled or cls.every_call)
 
     def on_attach(self, ctx: Context) -> None:
         """The watch is attached (a check that registers hooks of its own registers them here)."""

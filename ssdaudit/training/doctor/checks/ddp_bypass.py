@@ -23,6 +23,7 @@ class DdpForwardBypassed(Check):
     code = "T024"
     module_types = DDP_FORWARD_TYPES  # the wrapper (or its compile): where the forward through DDP starts
     module_roots = False
+    every_call = True  # a forward through the wrapper on any step: its absence before a backward is the finding
 
     def __init__(self) -> None:
         self.forwarded: set[int] = set()  # ids of the DDP wrappers whose forward ran (with grad) since the last step

@@ -21,6 +21,7 @@ class DdpNoSyncStep(Check):
     code = "T029"
     module_types = DDP_FORWARD_TYPES  # the wrapper (or its compile): where the forward through DDP starts
     module_roots = False
+    every_call = True  # each forward through the wrapper: whether it synchronises
 
     def __init__(self) -> None:
         self.synced: dict[int, bool] = {}  # DDP wrapper id -> whether its last forward (with grad) will sync

@@ -25,6 +25,7 @@ class EvalModeTraining(Check):
     code = "T006"
     module_types = (_BatchNorm, _DropoutNd)
     module_roots = False
+    every_call = True  # the finding counts the modules of the forward in each mode
 
     def __init__(self) -> None:
         self.pending: dict[int, tuple[nn.Module, bool]] = {}  # grad-enabled forwards since the last backward

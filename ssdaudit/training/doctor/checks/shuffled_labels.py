@@ -27,12 +27,14 @@ places); the pairs are read with the step's other values on due steps. When
 labels belong to their inputs, an input comes back with its target; when inputs and labels are shuffled with two
 permutations, most come back with another. ``MIN_CONFLICTS`` inputs back with another target, at least
 ``CONFLICT_SHARE`` of those that came back, is the warning. Inputs that never repeat (augmentation, fresh data)
-give no such evidence, and no finding from it.
+give no such evidence, and no finding from it; nor does a fingerprint met twice within one batch (a sampler with
+replacement, or sparse rows whose sampled values are all zero: a fingerprint that cannot tell them apart).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 import torch
@@ -50,6 +52,17 @@ MAX_COLUMNS = 16384  # values per input row in its fingerprint (a fixed random s
 MIN_CONFLICTS = 8  # inputs seen again with another target
 CONFLICT_SHARE = 0.3  # ... among the inputs seen again
 MAX_SEEN = 200_000  # input fingerprints kept
+MAX_ROWS = 4096  # rows of a batch the permuted loss is computed on
+
+
+def fingerprint_columns(width: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The columns a row of ``width`` values is fingerprinted on (``(MAX_COLUMNS,)`` int64 in increasing order, or
+    None: all of them) and their weights (float64 in [0.5, 1.5)), fixed by ``width`` alone (a generator of its own
+    seeded with it: every rank and every run picks the same)."""
+    g = torch.Generator().manual_seed(width)
+    # in increasing order, read with index_select: a gather in random order is about 30x slower on a CPU
+    pick = torch.randperm(width, generator=g)[:MAX_COLUMNS].sort().values if width > MAX_COLUMNS else None
+    return pick, torch.rand(min(width, MAX_COLUMNS), generator=g, dtype=torch.float64) + 0.5
 
 
 class LabelsIndependentOfInputs(Check):
@@ -65,6 +78,8 @@ class LabelsIndependentOfInputs(Check):
         self.noted = False  # the note was given (the permuted loss)
         self.rows: torch.Tensor | None = None  # fingerprints of the rows of the last training forward's input
         self.pairs: list[torch.Tensor] = []  # (2, B) input and target fingerprints per batch, on the device, unread
+        self.sizes: list[int] = []  # ... and each one's B
+        self.ambiguous: set[float] = set()  # input fingerprints met twice in one batch: never evidence
         self.seen: dict[float, float] = {}  # input fingerprint -> the target fingerprint it came with first
         self.back: set[float] = set()  # inputs seen again
         self.conflicts: set[float] = set()  # ... with another target
@@ -79,14 +94,11 @@ class LabelsIndependentOfInputs(Check):
         key = (flat.shape[1], str(flat.device))
         pick_w = self.weights.get(key)
         if pick_w is None:
-            g = torch.Generator().manual_seed(flat.shape[1])
-            pick = (torch.randperm(flat.shape[1], generator=g)[:MAX_COLUMNS].to(flat.device)
-                    if flat.shape[1] > MAX_COLUMNS else None)
-            n = min(flat.shape[1], MAX_COLUMNS)
-            pick_w = self.weights[key] = (pick, (torch.rand(n, generator=g, dtype=torch.float64) + 0.5).to(flat.device))
+            pick, w = fingerprint_columns(flat.shape[1])
+            pick_w = self.weights[key] = (pick.to(flat.device) if pick is not None else None, w.to(flat.device))
         pick, w = pick_w
         if pick is not None:
-            flat = flat[:, pick]
+            flat = flat.index_select(1, pick)
         return flat.to(torch.float64) @ w
 
     def on_module_pre(self, ctx: Context, module: Any, args: tuple[Any, ...], root: bool) -> None:
@@ -122,10 +134,11 @@ class LabelsIndependentOfInputs(Check):
                 labels = target.detach().to(torch.float64)
             if labels.device == rows.device:
                 self.pairs.append(torch.stack([rows, labels]))
+                self.sizes.append(rows.shape[0])
         if ctx.due and self.pairs:
-            pairs, self.pairs = torch.cat(self.pairs, 1), []
-            ctx.defer(pairs.reshape(-1), lambda v: self._judge_pairs(ctx, v))
-        if self.noted:
+            pairs, sizes, self.pairs, self.sizes = torch.cat(self.pairs, 1), self.sizes, [], []
+            ctx.defer(pairs.reshape(-1), lambda v: self._judge_pairs(ctx, v, sizes))
+        if self.noted or not ctx.due:  # the permuted loss: batches of due steps (a sample of the run with every > 1)
             return
         if (target.is_floating_point() or target.dim() != 1 or input.dim() != 2 or input.shape[0] < MIN_BATCH
                 or input.shape[1] < 2 or not input.requires_grad or not torch.is_grad_enabled()):
@@ -133,7 +146,8 @@ class LabelsIndependentOfInputs(Check):
         ignore = int(options.get("ignore_index", -100))
         classes = input.shape[1]
         with torch.no_grad():
-            logp = input.detach().float()
+            # the first MAX_ROWS rows: a batch of many rows (per-anchor or per-pixel classification) costs no more
+            logp, target = input.detach()[:MAX_ROWS].float(), target[:MAX_ROWS]
             if name == "cross_entropy":
                 logp = logp.log_softmax(1)
             t = target.long()
@@ -150,9 +164,25 @@ class LabelsIndependentOfInputs(Check):
             values, self.pending = torch.stack(self.pending), []
             ctx.defer(values, lambda v: self._judge(ctx, v))
 
-    def _judge_pairs(self, ctx: Context, values: list[float]) -> None:
+    def _judge_pairs(self, ctx: Context, values: list[float], sizes: list[int]) -> None:
+        """``values``: the input fingerprints of the batches (``sizes`` rows each), then their targets. A fingerprint
+        met twice within one batch is no evidence from then on: a duplicated sample (a sampler with replacement), or
+        rows the fingerprint cannot tell apart (mostly zeros: the same fingerprint for different inputs)."""
         n = len(values) // 2
+        start = 0
+        for size in sizes:
+            batch = values[start:start + size]
+            start += size
+            if len(set(batch)) < len(batch):
+                twice = {x for x, k in Counter(batch).items() if k > 1}
+                self.ambiguous |= twice
+                for x in twice:
+                    self.seen.pop(x, None)
+                    self.back.discard(x)
+                    self.conflicts.discard(x)
         for x, y in zip(values[:n], values[n:]):
+            if x in self.ambiguous:
+                continue
             first = self.seen.get(x)
             if first is None:
                 if len(self.seen) < MAX_SEEN:
