@@ -3,6 +3,9 @@ an eval-mode forward): each buggy loop, written the way people write it, is name
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -213,3 +216,67 @@ def test_t023_lazy_module_materialised_in_eval_inside_the_watch() -> None:
         model(torch.randn(4, 8)).sum().backward()
         opt.step()
     assert [f.rule for f in w.findings() if f.rule == "T023"] == ["T023"]
+
+
+CRITIC_SCRIPT = """
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+torch.manual_seed(0)
+critic = nn.Sequential(spectral_norm(nn.Linear(8, 16)), nn.LeakyReLU(0.2), spectral_norm(nn.Linear(16, 1)))
+real, fake = torch.randn(16, 8) + 1, torch.randn(16, 8)
+if EVAL_FIRST:  # a score of the untrained critic before training starts
+    critic.eval()
+    with torch.no_grad():
+        print("initial score", float(critic(real).mean()))
+    critic.train()
+else:
+    critic(real)  # a training forward: the power iteration has run
+opt = torch.optim.Adam(critic.parameters(), lr=1e-3)
+for _ in range(4):
+    opt.zero_grad()
+    (F.softplus(-critic(real)).mean() + F.softplus(critic(fake)).mean()).backward()
+    opt.step()
+"""
+
+
+def test_t023_eval_forward_before_the_optimizer_is_built_is_named_under_the_runner(tmp_path: Path) -> None:
+    """``ssdaudit watch`` builds its watch with the optimizer; an eval forward made before that is still named (the
+    runner records such forwards from the script's first line), and its twin is clean. No hook of the record is
+    left once the first optimizer is watched, nor after the run."""
+    from ssdaudit.training.doctor.early_forwards import recent_early_forwards
+    from ssdaudit.training.doctor.runner import run_watched
+
+    before = (dict(nn.modules.module._global_forward_pre_hooks), dict(nn.modules.module._global_forward_hooks))
+    rules = {}
+    for bug in (True, False):
+        script = tmp_path / f"critic_{bug}.py"
+        script.write_text(CRITIC_SCRIPT.replace("EVAL_FIRST", str(bug)))
+        report = run_watched(["python", str(script)], steps=4, script_stdout=io.StringIO())
+        rules[bug] = [(f.rule, f.message) for f in report.findings if f.severity is not Severity.INFO]
+        assert (dict(nn.modules.module._global_forward_pre_hooks),
+                dict(nn.modules.module._global_forward_hooks)) == before
+    assert [r for r, _ in rules[True]] == ["T023"]
+    assert "weight_u" in rules[True][0][1] and "before the optimizer was built" in rules[True][0][1]
+    assert rules[False] == []
+    assert recent_early_forwards() == []  # the clean run started a new record
+
+
+def test_the_early_forward_record_stops_at_the_first_watch() -> None:
+    """Once released, the record's hooks are gone (a training loop pays nothing for it)."""
+    from ssdaudit.training.doctor.early_forwards import clear_early_forwards, record_early_forwards, recent_early_forwards
+
+    clear_early_forwards()
+    lazy = nn.LazyLinear(2)
+    record = record_early_forwards()
+    n = len(nn.modules.module._global_forward_pre_hooks)
+    lazy.eval()
+    lazy(torch.randn(3, 4))
+    assert [(m, w.split(":")[0]) for m, w in recent_early_forwards()] == [(lazy, "its lazy parameters are uninitialised")]
+    record.release()
+    assert len(nn.modules.module._global_forward_pre_hooks) == n - 1 and not record.active
+    nn.LazyLinear(2).eval()(torch.randn(3, 4))
+    assert len(recent_early_forwards()) == 1
+    clear_early_forwards()

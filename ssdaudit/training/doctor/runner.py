@@ -6,7 +6,8 @@ built, on the model found from its parameters (the outermost module that holds t
 variables first, else among all live modules). After ``steps``
 optimizer steps a private ``BaseException`` raised from a step post-hook ends the script (``except Exception`` in
 the script does not catch it; its ``finally`` blocks run). Loads with ``strict=False`` made before the optimizer
-existed are replayed into it (``ssdaudit.training.loads``: the record starts before the script does). The script's output passes through.
+existed are replayed into it (``ssdaudit.training.loads``: the record starts before the script does), and so are
+eval-mode forwards on uninitialised lazy state (T023, ``early_forwards``). The script's output passes through.
 The workers a script starts with ``torch.multiprocessing.spawn`` / ``start_processes`` are watched too, each by a
 runner of its own (``ssdaudit.training.doctor.spawned``); their reports join this process's.
 """
@@ -38,6 +39,7 @@ from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.context import unwrap_compiled
 from ssdaudit.training.doctor.report import DoctorReport
 from ssdaudit.training.doctor.checks.nonfinite import FirstNonFinite
+from ssdaudit.training.doctor.early_forwards import EarlyForwards, clear_early_forwards, record_early_forwards
 from ssdaudit.training.doctor.spawned import WorkerReport, reporting, watch_workers, worker_reports
 from ssdaudit.training.doctor.watch import Watch, describe
 
@@ -133,6 +135,7 @@ class Runner:
         self.worker_folder: str | None = None
         self.worker_stdout: str | None = None
         self._workers: list[WorkerReport] | None = None
+        self._early: EarlyForwards | None = None  # eval forwards before the first optimizer (T023), while recorded
         _, unknown = rule_codes(self.ignore)
         if unknown:
             raise UsageError(f"unknown rule codes in ignore: {', '.join(unknown)}")
@@ -147,7 +150,9 @@ class Runner:
         for c in w.checks:
             if isinstance(c, FirstNonFinite):
                 c.trace_at = at
-        w.attach()  # replays earlier loads
+        w.attach()  # replays earlier loads and early eval forwards (T023)
+        if self._early is not None:  # the watch's own check follows forwards from now on
+            self._early.release()
         self.watches.append(w)
         name = _user_name(model) or (type(model).__name__ if model is not None else "")
         w.ctx.label = describe(opt, name, len(self.watches))
@@ -188,10 +193,13 @@ class Runner:
         saves = save_patches.observing(SaveCheck(self))
         saves.__enter__()
         taps.install()  # the taps, and the record of loads, from before the script's first line
+        clear_early_forwards()
+        self._early = record_early_forwards()  # ... and of eval forwards on lazy state, until the first watch
         try:
             with self.optimizers_seen(), watch_workers(self, self.worker_stdout):
                 yield
         finally:
+            self._early.release()
             for w in self.watches:
                 w.detach()
             taps.uninstall()
