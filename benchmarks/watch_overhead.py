@@ -3,7 +3,8 @@
 Goal (issue 24): at most 3% per step with every=1, at most 1% with every=10, on the CPU SSDLite step (ssds-voc,
 300 px, batch 8, SGD with momentum, MultiBox loss: the step of gradflow_overhead.py, ``_steps.ssdlite_step``).
 ``--cnn``: a small CNN instead (a harder case: hooks weigh more in a short step). The three variants alternate in
-blocks of steps, so that machine noise hits them alike; medians are compared. The time spent inside the doctor's
+blocks of steps, so that machine noise hits them alike, each round in another order (every variant takes every place
+in a round equally often); medians are compared. The time spent inside the doctor's
 hooks is measured too (``timed_hooks``), a figure that noise from other jobs does not blur.
 ``--guard``: the non-finite guard (F001-F006, issue 33) instead: watch(every=1) with and without its check, and, as
 an anchor, the same step under ``torch.autograd.set_detect_anomaly(True)`` without a watch; the guard's own time
@@ -56,13 +57,23 @@ def small_cnn(batch: int) -> tuple[nn.Module, torch.optim.Optimizer, Callable[[i
     return model, opt, step
 
 
+def rotated(names: list[str], by: int) -> list[str]:
+    """The variants in round ``by``'s order: each round starts one later, so that every variant takes every place in
+    a round equally often (the third block of a round ran about 2% slower than the first here, whatever ran in it)."""
+    k = by % len(names)
+    return names[k:] + names[:k]
+
+
 def timed_hooks(w: Watch, seconds: list[float]) -> None:
     """Add the wall time spent inside ``w``'s hooks (its own and its GradFlowMonitor's) to ``seconds[0]``: a measure
     of the doctor's own cost that the step-to-step noise of a shared machine does not blur (the loss/dropout/clip
     taps, a few calls per step, are left out)."""
-    time_methods(w, ("_on_step_pre", "_on_step_post", "_on_module_pre", "_on_module_post", "_backward_end"), seconds)
+    time_methods(w, ("_on_step_pre", "_on_step_post", "_backward_end"), seconds)
     make_hook = w._grad_hook
     setattr(w, "_grad_hook", lambda p: timed(make_hook(p), seconds))
+    for name in ("_module_pre_hook", "_module_post_hook"):  # the global module hooks themselves (every call)
+        make = getattr(w, name)
+        setattr(w, name, lambda make=make: timed(make(), seconds))
     if w.monitor is not None:
         time_methods(w.monitor, ("_on_forward_pre", "_on_forward", "_after_backward", "_on_step_pre", "_on_step_post"),
                      seconds)
@@ -101,7 +112,7 @@ def main() -> None:
         timed_hooks(w, inside[name])
     i = 0
     for b in range(1 + args.blocks):
-        for name in variants:
+        for name in rotated(list(variants), b):
             w = watches[name].attach() if name in watches else None
             ts, cs = [], []
             for _ in range(args.block_steps):
@@ -149,7 +160,7 @@ def guard(model: nn.Module, opt: torch.optim.Optimizer, step: Callable[[int], fl
     watches = {"watch, no F guard": without, "watch (F guard)": with_guard}
     i = 0
     for b in range(1 + args.blocks):
-        for name in names:
+        for name in rotated(list(names), b):
             w = watches[name].attach() if name in watches else None
             ts, cs = [], []
             with torch.autograd.set_detect_anomaly(name == "anomaly mode", check_nan=True):

@@ -161,6 +161,63 @@ def compile_disabled(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
+def skip_tracing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` itself, marked so that dynamo never traces it (``torch._dynamo.decorators.skip``: a call of it in
+    compiled code is a graph break, and it runs as it is). Only for functions that call nothing of Python in a
+    compiled region (``compile_skipped`` for the others). Unchanged where torch has no dynamo."""
+    try:
+        from torch._dynamo.decorators import skip
+    except ImportError:  # pragma: no cover - a torch without dynamo
+        return fn
+    marked: Callable[..., Any] = skip(fn)
+    return marked
+
+
+def compile_skipped(fn: Callable[..., Any], on_error: Callable[[Exception], Any] | None = None) -> Callable[..., Any]:
+    """``fn`` for a hook on a hot path (every module call, every parameter's gradient): in eager code a direct call
+    (``compile_disabled``'s wrapper costs several microseconds a call, thousands of calls a step); code of a
+    compiled region (``torch.compile``'s frame callback is set: code run after a graph break) calls it through
+    ``compile_disabled``, so that dynamo compiles nothing it calls. Dynamo never traces the returned function itself
+    (``skip_tracing``). ``on_error``: an ``Exception`` from ``fn`` is passed to it and its result returned (one
+    frame less than a wrapper of ``fn`` that catches)."""
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            return on_error(exc)
+
+    disabled = compile_disabled(guarded)
+    try:
+        from torch._C._dynamo.eval_frame import get_eval_frame_callback
+    except ImportError:  # pragma: no cover - a torch without dynamo
+        return disabled
+
+    if on_error is None:
+        def hook(*args: Any, **kwargs: Any) -> Any:
+            if get_eval_frame_callback():
+                return disabled(*args, **kwargs)
+            return fn(*args, **kwargs)
+    else:
+        def hook(*args: Any, **kwargs: Any) -> Any:
+            if get_eval_frame_callback():
+                return disabled(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                return on_error(exc)
+
+    for attr in ("__name__", "__qualname__", "__doc__"):
+        if hasattr(fn, attr):
+            try:
+                setattr(hook, attr, getattr(fn, attr))
+            except (AttributeError, TypeError):  # pragma: no cover - a builtin-like wrapper
+                pass
+    hook.__wrapped__ = fn  # type: ignore[attr-defined]
+    return skip_tracing(hook)
+
+
 class Handle:
     """A held reference to one layer: ``release()`` once (later calls do nothing); also a context manager."""
 

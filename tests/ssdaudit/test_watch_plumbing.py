@@ -287,6 +287,59 @@ def test_with_every_10_inner_training_calls_between_checks_reach_only_checks_tha
     assert len(every.post) == len(every.pre) == 48
 
 
+class _EvalCallsOnly(_Calls):
+    training_calls = False
+
+
+class _NoGradCallsOnly(_Calls):
+    grad_calls = False
+
+
+class _DoneAfterTwo(_Calls):
+    def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
+        super().on_module_pre(ctx, module, args, root)
+        self.module_calls_done = len(self.pre) >= 2
+
+
+class _Student(nn.Module):
+    """A trained model that calls a teacher under no_grad inside its forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.teacher = nn.Linear(4, 2), nn.Sequential(nn.Linear(4, 2), nn.ReLU())
+        self.norm = nn.BatchNorm1d(2)
+        self.norm.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.teacher(x)
+        return self.norm(self.body(x)) - target
+
+
+def test_inner_calls_reach_a_check_by_mode_and_stop_when_it_is_done() -> None:
+    """``training_calls = False``: eval-mode calls only; ``grad_calls = False``: calls under no_grad only (a teacher
+    inside forward); root calls reach both; step 1 is due, steps 2 and 3 are not (``every=10``). ``module_calls_done``: no calls from the next step on. Calls that reach
+    no check keep the root right (the stack) on every step."""
+    torch.manual_seed(0)
+    model = _Student()
+    model.teacher[1].eval()
+    opt = torch.optim.SGD(model.body.parameters(), lr=0.1)
+    evals, no_grad, done, roots = _EvalCallsOnly(), _NoGradCallsOnly(), _DoneAfterTwo(), _RootsOnly()
+    with Watch(model, opt, every=10, checks=[evals, no_grad, done, roots]):
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+            opt.step()
+    assert evals.pre == [("_Student", True), ("ReLU", False), ("BatchNorm1d", False)] * 3
+    # the teacher's train-mode layers on the steps between checks: sampled out like every train-mode inner call
+    assert no_grad.pre == ([("_Student", True), ("Sequential", False), ("Linear", False), ("ReLU", False)]
+                           + [("_Student", True), ("ReLU", False)] * 2)
+    assert sorted(evals.post) == sorted(evals.pre) and sorted(no_grad.post) == sorted(no_grad.pre)
+    assert done.pre == [("_Student", True), ("Sequential", False), ("Linear", False), ("ReLU", False),
+                        ("Linear", False), ("BatchNorm1d", False)]  # the whole first step, then nothing
+    assert roots.pre == roots.post == [("_Student", True)] * 3
+
+
 class _BrokenOnModules(_Calls):
     def on_module_pre(self, ctx: Context, module: nn.Module, args: tuple[Any, ...], root: bool) -> None:
         raise ZeroDivisionError("a bug of ours")

@@ -56,6 +56,8 @@ class Context:
     _parents: dict[int, nn.Module] | None = None
     _trained: set[int] = field(default_factory=set)
     _opt_ids: set[int] = field(default_factory=set)
+    _trained_params: list[torch.Tensor] = field(default_factory=list)
+    sharded: bool = False  # the optimizer's parameters are DTensors (FSDP2): read a gradient's local shard
     _deferred: list[tuple[torch.Tensor, Callable[[list[float]], None]]] = field(default_factory=list)
 
     @property
@@ -75,7 +77,12 @@ class Context:
     def refresh(self) -> None:
         """Re-read the optimizer's parameters (param groups can be added while training)."""
         self._opt_ids = {id(p) for p in self.params()}
-        self._trained = {id(p) for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad}
+        self._trained_params = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+        self._trained = {id(p) for p in self._trained_params}
+
+    def trained_params(self) -> list[torch.Tensor]:
+        """The optimizer's parameters that require gradients, as of the last ``refresh`` (every ``step()``)."""
+        return self._trained_params
 
     @property
     def trained_ids(self) -> set[int]:

@@ -85,6 +85,7 @@ def _from_us() -> bool:
 
 
 _replays = [0]  # replays in progress in any thread: the thread-local flag is read only while there is one
+REPLAYS = _replays  # read by hooks on every module call before they call replaying(): one list read
 
 
 def replaying() -> bool:

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._C._dynamo.eval_frame import get_eval_frame_callback  # truthy while code of a compiled region runs
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils._pytree import tree_flatten
 from torch.utils.hooks import RemovableHandle
@@ -50,7 +51,7 @@ from ssdaudit.training import loads
 from ssdaudit.training.doctor import taps
 from ssdaudit.training.doctor.averaged import AveragedCopies, trained_elsewhere
 from ssdaudit.training.doctor.events import StepEvent
-from ssdaudit.training.doctor.nonfinite_trace import replaying
+from ssdaudit.training.doctor.nonfinite_trace import REPLAYS as _REPLAYS, replaying
 from ssdaudit.training.doctor.checks import Check, all_checks
 from ssdaudit.training.doctor.checks.base import EVENTS
 from ssdaudit.training.doctor.context import Context, raise_internal, unwrap_compiled
@@ -90,7 +91,7 @@ class Watch:
                 c.early_steps = early_steps
         # FSDP2 (fully_shard: DTensor parameters): the gradient-flow statistics of sharded tensors need collectives,
         # which the doctor never issues, and gradient hooks on sharded parameters never fire (``_watch_sharded_output``)
-        self._sharded = any(is_dtensor(p) for p in self.ctx.params())
+        self._sharded = self.ctx.sharded = any(is_dtensor(p) for p in self.ctx.params())
         if gradflow and self._sharded:
             gradflow = False
             self.ctx.notes.append("gradient-flow checks (G001-G006) skipped: the model is sharded (FSDP2) and their "
@@ -100,8 +101,9 @@ class Watch:
         # per event, the checks that override it (the others cost nothing)
         self._by_event = {e: [c for c in [*self.checks, self.recorder] if getattr(type(c), e) is not getattr(Check, e)]
                           for e in EVENTS}
-        # module events: per (event, type, root, sampled: an inner training-mode call on a step between checks)
-        self._by_module: dict[tuple[str, type, bool, bool], list[Any]] = {}
+        # module events: per (event, type, root, in train mode, gradients enabled, due step)
+        self._by_module: dict[tuple[str, type, bool, bool, bool, bool], list[Any]] = {}
+        self._lean_types: dict[tuple[type, bool], bool] = {}  # (type, due) -> its inner training calls reach no check
         self._averaged = AveragedCopies()  # unreached parameters updated without gradients: averages, not G002
         self.ctx.monitor = self.monitor  # F004 reads its update-to-weight ratios
         self._handles: list[RemovableHandle] = []
@@ -114,6 +116,7 @@ class Watch:
         self._step_open = False  # step()'s pre-hook ran, its post-hook not yet (a step that raised leaves it True)
         self._attached = False
         self._scaler_step_pending = False  # scaler.step(optimizer) ran and optimizer.step() has not (yet)
+        self._backward_end_hook: Callable[[], None] = lambda: None  # queued at the start of each backward (attach)
 
     # --- attach / detach -------------------------------------------------------------------------------
 
@@ -122,13 +125,13 @@ class Watch:
             return self
         self._attached = True
         self._thread = threading.get_ident()
+        self._backward_end_hook = self._hook(self._backward_end)
         opt = self.optimizer
         self._handles.append(opt.register_step_pre_hook(self._hook(self._on_step_pre)))
         self._handles.append(opt.register_step_post_hook(self._hook(self._on_step_post)))
         self._handles.append(register_optimizer_step_post_hook(self._hook(self._on_any_step_post)))
-        for register, method in ((nn.modules.module.register_module_forward_pre_hook, self._on_module_pre),
-                                 (nn.modules.module.register_module_forward_hook, self._on_module_post)):
-            hook = self._hook(method)
+        for register, hook in ((nn.modules.module.register_module_forward_pre_hook, self._module_pre_hook()),
+                               (nn.modules.module.register_module_forward_hook, self._module_post_hook())):
             taps.our_global_hooks.add(id(hook))
             self._global_hooks.append(hook)
             self._handles.append(register(hook))
@@ -175,17 +178,12 @@ class Watch:
         re-raised under the test suite), never the user's."""
         name = getattr(method, "__name__", "hook")
 
-        @functools.wraps(method)
-        def hook(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(*args, **kwargs)
-            except Exception as exc:
-                if raise_internal():
-                    raise
-                self._note(f"Watch.{name}", exc)
-                return None
+        def on_error(exc: Exception) -> None:
+            if raise_internal():
+                raise exc
+            self._note(f"Watch.{name}", exc)
 
-        return patches.compile_disabled(hook)
+        return patches.compile_skipped(method, on_error)
 
     def _note(self, what: str, exc: BaseException) -> None:
         if len(self.ctx.internal_errors) < _MAX_NOTES:
@@ -217,18 +215,71 @@ class Watch:
         self.ctx.refresh()
 
     def _grad_hook(self, p: torch.Tensor) -> Any:
-        def hook(grad: torch.Tensor) -> None:
-            # a new backward: another graph task than the one last seen (a backward that raised never ran its
-            # end-of-backward callback; the next one still starts afresh)
-            task = _graph_task()
-            if task != self._backward_task or not self._in_backward:
-                self._settle_step()
-                self._in_backward = True
-                self._backward_task = task
-                torch.autograd.Variable._execution_engine.queue_callback(self._hook(self._backward_end))
-                self._dispatch("on_backward_start", p)
+        def new_backward(grad: torch.Tensor) -> None:
+            self._settle_step()
+            self._in_backward = True
+            self._backward_task = _current_task()
+            torch.autograd.Variable._execution_engine.queue_callback(self._backward_end_hook)
+            self._dispatch("on_backward_start", p)
 
-        return self._hook(hook)
+        start = self._hook(new_backward)
+
+        def hook(grad: torch.Tensor) -> None:
+            # every parameter's gradient comes here: the common case (this backward already seen) is one frame, one
+            # call and two reads. A new backward: another graph task than the one last seen (a backward that raised
+            # never ran its end-of-backward callback; the next one still starts afresh)
+            if self._in_backward and _current_task() == self._backward_task:
+                return None
+            return start(grad)  # type: ignore[no-any-return]
+
+        return patches.skip_tracing(hook)
+
+    # --- module calls: every forward call of every module comes here ----------------------------------
+
+    def _lean(self, module_type: type, due: bool) -> bool:
+        """Whether an inner call of a ``module_type`` module in train mode with gradients enabled reaches no check
+        (pre or post) on a step that is (``due``) or is not due: the module hooks then only keep the stack."""
+        key = (module_type, due)
+        found = self._lean_types.get(key)
+        if found is None:
+            found = self._lean_types[key] = module_type.__name__ != "OptimizedModule" and not any(
+                not isinstance(c, Check) or c.wants_call(module_type, False, True, True, due)
+                for c in self._by_event["on_module_pre"] + self._by_event["on_module_post"])
+        return found
+
+    def _module_pre_hook(self) -> Callable[..., Any]:
+        """The global forward pre-hook: an inner call that reaches no check (``_lean``) only pushes the module on the
+        stack, in this one frame; any other call goes through ``_on_module_pre``."""
+        full = self._hook(self._on_module_pre)
+        ctx, lean, thread = self.ctx, self._lean_types, self._thread
+
+        def module_pre(module: nn.Module, args: Any) -> Any:
+            stack = ctx.stack
+            if (stack and module.training and lean.get((type(module), ctx.step % ctx.every == 0))
+                    and _grad_enabled() and not _REPLAYS[0] and threading.get_ident() == thread
+                    and not get_eval_frame_callback()):
+                stack.append(module)
+                return None
+            return full(module, args)
+
+        return patches.skip_tracing(module_pre)
+
+    def _module_post_hook(self) -> Callable[..., Any]:
+        """The global forward hook: the lean calls pop the stack here (the same test as the pre-hook's); the others
+        go through ``_on_module_post``."""
+        full = self._hook(self._on_module_post)
+        ctx, lean, thread = self.ctx, self._lean_types, self._thread
+
+        def module_post(module: nn.Module, args: Any, output: Any) -> Any:
+            stack = ctx.stack
+            if (len(stack) > 1 and stack[-1] is module and module.training
+                    and lean.get((type(module), ctx.step % ctx.every == 0)) and _grad_enabled()
+                    and not _REPLAYS[0] and threading.get_ident() == thread and not get_eval_frame_callback()):
+                stack.pop()
+                return None
+            return full(module, args, output)
+
+        return patches.skip_tracing(module_post)
 
     # --- events ----------------------------------------------------------------------------------------
 
@@ -238,17 +289,28 @@ class Watch:
         self._call(self._by_event[event], event, args)
 
     def _module_checks(self, event: str, module: nn.Module, root: bool) -> list[Any]:
-        """The checks a forward call of ``module`` reaches (``Check.module_types``/``module_roots``/``every_call``),
-        per module type: a call of a plain layer costs only the checks that look at such layers, and with
-        ``every > 1`` an inner call of a training-mode layer on a step between checks only the checks that need
+        """The checks a forward call of ``module`` reaches (``Check.wants_call``), per module type and call mode: a
+        call of a plain layer in a training forward costs only the checks that look at such calls (often none), and
+        with ``every > 1`` an inner call of a training-mode layer on a step between checks only the checks that need
         every call (the others judge the forwards of due steps: a sample of the run's forwards)."""
-        sampled = not root and module.training and not self.ctx.due
-        key = (event, type(module), root, sampled)
+        ctx = self.ctx
+        key = (event, type(module), root, module.training, torch.is_grad_enabled(), ctx.step % ctx.every == 0)
         found = self._by_module.get(key)
         if found is None:
             found = self._by_module[key] = [c for c in self._by_event[event]
-                                            if not isinstance(c, Check) or c.wants_call(type(module), root, sampled)]
+                                            if not isinstance(c, Check) or c.wants_call(*key[1:])]
+            self._lean(type(module), key[5])
         return found
+
+    def _retire_module_calls(self) -> None:
+        """Checks that set ``module_calls_done`` get no more module calls."""
+        done = [c for c in self._by_event["on_module_pre"] + self._by_event["on_module_post"]
+                if isinstance(c, Check) and c.module_calls_done]
+        if done:
+            for event in ("on_module_pre", "on_module_post"):
+                self._by_event[event] = [c for c in self._by_event[event] if c not in done]
+            self._by_module.clear()
+            self._lean_types.clear()
 
     def _call(self, checks: list[Any], event: str, args: tuple[Any, ...]) -> None:
         ctx = self.ctx
@@ -265,6 +327,7 @@ class Watch:
         # new lists, not removals: a dispatch may be iterating over the old ones (the next check still runs)
         self._by_event = {e: [c for c in cs if c is not check] for e, cs in self._by_event.items()}
         self._by_module.clear()
+        self._lean_types.clear()
         code = f" ({check.code})" if check.code else ""
         self._note(f"{type(check).__name__}{code} disabled for the rest of the run after an internal error in "
                    f"{event}", exc)
@@ -310,6 +373,7 @@ class Watch:
         self._step_open = False
         self._dispatch("on_step_post")
         self._read_deferred()
+        self._retire_module_calls()
         self.ctx.step += 1
         self.ctx.events.clear()
         self.ctx.loss_without_graph = 0
@@ -319,10 +383,13 @@ class Watch:
             self.ctx.events.add(StepEvent.OTHER_STEP)  # another optimizer stepped: the backwards before it were its own
 
     def _on_module_pre(self, module: nn.Module, args: Any) -> None:
-        if replaying():
+        # on every module call: the common case (no replay, this watch's thread, no compiled wrapper) reads little
+        if _REPLAYS[0] and replaying():
             return
-        if unwrap_compiled(module) is not module or not taps.owns_thread(self, threading.get_ident()):
-            return  # torch.compile's wrapper: the module it wraps has its own call; another thread's loop
+        if threading.get_ident() != self._thread and not taps.owns_thread(self, threading.get_ident()):
+            return  # another thread's loop
+        if type(module).__name__ == "OptimizedModule" and unwrap_compiled(module) is not module:
+            return  # torch.compile's wrapper: the module it wraps has its own call
         root = not self.ctx.stack
         checks = self._module_checks("on_module_pre", module, root)
         if checks:
@@ -330,7 +397,8 @@ class Watch:
         self.ctx.stack.append(module)
 
     def _on_module_post(self, module: nn.Module, _args: Any, output: Any) -> None:
-        if replaying() or not taps.owns_thread(self, threading.get_ident()):
+        if (_REPLAYS[0] and replaying()) or (threading.get_ident() != self._thread
+                                             and not taps.owns_thread(self, threading.get_ident())):
             return
         stack = self.ctx.stack
         if stack and stack[-1] is module:
@@ -498,10 +566,9 @@ class Watch:
 
 _MAX_NOTES = 20  # internal-error notes kept per watch
 
-def _graph_task() -> int:
-    """The id of the autograd graph task running this hook (-1 where torch cannot tell)."""
-    current = getattr(torch._C, "_current_graph_task_id", None)
-    return int(current()) if current is not None else -1
+_grad_enabled = torch.is_grad_enabled
+# the id of the autograd graph task running a hook (-1 where torch cannot tell)
+_current_task: Callable[[], int] = getattr(torch._C, "_current_graph_task_id", lambda: -1)
 
 
 

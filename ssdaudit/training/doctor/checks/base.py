@@ -25,10 +25,18 @@ class Check:
     # of a step) whatever their type when ``module_roots``.
     module_types: tuple[type, ...] | None = None
     module_roots: bool = True
+    # Which inner (non-root) calls of those types reach it, by the call's mode (what a check ignores costs nothing):
+    # calls of modules in train mode (False: eval-mode calls only), and calls made with gradients enabled (False:
+    # calls under ``torch.no_grad()`` only; a check's pre and post call of one forward see the same mode).
+    training_calls: bool = True
+    grad_calls: bool = True
     # With ``every > 1``, the inner calls of training-mode modules on steps between checks reach only checks that set
     # this (evidence every forward must give: a DDP wrapper's forward, the count of layers in eval mode); root calls
     # and calls of modules in eval mode always reach every check that wants them.
     every_call: bool = False
+    # Set to True by a check that needs no more module calls (it has measured what it measures): the watch stops
+    # sending them from the next step.
+    module_calls_done: bool = False
 
     @classmethod
     def wants_module(cls, module_type: type, root: bool) -> bool:
@@ -36,10 +44,16 @@ class Check:
         return (root and cls.module_roots) or cls.module_types is None or issubclass(module_type, cls.module_types)
 
     @classmethod
-    def wants_call(cls, module_type: type, root: bool, sampled: bool) -> bool:
-        """``wants_module``, and for a ``sampled`` call (an inner call of a training-mode module on a step between
-        checks) only when the check sets ``every_call``."""
-        return cls.wants_module(module_type, root) and (not sampled or cls.every_call)
+    def wants_call(cls, module_type: type, root: bool, training: bool, grad: bool, due: bool) -> bool:
+        """``wants_module``, and for an inner call by its mode: a module in train mode (``training``), gradients
+        enabled (``grad``), on a step whose checks run (``due``; an inner training-mode call between checks reaches
+        only a check that sets ``every_call``)."""
+        if not cls.wants_module(module_type, root):
+            return False
+        if root and cls.module_roots:
+            return True
+        return ((cls.training_calls or not training) and (cls.grad_calls or not grad)
+                and (due or not training or cls.every_call))
 
     def on_attach(self, ctx: Context) -> None:
         """The watch is attached (a check that registers hooks of its own registers them here)."""

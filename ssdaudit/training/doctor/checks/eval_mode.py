@@ -1,6 +1,7 @@
 """T006: BatchNorm/Dropout modules in eval mode in a forward that fed a backward, while their parameters train.
 
-Deliberate patterns are not reported. Frozen BatchNorm in a fine-tuning recipe: a module counts only when the
+With ``every > 1`` the forwards of due steps are judged (a sample of the run). Deliberate patterns are not
+reported. Frozen BatchNorm in a fine-tuning recipe: a module counts only when the
 optimizer trains its own parameters (BatchNorm's affine weight) or, for Dropout and BatchNorm without affine
 parameters, its parent's. Norm layers put in eval mode one by one while the rest trains (``norm_eval``: frozen
 statistics, trained affine parameters): a module counts only when its parent is in eval mode too, which is what a
@@ -25,7 +26,6 @@ class EvalModeTraining(Check):
     code = "T006"
     module_types = (_BatchNorm, _DropoutNd)
     module_roots = False
-    every_call = True  # the finding counts the modules of the forward in each mode
 
     def __init__(self) -> None:
         self.pending: dict[int, tuple[nn.Module, bool]] = {}  # grad-enabled forwards since the last backward
@@ -52,7 +52,7 @@ class EvalModeTraining(Check):
 
     def on_step_pre(self, ctx: Context) -> None:
         fed, self.fed = self.fed, {}
-        if not fed:
+        if not fed or not ctx.due:  # between checks (every > 1) the train-mode calls were not followed: no count
             return
         evals = [m for m, training in fed.values() if not training and self._trained(ctx, m)]
         if evals:

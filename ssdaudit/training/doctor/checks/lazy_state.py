@@ -85,6 +85,7 @@ class LazyStateProbe:
 
 class LazyStateInEval(Check):
     code = "T023"
+    training_calls = False  # eval-mode forwards only
 
     def __init__(self) -> None:
         self.probe = LazyStateProbe()

@@ -246,10 +246,11 @@ class FirstNonFinite(Check):
         if self.done or ctx.closure_step:
             return
         # local(): a sharded (FSDP2) tensor's own shard on this rank, never a collective of ours
-        grads = [local(p.grad) for p in ctx.params() if p.grad is not None and p.grad.layout == torch.strided
-                 and id(p) in ctx.trained_ids]
+        grads = [g for p in ctx.trained_params() if (g := p.grad) is not None and g.layout == torch.strided]
         if not grads:
             return
+        if ctx.sharded:
+            grads = [local(g) for g in grads]
         if ctx.step == 0 and not self.w0 and ctx.monitor is not None:  # once: the weights before the first update
             params = [p for p in ctx.params() if id(p) in ctx.trained_ids and p.layout == torch.strided]
             w_norms = (torch.stack([n.float() for n in torch._foreach_norm([local(p) for p in params])]).tolist()
@@ -258,7 +259,7 @@ class FirstNonFinite(Check):
         # the L2 norms (the cheapest foreach reduction: 1.2 ms on SSDLite's 4.6M gradients on a CPU, where the
         # inf-norm takes 9 ms): NaN or Inf in a gradient makes its norm non-finite; a finite gradient whose norm
         # overflows (|g| ~ 1e19) is told apart by the inf-norm, on the due step that reports it
-        norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
+        norms = torch.stack(torch._foreach_norm(grads))  # mixed dtypes: promoted
         bad = ~torch.isfinite(norms).all()
         loss_now = self.loss_bad
         if loss_now is not None:

@@ -34,6 +34,7 @@ from ssdaudit.training.doctor.context import Context
 
 class TeacherDropout(Check):
     code = "T018"
+    grad_calls = False  # root forwards, and forwards under no_grad inside one (a teacher called inside forward)
 
     def __init__(self) -> None:
         # the candidate forwards running now, outermost first: [module, ran an active dropout, began with grad]
