@@ -369,3 +369,51 @@ def test_the_step_log_reads_events_after_the_last_of_a_kind() -> None:
     assert log.since(E.UNSCALE) == list(log) and E.UNSCALE not in log and E.CLIP in log
     log.clear()
     assert len(log) == 0
+
+
+def test_the_doctor_reads_the_device_once_per_checked_step_and_never_between() -> None:
+    """Host syncs from the doctor's own code (``.item()``, ``.tolist()``, ``bool()``/``int()``/``float()`` of a
+    tensor, ``.cpu()``): one per step with ``every=1`` after the first, none on the steps between checks with
+    ``every=5`` (a regression once added a second read of the non-finite guard's flag)."""
+    import sys
+    from collections import Counter
+    from pathlib import Path
+
+    import ssdaudit
+
+    ours = str(Path(ssdaudit.__file__).resolve().parent)
+    calls: Counter[int] = Counter()
+    step = [0]
+    saved = {name: getattr(torch.Tensor, name) for name in
+             ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")}
+
+    def wrap(original: Any) -> Any:
+        def wrapper(t: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if sys._getframe(1).f_code.co_filename.startswith(ours):
+                calls[step[0]] += 1
+            return original(t, *args, **kwargs)
+        return wrapper
+
+    for every, steps in ((1, 6), (5, 11)):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        calls.clear()
+        with Watch(model, opt, every=every):
+            try:
+                for name, original in saved.items():
+                    setattr(torch.Tensor, name, wrap(original))
+                for k in range(steps):
+                    step[0] = k
+                    opt.zero_grad()
+                    F.cross_entropy(model(torch.randn(8, 3, 8, 8)), torch.randint(0, 4, (8,))).backward()
+                    opt.step()
+            finally:
+                for name, original in saved.items():
+                    setattr(torch.Tensor, name, original)
+        later = [calls[k] for k in range(1, steps)]
+        if every == 1:
+            assert later == [1] * (steps - 1), calls
+        else:
+            assert [later[k - 1] for k in range(1, steps) if k % every] == [0] * (steps - 1 - (steps - 1) // every)
+            assert all(later[k - 1] <= 1 for k in range(1, steps) if k % every == 0), calls

@@ -368,6 +368,9 @@ class Watch:
         self.ctx.closure_step = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
         self.ctx.stack.clear()
         self._dispatch("on_step_pre")
+        # the values the checks queued so far this step, in one read before the update runs (the non-finite guard
+        # replays the step on these weights); what on_step_post queues is read after the update
+        self._read_deferred()
 
     def _on_step_post(self, _opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         self._step_open = False

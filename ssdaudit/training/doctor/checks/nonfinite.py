@@ -271,11 +271,21 @@ class FirstNonFinite(Check):
         self.acc = torch.where((self.acc == 0) & bad, ctx.current, self.acc)
         if not ctx.due:
             return
-        first = int(self.acc)  # the doctor syncs on due steps anyway
-        if first == ctx.current and not (loss_now is not None and bool(loss_now)):
+        # read with the step's other values (the watch reads them before the update runs: a replay needs the
+        # weights of this step)
+        loss_flag = (loss_now.to(self.acc.device, torch.long).reshape(()) if loss_now is not None
+                     else torch.zeros((), dtype=torch.long, device=self.acc.device))
+        ctx.defer(torch.stack([self.acc, loss_flag]), lambda v: self._judge_first(ctx, int(v[0]), bool(v[1]), grads))
+
+    @torch.no_grad()
+    def _judge_first(self, ctx: Context, first: int, loss_bad: bool, grads: list[torch.Tensor]) -> None:
+        """``first``: the first step whose loss or gradients were non-finite (0: none yet); ``loss_bad``: this step's
+        loss was."""
+        if first == ctx.current and not loss_bad:
             tops = torch.stack([m.float() for m in torch._foreach_norm(grads, math.inf)])
             if bool(torch.isfinite(tops).all()):  # finite gradients whose L2 norm overflowed: not a NaN
-                self.acc.zero_()
+                if self.acc is not None:
+                    self.acc.zero_()
                 first = 0
         if not first:
             self.clean_through = ctx.current
