@@ -155,3 +155,26 @@ def test_a_compiled_submodule_is_named_by_the_users_path() -> None:
     paths = {f.path for f in w.findings()}
     assert any(f.rule == "T006" and f.path.startswith("body.") for f in w.findings()), [(f.rule, f.path) for f in w.findings()]
     assert not any("_orig_mod" in p for p in paths), paths
+
+
+@pytest.mark.parametrize("bug", [False, True], ids=["clean", "zero_grad-missing"])
+def test_compiled_autograd_backward_is_seen_to_end(bug: bool) -> None:
+    """Compiled autograd runs no callback queued on the autograd engine, so the end of each backward is marked at
+    the next backward or step(): the clean loop gets no finding (it got a false T005, "no backward reached the
+    optimizer's parameters"), and a loop that never clears its gradients is still named (T001)."""
+    from torch._dynamo import compiled_autograd
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with watch(model, opt) as w:
+        for _ in range(3):
+            if not bug:
+                opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            with compiled_autograd._enable(torch.compile(backend="eager")):
+                loss.backward()
+            opt.step()
+    assert [f.rule for f in w.findings() if f.severity is not Severity.INFO] == (["T001"] if bug else [])
+    assert w.ctx.internal_errors == []

@@ -30,6 +30,7 @@ rates, and which gradient-flow row belongs to the step), read back once when ask
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -113,6 +114,7 @@ class Watch:
         self._thread = threading.get_ident()
         self._in_backward = False
         self._backward_task = -1  # the autograd graph task of the backward in progress
+        self._end_not_queued = False  # ... ran under compiled autograd: its end-of-backward callback never runs
         self._step_open = False  # step()'s pre-hook ran, its post-hook not yet (a step that raised leaves it True)
         self._attached = False
         self._scaler_step_pending = False  # scaler.step(optimizer) ran and optimizer.step() has not (yet)
@@ -216,9 +218,13 @@ class Watch:
 
     def _grad_hook(self, p: torch.Tensor) -> Any:
         def new_backward(grad: torch.Tensor) -> None:
+            self._end_missed_backward()
             self._settle_step()
             self._in_backward = True
             self._backward_task = _current_task()
+            # compiled autograd runs no callback queued on the engine: that backward's end is marked at the next
+            # backward or step() instead
+            self._end_not_queued = _compiled_autograd_active()
             torch.autograd.Variable._execution_engine.queue_callback(self._backward_end_hook)
             self._dispatch("on_backward_start", p)
 
@@ -343,8 +349,15 @@ class Watch:
             self.ctx._deferred.clear()
             self._note("deferred read", exc)
 
+    def _end_missed_backward(self) -> None:
+        """A backward run by compiled autograd is over when the next backward or ``step()`` comes: its end, which
+        the engine's callback never marked, is marked now."""
+        if self._in_backward and self._end_not_queued:
+            self._backward_end()
+
     def _backward_end(self) -> None:
         self._in_backward = False
+        self._end_not_queued = False
         self.ctx.events.add(StepEvent.BACKWARD)
         self._dispatch("on_backward_end")
 
@@ -357,6 +370,7 @@ class Watch:
             self.ctx.loss_without_graph = 0
 
     def _on_step_pre(self, _opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._end_missed_backward()
         self._settle_step()
         self._step_open = True
         self._scaler_step_pending = False
@@ -570,6 +584,13 @@ class Watch:
 _MAX_NOTES = 20  # internal-error notes kept per watch
 
 _grad_enabled = torch.is_grad_enabled
+
+
+def _compiled_autograd_active() -> bool:
+    """Whether the backward running now is compiled autograd's (``torch._dynamo.compiled_autograd``)."""
+    ca = sys.modules.get("torch._dynamo.compiled_autograd")
+    return ca is not None and bool(getattr(ca, "compiled_autograd_enabled", False)
+                                   or getattr(ca, "in_compiled_autograd_region", False))
 # the id of the autograd graph task running a hook (-1 where torch cannot tell)
 _current_task: Callable[[], int] = getattr(torch._C, "_current_graph_task_id", lambda: -1)
 
