@@ -79,6 +79,9 @@ def watch(
             if plot is not None and exc.report is not None and exc.report.steps > 0 and os.environ.get("RANK", "0") == "0":
                 _draw(exc.report, plot)
             if shown and exc.report is not None and fmt not in (Format.json, Format.sarif):
+                n = exc.report.steps
+                exc.report.notes.append(f"the script stopped after {n} optimizer step{'' if n == 1 else 's'} "
+                                        "(the error below): what is reported covers those steps only")
                 emit(exc.report, fmt, _script_file(exc.report.target))
             raise
         if os.environ.get("RANK", "0") != "0":

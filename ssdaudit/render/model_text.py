@@ -177,7 +177,7 @@ def render_doctor_text(report: DoctorReport, console: Console) -> None:
     script's file:line that triggered it where known, the fix) with its consequences folded under it in one line
     and one short line each; then a one-line verdict (counting every finding, consequences included)."""
     title = f"Training doctor: {report.target} " if report.target else "Training doctor: "
-    console.print(f"[bold]{escape(title)}({report.steps} optimizer steps watched)[/]")
+    console.print(f"[bold]{escape(title)}({report.steps} optimizer step{'' if report.steps == 1 else 's'} watched)[/]")
     if report.summary:
         console.print(f"[bold]{escape(report.summary)}[/]")
     for root, consequences in tree(report.findings):

@@ -365,7 +365,8 @@ def _run_once(command: list[str], steps: int, every: int, ignore: Iterable[str],
         raise ScriptInterrupted(_so_far(runner, cmd)) from None
     except SystemExit as exc:
         if exc.code not in (None, 0):
-            raise ScriptError(f"the script exited with status {exc.code} after {runner.report('').steps} steps",
+            steps = runner.report('').steps
+            raise ScriptError(f"the script exited with status {exc.code} after {steps} step{'' if steps == 1 else 's'}",
                               _so_far(runner, cmd)) from None
     except ImportError as exc:
         if cmd.is_module and getattr(exc, "name", None) == cmd.target:

@@ -104,7 +104,7 @@ def _audit(command: list[str], cmd: object, at: int, steps: int, extra: list[str
     compared = min(len(run2.steps), len(first.prints.steps) - cap.step)
     notes = []
     if len(run2.steps) < steps and div is None:
-        notes.append(f"the resumed run ended after {len(run2.steps)} of {steps} steps")
+        notes.append(f"the resumed run ended after {len(run2.steps)} of {steps} step{'' if steps == 1 else 's'}")
     max_abs, rel = _distance(first.kept, Path(str(out) + ".params.pt"))
     return ResumeReport(
         target=str(cmd), resume_command=resume_command, at=at, steps=steps, saved_step=cap.step,
