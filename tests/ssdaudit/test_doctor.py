@@ -868,6 +868,7 @@ def test_a_script_that_crashes_still_gets_its_diagnosis(tmp_path: Path) -> None:
     text = CliRunner().invoke(app, ["watch", "--", "python", str(script)])
     assert text.exit_code == 2, text.output
     assert "T001" in text.stdout and "gradients-never-cleared" in text.stdout
+    assert "note: the script stopped after 4 optimizer steps (the error below)" in text.stdout
     assert text.stderr.strip().splitlines()[-1] == f"error: the script raised ValueError: late crash (at {os.path.relpath(script)}:9)"
     js = CliRunner().invoke(app, ["watch", "--format", "json", "--", "python", str(script)])
     assert js.exit_code == 2
