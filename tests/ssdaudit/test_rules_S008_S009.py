@@ -57,6 +57,21 @@ def test_a_bare_state_dict_lacks_the_optimizer_but_needs_no_counter(tmp_path: Pa
     assert [f.subject for f in report.findings if f.rule == "S008"] == ["optimizer state"]
 
 
+def test_the_whole_model_saved_needs_no_counter_and_stays_loadable(tmp_path: Path) -> None:
+    """``torch.save(model, path)`` is bare weights too (no counter asked for), and under the doctor the saved model
+    pickles and loads: nothing of the doctor's sits on the module (no hook, no instance attribute)."""
+    script = tmp_path / "whole.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\nm = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))\n"
+        "opt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "for i in range(4):\n    opt.zero_grad()\n    m(torch.ones(2, 3)).sum().backward()\n    opt.step()\n"
+        f"    torch.save(m, {str(tmp_path / 'm.pt')!r})\n"
+        f"m2 = torch.load({str(tmp_path / 'm.pt')!r}, weights_only=False)\n"
+        "assert not m2._forward_hooks and not m2._forward_pre_hooks and 'zero_grad' not in vars(m2)\n")
+    report = run_watched(["python", str(script)], steps=10)
+    assert report.steps == 4 and [f.rule for f in report.findings] == []
+
+
 def test_weights_saved_from_a_wrapper(tmp_path: Path) -> None:
     script = tmp_path / "dp.py"
     script.write_text(

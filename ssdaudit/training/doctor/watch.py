@@ -137,16 +137,16 @@ class Watch:
             taps.our_global_hooks.add(id(hook))
             self._global_hooks.append(hook)
             self._handles.append(register(hook))
-        for obj in (opt, self.model):
-            if obj is not None:
-                self._wrap_zero_grad(obj)
+        self._wrap_zero_grad(opt)
+        if self.model is not None:
+            self._wrap_zero_grad(self.model, on_class=True)
         self._hook_params()
         taps.listen(self, self._thread)  # also starts the record of loads (held while attached)
         for module, result in loads.recent_loads():  # pretrained weights loaded before the watch was made
             if module is self.model or self.ctx.in_model(module):
                 self.tap_load(module, False, result)
         if self.monitor is not None:
-            self.monitor.attach()
+            self.monitor.attach(forward_hooks=False)  # its model's forwards come from our global hooks
         self._dispatch("on_attach")
         return self
 
@@ -191,24 +191,29 @@ class Watch:
         if len(self.ctx.internal_errors) < _MAX_NOTES:
             self.ctx.internal_errors.append(describe_error(what, exc))
 
-    def _wrap_zero_grad(self, obj: Any) -> None:
+    def _wrap_zero_grad(self, obj: Any, on_class: bool = False) -> None:
+        """Mark ``obj.zero_grad()`` calls in the step log. ``on_class``: the layer goes on ``type(obj)`` and acts
+        for ``obj`` only (a model: an attribute of ours on the instance would be pickled by ``torch.save(model)``
+        and copied by ``copy.deepcopy``)."""
         events = self.ctx.events
 
         def make(call_next: Callable[..., Any]) -> Callable[..., Any]:
             @functools.wraps(call_next)
             def zero_grad(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    self._settle_step()
-                    events.add(StepEvent.ZERO_GRAD)
-                except Exception as exc:
-                    if raise_internal():
-                        raise
-                    self._note("Watch.zero_grad", exc)
+                if not on_class or (args and args[0] is obj):
+                    try:
+                        self._settle_step()
+                        events.add(StepEvent.ZERO_GRAD)
+                    except Exception as exc:
+                        if raise_internal():
+                            raise
+                        self._note("Watch.zero_grad", exc)
                 return call_next(*args, **kwargs)
 
             return zero_grad
 
-        self._patches.append(patches.patch(obj, "zero_grad", make, key=f"ssdaudit.watch.{id(self):x}"))
+        owner = type(obj) if on_class else obj
+        self._patches.append(patches.patch(owner, "zero_grad", make, key=f"ssdaudit.watch.{id(self):x}"))
 
     def _hook_params(self) -> None:
         for p in self.ctx.params():
@@ -248,7 +253,8 @@ class Watch:
         key = (module_type, due)
         found = self._lean_types.get(key)
         if found is None:
-            found = self._lean_types[key] = module_type.__name__ != "OptimizedModule" and not any(
+            found = self._lean_types[key] = module_type.__name__ != "OptimizedModule" and (
+                self.monitor is None or module_type is not type(self.monitor.model)) and not any(
                 not isinstance(c, Check) or c.wants_call(module_type, False, True, True, due)
                 for c in self._by_event["on_module_pre"] + self._by_event["on_module_post"])
         return found
@@ -412,6 +418,8 @@ class Watch:
         if checks:
             self._call(checks, "on_module_pre", (module, args if isinstance(args, tuple) else (args,), root))
         self.ctx.stack.append(module)
+        if self.monitor is not None and module is self.monitor.model:
+            self.monitor.forward_pre(module, args)
 
     def _on_module_post(self, module: nn.Module, _args: Any, output: Any) -> None:
         if (_REPLAYS[0] and replaying()) or (threading.get_ident() != self._thread
@@ -425,6 +433,8 @@ class Watch:
         checks = self._module_checks("on_module_post", module, not stack)
         if checks:
             self._call(checks, "on_module_post", (module, output, not stack))
+        if self.monitor is not None and module is self.monitor.model:
+            self.monitor.forward_post(module, _args, output)
         if self._sharded and not stack and module is self.model:
             self._watch_sharded_output(output)
 

@@ -125,21 +125,29 @@ class GradFlowMonitor:
         self._writer = _is_writer()
         self._reducer: ShardReducer | None = None  # combines shard statistics across ranks (sharded models only)
         self._sharded: bool | None = None  # whether the model has DTensor parameters (looked up on first backward)
+        self._attached = False
 
     # --- hooks ---------------------------------------------------------------------------------------
 
-    def attach(self) -> "GradFlowMonitor":
-        if self._handles:
+    def attach(self, forward_hooks: bool = True) -> "GradFlowMonitor":
+        """Start recording. ``forward_hooks=False``: no hook on the model itself; the caller passes each forward
+        call of ``model`` to ``forward_pre``/``forward_post`` (the training doctor does, from its global hooks, so
+        that nothing of ours sits on the user's module: ``torch.save(model)`` pickles a module's hooks and
+        ``copy.deepcopy`` copies them)."""
+        if self._handles or self._attached:
             return self
+        self._attached = True
         # every hook runs outside torch.compile (a compiled model or step calls it eagerly, at a graph break)
-        self._handles.append(self.model.register_forward_pre_hook(compile_disabled(self._on_forward_pre)))
-        self._handles.append(self.model.register_forward_hook(compile_disabled(self._on_forward)))
+        if forward_hooks:
+            self._handles.append(self.model.register_forward_pre_hook(compile_disabled(self._on_forward_pre)))
+            self._handles.append(self.model.register_forward_hook(compile_disabled(self._on_forward)))
         if self.optimizer is not None:
             self._handles.append(self.optimizer.register_step_pre_hook(compile_disabled(self._on_step_pre)))
             self._handles.append(self.optimizer.register_step_post_hook(compile_disabled(self._on_step_post)))
         return self
 
     def detach(self) -> None:
+        self._attached = False
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -154,6 +162,16 @@ class GradFlowMonitor:
 
     def __exit__(self, *exc: object) -> None:
         self.detach()
+
+    def forward_pre(self, module: nn.Module, args: Any) -> None:
+        """A forward call of ``model`` begins (for ``attach(forward_hooks=False)``)."""
+        if self._attached:
+            self._on_forward_pre(module, args)
+
+    def forward_post(self, module: nn.Module, args: Any, output: Any) -> None:
+        """That call returned ``output`` (for ``attach(forward_hooks=False)``)."""
+        if self._attached:
+            self._on_forward(module, args, output)
 
     def _on_forward_pre(self, _module: nn.Module, args: Any) -> None:
         if not self.tensors:

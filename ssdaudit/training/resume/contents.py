@@ -137,7 +137,7 @@ def gaps(obj: Any, model: nn.Module | None, optimizer: torch.optim.Optimizer, sc
             uses.append("a DataLoader shuffled by the global torch RNG")
         out.append(("S008", "RNG states", f"the checkpoint holds no RNG state and the run draws from it "
                     f"({' and '.join(uses)}): a resumed run draws other numbers"))
-    if not found.counter and found.weights is not obj:  # a training checkpoint, not a bare state_dict
+    if not found.counter and found.weights is not obj and obj is not model:  # a checkpoint, not bare weights
         out.append(("S008", "epoch/step counter", "the checkpoint holds no epoch or step counter: a resumed run "
                     "does not know where it stopped"))
     if found.wrapped:

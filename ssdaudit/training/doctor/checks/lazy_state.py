@@ -19,69 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
-from torch.nn.utils.spectral_norm import SpectralNorm
 
 from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
-
-FLAG_WORDS = ("initialized", "initialised", "inited", "is_init", "data_init")
-
-
-def _flag_names(module: nn.Module) -> tuple[list[str], list[str]]:
-    """(bool attributes, one-element buffers) whose names say "initialised"."""
-    attrs = [k for k, v in vars(module).items() if isinstance(v, bool) and any(w in k.lower() for w in FLAG_WORDS)]
-    bufs = [k for k, b in module._buffers.items()
-            if b is not None and b.numel() == 1 and any(w in k.lower() for w in FLAG_WORDS)]
-    return attrs, bufs
-
-
-class LazyStateProbe:
-    """The evidence of one forward call: ``pre(module)`` before it and ``post(module)`` after it each return what
-    they found (a phrase for the message, per finding). Modules in train mode cost one attribute read."""
-
-    def __init__(self) -> None:
-        self.flags: dict[int, tuple[list[str], list[str]]] = {}  # per module id: its flag names (looked up once)
-        self.open: dict[int, tuple[list[str], list[tuple[str, int]]]] = {}  # eval forwards running: flags before
-
-    def pre(self, module: nn.Module) -> list[str]:
-        if module.training:
-            return []
-        found = []
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, SpectralNorm):
-                u = getattr(module, hook.name + "_u", None)
-                if isinstance(u, torch.Tensor) and u._version == 0:
-                    found.append(f"spectral_norm's {hook.name}_u/{hook.name}_v are still the random vectors it "
-                                 "started with (no training forward has run its power iteration)")
-        if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
-            found.append("its lazy parameters are uninitialised: this forward creates them")
-        names = self.flags.get(id(module))
-        if names is None:
-            names = self.flags[id(module)] = _flag_names(module)
-        attrs, bufs = names
-        if attrs or bufs:
-            unset = [k for k in attrs if getattr(module, k, True) is False]
-            versions = [(k, b._version) for k in bufs if isinstance(b := module._buffers.get(k), torch.Tensor)]
-            if unset or versions:
-                self.open[id(module)] = (unset, versions)
-        return found
-
-    def post(self, module: nn.Module) -> str | None:
-        if not self.open:
-            return None
-        before = self.open.pop(id(module), None)
-        if before is None:
-            return None
-        unset, versions = before
-        set_now = [k for k in unset if getattr(module, k, False) is True]
-        written = [k for k, v in versions if isinstance(b := module._buffers.get(k), torch.Tensor) and b._version != v]
-        if set_now or written:
-            return f"its first-forward initialisation ran in this forward ({', '.join(set_now + written)} set)"
-        return None
-
+from ssdaudit.training.doctor.early_forwards import LazyStateProbe, recent_early_forwards
 
 class LazyStateInEval(Check):
     code = "T023"
@@ -91,8 +33,6 @@ class LazyStateInEval(Check):
         self.probe = LazyStateProbe()
 
     def on_attach(self, ctx: Context) -> None:
-        from ssdaudit.training.doctor.early_forwards import recent_early_forwards
-
         for module, what in recent_early_forwards():  # before any watch existed (``ssdaudit watch``)
             if ctx.in_model(module):
                 self._report(ctx, module, f"{what} (before the optimizer was built)")

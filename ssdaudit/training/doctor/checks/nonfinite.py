@@ -169,7 +169,6 @@ class FirstNonFinite(Check):
         self.first_seen = 0  # the step of the first non-finite gradient
         self.rerun_step = 0  # ssdaudit watch: re-run the script with the trace armed at this step
         self.trace_at = 0  # set by the runner's re-run: arm the trace before this step
-        self._model_hook: Any = None
         self.skips = 0
         self.consecutive = 0
         self.ok_steps = 0
@@ -180,24 +179,14 @@ class FirstNonFinite(Check):
     # --- lifetime ------------------------------------------------------------------------------------
 
     def on_attach(self, ctx: Context) -> None:
-        if ctx.model is not None:
-            self._model_hook = ctx.model.register_forward_pre_hook(self._kwargs_hook, with_kwargs=True)
         if self.trace_at == 1:
             self._arm(ctx, 1)
 
     def on_detach(self, ctx: Context) -> None:
-        if self._model_hook is not None:
-            self._model_hook.remove()
-            self._model_hook = None
         if self.armed is not None:
             self.armed.stop()
             self.armed = None
         self.calls = []
-
-    def _kwargs_hook(self, module: nn.Module, args: Any, kwargs: Any) -> None:
-        last = self.calls[-1] if self.calls else None
-        if last is not None and last.module is module and not last.kwargs and kwargs:
-            last.kwargs = dict(kwargs)
 
     # --- what a replay needs, every step -------------------------------------------------------------
 
@@ -208,13 +197,17 @@ class FirstNonFinite(Check):
         self.calls.append(call)
         handles: list[Any] = []
 
-        def post(_m: nn.Module, _args: Any, output: Any) -> None:
+        def post(_m: nn.Module, _args: Any, kwargs: Any, output: Any) -> None:
             handles[0].remove()
+            if kwargs:  # the call's keyword arguments (a global pre-hook does not get them)
+                call.kwargs = dict(kwargs)
             for i, t in enumerate(tree_flatten(output)[0]):
                 if isinstance(t, torch.Tensor) and t.requires_grad:
                     t.register_hook(lambda g, i=i: call.grads.__setitem__(i, g))  # type: ignore[no-untyped-call]
 
-        handles.append(module.register_forward_hook(post))
+        # on this call only (removed as it runs): nothing of ours stays on the user's module (torch.save(model)
+        # pickles its hooks, copy.deepcopy copies them)
+        handles.append(module.register_forward_hook(post, with_kwargs=True))
 
     # --- the guard -----------------------------------------------------------------------------------
 
