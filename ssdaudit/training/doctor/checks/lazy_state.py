@@ -25,6 +25,7 @@ from ssdaudit.training.doctor.checks.base import Check
 from ssdaudit.training.doctor.context import Context
 from ssdaudit.training.doctor.early_forwards import LazyStateProbe, recent_early_forwards
 
+
 class LazyStateInEval(Check):
     code = "T023"
     training_calls = False  # eval-mode forwards only
