@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ssdaudit.core.findings import Severity
 from ssdaudit.training.resume.fingerprint import RANDOM_MODULES
 
 _COUNTER_WORDS = ("epoch", "step", "iter", "global_step", "batch")
@@ -101,6 +102,13 @@ def schedulers_of(optimizer: torch.optim.Optimizer) -> list[Any]:
     return [o for o in gc.get_objects() if issubclass(type(o), base) and getattr(o, "optimizer", None) is optimizer]
 
 
+def weights_only(obj: Any, model: nn.Module | None) -> bool:
+    """Whether ``obj`` is the model's weights and nothing else (its state_dict, or the model itself): an export
+    as often as a checkpoint to resume from."""
+    found = CheckpointContents(obj, model)
+    return found.weights is not None and (found.weights is obj or obj is model)
+
+
 def gaps(obj: Any, model: nn.Module | None, optimizer: torch.optim.Optimizer, scaler: Any,
          global_shuffle: bool) -> list[tuple[str, str, str]]:
     """(rule code: S008 or S009, piece, message) for each piece of the training state the run uses and ``obj`` lacks; [] when
@@ -157,8 +165,18 @@ class SaveCheck:
 
     def on_save(self, obj: Any, target: Any, kind: str) -> None:
         for w in self.runner.watches:
-            for code, piece, message in gaps(obj, w.model, w.optimizer, self.scaler, self.global_shuffle):
-                w.ctx.report(code, message, subject=piece)
+            found = gaps(obj, w.model, w.optimizer, self.scaler, self.global_shuffle)
+            if not found:
+                continue
+            # the weights alone (model.state_dict(), the model): maybe an export, not a checkpoint to resume from:
+            # S008 is a note there (its own subject, so that a later checkpoint's warning is not folded into it)
+            bare = weights_only(obj, w.model)
+            for code, piece, message in found:
+                if bare and code == "S008":
+                    w.ctx.report(code, f"{message} (a save of the weights alone; if you resume from it, save the "
+                                 "rest beside them)", subject=f"{piece}, weights only", severity=Severity.INFO)
+                else:
+                    w.ctx.report(code, message, subject=piece)
 
     def on_backward(self, tensor: torch.Tensor) -> None:
         pass
