@@ -75,6 +75,25 @@ def test_the_whole_model_saved_needs_no_counter_and_stays_loadable(tmp_path: Pat
     assert report.steps == 4 and [f.rule for f in report.findings] == []
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["objects pickled whole", "state_dicts"])
+def test_a_checkpoint_of_whole_objects_holds_what_their_state_dicts_hold(tmp_path: Path, whole: bool) -> None:
+    """torch.save({"model": model, "opt": opt, "sched": sched, "rng": ...}) pickles the optimizer and the scheduler
+    themselves: their state is in the file, as in the state_dict twin (a new user's trial found S008 warnings here)."""
+    script = tmp_path / "objects.py"
+    pieces = ('{"model": model, "opt": opt, "sched": sched, "rng": torch.get_rng_state()}' if whole else
+              '{"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), '
+              '"rng": torch.get_rng_state()}')
+    script.write_text(
+        "import torch\nfrom torch import nn\ntorch.manual_seed(0)\n"
+        "model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))\n"
+        "opt = torch.optim.Adam(model.parameters(), lr=1e-3)\nsched = torch.optim.lr_scheduler.StepLR(opt, 100)\n"
+        "x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))\n"
+        "for step in range(6):\n    opt.zero_grad()\n    nn.functional.cross_entropy(model(x), y).backward()\n"
+        f"    opt.step()\n    sched.step()\n    if step == 4:\n        torch.save({pieces}, {str(tmp_path / 'all.pt')!r})\n")
+    report = run_watched(["python", str(script)], steps=6)
+    assert report.steps == 6 and [f.rule for f in report.findings] == []
+
+
 def test_weights_saved_from_a_wrapper(tmp_path: Path) -> None:
     script = tmp_path / "dp.py"
     script.write_text(

@@ -71,13 +71,17 @@ class CheckpointContents:
     def __init__(self, obj: Any, model: nn.Module | None) -> None:
         self.dicts = [x for x in _walk(obj) if isinstance(x, dict)]
         self.values = list(_walk(obj))
-        self.optimizer = any("state" in d and "param_groups" in d for d in self.dicts)
-        self.scheduler = any("last_epoch" in d or "base_lrs" in d for d in self.dicts) or any(
-            isinstance(v, torch.optim.lr_scheduler.LRScheduler) for v in self.values)
-        self.scaler = any("scale" in d and "growth_factor" in d for d in self.dicts)
+        # each piece as its state_dict() or as the object itself (torch.save({"opt": optimizer, ...}) pickles it whole)
+        self.optimizer = any("state" in d and "param_groups" in d for d in self.dicts) or any(
+            isinstance(v, torch.optim.Optimizer) for v in self.values)
+        schedulers = [v for v in self.values if isinstance(v, torch.optim.lr_scheduler.LRScheduler)]
+        self.scheduler = any("last_epoch" in d or "base_lrs" in d for d in self.dicts) or bool(schedulers)
+        self.scaler = any("scale" in d and "growth_factor" in d for d in self.dicts) or any(
+            type(v).__name__ == "GradScaler" and hasattr(v, "state_dict") for v in self.values)
         self.rng = any(isinstance(v, torch.Tensor) and v.dtype is torch.uint8 and v.dim() == 1 and v.numel() >= 5000
                        for v in self.values)  # torch.get_rng_state(): 5056 bytes
-        self.counter = _has_counter(obj) or any(hasattr(v, "global_step") for v in self.dicts)
+        # a scheduler's last_epoch counts its steps, as its state_dict's "last_epoch" key does
+        self.counter = _has_counter(obj) or any(hasattr(v, "global_step") for v in self.dicts) or bool(schedulers)
         names = {n for n, _ in model.state_dict().items()} if model is not None else set()
         bare = {n[len("module."):] if n.startswith("module.") else n for n in names}
         self.weights: dict[str, Any] | None = None
